@@ -1,0 +1,54 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+
+namespace PeftGen.Benchmarks;
+
+/// <summary>Runs a PyTorch peer script from benchmarks/peers and reads the JSON line it prints.</summary>
+internal static class PythonPeer
+{
+    // Debian's python3-torch lives in the system interpreter, which may not be the python3 first on PATH.
+    private static readonly string[] Interpreters = ["/usr/bin/python3", "python3"];
+
+    public static JsonObject? Run(string script, string arguments)
+    {
+        string path = Path.Combine(AppContext.BaseDirectory, "peers", script);
+        foreach (var python in Interpreters)
+        {
+            if (!HasTorch(python)) continue;
+            Console.Error.WriteLine($"running PyTorch peer: {python} {script} {arguments}");
+            var (code, stdout, stderr) = Exec(python, $"\"{path}\" {arguments}");
+            if (code != 0)
+            {
+                Console.Error.WriteLine($"PyTorch peer failed ({code}): {stderr}");
+                return null;
+            }
+            var last = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault();
+            return last == null ? null : JsonNode.Parse(last) as JsonObject;
+        }
+        Console.Error.WriteLine("PyTorch not found: install the peer with 'apt-get install python3-torch libopenblas0-pthread' to compare.");
+        return null;
+    }
+
+    private static bool HasTorch(string python)
+    {
+        try
+        {
+            return Exec(python, "-c \"import torch\"").Code == 0;
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            return false; // interpreter not installed
+        }
+    }
+
+    private static (int Code, string Stdout, string Stderr) Exec(string file, string arguments)
+    {
+        var info = new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
+        info.Environment["OMP_NUM_THREADS"] = info.Environment.TryGetValue("OMP_NUM_THREADS", out var t) && t != null ? t : "2";
+        using var process = Process.Start(info)!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        string stdout = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        return (process.ExitCode, stdout, stderr.Result);
+    }
+}

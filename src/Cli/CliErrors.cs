@@ -1,0 +1,35 @@
+namespace PeftGen.Cli;
+
+/// <summary>
+/// Turns failures into one clear line on stderr and an exit code scripts can rely on:
+/// 0 success, 1 bad input (files, settings), 2 usage (handled by the parser), 3 internal error, 130 cancelled.
+/// </summary>
+internal static class CliErrors
+{
+    public const int BadInput = 1;
+    public const int Internal = 3;
+    public const int Cancelled = 130;
+
+    public static int Run(Func<int> action)
+    {
+        try
+        {
+            return action();
+        }
+        catch (OperationCanceledException)
+        {
+            Console.Error.WriteLine("cancelled");
+            return Cancelled;
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException or ArgumentException or FormatException)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return BadInput;
+        }
+        catch (Exception e)
+        {
+            Console.Error.WriteLine($"internal error: {e}");
+            return Internal;
+        }
+    }
+}

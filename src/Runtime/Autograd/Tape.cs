@@ -1,0 +1,88 @@
+using PeftGen.Tensors;
+
+namespace PeftGen.Autograd;
+
+/// <summary>
+/// The record of differentiable ops run on this thread since the last backward pass. Each op that reads a
+/// tensor requiring gradients appends a node holding its output and a closure that turns the output's
+/// gradient into gradients of its inputs. Backward replays the nodes in reverse.
+/// </summary>
+internal sealed class Tape
+{
+    [ThreadStatic] private static Tape? t_current;
+
+    private readonly List<Node> _nodes = new();
+
+    public static Tape Current => t_current ??= new Tape();
+
+    public int Count => _nodes.Count;
+
+    /// <summary>True when an op reading these inputs must be recorded.</summary>
+    public static bool ShouldRecord(Tensor a) => GradMode.IsEnabled && a.RequiresGrad;
+
+    /// <inheritdoc cref="ShouldRecord(Tensor)"/>
+    public static bool ShouldRecord(Tensor a, Tensor b) => GradMode.IsEnabled && (a.RequiresGrad || b.RequiresGrad);
+
+    /// <inheritdoc cref="ShouldRecord(Tensor)"/>
+    public static bool ShouldRecord(Tensor a, Tensor b, Tensor? c) =>
+        GradMode.IsEnabled && (a.RequiresGrad || b.RequiresGrad || (c?.RequiresGrad ?? false));
+
+    /// <summary>Marks <paramref name="output"/> as produced by a differentiable op and records its backward.</summary>
+    public static void Record(Tensor output, Action backward)
+    {
+        output.RequiresGrad = true;
+        output.IsRecorded = true;
+        Current._nodes.Add(new Node(output, backward));
+    }
+
+    /// <summary>Drops nodes recorded after <paramref name="count"/> (their tensors are being released).</summary>
+    public void Truncate(int count)
+    {
+        if (_nodes.Count > count) _nodes.RemoveRange(count, _nodes.Count - count);
+    }
+
+    public void Backward(Tensor root)
+    {
+        if (!root.RequiresGrad)
+            throw new InvalidOperationException($"Backward() on {root.DescribeForError()}, which does not require gradients: no trainable parameter was used to compute it.");
+        if (root.Count != 1)
+            throw new InvalidOperationException($"Backward() needs a scalar (one-element) loss; {root.DescribeForError()} has {root.Count} elements.");
+        using (GradMode.Disable())
+        {
+            var seed = Grads.Buffer(root, out bool accumulate);
+            seed.AsSpan()[0] = accumulate ? seed.AsSpan()[0] + 1f : 1f;
+            for (int i = _nodes.Count - 1; i >= 0; i--)
+            {
+                var node = _nodes[i];
+                if (node.Output.Grad == null || node.Output.IsDisposed) continue; // not on a path to the root
+                node.Backward();
+                // An intermediate's gradient is dead once pushed to its inputs: free it now, not at scope end.
+                node.Output.Grad.Dispose();
+                node.Output.Grad = null;
+            }
+        }
+        _nodes.Clear();
+    }
+
+    private readonly record struct Node(Tensor Output, Action Backward);
+}
+
+/// <summary>Gradient buffers: allocated on first use, accumulated into afterwards.</summary>
+internal static class Grads
+{
+    /// <summary>
+    /// The gradient buffer of <paramref name="t"/>, allocating it uninitialised when missing.
+    /// <paramref name="accumulate"/> tells the caller to add (an existing gradient) or overwrite (a new one).
+    /// Leaf gradients outlive the step's scope; intermediate ones die with it.
+    /// </summary>
+    public static Tensor Buffer(Tensor t, out bool accumulate)
+    {
+        accumulate = t.Grad != null;
+        if (t.Grad == null)
+        {
+            t.Grad = Tensor.Create(t.ShapeArray, DType.Float32, zeroed: false, scoped: t.IsRecorded);
+            t.Grad.Name = t.Name is null ? null : t.Name + ".grad";
+        }
+        return t.Grad;
+    }
+}

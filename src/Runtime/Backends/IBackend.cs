@@ -1,0 +1,83 @@
+using PeftGen.Backends.Cpu;
+using PeftGen.Tensors;
+
+namespace PeftGen.Backends;
+
+/// <summary>
+/// The kernels a device provides. <see cref="Ops"/> (the differentiable API that models use) calls only
+/// these, so a new device (the CUDA backend) is added by implementing this interface; model code never
+/// changes. Unless stated, tensors are contiguous float32 on the backend's device, "accumulate" means
+/// add into the destination, and destinations are otherwise overwritten.
+/// </summary>
+internal interface IBackend
+{
+    /// <summary>dst (+)= src elementwise; both may be strided views of the same shape.</summary>
+    void CopyStrided(Tensor src, Tensor dst, bool accumulate);
+
+    void Fill(Tensor dst, float value);
+
+    /// <summary>y = alpha·a + beta·b, where b's elements repeat over a (b.Count divides a.Count: bias broadcast).</summary>
+    void AddScaled(Tensor a, float alpha, Tensor b, float beta, Tensor y);
+
+    /// <summary>y (+)= a ∘ b.</summary>
+    void Mul(Tensor a, Tensor b, Tensor y, bool accumulate);
+
+    /// <summary>y (+)= s · x.</summary>
+    void Scale(Tensor x, float s, Tensor y, bool accumulate);
+
+    /// <summary>dst[c] (+)= Σ_rows src[rows, c] with c = dst.Count (gradient of a broadcast add).</summary>
+    void SumRows(Tensor src, Tensor dst, bool accumulate);
+
+    /// <summary>Σ x, accumulated in double.</summary>
+    double Sum(Tensor x);
+
+    /// <summary>Batched row-major GEMM on tensor storage: C = alpha·op(A)·op(B) + beta·C, operands starting at each tensor's offset.</summary>
+    void Gemm(bool transA, bool transB, int m, int n, int k, float alpha,
+        Tensor a, int lda, long strideA, Tensor b, int ldb, long strideB,
+        float beta, Tensor c, int ldc, long strideC, int batch);
+
+    void EmbeddingForward(Tensor weight, ReadOnlySpan<int> ids, Tensor y);
+    void EmbeddingBackward(Tensor dy, ReadOnlySpan<int> ids, Tensor dweight);
+
+    void RmsNormForward(Tensor x, Tensor weight, Tensor y, Tensor rstd, float eps);
+    void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, Tensor dx, Tensor? dweight, bool accumulateDx);
+
+    void SiluForward(Tensor x, Tensor y);
+    void SiluBackward(Tensor dy, Tensor x, Tensor dx, bool accumulate);
+    void SwiGluForward(Tensor gate, Tensor up, Tensor y);
+    void SwiGluBackward(Tensor dy, Tensor gate, Tensor up, Tensor dgate, Tensor dup, bool accumulate);
+
+    /// <summary>Rotary embedding of x [b, t, h, d] into y (may be x); inverse rotates back (the backward).</summary>
+    void Rope(Tensor x, Tensor y, int positionOffset, float theta, bool interleaved, bool inverse);
+
+    /// <summary>Causal GQA attention; k, v are [b, capacity, hkv, d] with the first keyLength rows valid.</summary>
+    void AttentionForward(Tensor q, Tensor k, Tensor v, int keyLength, Tensor output, Tensor? lse, float scale);
+    void AttentionBackward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor output, Tensor lse,
+        Tensor dq, Tensor dk, Tensor dv, float scale);
+
+    void SoftmaxForward(Tensor x, Tensor y);
+    void SoftmaxBackward(Tensor dy, Tensor y, Tensor dx, bool accumulate);
+
+    /// <summary>Σ x², accumulated in double (for gradient norms).</summary>
+    double SumSquares(Tensor x);
+
+    /// <summary>
+    /// One AdamW update of <paramref name="param"/> in place from <paramref name="grad"/>, with moment buffers m and v.
+    /// biasCorrection1/2 are 1 − β1ᵗ and 1 − β2ᵗ.
+    /// </summary>
+    void AdamWStep(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2, float eps,
+        float weightDecay, float biasCorrection1, float biasCorrection2);
+
+    void CrossEntropyForward(Tensor logits, ReadOnlySpan<int> targets, int ignoreIndex, Tensor losses, Tensor lse);
+    void CrossEntropyBackward(Tensor logits, Tensor lse, ReadOnlySpan<int> targets, int ignoreIndex, float gradScale, Tensor dlogits);
+}
+
+/// <summary>Finds the backend of a tensor's device.</summary>
+internal static class Backend
+{
+    public static IBackend Of(Tensor t) => t.Device.Type switch
+    {
+        DeviceType.Cpu => CpuBackend.Instance,
+        _ => throw new NotSupportedException($"No backend for device {t.Device} ({t.DescribeForError()})."),
+    };
+}

@@ -1,0 +1,101 @@
+using System.Runtime.InteropServices;
+using PeftGen.Models.Llama;
+using PeftGen.Tensors;
+
+namespace PeftGen.IO;
+
+/// <summary>
+/// Reads llama2.c checkpoints (the legacy "version 0" format of <c>run.c</c>): a header of seven int32
+/// (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len; a negative vocab size marks an
+/// unshared classifier) followed by float32 weights in a fixed order.
+/// </summary>
+public static class Llama2Checkpoint
+{
+    private const int HeaderBytes = 7 * sizeof(int);
+
+    /// <summary>Reads only the header and returns the model configuration it describes.</summary>
+    public static LlamaConfig ReadConfig(string path)
+    {
+        using var stream = OpenRead(path);
+        return ReadHeader(stream, path).Config;
+    }
+
+    /// <summary>Loads a checkpoint into a new <see cref="LlamaForCausalLM"/> (RoPE on interleaved pairs, as llama2.c).</summary>
+    /// <exception cref="InvalidDataException">The file is truncated or its header is inconsistent; the message names the file.</exception>
+    public static LlamaForCausalLM Load(string path)
+    {
+        using var stream = OpenRead(path);
+        var (config, sharedClassifier) = ReadHeader(stream, path);
+        int dim = config.HiddenSize, hidden = config.IntermediateSize, layers = config.NumHiddenLayers;
+        int kvDim = config.KeyValueHeads * config.HeadDim, headSize = config.HeadDim;
+        long weights = (long)config.VocabSize * dim + layers * (2L * dim + 2L * dim * dim + 2L * kvDim * dim + 3L * dim * hidden) + dim;
+        long ropeTables = (long)config.MaxPositionEmbeddings * headSize; // two tables of seq_len · head_size / 2
+        long classifier = sharedClassifier ? 0 : (long)config.VocabSize * dim;
+        long expected = HeaderBytes + 4 * (weights + ropeTables + classifier);
+        if (stream.Length < expected)
+            throw new InvalidDataException(
+                $"{path}: truncated llama2.c checkpoint: the header (dim {dim}, hidden {hidden}, layers {layers}, vocab {config.VocabSize}, seq_len {config.MaxPositionEmbeddings}) needs {expected:N0} bytes, the file has {stream.Length:N0}.");
+
+        var model = new LlamaForCausalLM(config);
+        try
+        {
+            var p = model.Model;
+            Read(stream, p.EmbedTokens.Weight);
+            ReadLayered(stream, i => p.Layers[i].InputLayerNorm.Weight, layers);
+            ReadLayered(stream, i => p.Layers[i].SelfAttn.QProj.Weight, layers);
+            ReadLayered(stream, i => p.Layers[i].SelfAttn.KProj.Weight, layers);
+            ReadLayered(stream, i => p.Layers[i].SelfAttn.VProj.Weight, layers);
+            ReadLayered(stream, i => p.Layers[i].SelfAttn.OProj.Weight, layers);
+            ReadLayered(stream, i => p.Layers[i].PostAttentionLayerNorm.Weight, layers);
+            ReadLayered(stream, i => p.Layers[i].Mlp.GateProj.Weight, layers);   // w1
+            ReadLayered(stream, i => p.Layers[i].Mlp.DownProj.Weight, layers);   // w2
+            ReadLayered(stream, i => p.Layers[i].Mlp.UpProj.Weight, layers);     // w3
+            Read(stream, p.Norm.Weight);
+            stream.Seek(4 * ropeTables, SeekOrigin.Current); // llama2.c recomputes RoPE; the stored tables are unused
+            if (!sharedClassifier) Read(stream, model.LmHead!.Weight);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    private static FileStream OpenRead(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (!File.Exists(path)) throw new FileNotFoundException($"llama2.c checkpoint not found: {path}", path);
+        return new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+    }
+
+    private static (LlamaConfig Config, bool SharedClassifier) ReadHeader(FileStream stream, string path)
+    {
+        if (stream.Length < HeaderBytes)
+            throw new InvalidDataException($"{path}: {stream.Length} bytes is too short for a llama2.c header ({HeaderBytes} bytes).");
+        Span<int> h = stackalloc int[7];
+        stream.ReadExactly(MemoryMarshal.AsBytes(h));
+        int dim = h[0], hidden = h[1], layers = h[2], heads = h[3], kvHeads = h[4], vocab = h[5], seqLen = h[6];
+        bool shared = vocab > 0;
+        var config = new LlamaConfig
+        {
+            HiddenSize = dim, IntermediateSize = hidden, NumHiddenLayers = layers, NumAttentionHeads = heads,
+            NumKeyValueHeads = kvHeads, VocabSize = Math.Abs(vocab), MaxPositionEmbeddings = seqLen,
+            RmsNormEps = 1e-5f, RopeTheta = 10000f, TieWordEmbeddings = shared, RopeInterleaved = true,
+            BosTokenId = 1, EosTokenId = 2,
+        };
+        const int Sane = 1 << 20; // no real model has a dimension this large; rejects garbage headers early
+        if (h.ToArray().Any(v => v == int.MinValue || Math.Abs(v) > Sane))
+            throw new InvalidDataException($"{path}: not a llama2.c checkpoint (header [{string.Join(", ", h.ToArray())}] has values out of range).");
+        config.Validate($"{path} (llama2.c header)");
+        return (config, shared);
+    }
+
+    private static void ReadLayered(FileStream stream, Func<int, Tensor> target, int layers)
+    {
+        for (int i = 0; i < layers; i++) Read(stream, target(i));
+    }
+
+    private static void Read(FileStream stream, Tensor target) =>
+        stream.ReadExactly(MemoryMarshal.AsBytes(target.AsSpan()));
+}

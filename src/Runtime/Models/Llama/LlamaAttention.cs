@@ -1,0 +1,57 @@
+using PeftGen.Nn;
+using PeftGen.Tensors;
+
+namespace PeftGen.Models.Llama;
+
+/// <summary>Grouped-query self-attention with rotary embeddings ("self_attn": q_proj, k_proj, v_proj, o_proj).</summary>
+public sealed class LlamaAttention : Module
+{
+    private readonly LlamaConfig _config;
+    private readonly int _layerIndex;
+
+    /// <summary>Creates the projections of layer <paramref name="layerIndex"/>.</summary>
+    public LlamaAttention(LlamaConfig config, int layerIndex, Random? random)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        _config = config;
+        _layerIndex = layerIndex;
+        int c = config.HiddenSize, q = config.NumAttentionHeads * config.HeadDim, kv = config.KeyValueHeads * config.HeadDim;
+        QProj = RegisterModule("q_proj", new Linear(c, q, random: random));
+        KProj = RegisterModule("k_proj", new Linear(c, kv, random: random));
+        VProj = RegisterModule("v_proj", new Linear(c, kv, random: random));
+        OProj = RegisterModule("o_proj", new Linear(q, c, random: random));
+    }
+
+    /// <summary>Query projection [heads·headDim, hidden].</summary>
+    public Linear QProj { get; }
+
+    /// <summary>Key projection [kvHeads·headDim, hidden].</summary>
+    public Linear KProj { get; }
+
+    /// <summary>Value projection [kvHeads·headDim, hidden].</summary>
+    public Linear VProj { get; }
+
+    /// <summary>Output projection [hidden, heads·headDim].</summary>
+    public Linear OProj { get; }
+
+    /// <summary>Attends x [b, t, hidden] to itself causally; with a cache, also to the cached past.</summary>
+    public Tensor Forward(Tensor x, KvCache? cache = null)
+    {
+        int b = x.Size(0), t = x.Size(1);
+        int hq = _config.NumAttentionHeads, hkv = _config.KeyValueHeads, d = _config.HeadDim;
+        int offset = cache?.Length ?? 0;
+        var q = QProj.Forward(x).Reshape(b, t, hq, d);                                     // [b, t, hq, d]
+        var k = KProj.Forward(x).Reshape(b, t, hkv, d);                                    // [b, t, hkv, d]
+        var v = VProj.Forward(x).Reshape(b, t, hkv, d);                                    // [b, t, hkv, d]
+        q = Ops.Rope(q, offset, _config.RopeTheta, _config.RopeInterleaved);
+        k = Ops.Rope(k, offset, _config.RopeTheta, _config.RopeInterleaved);
+        Tensor y;                                                                          // [b, t, hq, d]
+        if (cache == null) y = Ops.CausalAttention(q, k, v);
+        else
+        {
+            var (keys, values) = cache.Append(_layerIndex, k, v);
+            y = Ops.AttentionWithCache(q, keys, values, offset + t);
+        }
+        return OProj.Forward(y.Reshape(b, t, hq * d));                                     // [b, t, hidden]
+    }
+}

@@ -1,0 +1,63 @@
+using PeftGen.Nn;
+using PeftGen.Tensors;
+
+namespace PeftGen.Models.Llama;
+
+/// <summary>
+/// A Llama-family causal language model (Llama 2/3, Mistral, Qwen2, SmolLM, TinyLlama shapes): the decoder
+/// stack "model" and the output head "lm_head" (or the token embedding, when tied). Parameter paths match
+/// Hugging Face checkpoints.
+/// </summary>
+public class LlamaForCausalLM : Module
+{
+    /// <summary>
+    /// Builds the model. With <paramref name="seed"/>, weights are random (embedding N(0, 0.02²), linears
+    /// Kaiming-uniform as in PyTorch, norms 1); without, zeros awaiting a checkpoint.
+    /// </summary>
+    public LlamaForCausalLM(LlamaConfig config, int? seed = null)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        Config = config;
+        var random = seed is int s ? new Random(s) : null;
+        Model = RegisterModule("model", new LlamaModel(config, random));
+        if (!config.TieWordEmbeddings)
+            LmHead = RegisterModule("lm_head", new Linear(config.HiddenSize, config.VocabSize, random: random));
+    }
+
+    /// <summary>The model's configuration.</summary>
+    public LlamaConfig Config { get; }
+
+    /// <summary>The decoder stack.</summary>
+    public LlamaModel Model { get; }
+
+    /// <summary>The output head [vocab, hidden], or null when tied to the token embedding.</summary>
+    public Linear? LmHead { get; }
+
+    /// <summary>The output projection weight [vocab, hidden] (the embedding when tied).</summary>
+    public Tensor OutputWeight => LmHead?.Weight ?? Model.EmbedTokens.Weight;
+
+    /// <summary>Next-token logits [b, t, vocab] for token ids laid out [b, t].</summary>
+    public Tensor Forward(ReadOnlySpan<int> ids, int batch, int time, KvCache? cache = null)
+    {
+        if (ids.Length != batch * time)
+            throw new ArgumentException($"{ids.Length} token ids do not fill a [{batch}, {time}] batch.", nameof(ids));
+        int past = cache?.Length ?? 0;
+        if (past + time > Config.MaxPositionEmbeddings)
+            throw new ArgumentException($"Positions {past}..{past + time - 1} exceed the model's context of {Config.MaxPositionEmbeddings} tokens (max_position_embeddings); shorten the input.", nameof(time));
+        var h = Model.Forward(ids, batch, time, cache);                                    // [b, t, hidden]
+        return Ops.Linear(h, OutputWeight);                                                // [b, t, vocab]
+    }
+
+    /// <summary>
+    /// Mean next-token cross-entropy: logits of <paramref name="inputs"/> against <paramref name="targets"/>, both
+    /// laid out [b, t]; targets equal to <paramref name="ignoreIndex"/> (prompt or padding) are skipped.
+    /// </summary>
+    public Tensor Loss(ReadOnlySpan<int> inputs, ReadOnlySpan<int> targets, int batch, int time, int ignoreIndex = -100)
+    {
+        if (targets.Length != inputs.Length)
+            throw new ArgumentException($"{targets.Length} targets for {inputs.Length} inputs.", nameof(targets));
+        var logits = Forward(inputs, batch, time);                                         // [b, t, vocab]
+        return Ops.CrossEntropy(logits.Reshape(batch * time, Config.VocabSize), targets, ignoreIndex);
+    }
+}

@@ -1,0 +1,33 @@
+using PeftGen.Nn;
+using PeftGen.Tensors;
+
+namespace PeftGen.Models.Llama;
+
+/// <summary>The SwiGLU feed-forward block ("mlp"): down_proj(silu(gate_proj(x)) ∘ up_proj(x)).</summary>
+public sealed class LlamaMlp : Module<Tensor, Tensor>
+{
+    /// <summary>Creates the three projections.</summary>
+    public LlamaMlp(LlamaConfig config, Random? random)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        GateProj = RegisterModule("gate_proj", new Linear(config.HiddenSize, config.IntermediateSize, random: random));
+        UpProj = RegisterModule("up_proj", new Linear(config.HiddenSize, config.IntermediateSize, random: random));
+        DownProj = RegisterModule("down_proj", new Linear(config.IntermediateSize, config.HiddenSize, random: random));
+    }
+
+    /// <summary>Gate projection [intermediate, hidden].</summary>
+    public Linear GateProj { get; }
+
+    /// <summary>Up projection [intermediate, hidden].</summary>
+    public Linear UpProj { get; }
+
+    /// <summary>Down projection [hidden, intermediate].</summary>
+    public Linear DownProj { get; }
+
+    /// <inheritdoc />
+    public override Tensor Forward(Tensor input)
+    {
+        var h = Ops.SwiGlu(GateProj.Forward(input), UpProj.Forward(input));               // [b, t, intermediate]
+        return DownProj.Forward(h);                                                        // [b, t, hidden]
+    }
+}

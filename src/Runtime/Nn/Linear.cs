@@ -1,0 +1,37 @@
+using PeftGen.Tensors;
+
+namespace PeftGen.Nn;
+
+/// <summary>y = x·Wᵀ + b with W [out, in] (PyTorch's <c>nn.Linear</c>; parameters "weight" and "bias").</summary>
+public class Linear : Module<Tensor, Tensor>
+{
+    /// <summary>Creates a layer. With <paramref name="random"/>, W and b are Kaiming-uniform like PyTorch; otherwise zero (to be loaded).</summary>
+    public Linear(int inFeatures, int outFeatures, bool hasBias = false, Random? random = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(inFeatures, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(outFeatures, 1);
+        InFeatures = inFeatures;
+        OutFeatures = outFeatures;
+        float bound = 1f / MathF.Sqrt(inFeatures);
+        Weight = RegisterParameter("weight", random == null
+            ? Tensor.Zeros(outFeatures, inFeatures)
+            : Tensor.Uniform([outFeatures, inFeatures], random, -bound, bound));
+        if (hasBias)
+            Bias = RegisterParameter("bias", random == null ? Tensor.Zeros(outFeatures) : Tensor.Uniform([outFeatures], random, -bound, bound));
+    }
+
+    /// <summary>Input size.</summary>
+    public int InFeatures { get; }
+
+    /// <summary>Output size.</summary>
+    public int OutFeatures { get; }
+
+    /// <summary>The weight, [out, in].</summary>
+    public Tensor Weight { get; }
+
+    /// <summary>The bias, [out], or null.</summary>
+    public Tensor? Bias { get; }
+
+    /// <inheritdoc />
+    public override Tensor Forward(Tensor input) => Ops.Linear(input, Weight, Bias); // [..., in] → [..., out]
+}

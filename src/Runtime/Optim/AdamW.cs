@@ -1,0 +1,114 @@
+using PeftGen.Backends;
+using PeftGen.Tensors;
+
+namespace PeftGen.Optim;
+
+/// <summary>A set of parameters sharing optimizer settings (PyTorch's param_groups; LoRA+ gives B its own group).</summary>
+/// <param name="Parameters">The tensors to update.</param>
+/// <param name="LearningRateScale">Multiplier on the optimizer's learning rate for this group.</param>
+/// <param name="WeightDecay">Decoupled weight decay of this group; null uses the optimizer's.</param>
+public sealed record ParameterGroup(IReadOnlyList<Tensor> Parameters, float LearningRateScale = 1f, float? WeightDecay = null);
+
+/// <summary>
+/// Adam with decoupled weight decay (Loshchilov and Hutter), matching <c>torch.optim.AdamW</c>: bias-corrected
+/// moments, decay applied as p ← p·(1 − lr·λ) before the Adam step. Parameters without a gradient are skipped.
+/// </summary>
+public sealed class AdamW : IDisposable
+{
+    private readonly List<ParameterGroup> _groups;
+    private readonly Dictionary<Tensor, (Tensor M, Tensor V)> _state = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>Creates an optimizer over one group of parameters.</summary>
+    public AdamW(IEnumerable<Tensor> parameters, float learningRate = 1e-3f, float beta1 = 0.9f, float beta2 = 0.999f,
+        float eps = 1e-8f, float weightDecay = 0.01f)
+        : this([new ParameterGroup((parameters ?? throw new ArgumentNullException(nameof(parameters))).ToList())],
+            learningRate, beta1, beta2, eps, weightDecay)
+    {
+    }
+
+    /// <summary>Creates an optimizer over several parameter groups.</summary>
+    public AdamW(IEnumerable<ParameterGroup> groups, float learningRate = 1e-3f, float beta1 = 0.9f, float beta2 = 0.999f,
+        float eps = 1e-8f, float weightDecay = 0.01f)
+    {
+        ArgumentNullException.ThrowIfNull(groups);
+        if (!(learningRate >= 0)) throw new ArgumentOutOfRangeException(nameof(learningRate), learningRate, "must be ≥ 0");
+        if (!(beta1 >= 0 && beta1 < 1)) throw new ArgumentOutOfRangeException(nameof(beta1), beta1, "must be in [0, 1)");
+        if (!(beta2 >= 0 && beta2 < 1)) throw new ArgumentOutOfRangeException(nameof(beta2), beta2, "must be in [0, 1)");
+        if (!(eps > 0)) throw new ArgumentOutOfRangeException(nameof(eps), eps, "must be > 0");
+        if (!(weightDecay >= 0)) throw new ArgumentOutOfRangeException(nameof(weightDecay), weightDecay, "must be ≥ 0");
+        _groups = groups.ToList();
+        foreach (var p in _groups.SelectMany(g => g.Parameters))
+            if (!p.RequiresGrad)
+                throw new ArgumentException($"AdamW was given {p.DescribeForError()}, which does not require gradients (a frozen parameter).", nameof(groups));
+        LearningRate = learningRate;
+        Beta1 = beta1;
+        Beta2 = beta2;
+        Eps = eps;
+        WeightDecay = weightDecay;
+    }
+
+    /// <summary>Base learning rate (schedules set it every step).</summary>
+    public float LearningRate { get; set; }
+
+    /// <summary>First-moment decay β1.</summary>
+    public float Beta1 { get; }
+
+    /// <summary>Second-moment decay β2.</summary>
+    public float Beta2 { get; }
+
+    /// <summary>Denominator ε.</summary>
+    public float Eps { get; }
+
+    /// <summary>Default decoupled weight decay λ.</summary>
+    public float WeightDecay { get; }
+
+    /// <summary>Updates taken so far (t in the bias corrections).</summary>
+    public int StepCount { get; private set; }
+
+    /// <summary>The parameter groups.</summary>
+    public IReadOnlyList<ParameterGroup> Groups => _groups;
+
+    /// <summary>Every parameter the optimizer updates.</summary>
+    public IEnumerable<Tensor> Parameters => _groups.SelectMany(g => g.Parameters);
+
+    /// <summary>Applies one update from the accumulated gradients.</summary>
+    public void Step()
+    {
+        StepCount++;
+        float bc1 = 1f - MathF.Pow(Beta1, StepCount);
+        float bc2 = 1f - MathF.Pow(Beta2, StepCount);
+        foreach (var group in _groups)
+        {
+            float lr = LearningRate * group.LearningRateScale;
+            float decay = group.WeightDecay ?? WeightDecay;
+            foreach (var p in group.Parameters)
+            {
+                if (p.Grad == null) continue;
+                if (!_state.TryGetValue(p, out var s))
+                {
+                    s = (Tensor.Create(p.ShapeArray, DType.Float32, zeroed: true, scoped: false),
+                         Tensor.Create(p.ShapeArray, DType.Float32, zeroed: true, scoped: false));
+                    _state[p] = s;
+                }
+                Backend.Of(p).AdamWStep(p, p.Grad, s.M, s.V, lr, Beta1, Beta2, Eps, decay, bc1, bc2);
+            }
+        }
+    }
+
+    /// <summary>Drops every parameter's gradient (set to none), ready for the next accumulation.</summary>
+    public void ZeroGrad()
+    {
+        foreach (var p in Parameters) p.ZeroGrad();
+    }
+
+    /// <summary>Releases the moment buffers.</summary>
+    public void Dispose()
+    {
+        foreach (var (m, v) in _state.Values)
+        {
+            m.Dispose();
+            v.Dispose();
+        }
+        _state.Clear();
+    }
+}

@@ -1,0 +1,109 @@
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace PeftGen.Tensors;
+
+/// <summary>
+/// A reference-counted buffer that one or more tensors (views) share. When the last tensor lets go,
+/// the buffer goes back to its backend's pool at once; nothing waits for a finalizer.
+/// </summary>
+internal abstract class TensorStorage
+{
+    private int _refCount = 1;
+
+    protected TensorStorage(long byteLength, Device device)
+    {
+        ByteLength = byteLength;
+        Device = device;
+    }
+
+    public long ByteLength { get; }
+    public Device Device { get; }
+    public bool IsReleased => Volatile.Read(ref _refCount) <= 0;
+
+    public void AddRef()
+    {
+        if (Interlocked.Increment(ref _refCount) <= 1)
+            throw new ObjectDisposedException(nameof(TensorStorage), "The tensor's storage was already released.");
+    }
+
+    public void Release()
+    {
+        int left = Interlocked.Decrement(ref _refCount);
+        if (left == 0) Free();
+    }
+
+    protected abstract void Free();
+}
+
+/// <summary>Host storage: a pinned array (stable address for SIMD kernels) rented from <see cref="CpuBufferPool"/>.</summary>
+internal sealed unsafe class CpuStorage : TensorStorage
+{
+    private byte[]? _buffer;
+
+    public CpuStorage(long byteLength, bool zeroed) : base(byteLength, Device.Cpu)
+    {
+        _buffer = CpuBufferPool.Rent(byteLength);
+        if (zeroed) NativeMemory.Clear(Pointer, (nuint)byteLength);
+    }
+
+    /// <summary>Base address; valid until the storage is released (the array lives on the pinned object heap).</summary>
+    public byte* Pointer => (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(
+        _buffer ?? throw new ObjectDisposedException(nameof(CpuStorage))));
+
+    protected override void Free()
+    {
+        var buffer = Interlocked.Exchange(ref _buffer, null);
+        if (buffer != null) CpuBufferPool.Return(buffer);
+    }
+}
+
+/// <summary>
+/// Pool of pinned host buffers keyed by exact size. A training step allocates the same sizes every step,
+/// so after the first step every allocation is a pool hit and the GC sees no large-object churn.
+/// </summary>
+internal static class CpuBufferPool
+{
+    private const long Alignment = 64;
+    private static readonly ConcurrentDictionary<long, ConcurrentBag<byte[]>> s_free = new();
+    private static long s_pooledBytes;
+
+    /// <summary>Upper bound on bytes kept for reuse; larger surpluses go back to the GC.</summary>
+    public static long MaxPooledBytes { get; set; } = 8L << 30;
+
+    /// <summary>Bytes currently held in the pool (not in use).</summary>
+    public static long PooledBytes => Interlocked.Read(ref s_pooledBytes);
+
+    public static byte[] Rent(long byteLength)
+    {
+        long size = RoundUp(Math.Max(byteLength, 1));
+        if (s_free.TryGetValue(size, out var bag) && bag.TryTake(out var buffer))
+        {
+            Interlocked.Add(ref s_pooledBytes, -size);
+            return buffer;
+        }
+        if (size > Array.MaxLength)
+            throw new OutOfMemoryException($"A single tensor of {byteLength:N0} bytes exceeds the largest host buffer .NET can allocate ({Array.MaxLength:N0} bytes).");
+        return GC.AllocateUninitializedArray<byte>((int)size, pinned: true);
+    }
+
+    public static void Return(byte[] buffer)
+    {
+        if (Interlocked.Add(ref s_pooledBytes, buffer.LongLength) > MaxPooledBytes)
+        {
+            Interlocked.Add(ref s_pooledBytes, -buffer.LongLength);
+            return; // let the GC have it
+        }
+        s_free.GetOrAdd(buffer.LongLength, _ => new ConcurrentBag<byte[]>()).Add(buffer);
+    }
+
+    /// <summary>Drops every pooled buffer (for example after training, before a long inference session).</summary>
+    public static void Trim()
+    {
+        foreach (var bag in s_free.Values)
+            while (bag.TryTake(out var buffer)) Interlocked.Add(ref s_pooledBytes, -buffer.LongLength);
+    }
+
+    private static long RoundUp(long bytes) => (bytes + Alignment - 1) / Alignment * Alignment;
+}
