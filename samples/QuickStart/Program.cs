@@ -4,10 +4,8 @@
 // The task: sequences of digits that count up by a fixed step modulo 10 ("3 5 7 9 1 3 …"). Given the first
 // two digits, the model must infer the step and continue the sequence.
 using System.Diagnostics;
-using PeftGen.Autograd;
 using PeftGen.Models.Llama;
 using PeftGen.Samples.QuickStart;
-using PeftGen.Tensors;
 using PeftGen.Training;
 
 const int SequenceLength = 24;
@@ -27,12 +25,7 @@ ShowCompletions("Before training", model, prompts, SequenceLength);
 var task = new DigitTask(seed: 1);
 var options = new TrainingOptions { Steps = 300, LearningRate = 3e-3f, WarmupSteps = 20, Schedule = "cosine", MaxGradNorm = 1f };
 var clock = Stopwatch.StartNew();
-var losses = TrainingLoop.Run(model, _ => task.NextBatch(batchSize: 16, SequenceLength), options,
-    new Progress<TrainingProgress>(p =>
-    {
-        if (p.Step % 25 == 0 || p.Step == 1)
-            Console.WriteLine($"  step {p.Step,4}/{p.TotalSteps}  loss {p.Loss:F4}  lr {p.LearningRate:E2}  |g| {p.GradNorm:F2}  {p.TokensPerSecond:N0} tok/s");
-    }));
+var losses = TrainingLoop.Run(model, _ => task.NextBatch(batchSize: 16, SequenceLength), options, new ConsoleProgress());
 Console.WriteLine($"Trained {options.Steps} steps in {clock.Elapsed.TotalSeconds:F1} s: loss {losses[0]:F3} → {losses[^1]:F3} (chance level {Math.Log(10):F3}).");
 Console.WriteLine();
 ShowCompletions("After training", model, prompts, SequenceLength);
@@ -46,4 +39,14 @@ static void ShowCompletions(string title, LlamaForCausalLM model, int[][] prompt
         Console.WriteLine($"  {string.Join(' ', prompt)} → {string.Join(' ', ids.Skip(prompt.Length))}   (expected {string.Join(' ', DigitTask.Expected(prompt, 10))})");
     }
     Console.WriteLine();
+}
+
+/// <summary>Prints every 25th step as it happens (synchronously, unlike <see cref="Progress{T}"/>).</summary>
+internal sealed class ConsoleProgress : IProgress<TrainingProgress>
+{
+    public void Report(TrainingProgress p)
+    {
+        if (p.Step % 25 == 0 || p.Step == 1)
+            Console.WriteLine($"  step {p.Step,4}/{p.TotalSteps}  loss {p.Loss:F4}  lr {p.LearningRate:E2}  |g| {p.GradNorm:F2}  {p.TokensPerSecond:N0} tok/s");
+    }
 }

@@ -76,6 +76,10 @@ public static class Llama2Checkpoint
         Span<int> h = stackalloc int[7];
         stream.ReadExactly(MemoryMarshal.AsBytes(h));
         int dim = h[0], hidden = h[1], layers = h[2], heads = h[3], kvHeads = h[4], vocab = h[5], seqLen = h[6];
+        const int Sane = 1 << 20; // no real model has a dimension this large; rejects garbage headers early
+        foreach (int v in h)
+            if (v < -Sane || v > Sane)
+                throw new InvalidDataException($"{path}: not a llama2.c checkpoint (header [{string.Join(", ", h.ToArray())}] has values out of range).");
         bool shared = vocab > 0;
         var config = new LlamaConfig
         {
@@ -84,9 +88,6 @@ public static class Llama2Checkpoint
             RmsNormEps = 1e-5f, RopeTheta = 10000f, TieWordEmbeddings = shared, RopeInterleaved = true,
             BosTokenId = 1, EosTokenId = 2,
         };
-        const int Sane = 1 << 20; // no real model has a dimension this large; rejects garbage headers early
-        if (h.ToArray().Any(v => v == int.MinValue || Math.Abs(v) > Sane))
-            throw new InvalidDataException($"{path}: not a llama2.c checkpoint (header [{string.Join(", ", h.ToArray())}] has values out of range).");
         config.Validate($"{path} (llama2.c header)");
         return (config, shared);
     }

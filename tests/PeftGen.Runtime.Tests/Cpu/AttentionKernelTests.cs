@@ -1,0 +1,199 @@
+using PeftGen.Backends.Cpu.Kernels;
+using Xunit;
+
+namespace PeftGen.Tests.Cpu;
+
+public unsafe class AttentionKernelTests
+{
+    public sealed record Shape(int B, int Tq, int Tk, int TkCapacity, int Hq, int Hkv, int D)
+    {
+        public float Scale => 1f / MathF.Sqrt(D);
+        public int QSize => B * Tq * Hq * D;
+        public int KvSize => B * TkCapacity * Hkv * D;
+        public override string ToString() => $"b{B} tq{Tq} tk{Tk}/{TkCapacity} hq{Hq} hkv{Hkv} d{D}";
+    }
+
+    public static TheoryData<Shape> Shapes => new()
+    {
+        new Shape(2, 5, 5, 5, 2, 2, 8),     // MHA, training
+        new Shape(1, 7, 7, 9, 4, 2, 8),     // GQA ratio 2, spare cache capacity
+        new Shape(2, 3, 11, 12, 4, 1, 48),  // GQA ratio 4, queries are the last 3 of 11 positions
+        new Shape(1, 1, 19, 24, 8, 2, 64),  // one-token decode against a KV cache
+        new Shape(1, 37, 37, 37, 2, 1, 8),  // rows long enough for every vector path
+        new Shape(1, 4, 40, 41, 2, 2, 48),
+    };
+
+    // Naive double-precision causal GQA with the full score matrix; returns (out, lse).
+    private static (double[] Out, double[] Lse) Reference(Shape s, double[] q, double[] k, double[] v)
+    {
+        var output = new double[s.QSize];
+        var lse = new double[s.B * s.Hq * s.Tq];
+        int group = s.Hq / s.Hkv, offset = s.Tk - s.Tq;
+        var p = new double[s.Tk];
+        for (int b = 0; b < s.B; b++)
+        for (int h = 0; h < s.Hq; h++)
+        for (int i = 0; i < s.Tq; i++)
+        {
+            int qo = ((b * s.Tq + i) * s.Hq + h) * s.D;
+            int n = i + offset + 1;
+            double max = double.NegativeInfinity, sum = 0;
+            for (int j = 0; j < n; j++)
+            {
+                int ko = ((b * s.TkCapacity + j) * s.Hkv + h / group) * s.D;
+                double dot = 0;
+                for (int c = 0; c < s.D; c++) dot += q[qo + c] * k[ko + c];
+                p[j] = s.Scale * dot;
+                max = Math.Max(max, p[j]);
+            }
+            for (int j = 0; j < n; j++) sum += p[j] = Math.Exp(p[j] - max);
+            lse[(b * s.Hq + h) * s.Tq + i] = max + Math.Log(sum);
+            for (int j = 0; j < n; j++)
+            {
+                int vo = ((b * s.TkCapacity + j) * s.Hkv + h / group) * s.D;
+                for (int c = 0; c < s.D; c++) output[qo + c] += p[j] / sum * v[vo + c];
+            }
+        }
+        return (output, lse);
+    }
+
+    // Naive double-precision gradients of Σ dout ∘ out with respect to q, k, v.
+    private static (double[] Dq, double[] Dk, double[] Dv) ReferenceBackward(Shape s, double[] q, double[] k, double[] v, double[] dout)
+    {
+        var dq = new double[s.QSize];
+        var dk = new double[s.KvSize];
+        var dv = new double[s.KvSize];
+        var lse = Reference(s, q, k, v).Lse;
+        int group = s.Hq / s.Hkv, offset = s.Tk - s.Tq;
+        var p = new double[s.Tk];
+        var dp = new double[s.Tk];
+        for (int b = 0; b < s.B; b++)
+        for (int h = 0; h < s.Hq; h++)
+        for (int i = 0; i < s.Tq; i++)
+        {
+            int qo = ((b * s.Tq + i) * s.Hq + h) * s.D;
+            int n = i + offset + 1;
+            double pdp = 0;
+            for (int j = 0; j < n; j++)
+            {
+                int ko = ((b * s.TkCapacity + j) * s.Hkv + h / group) * s.D;
+                double dot = 0, dvdot = 0;
+                for (int c = 0; c < s.D; c++)
+                {
+                    dot += q[qo + c] * k[ko + c];
+                    dvdot += dout[qo + c] * v[ko + c];
+                }
+                p[j] = Math.Exp(s.Scale * dot - lse[(b * s.Hq + h) * s.Tq + i]);
+                dp[j] = dvdot;
+                pdp += p[j] * dp[j];
+            }
+            for (int j = 0; j < n; j++)
+            {
+                int ko = ((b * s.TkCapacity + j) * s.Hkv + h / group) * s.D;
+                double ds = p[j] * (dp[j] - pdp);
+                for (int c = 0; c < s.D; c++)
+                {
+                    dq[qo + c] += s.Scale * ds * k[ko + c];
+                    dk[ko + c] += s.Scale * ds * q[qo + c];
+                    dv[ko + c] += p[j] * dout[qo + c];
+                }
+            }
+        }
+        return (dq, dk, dv);
+    }
+
+    // Keys and values beyond tk hold NaN: the kernel must never read them.
+    private static float[] KeysOrValues(Random rng, Shape s)
+    {
+        var a = KernelCheck.Random(rng, s.KvSize);
+        for (int b = 0; b < s.B; b++)
+            for (int j = s.Tk; j < s.TkCapacity; j++)
+                Array.Fill(a, float.NaN, ((b * s.TkCapacity + j) * s.Hkv) * s.D, s.Hkv * s.D);
+        return a;
+    }
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void ForwardMatchesReference(Shape s)
+    {
+        var rng = new Random(s.Tq * 100 + s.Tk + s.D);
+        var q = KernelCheck.Random(rng, s.QSize, 2);
+        var k = KeysOrValues(rng, s);
+        var v = KeysOrValues(rng, s);
+        var output = new float[s.QSize];
+        var lse = new float[s.B * s.Hq * s.Tq];
+        var outputNoLse = new float[s.QSize];
+        fixed (float* pq = q, pk = k, pv = v, po = output, plse = lse, pon = outputNoLse)
+        {
+            AttentionKernel.Forward(pq, pk, pv, po, plse, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
+            AttentionKernel.Forward(pq, pk, pv, pon, null, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
+        }
+        var (refOut, refLse) = Reference(s, KernelCheck.ToDouble(q), KernelCheck.ToDouble(k), KernelCheck.ToDouble(v));
+        KernelCheck.Close(output, refOut, 2e-6, $"attention out {s}");
+        KernelCheck.Close(lse, refLse, 2e-6, $"attention lse {s}");
+        Assert.Equal(output, outputNoLse);
+    }
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void BackwardMatchesReferenceAndFiniteDifferences(Shape s)
+    {
+        var rng = new Random(s.Tq * 7 + s.Tk * 3 + s.D);
+        var q = KernelCheck.Random(rng, s.QSize, 2);
+        var k = KeysOrValues(rng, s);
+        var v = KeysOrValues(rng, s);
+        var dout = KernelCheck.Random(rng, s.QSize);
+        var output = new float[s.QSize];
+        var lse = new float[s.B * s.Hq * s.Tq];
+        const float Sentinel = 12345f; // dq, dk, dv are overwritten; dk, dv rows ≥ tk keep this
+        var dq = Enumerable.Repeat(Sentinel, s.QSize).ToArray();
+        var dk = Enumerable.Repeat(Sentinel, s.KvSize).ToArray();
+        var dv = Enumerable.Repeat(Sentinel, s.KvSize).ToArray();
+        fixed (float* pq = q, pk = k, pv = v, pdo = dout, po = output, plse = lse, pdq = dq, pdk = dk, pdv = dv)
+        {
+            AttentionKernel.Forward(pq, pk, pv, po, plse, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
+            AttentionKernel.Backward(pdo, pq, pk, pv, po, plse, pdq, pdk, pdv, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
+        }
+
+        // Only the valid rows take part in the comparisons (the spare rows hold NaN inputs).
+        var validRows = Enumerable.Range(0, s.KvSize).Where(i => i / (s.Hkv * s.D) % s.TkCapacity < s.Tk).ToArray();
+        var spareRows = Enumerable.Range(0, s.KvSize).Except(validRows).ToArray();
+        Assert.All(spareRows, i => Assert.Equal(Sentinel, dk[i]));
+        Assert.All(spareRows, i => Assert.Equal(Sentinel, dv[i]));
+
+        var qd = KernelCheck.ToDouble(q);
+        var kd = KernelCheck.ToDouble(k);
+        var vd = KernelCheck.ToDouble(v);
+        var doutd = KernelCheck.ToDouble(dout);
+        var (refDq, refDk, refDv) = ReferenceBackward(s, qd, kd, vd, doutd);
+        KernelCheck.Close(dq, refDq, 1e-5, $"attention dq {s}");
+        KernelCheck.Close(validRows.Select(i => dk[i]).ToArray(), validRows.Select(i => refDk[i]).ToArray(), 1e-5, $"attention dk {s}");
+        KernelCheck.Close(validRows.Select(i => dv[i]).ToArray(), validRows.Select(i => refDv[i]).ToArray(), 1e-5, $"attention dv {s}");
+
+        // Finite differences of f = Σ dout ∘ out on the valid coordinates of q, k and v.
+        double F(double[] qv, double[] kv, double[] vv) => KernelCheck.Dot(doutd, Reference(s, qv, kv, vv).Out);
+        KernelCheck.FiniteDifference(x => F(x, kd, vd), qd, dq, 1e-5, $"attention dq {s}", maxCoords: 24);
+        var kValid = validRows.Select(i => kd[i]).ToArray();
+        var vValid = validRows.Select(i => vd[i]).ToArray();
+        double[] Scatter(double[] valid, double[] full)
+        {
+            var copy = (double[])full.Clone();
+            for (int i = 0; i < validRows.Length; i++) copy[validRows[i]] = valid[i];
+            return copy;
+        }
+        KernelCheck.FiniteDifference(x => F(qd, Scatter(x, kd), vd), kValid, validRows.Select(i => dk[i]).ToArray(), 1e-5, $"attention dk {s}", maxCoords: 24);
+        KernelCheck.FiniteDifference(x => F(qd, kd, Scatter(x, vd)), vValid, validRows.Select(i => dv[i]).ToArray(), 1e-5, $"attention dv {s}", maxCoords: 24);
+    }
+
+    [Fact]
+    public void RejectsInconsistentShapes()
+    {
+        var buffer = new float[64];
+        fixed (float* p = buffer)
+        {
+            float* ptr = p;
+            Assert.Throws<ArgumentException>(() => AttentionKernel.Forward(ptr, ptr, ptr, ptr, null, 1, 2, 2, 2, 3, 2, 4, 1f));
+            Assert.Throws<ArgumentException>(() => AttentionKernel.Forward(ptr, ptr, ptr, ptr, null, 1, 3, 2, 2, 2, 2, 4, 1f));
+            Assert.Throws<ArgumentException>(() => AttentionKernel.Forward(ptr, ptr, ptr, ptr, null, 1, 2, 3, 2, 2, 2, 4, 1f));
+        }
+    }
+}
