@@ -27,6 +27,10 @@ internal static unsafe class GemmBenchmark
         new("linear_weight_grad", 288, 768, 2048, true, false),
         // logits[N, vocab] = x[N, 288] · Wᵀ with a 32000-token vocabulary.
         new("lm_head_forward", 2048, 32000, 288, false, true),
+        // LoRA rank 8 on a 768-wide layer: h = x · Aᵀ, y += h · Bᵀ, dA = dhᵀ · x.
+        new("lora_down_forward", 2048, 8, 768, false, true),
+        new("lora_up_forward", 2048, 768, 8, false, true),
+        new("lora_a_grad", 8, 768, 2048, true, false),
     ];
 
     public static int Run(string[] args)

@@ -9,14 +9,14 @@ internal static class PythonPeer
     // Debian's python3-torch lives in the system interpreter, which may not be the python3 first on PATH.
     private static readonly string[] Interpreters = ["/usr/bin/python3", "python3"];
 
-    public static JsonObject? Run(string script, string arguments)
+    public static JsonObject? Run(string script, string arguments, int threads)
     {
         string path = Path.Combine(AppContext.BaseDirectory, "peers", script);
         foreach (var python in Interpreters)
         {
             if (!HasTorch(python)) continue;
             Console.Error.WriteLine($"running PyTorch peer: {python} {script} {arguments}");
-            var (code, stdout, stderr) = Exec(python, $"\"{path}\" {arguments}");
+            var (code, stdout, stderr) = Exec(python, $"\"{path}\" {arguments}", threads);
             if (code != 0)
             {
                 Console.Error.WriteLine($"PyTorch peer failed ({code}): {stderr}");
@@ -33,7 +33,7 @@ internal static class PythonPeer
     {
         try
         {
-            return Exec(python, "-c \"import torch\"").Code == 0;
+            return Exec(python, "-c \"import torch\"", 1).Code == 0;
         }
         catch (System.ComponentModel.Win32Exception)
         {
@@ -41,10 +41,12 @@ internal static class PythonPeer
         }
     }
 
-    private static (int Code, string Stdout, string Stderr) Exec(string file, string arguments)
+    private static (int Code, string Stdout, string Stderr) Exec(string file, string arguments, int threads)
     {
         var info = new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
-        info.Environment["OMP_NUM_THREADS"] = info.Environment.TryGetValue("OMP_NUM_THREADS", out var t) && t != null ? t : "2";
+        // Debian's torch does its GEMMs in OpenBLAS, whose thread count is its own setting.
+        foreach (var name in (string[])["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"])
+            if (!info.Environment.ContainsKey(name)) info.Environment[name] = threads.ToString(System.Globalization.CultureInfo.InvariantCulture);
         using var process = Process.Start(info)!;
         var stderr = process.StandardError.ReadToEndAsync();
         string stdout = process.StandardOutput.ReadToEnd();

@@ -40,7 +40,7 @@ internal static class TrainBenchmark
                 loss = l.Item();
                 l.Backward();
             }
-            foreach (var p in model.TrainableParameters()) p.ZeroGrad();
+            foreach (var parameter in model.TrainableParameters()) parameter.ZeroGrad();
             times.Add(clock.Elapsed.TotalSeconds);
             Console.Error.WriteLine($"step {step}: {times[^1]:F3} s, loss {loss:F4}");
         }
@@ -51,7 +51,7 @@ internal static class TrainBenchmark
         var peer = options["peer"] == "torch"
             ? PythonPeer.Run("train_llama_torch.py",
                 $"--dim {config.HiddenSize} --layers {config.NumHiddenLayers} --heads {config.NumAttentionHeads} --kv-heads {config.KeyValueHeads} " +
-                $"--hidden {config.IntermediateSize} --vocab {config.VocabSize} --batch {batch} --seq {seq} --steps {steps} --threads {threads} --mode none")
+                $"--hidden {config.IntermediateSize} --vocab {config.VocabSize} --batch {batch} --seq {seq} --steps {steps} --threads {threads} --mode none", threads)
             : null;
         double? peerTps = peer?["tokens_per_s"]?.GetValue<double>();
         var line = new JsonObject

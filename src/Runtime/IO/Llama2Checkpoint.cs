@@ -39,20 +39,15 @@ public static class Llama2Checkpoint
         var model = new LlamaForCausalLM(config);
         try
         {
-            var p = model.Model;
-            Read(stream, p.EmbedTokens.Weight);
-            ReadLayered(stream, i => p.Layers[i].InputLayerNorm.Weight, layers);
-            ReadLayered(stream, i => p.Layers[i].SelfAttn.QProj.Weight, layers);
-            ReadLayered(stream, i => p.Layers[i].SelfAttn.KProj.Weight, layers);
-            ReadLayered(stream, i => p.Layers[i].SelfAttn.VProj.Weight, layers);
-            ReadLayered(stream, i => p.Layers[i].SelfAttn.OProj.Weight, layers);
-            ReadLayered(stream, i => p.Layers[i].PostAttentionLayerNorm.Weight, layers);
-            ReadLayered(stream, i => p.Layers[i].Mlp.GateProj.Weight, layers);   // w1
-            ReadLayered(stream, i => p.Layers[i].Mlp.DownProj.Weight, layers);   // w2
-            ReadLayered(stream, i => p.Layers[i].Mlp.UpProj.Weight, layers);     // w3
-            Read(stream, p.Norm.Weight);
+            // llama2.c stores each kind of weight for all layers together, in this order (w1 = gate, w2 = down, w3 = up).
+            var parameters = model.StateDict();
+            Read(stream, parameters["model.embed_tokens.weight"]);
+            foreach (var name in (string[])["input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                         "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj"])
+                for (int i = 0; i < layers; i++) Read(stream, parameters[$"model.layers.{i}.{name}.weight"]);
+            Read(stream, parameters["model.norm.weight"]);
             stream.Seek(4 * ropeTables, SeekOrigin.Current); // llama2.c recomputes RoPE; the stored tables are unused
-            if (!sharedClassifier) Read(stream, model.LmHead!.Weight);
+            if (!sharedClassifier) Read(stream, parameters["lm_head.weight"]);
             return model;
         }
         catch
@@ -90,11 +85,6 @@ public static class Llama2Checkpoint
         };
         config.Validate($"{path} (llama2.c header)");
         return (config, shared);
-    }
-
-    private static void ReadLayered(FileStream stream, Func<int, Tensor> target, int layers)
-    {
-        for (int i = 0; i < layers; i++) Read(stream, target(i));
     }
 
     private static void Read(FileStream stream, Tensor target) =>

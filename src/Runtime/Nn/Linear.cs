@@ -3,7 +3,7 @@ using PeftGen.Tensors;
 namespace PeftGen.Nn;
 
 /// <summary>y = x·Wᵀ + b with W [out, in] (PyTorch's <c>nn.Linear</c>; parameters "weight" and "bias").</summary>
-public class Linear : Module<Tensor, Tensor>
+public class Linear : LinearBase
 {
     /// <summary>Creates a layer. With <paramref name="random"/>, W and b are Kaiming-uniform like PyTorch; otherwise zero (to be loaded).</summary>
     public Linear(int inFeatures, int outFeatures, bool hasBias = false, Random? random = null)
@@ -20,11 +20,11 @@ public class Linear : Module<Tensor, Tensor>
             Bias = RegisterParameter("bias", random == null ? Tensor.Zeros(outFeatures) : Tensor.Uniform([outFeatures], random, -bound, bound));
     }
 
-    /// <summary>Input size.</summary>
-    public int InFeatures { get; }
+    /// <inheritdoc />
+    public override int InFeatures { get; }
 
-    /// <summary>Output size.</summary>
-    public int OutFeatures { get; }
+    /// <inheritdoc />
+    public override int OutFeatures { get; }
 
     /// <summary>The weight, [out, in].</summary>
     public Tensor Weight { get; }
@@ -34,4 +34,7 @@ public class Linear : Module<Tensor, Tensor>
 
     /// <inheritdoc />
     public override Tensor Forward(Tensor input) => Ops.Linear(input, Weight, Bias); // [..., in] → [..., out]
+
+    /// <inheritdoc />
+    public override Tensor EffectiveWeight() => Tensor.FromArray(Weight.ToArray(), OutFeatures, InFeatures);
 }

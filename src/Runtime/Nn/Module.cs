@@ -40,14 +40,46 @@ public abstract class Module : IDisposable
         return tensor;
     }
 
-    /// <summary>Replaces the child registered as <paramref name="name"/> (used to wrap layers with adapters).</summary>
-    protected void ReplaceModule(string name, Module replacement)
+    /// <summary>
+    /// Replaces the module at dotted <paramref name="path"/> (for example <c>model.layers.0.self_attn.q_proj</c>)
+    /// and returns the one it replaced. This is how adapters and quantization wrap layers. The parent must
+    /// accept the replacement's type (a projection accepts any <see cref="LinearBase"/>).
+    /// </summary>
+    public Module ReplaceModule(string path, Module replacement)
     {
+        ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(replacement);
-        int i = _children.FindIndex(c => c.Name == name);
-        if (i < 0) throw new KeyNotFoundException($"{GetType().Name} has no child module '{name}'.");
-        _children[i] = (name, replacement);
+        int dot = path.LastIndexOf('.');
+        var parent = dot < 0 ? this : GetModule(path[..dot]);
+        string name = path[(dot + 1)..];
+        int i = parent._children.FindIndex(c => c.Name == name);
+        if (i < 0) throw new KeyNotFoundException($"No module at '{path}': {parent.GetType().Name} has no child '{name}'.");
+        var previous = parent._children[i].Module;
+        parent.OnModuleReplaced(name, replacement);
+        parent._children[i] = (name, replacement);
+        return previous;
     }
+
+    /// <summary>The module at dotted <paramref name="path"/> ("" for this one).</summary>
+    public Module GetModule(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        var current = this;
+        if (path.Length == 0) return current;
+        foreach (var part in path.Split('.'))
+        {
+            var next = current._children.FirstOrDefault(c => c.Name == part).Module;
+            current = next ?? throw new KeyNotFoundException($"No module at '{path}': {current.GetType().Name} has no child '{part}'.");
+        }
+        return current;
+    }
+
+    /// <summary>
+    /// Called before child <paramref name="name"/> is replaced, so typed properties can follow. Throw
+    /// <see cref="ArgumentException"/> when the replacement's type does not fit; by default children are not replaceable.
+    /// </summary>
+    protected virtual void OnModuleReplaced(string name, Module replacement) =>
+        throw new ArgumentException($"{GetType().Name}.{name} cannot be replaced.");
 
     /// <summary>Direct children with their names.</summary>
     public IEnumerable<(string Name, Module Module)> Children() => _children;

@@ -13,7 +13,7 @@ public sealed record ParameterGroup(IReadOnlyList<Tensor> Parameters, float Lear
 /// Adam with decoupled weight decay (Loshchilov and Hutter), matching <c>torch.optim.AdamW</c>: bias-corrected
 /// moments, decay applied as p ← p·(1 − lr·λ) before the Adam step. Parameters without a gradient are skipped.
 /// </summary>
-public sealed class AdamW : IDisposable
+public sealed class AdamW : IOptimizer
 {
     private readonly List<ParameterGroup> _groups;
     private readonly Dictionary<Tensor, (Tensor M, Tensor V)> _state = new(ReferenceEqualityComparer.Instance);
@@ -71,6 +71,8 @@ public sealed class AdamW : IDisposable
     /// <summary>Every parameter the optimizer updates.</summary>
     public IEnumerable<Tensor> Parameters => _groups.SelectMany(g => g.Parameters);
 
+    private const int StateFormat = 1;
+
     /// <summary>Applies one update from the accumulated gradients.</summary>
     public void Step()
     {
@@ -99,6 +101,52 @@ public sealed class AdamW : IDisposable
     public void ZeroGrad()
     {
         foreach (var p in Parameters) p.ZeroGrad();
+    }
+
+    /// <inheritdoc />
+    public void WriteState(BinaryWriter writer)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        writer.Write("AdamW");
+        writer.Write(StateFormat);
+        writer.Write(StepCount);
+        foreach (var p in Parameters)
+        {
+            bool has = _state.TryGetValue(p, out var s);
+            writer.Write(has);
+            writer.Write(p.Count);
+            if (!has) continue;
+            writer.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(s.M.AsSpan()));
+            writer.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(s.V.AsSpan()));
+        }
+    }
+
+    /// <inheritdoc />
+    public void ReadState(BinaryReader reader)
+    {
+        ArgumentNullException.ThrowIfNull(reader);
+        string kind = reader.ReadString();
+        int format = reader.ReadInt32();
+        if (kind != "AdamW" || format != StateFormat)
+            throw new InvalidDataException($"Optimizer state is '{kind}' format {format}; this optimizer is AdamW format {StateFormat}.");
+        StepCount = reader.ReadInt32();
+        int index = 0;
+        foreach (var p in Parameters)
+        {
+            bool has = reader.ReadBoolean();
+            long count = reader.ReadInt64();
+            if (count != p.Count)
+                throw new InvalidDataException($"Optimizer state for parameter {index} ({p.DescribeForError()}) holds {count} values; the parameter has {p.Count}.");
+            if (has)
+            {
+                if (!_state.TryGetValue(p, out var s))
+                    _state[p] = s = (Tensor.Create(p.ShapeArray, DType.Float32, zeroed: false, scoped: false),
+                                     Tensor.Create(p.ShapeArray, DType.Float32, zeroed: false, scoped: false));
+                reader.BaseStream.ReadExactly(System.Runtime.InteropServices.MemoryMarshal.AsBytes(s.M.AsSpan()));
+                reader.BaseStream.ReadExactly(System.Runtime.InteropServices.MemoryMarshal.AsBytes(s.V.AsSpan()));
+            }
+            index++;
+        }
     }
 
     /// <summary>Releases the moment buffers.</summary>

@@ -106,12 +106,12 @@ public sealed unsafe class Tensor : IDisposable
         get
         {
             RequireCpu(DType.Float32);
-            return (float*)((CpuStorage)Storage).Pointer + Offset;
+            return (float*)((HostStorage)Storage).Pointer + Offset;
         }
     }
 
     /// <summary>Pointer to the first element of a CPU tensor, any dtype.</summary>
-    internal byte* RawData => ((CpuStorage)Storage).Pointer + Offset * DType.ElementSize();
+    internal byte* RawData => ((HostStorage)Storage).Pointer + Offset * DType.ElementSize();
 
     /// <summary>The raw bytes of a contiguous CPU tensor of any dtype.</summary>
     internal Span<byte> RawDataSpan()
@@ -210,8 +210,16 @@ public sealed unsafe class Tensor : IDisposable
     internal static Tensor Create(int[] shape, DType dtype, bool zeroed, bool scoped = true)
     {
         ShapeUtil.Validate(shape);
-        long count = ShapeUtil.Count(shape);
-        var storage = new CpuStorage(count * dtype.ElementSize(), zeroed);
+        var storage = new CpuStorage(ShapeUtil.Count(shape) * dtype.ElementSize(), zeroed);
+        return OnStorage(storage, shape, dtype, scoped);
+    }
+
+    /// <summary>A dense tensor over <paramref name="storage"/> (which must hold at least its bytes).</summary>
+    internal static Tensor OnStorage(TensorStorage storage, int[] shape, DType dtype, bool scoped)
+    {
+        ShapeUtil.Validate(shape);
+        if (storage.ByteLength < ShapeUtil.Count(shape) * dtype.ElementSize())
+            throw new ArgumentException($"Storage of {storage.ByteLength} bytes is too small for {ShapeUtil.Format(shape)} {dtype}.");
         return new Tensor(storage, (int[])shape.Clone(), ShapeUtil.ContiguousStrides(shape), 0, dtype, scoped);
     }
 
@@ -272,7 +280,7 @@ public sealed unsafe class Tensor : IDisposable
     {
         int size = src.DType.ElementSize();
         var index = new int[src.Rank];
-        byte* s0 = ((CpuStorage)src.Storage).Pointer, d = dst.RawData;
+        byte* s0 = ((HostStorage)src.Storage).Pointer, d = dst.RawData;
         for (long i = 0; i < src.Count; i++)
         {
             long off = src.Offset;

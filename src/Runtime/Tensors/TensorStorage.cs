@@ -37,19 +37,26 @@ internal abstract class TensorStorage
     protected abstract void Free();
 }
 
+/// <summary>Storage in host memory at a stable address, readable by the CPU kernels.</summary>
+internal abstract unsafe class HostStorage(long byteLength) : TensorStorage(byteLength, Device.Cpu)
+{
+    /// <summary>Base address; valid until the storage is released.</summary>
+    public abstract byte* Pointer { get; }
+}
+
 /// <summary>Host storage: a pinned array (stable address for SIMD kernels) rented from <see cref="CpuBufferPool"/>.</summary>
-internal sealed unsafe class CpuStorage : TensorStorage
+internal sealed unsafe class CpuStorage : HostStorage
 {
     private byte[]? _buffer;
 
-    public CpuStorage(long byteLength, bool zeroed) : base(byteLength, Device.Cpu)
+    public CpuStorage(long byteLength, bool zeroed) : base(byteLength)
     {
         _buffer = CpuBufferPool.Rent(byteLength);
         if (zeroed) NativeMemory.Clear(Pointer, (nuint)byteLength);
     }
 
-    /// <summary>Base address; valid until the storage is released (the array lives on the pinned object heap).</summary>
-    public byte* Pointer => (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(
+    /// <summary>Base address (the array lives on the pinned object heap, so it never moves).</summary>
+    public override byte* Pointer => (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(
         _buffer ?? throw new ObjectDisposedException(nameof(CpuStorage))));
 
     protected override void Free()

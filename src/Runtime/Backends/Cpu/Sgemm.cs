@@ -211,7 +211,8 @@ internal static unsafe partial class Sgemm
     {
         int mr = TKernel.MR, nr = TKernel.NR;
         int kcBlock = p.K <= KC ? p.K : BalancedBlock(p.K, KcSplit, 1);
-        int mcBlock = BalancedBlock(i1 - i0, Math.Max(1, PackedABytes / (mr * KC * sizeof(float))) * mr, mr);
+        // The packed A block occupies cache for the kc columns written, not for the whole KC stride.
+        int mcBlock = BalancedBlock(i1 - i0, Math.Max(1, PackedABytes / (mr * kcBlock * sizeof(float))) * mr, mr);
         int ncBlock = BalancedBlock(j1 - j0, NC, nr);
         bool directC = p.CsC == 1;
         float* tile = stackalloc float[mr * nr]; // [MR, NR] accumulators of an edge tile

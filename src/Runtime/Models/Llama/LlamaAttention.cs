@@ -23,16 +23,16 @@ public sealed class LlamaAttention : Module
     }
 
     /// <summary>Query projection [heads·headDim, hidden].</summary>
-    public Linear QProj { get; }
+    public LinearBase QProj { get; private set; }
 
     /// <summary>Key projection [kvHeads·headDim, hidden].</summary>
-    public Linear KProj { get; }
+    public LinearBase KProj { get; private set; }
 
     /// <summary>Value projection [kvHeads·headDim, hidden].</summary>
-    public Linear VProj { get; }
+    public LinearBase VProj { get; private set; }
 
     /// <summary>Output projection [hidden, heads·headDim].</summary>
-    public Linear OProj { get; }
+    public LinearBase OProj { get; private set; }
 
     /// <summary>Attends x [b, t, hidden] to itself causally; with a cache, also to the cached past.</summary>
     public Tensor Forward(Tensor x, KvCache? cache = null)
@@ -53,5 +53,20 @@ public sealed class LlamaAttention : Module
             y = Ops.AttentionWithCache(q, keys, values, offset + t);
         }
         return OProj.Forward(y.Reshape(b, t, hq * d));                                     // [b, t, hidden]
+    }
+
+    /// <inheritdoc />
+    protected override void OnModuleReplaced(string name, Module replacement)
+    {
+        if (replacement is not LinearBase linear)
+            throw new ArgumentException($"{name} must stay a linear layer (LinearBase); got {replacement.GetType().Name}.", nameof(replacement));
+        switch (name)
+        {
+            case "q_proj": QProj = linear; break;
+            case "k_proj": KProj = linear; break;
+            case "v_proj": VProj = linear; break;
+            case "o_proj": OProj = linear; break;
+            default: base.OnModuleReplaced(name, replacement); break;
+        }
     }
 }

@@ -16,18 +16,32 @@ public sealed class LlamaMlp : Module<Tensor, Tensor>
     }
 
     /// <summary>Gate projection [intermediate, hidden].</summary>
-    public Linear GateProj { get; }
+    public LinearBase GateProj { get; private set; }
 
     /// <summary>Up projection [intermediate, hidden].</summary>
-    public Linear UpProj { get; }
+    public LinearBase UpProj { get; private set; }
 
     /// <summary>Down projection [hidden, intermediate].</summary>
-    public Linear DownProj { get; }
+    public LinearBase DownProj { get; private set; }
 
     /// <inheritdoc />
     public override Tensor Forward(Tensor input)
     {
         var h = Ops.SwiGlu(GateProj.Forward(input), UpProj.Forward(input));               // [b, t, intermediate]
         return DownProj.Forward(h);                                                        // [b, t, hidden]
+    }
+
+    /// <inheritdoc />
+    protected override void OnModuleReplaced(string name, Module replacement)
+    {
+        if (replacement is not LinearBase linear)
+            throw new ArgumentException($"{name} must stay a linear layer (LinearBase); got {replacement.GetType().Name}.", nameof(replacement));
+        switch (name)
+        {
+            case "gate_proj": GateProj = linear; break;
+            case "up_proj": UpProj = linear; break;
+            case "down_proj": DownProj = linear; break;
+            default: base.OnModuleReplaced(name, replacement); break;
+        }
     }
 }

@@ -3,15 +3,14 @@ using System.Runtime.Intrinsics;
 namespace PeftGen.Backends.Cpu.Kernels;
 
 /// <summary>
-/// Causal grouped-query attention, memory-efficient: scores are produced one query row at a time into
-/// O(tk) scratch and never stored as a [tq, tk] matrix; the backward recomputes them from the saved
-/// log-sum-exp (flash-attention style).
+/// Causal grouped-query attention, memory-efficient: scores are produced a query row at a time and never
+/// stored as a [tq, tk] matrix; the backward recomputes them from the saved log-sum-exp (flash-attention style).
 /// </summary>
 /// <remarks>
-/// Each worker copies its head's keys and values into transposed [d, tk] scratch. A query row's scores
-/// q · Kᵀ then become d broadcast-FMAs over contiguous key lanes (no horizontal sums per key, efficient
-/// even for d = 8), and the value / gradient reductions become contiguous dot products and AXPYs over
-/// the key axis.
+/// Each worker copies its head's keys and values into transposed [d, ld ≥ tk] scratch (per-thread scratch
+/// is O(d · tk), the size of one head's K and V). A query row's scores q · Kᵀ then become d broadcast-FMAs
+/// over contiguous key lanes (no horizontal sums per key, efficient even for d = 8), and the value and
+/// gradient reductions become dot products and rank-4 updates that also run along the key axis.
 /// </remarks>
 internal static unsafe class AttentionKernel
 {
@@ -31,26 +30,27 @@ internal static unsafe class AttentionKernel
         Validate(tq, tk, tkCapacity, hq, hkv);
         int group = hq / hkv;
         int offset = tk - tq; // query i sits at key position i + offset
-        long headSize = (long)d * tk;
+        int ld = LeadingDimension(tk);
+        long headSize = (long)d * ld;
         CpuParallel.For(b * hq, item =>
         {
             int bi = item / hq, h = item % hq, kvh = h / group;
-            fixed (float* scratch = Scratch(2 * headSize + tk))
+            fixed (float* scratch = Scratch(2 * headSize + ld))
             {
-                float* kt = scratch;          // [d, tk] keys of this kv head, transposed
-                float* vt = kt + headSize;    // [d, tk] values, transposed
+                float* kt = scratch;          // [d, ld] keys of this kv head, transposed
+                float* vt = kt + headSize;    // [d, ld] values, transposed
                 float* p = vt + headSize;     // [tk] scores of one query, then its probabilities
                 long kvBase = ((long)bi * tkCapacity * hkv + kvh) * d;
-                Transpose(k + kvBase, hkv * d, kt, tk, d);
-                Transpose(v + kvBase, hkv * d, vt, tk, d);
+                Transpose(k + kvBase, hkv * d, kt, ld, tk, d);
+                Transpose(v + kvBase, hkv * d, vt, ld, tk, d);
                 for (int i = 0; i < tq; i++)
                 {
                     int n = i + offset + 1;
                     long row = (((long)bi * tq + i) * hq + h) * d;
-                    RowTimesTransposed(q + row, kt, tk, d, n, scale, p);
+                    RowTimesTransposed(q + row, kt, ld, d, n, scale, p);
                     float max = SoftmaxKernel.RowMax(p, n);
                     float sum = SoftmaxKernel.ExpShift(p, p, n, max, 1f);
-                    MatVec(vt, tk, d, p, n, 1f / sum, output + row);
+                    MatVec(vt, ld, d, p, n, 1f / sum, output + row);
                     if (lse != null) lse[((long)bi * hq + h) * tq + i] = max + MathF.Log(sum);
                 }
             }
@@ -69,25 +69,26 @@ internal static unsafe class AttentionKernel
         Validate(tq, tk, tkCapacity, hq, hkv);
         int group = hq / hkv;
         int offset = tk - tq;
-        long headSize = (long)d * tk;
+        int ld = LeadingDimension(tk);
+        long headSize = (long)d * ld;
         // One worker per (batch, kv head): it alone accumulates that head's dk / dv over all the query
         // heads of its group, so there are no races and the summation order is fixed.
         CpuParallel.For(b * hkv, item =>
         {
             int bi = item / hkv, kvh = item % hkv;
-            fixed (float* scratch = Scratch(4 * headSize + 2 * QueryBlock * tk))
+            fixed (float* scratch = Scratch(4 * headSize + 2 * QueryBlock * ld))
             {
-                float* kt = scratch;          // [d, tk] keys, transposed
-                float* vt = kt + headSize;    // [d, tk] values, transposed
-                float* dkt = vt + headSize;   // [d, tk] dk being accumulated, transposed
-                float* dvt = dkt + headSize;  // [d, tk] dv being accumulated, transposed
-                float* p = dvt + headSize;    // [QueryBlock, tk] probabilities of a block of queries
-                float* ds = p + QueryBlock * tk; // [QueryBlock, tk] dp = dout · vᵀ, then the score gradients
+                float* kt = scratch;          // [d, ld] keys, transposed
+                float* vt = kt + headSize;    // [d, ld] values, transposed
+                float* dkt = vt + headSize;   // [d, ld] dk being accumulated, transposed
+                float* dvt = dkt + headSize;  // [d, ld] dv being accumulated, transposed
+                float* p = dvt + headSize;    // [QueryBlock, ld] probabilities of a block of queries
+                float* ds = p + QueryBlock * ld; // [QueryBlock, ld] dp = dout · vᵀ, then the score gradients
                 float* qCoef = stackalloc float[QueryBlock];   // scale · q[c] of each query in the block
                 float* doutCoef = stackalloc float[QueryBlock]; // dout[c] of each query in the block
                 long kvBase = ((long)bi * tkCapacity * hkv + kvh) * d;
-                Transpose(k + kvBase, hkv * d, kt, tk, d);
-                Transpose(v + kvBase, hkv * d, vt, tk, d);
+                Transpose(k + kvBase, hkv * d, kt, ld, tk, d);
+                Transpose(v + kvBase, hkv * d, vt, ld, tk, d);
                 new Span<float>(dkt, checked((int)(2 * headSize))).Clear(); // dkt and dvt
                 for (int h = kvh * group; h < (kvh + 1) * group; h++)
                 {
@@ -95,10 +96,10 @@ internal static unsafe class AttentionKernel
                     for (int i0 = 0; i0 < tq; i0 += QueryBlock)
                     {
                         int blockEnd = Math.Min(tq, i0 + QueryBlock);
-                        int nBlock = blockEnd - 1 + offset + 1; // keys seen by the block's last query
+                        int nBlock = blockEnd + offset; // keys seen by the block's last query
                         for (int r = 0; r < QueryBlock; r++)
                         {
-                            float* pr = p + r * tk, dsr = ds + r * tk;
+                            float* pr = p + r * ld, dsr = ds + r * ld;
                             int i = i0 + r;
                             // Keys a query cannot see (and whole rows past tq) get p = ds = 0 for the block update.
                             int n = i < blockEnd ? i + offset + 1 : 0;
@@ -107,13 +108,13 @@ internal static unsafe class AttentionKernel
                             if (i >= blockEnd) continue;
                             long row = (((long)bi * tq + i) * hq + h) * d;
                             float* doi = dout + row;
-                            RowTimesTransposed(q + row, kt, tk, d, n, scale, pr);
+                            RowTimesTransposed(q + row, kt, ld, d, n, scale, pr);
                             SoftmaxKernel.ExpShift(pr, pr, n, lse[((long)bi * hq + h) * tq + i], 1f);
-                            RowTimesTransposed(doi, vt, tk, d, n, 1f, dsr);
+                            RowTimesTransposed(doi, vt, ld, d, n, 1f, dsr);
                             // Σ_j p_j dp_j = dout · out, cheaper than a pass over the keys.
                             float rowDot = SoftmaxKernel.Dot(doi, output + row, d);
                             SoftmaxKernel.BackwardRow(dsr, pr, dsr, n, rowDot, accumulate: false);
-                            MatVec(kt, tk, d, dsr, n, scale, dq + row);
+                            MatVec(kt, ld, d, dsr, n, scale, dq + row);
                         }
                         for (int c = 0; c < d; c++)
                         {
@@ -124,13 +125,13 @@ internal static unsafe class AttentionKernel
                                 qCoef[r] = inBlock ? scale * q[row + c] : 0f;
                                 doutCoef[r] = inBlock ? dout[row + c] : 0f;
                             }
-                            AddRank4(dkt + (long)c * tk, qCoef, ds, tk, nBlock);
-                            AddRank4(dvt + (long)c * tk, doutCoef, p, tk, nBlock);
+                            AddRank4(dkt + (long)c * ld, qCoef, ds, ld, nBlock);
+                            AddRank4(dvt + (long)c * ld, doutCoef, p, ld, nBlock);
                         }
                     }
                 }
-                TransposeBack(dkt, dk + kvBase, hkv * d, tk, d);
-                TransposeBack(dvt, dv + kvBase, hkv * d, tk, d);
+                TransposeBack(dkt, ld, dk + kvBase, hkv * d, tk, d);
+                TransposeBack(dvt, ld, dv + kvBase, hkv * d, tk, d);
             }
         });
     }
@@ -151,23 +152,32 @@ internal static unsafe class AttentionKernel
         return buffer;
     }
 
-    // dst[c, j] = src[j · srcStride + c] for j < rows, c < cols; dst is [cols, rows].
-    private static void Transpose(float* src, int srcStride, float* dst, int rows, int cols)
+    // Row stride of the transposed [d, ·] scratch: tk rounded up to an odd number of 16-float (64-byte)
+    // cache lines. Walking down a column with a power-of-two stride would map every row to the same
+    // few L1 sets and thrash them; an odd line count spreads the rows over all sets.
+    private static int LeadingDimension(int tk)
+    {
+        int lines = (tk + 15) / 16;
+        return (lines | 1) * 16;
+    }
+
+    // dst[c · dstStride + j] = src[j · srcStride + c] for j < rows, c < cols.
+    private static void Transpose(float* src, int srcStride, float* dst, int dstStride, int rows, int cols)
     {
         for (int j = 0; j < rows; j++)
         {
             float* s = src + (long)j * srcStride;
-            for (int c = 0; c < cols; c++) dst[(long)c * rows + j] = s[c];
+            for (int c = 0; c < cols; c++) dst[(long)c * dstStride + j] = s[c];
         }
     }
 
-    // dst[j · dstStride + c] = src[c, j] for j < rows, c < cols; src is [cols, rows].
-    private static void TransposeBack(float* src, float* dst, int dstStride, int rows, int cols)
+    // dst[j · dstStride + c] = src[c · srcStride + j] for j < rows, c < cols.
+    private static void TransposeBack(float* src, int srcStride, float* dst, int dstStride, int rows, int cols)
     {
         for (int j = 0; j < rows; j++)
         {
             float* o = dst + (long)j * dstStride;
-            for (int c = 0; c < cols; c++) o[c] = src[(long)c * rows + j];
+            for (int c = 0; c < cols; c++) o[c] = src[(long)c * srcStride + j];
         }
     }
 
