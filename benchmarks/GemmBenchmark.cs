@@ -8,8 +8,9 @@ namespace PeftGen.Benchmarks;
 /// <summary>
 /// SGEMM GFLOP/s of <see cref="Sgemm"/> against OpenBLAS on 2 threads: the 1024³ and 2048³
 /// headline squares, then the shapes a stories15M-sized LoRA training step actually runs.
-/// Usage: <c>gemm [--seconds S] [--shape NAME]</c>: S = time budget per shape and library
-/// (default 1.5); NAME runs only the shapes whose name contains it.
+/// Usage: <c>gemm [--seconds S] [--shape NAME] [--kernel Avx512|Avx2|Portable]</c>: S = time budget
+/// per shape and library (default 1.5); NAME runs only the shapes whose name contains it; the
+/// kernel defaults to the best this CPU supports.
 /// </summary>
 internal static unsafe class GemmBenchmark
 {
@@ -37,13 +38,15 @@ internal static unsafe class GemmBenchmark
     {
         double seconds = 1.5;
         string filter = "";
+        var kernel = Sgemm.BestKernel;
         for (int i = 0; i < args.Length; i++)
         {
             if (args[i] == "--seconds" && i + 1 < args.Length && double.TryParse(args[i + 1], out seconds)) i++;
             else if (args[i] == "--shape" && i + 1 < args.Length) filter = args[++i];
+            else if (args[i] == "--kernel" && i + 1 < args.Length && Enum.TryParse(args[i + 1], out kernel) && Sgemm.IsSupported(kernel)) i++;
             else
             {
-                Console.Error.WriteLine("usage: gemm [--seconds S] [--shape NAME]   (S: time budget per shape and library, default 1.5)");
+                Console.Error.WriteLine("usage: gemm [--seconds S] [--shape NAME] [--kernel Avx512|Avx2|Portable]");
                 return 2;
             }
         }
@@ -54,14 +57,14 @@ internal static unsafe class GemmBenchmark
             OpenBlas.SetNumThreads(Threads);
         else
             Console.Error.WriteLine("gemm: libopenblas.so.0 not found, reporting without a peer (apt-get install libopenblas0-pthread)");
-        Console.Error.WriteLine($"gemm: kernel {Sgemm.BestKernel}, {Threads} threads, {seconds:0.##} s per shape and library");
+        Console.Error.WriteLine($"gemm: kernel {kernel}, {Threads} threads, {seconds:0.##} s per shape and library");
 
         foreach (var shape in s_shapes.Where(candidate => candidate.Name.Contains(filter, StringComparison.Ordinal)))
-            RunShape(shape, havePeer, seconds);
+            RunShape(shape, kernel, havePeer, seconds);
         return 0;
     }
 
-    private static void RunShape(Shape s, bool havePeer, double seconds)
+    private static void RunShape(Shape s, SgemmKernel kernel, bool havePeer, double seconds)
     {
         int lda = s.TransA ? s.M : s.K, ldb = s.TransB ? s.K : s.N, ldc = s.N;
         long aCount = (long)s.M * s.K, bCount = (long)s.K * s.N, cCount = (long)s.M * s.N;
@@ -71,7 +74,7 @@ internal static unsafe class GemmBenchmark
         float* peerC = havePeer ? Allocate(cCount, seed: 3) : null;
         try
         {
-            void Ours() => Sgemm.Multiply(s.TransA, s.TransB, s.M, s.N, s.K, 1f, a, lda, b, ldb, 0f, c, ldc);
+            void Ours() => Sgemm.Multiply(kernel, s.TransA, s.TransB, s.M, s.N, s.K, 1f, a, lda, b, ldb, 0f, c, ldc);
             void Peer() => OpenBlas.Sgemm(s.TransA, s.TransB, s.M, s.N, s.K, 1f, a, lda, b, ldb, 0f, peerC, ldc);
 
             // Warm up: JIT tiers, pack buffers, OpenBLAS thread pool, first-touch page faults.
@@ -100,7 +103,7 @@ internal static unsafe class GemmBenchmark
             double? peerGflops = havePeer ? flops / peerBest / 1e9 : null;
             double? maxDiff = havePeer ? MaxAbsDiff(c, peerC, cCount) : null;
             Console.Error.WriteLine($"gemm: {s.Name} {calls} calls, ours {gflops:F1} GFLOP/s, openblas {(peerGflops is double p ? p.ToString("F1") : "n/a")}");
-            WriteResult(s, gflops, peerGflops, maxDiff);
+            WriteResult(s, kernel, gflops, peerGflops, maxDiff);
         }
         finally
         {
@@ -118,7 +121,7 @@ internal static unsafe class GemmBenchmark
         return Stopwatch.GetElapsedTime(start).TotalSeconds;
     }
 
-    private static void WriteResult(Shape s, double gflops, double? peerGflops, double? maxDiff)
+    private static void WriteResult(Shape s, SgemmKernel kernel, double gflops, double? peerGflops, double? maxDiff)
     {
         using var buffer = new MemoryStream();
         using (var json = new Utf8JsonWriter(buffer))
@@ -135,7 +138,7 @@ internal static unsafe class GemmBenchmark
             WriteNullable(json, "ratio", peerGflops is double q ? Math.Round(gflops / q, 3) : null);
             WriteNullable(json, "max_abs_diff", maxDiff);
             json.WriteNumber("threads", Threads);
-            json.WriteString("kernel", Sgemm.BestKernel.ToString());
+            json.WriteString("kernel", kernel.ToString());
             json.WriteNumber("peak_rss_mb", Math.Round(Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024.0), 1));
             json.WriteEndObject();
         }

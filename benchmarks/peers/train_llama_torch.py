@@ -1,13 +1,82 @@
 """PyTorch peer of `benchmarks -- train`: the same Llama step on the CPU, timed the same way.
 
 Usage: python3 train_llama_torch.py --dim 288 --layers 6 --heads 6 --kv-heads 6 --hidden 768 --vocab 32000
-                                    --batch 8 --seq 256 --steps 3 --threads 2 --mode none
+                                    --batch 8 --seq 256 --steps 3 --threads 2 --mode none|lora|qlora [--rank 8]
+Modes: none = forward + backward with every weight trainable; lora = LoRA r on all seven projections, frozen
+base, forward + backward + AdamW over the adapters; qlora = the same over an NF4 + double-quant base that is
+dequantized on every forward (what PEFT + bitsandbytes do on the CPU).
 Prints one JSON line: {"tokens_per_s": ..., "step_s": ..., "peak_rss_mb": ...}.
 """
 import argparse, json, math, resource, time
 
 import torch
 import torch.nn.functional as F
+
+
+NF4 = torch.tensor([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+                    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+                    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+                    0.7229568362236023, 1.0])
+
+
+class Dequantize(torch.autograd.Function):
+    """x @ dequant(W)^T with no weight gradient: backward needs only grad @ dequant(W)."""
+
+    @staticmethod
+    def forward(ctx, x, layer):
+        ctx.layer = layer
+        return x @ layer.weight().t()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad @ ctx.layer.weight(), None
+
+
+class NF4Linear(torch.nn.Module):
+    """Frozen NF4 weight (block 64) with double-quantized absmax (int8 per 256 blocks + fp32 scale + mean offset)."""
+
+    def __init__(self, linear):
+        super().__init__()
+        w = linear.weight.detach()
+        self.shape = w.shape
+        blocks = w.reshape(-1, 64)
+        absmax = blocks.abs().amax(dim=1)
+        codes = (blocks / absmax[:, None]).unsqueeze(-1).sub(NF4).abs().argmin(-1).to(torch.uint8)
+        self.packed = (codes[:, 0::2] << 4) | codes[:, 1::2]
+        self.offset = absmax.mean()
+        centered = (absmax - self.offset).reshape(-1, 256) if absmax.numel() % 256 == 0 else (absmax - self.offset)[None, :]
+        self.scale = centered.abs().amax(dim=1, keepdim=True) / 127
+        self.absmax_q = torch.round(centered / self.scale).to(torch.int8)
+
+    def weight(self):
+        absmax = (self.absmax_q.float() * self.scale).reshape(-1) + self.offset
+        codes = torch.stack(((self.packed >> 4), (self.packed & 15)), dim=-1).reshape(self.packed.shape[0], -1).long()
+        return (NF4[codes] * absmax[:, None]).reshape(self.shape)
+
+    def forward(self, x):
+        return Dequantize.apply(x, self)
+
+
+class LoRA(torch.nn.Module):
+    def __init__(self, base, rank, alpha):
+        super().__init__()
+        self.base, self.scaling = base, alpha / rank
+        in_f, out_f = base.shape[1] if isinstance(base, NF4Linear) else base.in_features, base.shape[0] if isinstance(base, NF4Linear) else base.out_features
+        self.lora_A = torch.nn.Parameter(torch.empty(rank, in_f).uniform_(-1 / math.sqrt(in_f), 1 / math.sqrt(in_f)))
+        self.lora_B = torch.nn.Parameter(torch.zeros(out_f, rank))
+
+    def forward(self, x):
+        return self.base(x) + (x @ self.lora_A.t() @ self.lora_B.t()) * self.scaling
+
+
+def adapt(model, mode, rank):
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if name.endswith("_proj") and isinstance(child, torch.nn.Linear):
+                base = NF4Linear(child) if mode == "qlora" else child
+                setattr(module, name, LoRA(base, rank, 2 * rank))
 
 
 class Attention(torch.nn.Module):
@@ -75,6 +144,7 @@ class Llama(torch.nn.Module):
     def __init__(self, a):
         super().__init__()
         self.embed = torch.nn.Embedding(a.vocab, a.dim)
+        torch.nn.init.normal_(self.embed.weight, std=0.02)  # as PeftGen's init, so logits start small
         self.layers = torch.nn.ModuleList(Layer(a) for _ in range(a.layers))
         self.norm = RMSNorm(a.dim)
         hd = a.dim // a.heads
@@ -96,11 +166,16 @@ def main():
     for name, default in [("dim", 288), ("layers", 6), ("heads", 6), ("kv-heads", 6), ("hidden", 768), ("vocab", 32000),
                           ("batch", 8), ("seq", 256), ("steps", 3), ("threads", 2)]:
         p.add_argument("--" + name, type=int, default=default)
-    p.add_argument("--mode", default="none")
+    p.add_argument("--mode", default="none", choices=["none", "lora", "qlora"])
+    p.add_argument("--rank", type=int, default=8)
     a = p.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
     model = Llama(a)
+    optimizer = None
+    if a.mode != "none":
+        adapt(model, a.mode, a.rank)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, weight_decay=0.0)
     ids = torch.randint(0, a.vocab, (a.batch, a.seq))
     targets = torch.randint(0, a.vocab, (a.batch, a.seq))
     times = []
@@ -109,6 +184,8 @@ def main():
         model.zero_grad(set_to_none=True)
         loss = model(ids, targets)
         loss.backward()
+        if optimizer is not None:
+            optimizer.step()
         times.append(time.perf_counter() - start)
     best = min(times[1:])
     print(json.dumps({"tokens_per_s": a.batch * a.seq / best, "step_s": best,

@@ -5,22 +5,25 @@ using PeftGen.Training;
 
 namespace PeftGen.Samples.QuickStart;
 
-/// <summary>Arithmetic progressions of digits modulo 10: s, s+k, s+2k, … with the step k drawn per sequence.</summary>
-internal sealed class DigitTask(int seed)
+/// <summary>
+/// Digit sequences that count by a fixed step modulo 10: s, s+k, s+2k, … The first two digits fix k, so a model
+/// that has learned the rule continues any sequence exactly. Steps are drawn from a given set, which lets the
+/// base model learn to count up and an adapter teach it to count down.
+/// </summary>
+internal sealed class DigitTask(int[] steps, int seed)
 {
     /// <summary>The ten digits are the whole vocabulary.</summary>
     public const int VocabSize = 10;
 
-    private readonly Random _random = new(seed);
-
-    /// <summary>A batch of sequences; the model predicts every next digit (the first two digits define the step).</summary>
-    public Batch NextBatch(int batchSize, int length)
+    /// <summary>The batch at position p (a pure function of p, so training can resume exactly).</summary>
+    public Batch BatchAt(long position, int batchSize, int length)
     {
+        var random = new Random(HashCode.Combine(seed, position));
         var inputs = new int[batchSize * length];
         var targets = new int[batchSize * length];
         for (int b = 0; b < batchSize; b++)
         {
-            int start = _random.Next(10), step = _random.Next(1, 10);
+            int start = random.Next(10), step = steps[random.Next(steps.Length)];
             for (int t = 0; t < length; t++)
             {
                 inputs[b * length + t] = (start + t * step) % 10;

@@ -1,52 +1,74 @@
-// PeftGen QuickStart: builds a tiny Llama, generates a synthetic task, trains on it on the CPU and shows the
-// model learning. No downloads; runs in well under a minute on 2 cores.
+// PeftGen QuickStart: QLoRA on the CPU, no downloads, well under a minute on 2 cores.
 //
-// The task: sequences of digits that count up by a fixed step modulo 10 ("3 5 7 9 1 3 …"). Given the first
-// two digits, the model must infer the step and continue the sequence.
+// 1. A tiny Llama is pretrained (all weights) to continue digit sequences that count UP by 1, 2 or 3 (mod 10).
+// 2. QLoRA: its linear layers are quantized to 4-bit NF4 (double quantization) and frozen; LoRA adapters on all
+//    seven projections are trained to count DOWN — a behaviour the base model has never seen.
+// 3. The same model then counts down with the adapter and up again with the adapter disabled.
 using System.Diagnostics;
+using PeftGen.Adapters;
 using PeftGen.Models.Llama;
+using PeftGen.Quantization;
 using PeftGen.Samples.QuickStart;
 using PeftGen.Training;
 
-const int SequenceLength = 24;
+const int SequenceLength = 16;
 var config = new LlamaConfig
 {
     HiddenSize = 64, IntermediateSize = 172, NumHiddenLayers = 2, NumAttentionHeads = 4, NumKeyValueHeads = 2,
     VocabSize = DigitTask.VocabSize, MaxPositionEmbeddings = SequenceLength, RmsNormEps = 1e-5f, TieWordEmbeddings = true,
 };
+var total = Stopwatch.StartNew();
 using var model = new LlamaForCausalLM(config, seed: 42);
-var (_, total) = model.CountParameters();
-Console.WriteLine($"PeftGen QuickStart: a {config.NumHiddenLayers}-layer Llama ({total:N0} parameters) learns to continue digit sequences.");
+int[][] up = [[3, 4], [0, 2], [7, 0]];
+int[][] down = [[5, 4], [9, 7], [2, 9]];
+
+Console.WriteLine($"PeftGen QuickStart — a {config.NumHiddenLayers}-layer Llama ({model.CountParameters().Total:N0} parameters) on the CPU");
 Console.WriteLine();
+Console.WriteLine("1. Pretraining the base model to count up (steps +1, +2, +3)");
+var countUp = new DigitTask([1, 2, 3], seed: 1);
+Train(model, "base", countUp, new TrainerOptions { MaxSteps = 200, LearningRate = 3e-3f, Schedule = "cosine", WarmupSteps = 10, MaxGradNorm = 1f });
+Show("base model", model, up.Concat(down));
 
-int[][] prompts = [[3, 5], [7, 8], [0, 3], [9, 2]];
-ShowCompletions("Before training", model, prompts, SequenceLength);
+Console.WriteLine("2. QLoRA: NF4 + double-quantized frozen base, LoRA r=8 on all linear layers, learning to count down (−1, −2, −3)");
+var peft = PeftModel.Create(model,
+    new LoRAConfig { Rank = 8, Alpha = 16, Targets = TargetModules.AllLinear, Seed = 7 },
+    new QuantizationConfig(QuantType.NF4, DoubleQuant: true, BlockSize: 64));
+Console.WriteLine($"   {peft.TrainableParametersSummary()}");
+var countDown = new DigitTask([9, 8, 7], seed: 2);
+Train(model, "adapter", countDown, new TrainerOptions { MaxSteps = 200, LearningRate = 1e-2f, Schedule = "cosine", WarmupSteps = 10, MaxGradNorm = 1f, LoRAPlusRatio = 4 });
+Show("with the QLoRA adapter", model, down.Concat(up));
+using (peft.DisableAdapters())
+    Show("same model, adapter disabled", model, down);
+Console.WriteLine($"Done in {total.Elapsed.TotalSeconds:F1} s.");
 
-var task = new DigitTask(seed: 1);
-var options = new TrainingOptions { Steps = 300, LearningRate = 3e-3f, WarmupSteps = 20, Schedule = "cosine", MaxGradNorm = 1f };
-var clock = Stopwatch.StartNew();
-var losses = TrainingLoop.Run(model, _ => task.NextBatch(batchSize: 16, SequenceLength), options, new ConsoleProgress());
-Console.WriteLine($"Trained {options.Steps} steps in {clock.Elapsed.TotalSeconds:F1} s: loss {losses[0]:F3} → {losses[^1]:F3} (chance level {Math.Log(10):F3}).");
-Console.WriteLine();
-ShowCompletions("After training", model, prompts, SequenceLength);
-
-static void ShowCompletions(string title, LlamaForCausalLM model, int[][] prompts, int length)
+static void Train(LlamaForCausalLM model, string what, DigitTask task, TrainerOptions options)
 {
-    Console.WriteLine($"{title} (greedy continuation of the first two digits):");
+    using var trainer = new Trainer(model, b => model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length),
+        BatchSource.FromFunction(p => task.BatchAt(p, batchSize: 16, SequenceLength)), options);
+    var clock = Stopwatch.StartNew();
+    var result = trainer.Train(new ConsoleProgress());
+    Console.WriteLine($"   {what}: {options.MaxSteps} steps in {clock.Elapsed.TotalSeconds:F1} s, loss {result.Losses[0]:F3} → {result.Losses[^1]:F4} (chance {Math.Log(10):F3})");
+    Console.WriteLine();
+}
+
+static void Show(string title, LlamaForCausalLM model, IEnumerable<int[]> prompts)
+{
+    Console.WriteLine($"   {title}: greedy continuations of two-digit prompts");
     foreach (var prompt in prompts)
     {
-        var ids = DigitTask.Complete(model, prompt, 10);
-        Console.WriteLine($"  {string.Join(' ', prompt)} → {string.Join(' ', ids.Skip(prompt.Length))}   (expected {string.Join(' ', DigitTask.Expected(prompt, 10))})");
+        var got = DigitTask.Complete(model, prompt, 8).Skip(prompt.Length).ToArray();
+        var expected = DigitTask.Expected(prompt, 8).ToArray();
+        Console.WriteLine($"     {string.Join(' ', prompt)} → {string.Join(' ', got)}   {(got.SequenceEqual(expected) ? "✓" : $"(counting by {((prompt[1] - prompt[0]) % 10 + 10) % 10} mod 10 gives {string.Join(' ', expected)})")}");
     }
     Console.WriteLine();
 }
 
-/// <summary>Prints every 25th step as it happens (synchronously, unlike <see cref="Progress{T}"/>).</summary>
-internal sealed class ConsoleProgress : IProgress<TrainingProgress>
+/// <summary>Prints every 50th step as it happens (synchronously, unlike <see cref="Progress{T}"/>).</summary>
+internal sealed class ConsoleProgress : IProgress<TrainerProgress>
 {
-    public void Report(TrainingProgress p)
+    public void Report(TrainerProgress p)
     {
-        if (p.Step % 25 == 0 || p.Step == 1)
-            Console.WriteLine($"  step {p.Step,4}/{p.TotalSteps}  loss {p.Loss:F4}  lr {p.LearningRate:E2}  |g| {p.GradNorm:F2}  {p.TokensPerSecond:N0} tok/s");
+        if (p.Step % 50 == 0 || p.Step == 1)
+            Console.WriteLine($"   step {p.Step,4}/{p.MaxSteps}  loss {p.Loss:F4}  lr {p.LearningRate:E2}  |g| {p.GradNorm:F2}  {p.TokensPerSecond:N0} tok/s");
     }
 }

@@ -15,6 +15,25 @@ public static class GradMode
         return new NoGradScope();
     }
 
+    /// <summary>Records ops again until the returned scope is disposed, even inside a no-grad region (used to replay checkpointed segments).</summary>
+    public static EnableScope Enable()
+    {
+        var scope = new EnableScope(t_disabledDepth);
+        t_disabledDepth = 0;
+        return scope;
+    }
+
+    /// <summary>Restores the previous no-grad depth when disposed.</summary>
+    public readonly struct EnableScope : IDisposable
+    {
+        private readonly int _savedDepth;
+
+        internal EnableScope(int savedDepth) => _savedDepth = savedDepth;
+
+        /// <summary>Ends the region.</summary>
+        public void Dispose() => t_disabledDepth = _savedDepth;
+    }
+
     /// <summary>Restores recording when disposed.</summary>
     public readonly struct NoGradScope : IDisposable
     {

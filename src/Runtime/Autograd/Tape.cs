@@ -41,16 +41,37 @@ internal sealed class Tape
         if (_nodes.Count > count) _nodes.RemoveRange(count, _nodes.Count - count);
     }
 
-    public void Backward(Tensor root)
+    /// <summary>
+    /// Runs <paramref name="body"/> with a fresh tape as this thread's current one (gradient checkpointing
+    /// replays a segment and back-propagates it on its own tape in the middle of an outer backward pass).
+    /// </summary>
+    public static void RunIsolated(Action<Tape> body)
+    {
+        var outer = t_current;
+        var inner = new Tape();
+        t_current = inner;
+        try
+        {
+            body(inner);
+        }
+        finally
+        {
+            inner._nodes.Clear();
+            t_current = outer;
+        }
+    }
+
+    public void Backward(Tensor root, Tensor? seedGradient = null)
     {
         if (!root.RequiresGrad)
             throw new InvalidOperationException($"Backward() on {root.DescribeForError()}, which does not require gradients: no trainable parameter was used to compute it.");
-        if (root.Count != 1)
+        if (seedGradient == null && root.Count != 1)
             throw new InvalidOperationException($"Backward() needs a scalar (one-element) loss; {root.DescribeForError()} has {root.Count} elements.");
         using (GradMode.Disable())
         {
             var seed = Grads.Buffer(root, out bool accumulate);
-            seed.AsSpan()[0] = accumulate ? seed.AsSpan()[0] + 1f : 1f;
+            if (seedGradient != null) Backends.Backend.Of(seed).CopyStrided(seedGradient, seed, accumulate);
+            else seed.AsSpan()[0] = accumulate ? seed.AsSpan()[0] + 1f : 1f;
             for (int i = _nodes.Count - 1; i >= 0; i--)
             {
                 var node = _nodes[i];

@@ -22,6 +22,12 @@ internal interface IBackend
     /// <summary>y (+)= a ∘ b.</summary>
     void Mul(Tensor a, Tensor b, Tensor y, bool accumulate);
 
+    /// <summary>y (+)= a ∘ v with v [c] repeated over the rows of a [rows, c] (per-channel scaling).</summary>
+    void MulRows(Tensor a, Tensor v, Tensor y, bool accumulate);
+
+    /// <summary>dst[c] (+)= Σ_rows g[rows, c] ∘ a[rows, c] (the gradient of a per-channel scale).</summary>
+    void SumRowsOfProduct(Tensor g, Tensor a, Tensor dst, bool accumulate);
+
     /// <summary>y (+)= s · x.</summary>
     void Scale(Tensor x, float s, Tensor y, bool accumulate);
 
@@ -70,6 +76,12 @@ internal interface IBackend
 
     void CrossEntropyForward(Tensor logits, ReadOnlySpan<int> targets, int ignoreIndex, Tensor losses, Tensor lse);
     void CrossEntropyBackward(Tensor logits, Tensor lse, ReadOnlySpan<int> targets, int ignoreIndex, float gradScale, Tensor dlogits);
+
+    /// <summary>y [rows, out] = x [rows, in] · dequant(W)ᵀ for a frozen 4-bit weight W [out, in], never materialising W in float.</summary>
+    void Linear4BitForward(Tensor x, Quantization.QuantizedWeight weight, Tensor y);
+
+    /// <summary>dx [rows, in] (+)= dy [rows, out] · dequant(W) for a frozen 4-bit weight W [out, in].</summary>
+    void Linear4BitBackwardInput(Tensor dy, Quantization.QuantizedWeight weight, Tensor dx, bool accumulate);
 }
 
 /// <summary>Finds the backend of a tensor's device.</summary>

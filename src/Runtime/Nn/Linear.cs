@@ -29,8 +29,8 @@ public class Linear : LinearBase
     /// <summary>The weight, [out, in].</summary>
     public Tensor Weight { get; }
 
-    /// <summary>The bias, [out], or null.</summary>
-    public Tensor? Bias { get; }
+    /// <inheritdoc />
+    public override Tensor? Bias { get; }
 
     /// <inheritdoc />
     public override Tensor Forward(Tensor input) => Ops.Linear(input, Weight, Bias); // [..., in] → [..., out]

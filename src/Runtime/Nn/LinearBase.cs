@@ -15,6 +15,9 @@ public abstract class LinearBase : Module<Tensor, Tensor>
     /// <summary>Output size.</summary>
     public abstract int OutFeatures { get; }
 
+    /// <summary>The bias [out], or null when the layer has none.</summary>
+    public virtual Tensor? Bias => null;
+
     /// <summary>
     /// The layer's effective weight W [out, in] as a new float32 tensor (dequantized, adapters merged where the layer
     /// has them). Used for merging, export and tests; not on the training path.

@@ -81,6 +81,16 @@ public abstract class Module : IDisposable
     protected virtual void OnModuleReplaced(string name, Module replacement) =>
         throw new ArgumentException($"{GetType().Name}.{name} cannot be replaced.");
 
+    /// <summary>Removes child <paramref name="name"/> (the caller owns and disposes it).</summary>
+    protected Module UnregisterModule(string name)
+    {
+        int i = _children.FindIndex(c => c.Name == name);
+        if (i < 0) throw new KeyNotFoundException($"{GetType().Name} has no child module '{name}'.");
+        var module = _children[i].Module;
+        _children.RemoveAt(i);
+        return module;
+    }
+
     /// <summary>Direct children with their names.</summary>
     public IEnumerable<(string Name, Module Module)> Children() => _children;
 

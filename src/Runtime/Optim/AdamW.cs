@@ -19,16 +19,24 @@ public sealed class AdamW : IOptimizer
     private readonly Dictionary<Tensor, (Tensor M, Tensor V)> _state = new(ReferenceEqualityComparer.Instance);
 
     /// <summary>Creates an optimizer over one group of parameters.</summary>
+    /// <remarks>
+    /// <paramref name="paged"/> keeps the moments in file-backed memory the OS can page out (see
+    /// <see cref="Paged"/>); the arithmetic is the same either way.
+    /// </remarks>
     public AdamW(IEnumerable<Tensor> parameters, float learningRate = 1e-3f, float beta1 = 0.9f, float beta2 = 0.999f,
-        float eps = 1e-8f, float weightDecay = 0.01f)
+        float eps = 1e-8f, float weightDecay = 0.01f, bool paged = false)
         : this([new ParameterGroup((parameters ?? throw new ArgumentNullException(nameof(parameters))).ToList())],
-            learningRate, beta1, beta2, eps, weightDecay)
+            learningRate, beta1, beta2, eps, weightDecay, paged)
     {
     }
 
     /// <summary>Creates an optimizer over several parameter groups.</summary>
+    /// <remarks>
+    /// <paramref name="paged"/> keeps the moments in file-backed memory the OS can page out (see
+    /// <see cref="Paged"/>); the arithmetic is the same either way.
+    /// </remarks>
     public AdamW(IEnumerable<ParameterGroup> groups, float learningRate = 1e-3f, float beta1 = 0.9f, float beta2 = 0.999f,
-        float eps = 1e-8f, float weightDecay = 0.01f)
+        float eps = 1e-8f, float weightDecay = 0.01f, bool paged = false)
     {
         ArgumentNullException.ThrowIfNull(groups);
         if (!(learningRate >= 0)) throw new ArgumentOutOfRangeException(nameof(learningRate), learningRate, "must be ≥ 0");
@@ -45,6 +53,7 @@ public sealed class AdamW : IOptimizer
         Beta2 = beta2;
         Eps = eps;
         WeightDecay = weightDecay;
+        Paged = paged;
     }
 
     /// <summary>Base learning rate (schedules set it every step).</summary>
@@ -61,6 +70,12 @@ public sealed class AdamW : IOptimizer
 
     /// <summary>Default decoupled weight decay λ.</summary>
     public float WeightDecay { get; }
+
+    /// <summary>
+    /// True when the moments live in memory-mapped temporary files (QLoRA's paged AdamW, on the host): the OS may
+    /// write cold state to disk under memory pressure instead of the process running out of memory.
+    /// </summary>
+    public bool Paged { get; }
 
     /// <summary>Updates taken so far (t in the bias corrections).</summary>
     public int StepCount { get; private set; }
@@ -88,8 +103,7 @@ public sealed class AdamW : IOptimizer
                 if (p.Grad == null) continue;
                 if (!_state.TryGetValue(p, out var s))
                 {
-                    s = (Tensor.Create(p.ShapeArray, DType.Float32, zeroed: true, scoped: false),
-                         Tensor.Create(p.ShapeArray, DType.Float32, zeroed: true, scoped: false));
+                    s = (NewMoment(p, zeroed: true), NewMoment(p, zeroed: true));
                     _state[p] = s;
                 }
                 Backend.Of(p).AdamWStep(p, p.Grad, s.M, s.V, lr, Beta1, Beta2, Eps, decay, bc1, bc2);
@@ -140,14 +154,17 @@ public sealed class AdamW : IOptimizer
             if (has)
             {
                 if (!_state.TryGetValue(p, out var s))
-                    _state[p] = s = (Tensor.Create(p.ShapeArray, DType.Float32, zeroed: false, scoped: false),
-                                     Tensor.Create(p.ShapeArray, DType.Float32, zeroed: false, scoped: false));
+                    _state[p] = s = (NewMoment(p, zeroed: false), NewMoment(p, zeroed: false));
                 reader.BaseStream.ReadExactly(System.Runtime.InteropServices.MemoryMarshal.AsBytes(s.M.AsSpan()));
                 reader.BaseStream.ReadExactly(System.Runtime.InteropServices.MemoryMarshal.AsBytes(s.V.AsSpan()));
             }
             index++;
         }
     }
+
+    /// <summary>A moment buffer shaped like <paramref name="p"/>, owned by this optimizer (paged memory is always zeroed).</summary>
+    private Tensor NewMoment(Tensor p, bool zeroed) =>
+        Paged ? PagedMemory.Zeros(p.ShapeArray) : Tensor.Create(p.ShapeArray, DType.Float32, zeroed, scoped: false);
 
     /// <summary>Releases the moment buffers.</summary>
     public void Dispose()

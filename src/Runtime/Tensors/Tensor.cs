@@ -150,6 +150,16 @@ public sealed unsafe class Tensor : IDisposable
         return result;
     }
 
+    /// <summary>Copies the elements of <paramref name="source"/> (same shape, float32) into this tensor and returns it.</summary>
+    public Tensor CopyFrom(Tensor source)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        if (!source.Shape.SequenceEqual(Shape))
+            throw new ArgumentException($"CopyFrom: {source.DescribeForError()} does not match {DescribeForError()}.", nameof(source));
+        Backends.Backend.Of(this).CopyStrided(source, this, accumulate: false);
+        return this;
+    }
+
     /// <summary>The value of a one-element tensor.</summary>
     public float Item()
     {

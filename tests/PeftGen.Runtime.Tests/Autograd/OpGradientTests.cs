@@ -93,10 +93,10 @@ public class OpGradientTests
     [Fact]
     public void Dropout_is_seeded_and_differentiable()
     {
-        GradCheck.Assert(t => Ops.Dropout(t[0], 0.3f, new Random(5)), [P(4, 8)]);
+        GradCheck.Assert(t => Ops.Dropout(t[0], 0.3f, new Rng(5)), [P(4, 8)]);
         using var x = Tensor.Full([1000], 1f);
-        var a = Ops.Dropout(x, 0.25f, new Random(9)).ToArray();
-        var b = Ops.Dropout(x, 0.25f, new Random(9)).ToArray();
+        var a = Ops.Dropout(x, 0.25f, new Rng(9)).ToArray();
+        var b = Ops.Dropout(x, 0.25f, new Rng(9)).ToArray();
         Assert.Equal(a, b);
         int dropped = a.Count(v => v == 0f);
         Assert.InRange(dropped, 200, 300);

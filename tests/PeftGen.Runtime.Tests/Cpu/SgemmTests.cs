@@ -9,14 +9,14 @@ namespace PeftGen.Tests.Cpu;
 /// </summary>
 public unsafe class SgemmTests
 {
-    // (m, n, k): tiny, odd, around the 14/6/4-row and 32/16-column tile edges, k past one KC=256
-    // block (k = 300 splits 150 + 150), m past one MC block (400), n past one NC block (4200),
-    // skinny LoRA-like shapes that take the transposed orientation (n = 8) and ones big enough
-    // to be split across threads (200 x 300 x 100 = 12 MFLOP).
+    // (m, n, k): tiny, odd, around the 14/6/4-row and 32/16-column tile edges, k past one
+    // 384-deep block (k = 520 splits into three), m past one MC block (400 rows at k = 256),
+    // n past one NC block (4200), skinny LoRA-like shapes that take the transposed orientation
+    // (n = 8) and ones big enough to be split across threads (200 x 300 x 100 = 12 MFLOP).
     private static readonly (int M, int N, int K)[] s_shapes =
     [
         (1, 1, 1), (1, 17, 3), (3, 1, 17), (3, 5, 7), (17, 63, 65), (63, 65, 129), (65, 33, 257),
-        (129, 17, 300), (15, 31, 1), (400, 40, 20), (3, 4200, 5), (200, 8, 40), (8, 120, 64),
+        (29, 17, 520), (15, 31, 1), (400, 40, 256), (3, 4200, 5), (200, 8, 40), (8, 120, 64),
         (200, 300, 100), (257, 129, 63),
     ];
 
@@ -110,8 +110,8 @@ public unsafe class SgemmTests
     {
         var kernel = Enum.Parse<SgemmKernel>(kernelName);
         // Shared A (stride 0), per-problem B and C; 5 small problems take the one-thread-per-problem path,
-        // 2 larger ones the split-each-problem path.
-        foreach (var (m, n, k, batch) in new[] { (9, 20, 11, 5), (150, 130, 140, 2) })
+        // 2 larger ones (17 MFLOP each) the split-each-problem path.
+        foreach (var (m, n, k, batch) in new[] { (9, 20, 11, 5), (210, 200, 200, 2) })
         {
             var rng = new Random(m);
             int lda = k + 2, ldb = k + 1, ldc = n + 3; // A [m, k], B stored [n, k] (transB)

@@ -87,6 +87,32 @@ internal sealed unsafe class CpuBackend : IBackend
         else TensorPrimitives.Multiply(Span(a), Span(b), Span(y));
     }
 
+    public void MulRows(Tensor a, Tensor v, Tensor y, bool accumulate)
+    {
+        int c = checked((int)v.Count);
+        CpuParallel.ForRange(checked((int)(a.Count / c)), Math.Max(1, 32768 / c), (start, end) =>
+        {
+            var vRow = new ReadOnlySpan<float>(v.Data, c);
+            for (long r = start; r < end; r++)
+            {
+                var aRow = new ReadOnlySpan<float>(a.Data + r * c, c);
+                var yRow = new Span<float>(y.Data + r * c, c);
+                if (accumulate) TensorPrimitives.MultiplyAdd(aRow, vRow, yRow, yRow);
+                else TensorPrimitives.Multiply(aRow, vRow, yRow);
+            }
+        });
+    }
+
+    public void SumRowsOfProduct(Tensor g, Tensor a, Tensor dst, bool accumulate)
+    {
+        int c = checked((int)dst.Count);
+        long rows = g.Count / c;
+        var d = Span(dst);
+        if (!accumulate) d.Clear();
+        for (long r = 0; r < rows; r++)
+            TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(g.Data + r * c, c), new ReadOnlySpan<float>(a.Data + r * c, c), d, d);
+    }
+
     public void Scale(Tensor x, float s, Tensor y, bool accumulate)
     {
         if (accumulate) TensorPrimitives.MultiplyAdd(Span(x), s, Span(y), Span(y));
@@ -234,6 +260,12 @@ internal sealed unsafe class CpuBackend : IBackend
         fixed (int* t = targets)
             CrossEntropyKernel.Backward(logits.Data, lse.Data, t, dlogits.Data, logits.Size(0), logits.Size(1), ignoreIndex, gradScale);
     }
+
+    public void Linear4BitForward(Tensor x, Quantization.QuantizedWeight weight, Tensor y) =>
+        Dequant4BitMatMulKernel.Forward(x.Data, weight, y.Data, checked((int)(x.Count / weight.Columns)));
+
+    public void Linear4BitBackwardInput(Tensor dy, Quantization.QuantizedWeight weight, Tensor dx, bool accumulate) =>
+        Dequant4BitMatMulKernel.BackwardInput(dy.Data, weight, dx.Data, checked((int)(dx.Count / weight.Columns)), accumulate);
 
     private static Span<float> Span(Tensor t) => new(t.Data, checked((int)t.Count));
 }

@@ -26,40 +26,42 @@ internal static unsafe partial class Sgemm
             Sse.Prefetch0(c + 4 * ldc); Sse.Prefetch0(c + 4 * ldc + 8);
             Sse.Prefetch0(c + 5 * ldc); Sse.Prefetch0(c + 5 * ldc + 8);
 
-            // c{row}{half}: row of the tile, left / right 8 columns.
-            Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default;
-            Vector256<float> c20 = default, c21 = default, c30 = default, c31 = default;
-            Vector256<float> c40 = default, c41 = default, c50 = default, c51 = default;
+            // c{row}l / c{row}r: left / right 8 columns of one tile row.
+            Vector256<float> c0l = default, c0r = default, c1l = default, c1r = default;
+            Vector256<float> c2l = default, c2r = default, c3l = default, c3r = default;
+            Vector256<float> c4l = default, c4r = default, c5l = default, c5r = default;
+            // Depth step p: rank-1 update with row p of B̃ (at b) and column p of Ã, whose
+            // element for tile row r sits at a[r * KC] (a advances one column per step).
             for (int p = 0; p < kc; p++, a++, b += 16)
             {
                 Vector256<float> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 8);
                 Vector256<float> ai;
-                ai = Vector256.Create(a[0 * KC]); c00 = Fma.MultiplyAdd(ai, b0, c00); c01 = Fma.MultiplyAdd(ai, b1, c01);
-                ai = Vector256.Create(a[1 * KC]); c10 = Fma.MultiplyAdd(ai, b0, c10); c11 = Fma.MultiplyAdd(ai, b1, c11);
-                ai = Vector256.Create(a[2 * KC]); c20 = Fma.MultiplyAdd(ai, b0, c20); c21 = Fma.MultiplyAdd(ai, b1, c21);
-                ai = Vector256.Create(a[3 * KC]); c30 = Fma.MultiplyAdd(ai, b0, c30); c31 = Fma.MultiplyAdd(ai, b1, c31);
-                ai = Vector256.Create(a[4 * KC]); c40 = Fma.MultiplyAdd(ai, b0, c40); c41 = Fma.MultiplyAdd(ai, b1, c41);
-                ai = Vector256.Create(a[5 * KC]); c50 = Fma.MultiplyAdd(ai, b0, c50); c51 = Fma.MultiplyAdd(ai, b1, c51);
+                ai = Vector256.Create(a[0 * KC]); c0l = Fma.MultiplyAdd(ai, b0, c0l); c0r = Fma.MultiplyAdd(ai, b1, c0r);
+                ai = Vector256.Create(a[1 * KC]); c1l = Fma.MultiplyAdd(ai, b0, c1l); c1r = Fma.MultiplyAdd(ai, b1, c1r);
+                ai = Vector256.Create(a[2 * KC]); c2l = Fma.MultiplyAdd(ai, b0, c2l); c2r = Fma.MultiplyAdd(ai, b1, c2r);
+                ai = Vector256.Create(a[3 * KC]); c3l = Fma.MultiplyAdd(ai, b0, c3l); c3r = Fma.MultiplyAdd(ai, b1, c3r);
+                ai = Vector256.Create(a[4 * KC]); c4l = Fma.MultiplyAdd(ai, b0, c4l); c4r = Fma.MultiplyAdd(ai, b1, c4r);
+                ai = Vector256.Create(a[5 * KC]); c5l = Fma.MultiplyAdd(ai, b0, c5l); c5r = Fma.MultiplyAdd(ai, b1, c5r);
             }
 
             Vector256<float> va = Vector256.Create(alpha);
             if (beta == 0f)
             {
-                Store(c + 0 * ldc, c00 * va, c01 * va);
-                Store(c + 1 * ldc, c10 * va, c11 * va);
-                Store(c + 2 * ldc, c20 * va, c21 * va);
-                Store(c + 3 * ldc, c30 * va, c31 * va);
-                Store(c + 4 * ldc, c40 * va, c41 * va);
-                Store(c + 5 * ldc, c50 * va, c51 * va);
+                Store(c + 0 * ldc, c0l * va, c0r * va);
+                Store(c + 1 * ldc, c1l * va, c1r * va);
+                Store(c + 2 * ldc, c2l * va, c2r * va);
+                Store(c + 3 * ldc, c3l * va, c3r * va);
+                Store(c + 4 * ldc, c4l * va, c4r * va);
+                Store(c + 5 * ldc, c5l * va, c5r * va);
                 return;
             }
             Vector256<float> vb = Vector256.Create(beta);
-            Merge(c + 0 * ldc, c00, c01, va, vb);
-            Merge(c + 1 * ldc, c10, c11, va, vb);
-            Merge(c + 2 * ldc, c20, c21, va, vb);
-            Merge(c + 3 * ldc, c30, c31, va, vb);
-            Merge(c + 4 * ldc, c40, c41, va, vb);
-            Merge(c + 5 * ldc, c50, c51, va, vb);
+            Merge(c + 0 * ldc, c0l, c0r, va, vb);
+            Merge(c + 1 * ldc, c1l, c1r, va, vb);
+            Merge(c + 2 * ldc, c2l, c2r, va, vb);
+            Merge(c + 3 * ldc, c3l, c3r, va, vb);
+            Merge(c + 4 * ldc, c4l, c4r, va, vb);
+            Merge(c + 5 * ldc, c5l, c5r, va, vb);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]

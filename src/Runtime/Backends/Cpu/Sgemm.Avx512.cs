@@ -35,68 +35,70 @@ internal static unsafe partial class Sgemm
             Sse.Prefetch0(c + 12 * ldc); Sse.Prefetch0(c + 12 * ldc + 16);
             Sse.Prefetch0(c + 13 * ldc); Sse.Prefetch0(c + 13 * ldc + 16);
 
-            // c{row}{half}: row of the tile, left / right 16 columns.
-            Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default;
-            Vector512<float> c20 = default, c21 = default, c30 = default, c31 = default;
-            Vector512<float> c40 = default, c41 = default, c50 = default, c51 = default;
-            Vector512<float> c60 = default, c61 = default, c70 = default, c71 = default;
-            Vector512<float> c80 = default, c81 = default, c90 = default, c91 = default;
-            Vector512<float> c100 = default, c101 = default, c110 = default, c111 = default;
-            Vector512<float> c120 = default, c121 = default, c130 = default, c131 = default;
+            // c{row}l / c{row}r: left / right 16 columns of one tile row.
+            Vector512<float> c0l = default, c0r = default, c1l = default, c1r = default;
+            Vector512<float> c2l = default, c2r = default, c3l = default, c3r = default;
+            Vector512<float> c4l = default, c4r = default, c5l = default, c5r = default;
+            Vector512<float> c6l = default, c6r = default, c7l = default, c7r = default;
+            Vector512<float> c8l = default, c8r = default, c9l = default, c9r = default;
+            Vector512<float> c10l = default, c10r = default, c11l = default, c11r = default;
+            Vector512<float> c12l = default, c12r = default, c13l = default, c13r = default;
+            // Depth step p: rank-1 update with row p of B̃ (at b) and column p of Ã, whose
+            // element for tile row r sits at a[r * KC] (a advances one column per step).
             for (int p = 0; p < kc; p++, a++, b += 32)
             {
                 Vector512<float> b0 = Vector512.Load(b), b1 = Vector512.Load(b + 16);
                 Vector512<float> ai;
-                ai = Vector512.Create(a[0 * KC]); c00 = Avx512F.FusedMultiplyAdd(ai, b0, c00); c01 = Avx512F.FusedMultiplyAdd(ai, b1, c01);
-                ai = Vector512.Create(a[1 * KC]); c10 = Avx512F.FusedMultiplyAdd(ai, b0, c10); c11 = Avx512F.FusedMultiplyAdd(ai, b1, c11);
-                ai = Vector512.Create(a[2 * KC]); c20 = Avx512F.FusedMultiplyAdd(ai, b0, c20); c21 = Avx512F.FusedMultiplyAdd(ai, b1, c21);
-                ai = Vector512.Create(a[3 * KC]); c30 = Avx512F.FusedMultiplyAdd(ai, b0, c30); c31 = Avx512F.FusedMultiplyAdd(ai, b1, c31);
-                ai = Vector512.Create(a[4 * KC]); c40 = Avx512F.FusedMultiplyAdd(ai, b0, c40); c41 = Avx512F.FusedMultiplyAdd(ai, b1, c41);
-                ai = Vector512.Create(a[5 * KC]); c50 = Avx512F.FusedMultiplyAdd(ai, b0, c50); c51 = Avx512F.FusedMultiplyAdd(ai, b1, c51);
-                ai = Vector512.Create(a[6 * KC]); c60 = Avx512F.FusedMultiplyAdd(ai, b0, c60); c61 = Avx512F.FusedMultiplyAdd(ai, b1, c61);
-                ai = Vector512.Create(a[7 * KC]); c70 = Avx512F.FusedMultiplyAdd(ai, b0, c70); c71 = Avx512F.FusedMultiplyAdd(ai, b1, c71);
-                ai = Vector512.Create(a[8 * KC]); c80 = Avx512F.FusedMultiplyAdd(ai, b0, c80); c81 = Avx512F.FusedMultiplyAdd(ai, b1, c81);
-                ai = Vector512.Create(a[9 * KC]); c90 = Avx512F.FusedMultiplyAdd(ai, b0, c90); c91 = Avx512F.FusedMultiplyAdd(ai, b1, c91);
-                ai = Vector512.Create(a[10 * KC]); c100 = Avx512F.FusedMultiplyAdd(ai, b0, c100); c101 = Avx512F.FusedMultiplyAdd(ai, b1, c101);
-                ai = Vector512.Create(a[11 * KC]); c110 = Avx512F.FusedMultiplyAdd(ai, b0, c110); c111 = Avx512F.FusedMultiplyAdd(ai, b1, c111);
-                ai = Vector512.Create(a[12 * KC]); c120 = Avx512F.FusedMultiplyAdd(ai, b0, c120); c121 = Avx512F.FusedMultiplyAdd(ai, b1, c121);
-                ai = Vector512.Create(a[13 * KC]); c130 = Avx512F.FusedMultiplyAdd(ai, b0, c130); c131 = Avx512F.FusedMultiplyAdd(ai, b1, c131);
+                ai = Vector512.Create(a[0 * KC]); c0l = Avx512F.FusedMultiplyAdd(ai, b0, c0l); c0r = Avx512F.FusedMultiplyAdd(ai, b1, c0r);
+                ai = Vector512.Create(a[1 * KC]); c1l = Avx512F.FusedMultiplyAdd(ai, b0, c1l); c1r = Avx512F.FusedMultiplyAdd(ai, b1, c1r);
+                ai = Vector512.Create(a[2 * KC]); c2l = Avx512F.FusedMultiplyAdd(ai, b0, c2l); c2r = Avx512F.FusedMultiplyAdd(ai, b1, c2r);
+                ai = Vector512.Create(a[3 * KC]); c3l = Avx512F.FusedMultiplyAdd(ai, b0, c3l); c3r = Avx512F.FusedMultiplyAdd(ai, b1, c3r);
+                ai = Vector512.Create(a[4 * KC]); c4l = Avx512F.FusedMultiplyAdd(ai, b0, c4l); c4r = Avx512F.FusedMultiplyAdd(ai, b1, c4r);
+                ai = Vector512.Create(a[5 * KC]); c5l = Avx512F.FusedMultiplyAdd(ai, b0, c5l); c5r = Avx512F.FusedMultiplyAdd(ai, b1, c5r);
+                ai = Vector512.Create(a[6 * KC]); c6l = Avx512F.FusedMultiplyAdd(ai, b0, c6l); c6r = Avx512F.FusedMultiplyAdd(ai, b1, c6r);
+                ai = Vector512.Create(a[7 * KC]); c7l = Avx512F.FusedMultiplyAdd(ai, b0, c7l); c7r = Avx512F.FusedMultiplyAdd(ai, b1, c7r);
+                ai = Vector512.Create(a[8 * KC]); c8l = Avx512F.FusedMultiplyAdd(ai, b0, c8l); c8r = Avx512F.FusedMultiplyAdd(ai, b1, c8r);
+                ai = Vector512.Create(a[9 * KC]); c9l = Avx512F.FusedMultiplyAdd(ai, b0, c9l); c9r = Avx512F.FusedMultiplyAdd(ai, b1, c9r);
+                ai = Vector512.Create(a[10 * KC]); c10l = Avx512F.FusedMultiplyAdd(ai, b0, c10l); c10r = Avx512F.FusedMultiplyAdd(ai, b1, c10r);
+                ai = Vector512.Create(a[11 * KC]); c11l = Avx512F.FusedMultiplyAdd(ai, b0, c11l); c11r = Avx512F.FusedMultiplyAdd(ai, b1, c11r);
+                ai = Vector512.Create(a[12 * KC]); c12l = Avx512F.FusedMultiplyAdd(ai, b0, c12l); c12r = Avx512F.FusedMultiplyAdd(ai, b1, c12r);
+                ai = Vector512.Create(a[13 * KC]); c13l = Avx512F.FusedMultiplyAdd(ai, b0, c13l); c13r = Avx512F.FusedMultiplyAdd(ai, b1, c13r);
             }
 
             Vector512<float> va = Vector512.Create(alpha);
             if (beta == 0f)
             {
-                Store(c + 0 * ldc, c00 * va, c01 * va);
-                Store(c + 1 * ldc, c10 * va, c11 * va);
-                Store(c + 2 * ldc, c20 * va, c21 * va);
-                Store(c + 3 * ldc, c30 * va, c31 * va);
-                Store(c + 4 * ldc, c40 * va, c41 * va);
-                Store(c + 5 * ldc, c50 * va, c51 * va);
-                Store(c + 6 * ldc, c60 * va, c61 * va);
-                Store(c + 7 * ldc, c70 * va, c71 * va);
-                Store(c + 8 * ldc, c80 * va, c81 * va);
-                Store(c + 9 * ldc, c90 * va, c91 * va);
-                Store(c + 10 * ldc, c100 * va, c101 * va);
-                Store(c + 11 * ldc, c110 * va, c111 * va);
-                Store(c + 12 * ldc, c120 * va, c121 * va);
-                Store(c + 13 * ldc, c130 * va, c131 * va);
+                Store(c + 0 * ldc, c0l * va, c0r * va);
+                Store(c + 1 * ldc, c1l * va, c1r * va);
+                Store(c + 2 * ldc, c2l * va, c2r * va);
+                Store(c + 3 * ldc, c3l * va, c3r * va);
+                Store(c + 4 * ldc, c4l * va, c4r * va);
+                Store(c + 5 * ldc, c5l * va, c5r * va);
+                Store(c + 6 * ldc, c6l * va, c6r * va);
+                Store(c + 7 * ldc, c7l * va, c7r * va);
+                Store(c + 8 * ldc, c8l * va, c8r * va);
+                Store(c + 9 * ldc, c9l * va, c9r * va);
+                Store(c + 10 * ldc, c10l * va, c10r * va);
+                Store(c + 11 * ldc, c11l * va, c11r * va);
+                Store(c + 12 * ldc, c12l * va, c12r * va);
+                Store(c + 13 * ldc, c13l * va, c13r * va);
                 return;
             }
             Vector512<float> vb = Vector512.Create(beta);
-            Merge(c + 0 * ldc, c00, c01, va, vb);
-            Merge(c + 1 * ldc, c10, c11, va, vb);
-            Merge(c + 2 * ldc, c20, c21, va, vb);
-            Merge(c + 3 * ldc, c30, c31, va, vb);
-            Merge(c + 4 * ldc, c40, c41, va, vb);
-            Merge(c + 5 * ldc, c50, c51, va, vb);
-            Merge(c + 6 * ldc, c60, c61, va, vb);
-            Merge(c + 7 * ldc, c70, c71, va, vb);
-            Merge(c + 8 * ldc, c80, c81, va, vb);
-            Merge(c + 9 * ldc, c90, c91, va, vb);
-            Merge(c + 10 * ldc, c100, c101, va, vb);
-            Merge(c + 11 * ldc, c110, c111, va, vb);
-            Merge(c + 12 * ldc, c120, c121, va, vb);
-            Merge(c + 13 * ldc, c130, c131, va, vb);
+            Merge(c + 0 * ldc, c0l, c0r, va, vb);
+            Merge(c + 1 * ldc, c1l, c1r, va, vb);
+            Merge(c + 2 * ldc, c2l, c2r, va, vb);
+            Merge(c + 3 * ldc, c3l, c3r, va, vb);
+            Merge(c + 4 * ldc, c4l, c4r, va, vb);
+            Merge(c + 5 * ldc, c5l, c5r, va, vb);
+            Merge(c + 6 * ldc, c6l, c6r, va, vb);
+            Merge(c + 7 * ldc, c7l, c7r, va, vb);
+            Merge(c + 8 * ldc, c8l, c8r, va, vb);
+            Merge(c + 9 * ldc, c9l, c9r, va, vb);
+            Merge(c + 10 * ldc, c10l, c10r, va, vb);
+            Merge(c + 11 * ldc, c11l, c11r, va, vb);
+            Merge(c + 12 * ldc, c12l, c12r, va, vb);
+            Merge(c + 13 * ldc, c13l, c13r, va, vb);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]

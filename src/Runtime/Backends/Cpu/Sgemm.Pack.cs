@@ -71,23 +71,23 @@ internal static unsafe partial class Sgemm
         {
             int cols = Math.Min(nr, nc - jr);
             float* src = p.B + pc * p.RsB + (jc + jr) * p.CsB;
-            if (p.CsB == 1)
-            {
-                // op(B) rows are contiguous (B not transposed): copy NR floats per depth step.
-                if (cols == nr)
-                {
-                    for (int k = 0; k < kc; k++)
-                        Unsafe.CopyBlockUnaligned(dst + k * nr, src + k * p.RsB, (uint)(nr * sizeof(float)));
-                    continue;
-                }
-                for (int k = 0; k < kc; k++)
-                    new ReadOnlySpan<float>(src + k * p.RsB, cols).CopyTo(new Span<float>(dst + k * nr, cols));
-            }
-            else
+            if (p.CsB != 1)
             {
                 // B stored [n, k]: transpose [cols, kc] -> [kc, cols] with row stride NR.
                 Debug.Assert(p.RsB == 1);
                 Transpose(src, p.CsB, cols, kc, dst, nr, TKernel.UseAvx);
+            }
+            else if (cols == nr)
+            {
+                // op(B) rows are contiguous (B not transposed): NR floats per depth step, a
+                // constant-size copy the JIT unrolls into a few vector moves.
+                for (int k = 0; k < kc; k++)
+                    Unsafe.CopyBlockUnaligned(dst + k * nr, src + k * p.RsB, (uint)(nr * sizeof(float)));
+            }
+            else
+            {
+                for (int k = 0; k < kc; k++)
+                    new ReadOnlySpan<float>(src + k * p.RsB, cols).CopyTo(new Span<float>(dst + k * nr, cols));
             }
             if (cols < nr)
                 for (int k = 0; k < kc; k++)

@@ -19,22 +19,24 @@ internal static unsafe partial class Sgemm
         public static void Tile(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta)
         {
             int w = Vector<float>.Count;
-            // c{row}{half}: row of the tile, left / right Vector<float>.Count columns.
-            Vector<float> c00 = default, c01 = default, c10 = default, c11 = default;
-            Vector<float> c20 = default, c21 = default, c30 = default, c31 = default;
+            // c{row}l / c{row}r: left / right Vector<float>.Count columns of one tile row.
+            Vector<float> c0l = default, c0r = default, c1l = default, c1r = default;
+            Vector<float> c2l = default, c2r = default, c3l = default, c3r = default;
+            // Depth step p: rank-1 update with row p of B̃ (at b) and column p of Ã, whose
+            // element for tile row r sits at a[r * KC] (a advances one column per step).
             for (int p = 0; p < kc; p++, a++, b += 2 * w)
             {
                 Vector<float> b0 = Vector.Load(b), b1 = Vector.Load(b + w);
                 Vector<float> ai;
-                ai = new Vector<float>(a[0 * KC]); c00 = Vector.MultiplyAddEstimate(ai, b0, c00); c01 = Vector.MultiplyAddEstimate(ai, b1, c01);
-                ai = new Vector<float>(a[1 * KC]); c10 = Vector.MultiplyAddEstimate(ai, b0, c10); c11 = Vector.MultiplyAddEstimate(ai, b1, c11);
-                ai = new Vector<float>(a[2 * KC]); c20 = Vector.MultiplyAddEstimate(ai, b0, c20); c21 = Vector.MultiplyAddEstimate(ai, b1, c21);
-                ai = new Vector<float>(a[3 * KC]); c30 = Vector.MultiplyAddEstimate(ai, b0, c30); c31 = Vector.MultiplyAddEstimate(ai, b1, c31);
+                ai = new Vector<float>(a[0 * KC]); c0l = Vector.MultiplyAddEstimate(ai, b0, c0l); c0r = Vector.MultiplyAddEstimate(ai, b1, c0r);
+                ai = new Vector<float>(a[1 * KC]); c1l = Vector.MultiplyAddEstimate(ai, b0, c1l); c1r = Vector.MultiplyAddEstimate(ai, b1, c1r);
+                ai = new Vector<float>(a[2 * KC]); c2l = Vector.MultiplyAddEstimate(ai, b0, c2l); c2r = Vector.MultiplyAddEstimate(ai, b1, c2r);
+                ai = new Vector<float>(a[3 * KC]); c3l = Vector.MultiplyAddEstimate(ai, b0, c3l); c3r = Vector.MultiplyAddEstimate(ai, b1, c3r);
             }
-            Merge(c + 0 * ldc, c00, c01, alpha, beta);
-            Merge(c + 1 * ldc, c10, c11, alpha, beta);
-            Merge(c + 2 * ldc, c20, c21, alpha, beta);
-            Merge(c + 3 * ldc, c30, c31, alpha, beta);
+            Merge(c + 0 * ldc, c0l, c0r, alpha, beta);
+            Merge(c + 1 * ldc, c1l, c1r, alpha, beta);
+            Merge(c + 2 * ldc, c2l, c2r, alpha, beta);
+            Merge(c + 3 * ldc, c3l, c3r, alpha, beta);
         }
 
         /// <summary>c[0..NR] = alpha * acc + beta * c; beta == 0 does not read c.</summary>

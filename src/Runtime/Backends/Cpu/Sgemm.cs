@@ -41,16 +41,16 @@ internal static unsafe partial class Sgemm
     /// pass over C, so k &lt;= KC is done in one block; deeper problems use shorter blocks,
     /// which keep the [kc, NR] B micro-panel comfortably inside L1.
     /// </summary>
-    private static int KcSplit = int.Parse(Environment.GetEnvironmentVariable("KCS") ?? "256");
+    private const int KcSplit = 256;
 
-    /// <summary>Bytes of packed A block ([MC, KC]) to aim for: about half of a 1 MiB L2.</summary>
+    /// <summary>Bytes of packed A block ([MC, kc]) to aim for: about a third of a 1 MiB L2.</summary>
     private const int PackedABytes = 384 * 1024;
 
-    /// <summary>Columns of one packed B block ([KC, NC], 4 MiB): lives in L3, reused by every MC block.</summary>
+    /// <summary>Columns of one packed B block ([kc, NC], 4 MiB at kc = 256): lives in L3, reused by every MC block.</summary>
     private const int NC = 4096;
 
     /// <summary>Below this many flops per thread, the fan-out costs more than it saves.</summary>
-    private const long MinFlopsPerThread = 4_000_000;
+    private const long MinFlopsPerThread = 2_000_000;
 
     /// <summary>The fastest kernel this CPU supports; what <see cref="Multiply(bool, bool, int, int, int, float, float*, int, float*, int, float, float*, int)"/> uses.</summary>
     internal static SgemmKernel BestKernel { get; } =
@@ -110,8 +110,9 @@ internal static unsafe partial class Sgemm
         int threads = CpuParallel.MaxThreads;
         long flops = 2L * m * n * k;
 
-        // Many small problems: one thread per problem beats splitting each one. A shared C
-        // (strideC == 0) must be updated in order, so it always takes the sequential loop.
+        // Many problems, or ones too small to give every thread a few times MinFlopsPerThread:
+        // one thread per problem beats splitting each one. A shared C (strideC == 0) must be
+        // updated in order, so it always takes the sequential loop.
         bool perProblemThreads = threads > 1 && batch > 1 && strideC != 0
             && (batch >= 2 * threads || flops < threads * MinFlopsPerThread * 4);
         if (!perProblemThreads)
@@ -151,7 +152,8 @@ internal static unsafe partial class Sgemm
     {
         // The microkernel is much wider (NR) than tall (MR) on x86. When n is narrower than
         // NR (LoRA rank 8), compute Cᵀ = op(B)ᵀ · op(A)ᵀ instead so the wide side is not
-        // mostly padding; C is then written through the strided tile merge.
+        // mostly padding. C is then written through the scalar strided tile merge, so only
+        // switch for a clear (> 10%) gain in useful tile area.
         if (TileUse(p.N, TKernel.MR) * TileUse(p.M, TKernel.NR) > 1.1 * TileUse(p.M, TKernel.MR) * TileUse(p.N, TKernel.NR))
             p = p.Transposed();
 
@@ -175,21 +177,19 @@ internal static unsafe partial class Sgemm
     /// <summary>
     /// Chooses how many threads to use and how to lay them out as a rowParts x colParts grid over C.
     /// Each thread packs the op(A) rows and op(B) columns of its own rectangle, so the grid that
-    /// minimises (compute of the largest rectangle + its packing) wins.
+    /// minimises the time of the slowest thread (its compute plus its packing) wins.
     /// </summary>
     private static (int RowParts, int ColParts) PlanThreads<TKernel>(in Problem p, int maxThreads) where TKernel : struct, IMicroKernel
     {
         int rowTiles = CeilDiv(p.M, TKernel.MR), colTiles = CeilDiv(p.N, TKernel.NR);
         long flops = 2L * p.M * p.N * p.K;
-        int threads = (int)Math.Clamp(flops / MinFlopsPerThread, 1, Math.Min(maxThreads, (long)rowTiles * colTiles));
+        int threads = (int)Math.Clamp(flops / MinFlopsPerThread, 1, maxThreads);
 
         (int, int) best = (1, 1);
         double bestCost = double.MaxValue;
-        for (int rowParts = 1; rowParts <= threads; rowParts++)
+        for (int rowParts = 1; rowParts <= Math.Min(threads, rowTiles); rowParts++)
         {
-            if (threads % rowParts != 0) continue;
-            int colParts = threads / rowParts;
-            if (rowParts > rowTiles || colParts > colTiles) continue;
+            int colParts = Math.Min(threads / rowParts, colTiles);
             double rows = (double)CeilDiv(rowTiles, rowParts) * TKernel.MR;
             double cols = (double)CeilDiv(colTiles, colParts) * TKernel.NR;
             // In cycles, roughly: the microkernel retires ~64 flops per cycle (2 * rows*cols*k / 64)
@@ -211,8 +211,11 @@ internal static unsafe partial class Sgemm
     {
         int mr = TKernel.MR, nr = TKernel.NR;
         int kcBlock = p.K <= KC ? p.K : BalancedBlock(p.K, KcSplit, 1);
-        // The packed A block occupies cache for the kc columns written, not for the whole KC stride.
-        int mcBlock = BalancedBlock(i1 - i0, Math.Max(1, PackedABytes / (mr * kcBlock * sizeof(float))) * mr, mr);
+        // Size the packed A block by the kc columns it fills (that is what occupies L2), but cap
+        // it: every micro-panel reserves the whole KC stride, and a tiny k would otherwise reserve
+        // megabytes it never touches.
+        int aPanels = Math.Clamp(PackedABytes / (mr * kcBlock * sizeof(float)), 1, 4 * PackedABytes / (mr * KC * sizeof(float)));
+        int mcBlock = BalancedBlock(i1 - i0, aPanels * mr, mr);
         int ncBlock = BalancedBlock(j1 - j0, NC, nr);
         bool directC = p.CsC == 1;
         float* tile = stackalloc float[mr * nr]; // [MR, NR] accumulators of an edge tile
@@ -220,7 +223,7 @@ internal static unsafe partial class Sgemm
         var ws = Workspace.Rent();
         try
         {
-            ws.Reserve(RoundUp(mcBlock, mr) * KC, kcBlock * RoundUp(ncBlock, nr));
+            ws.Reserve(mcBlock * KC, kcBlock * ncBlock);
             float* packedA = ws.A; // MC/MR micro-panels of [MR, KC]
             float* packedB = ws.B; // NC/NR micro-panels of [kc, NR]
             for (int jc = j0; jc < j1; jc += ncBlock)

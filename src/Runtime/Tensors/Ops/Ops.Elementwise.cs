@@ -61,6 +61,26 @@ public static partial class Ops
         return y;
     }
 
+    /// <summary>x ∘ v with v [c] broadcast over the rows of x [..., c] (per-channel scaling, as DoRA's magnitude).</summary>
+    public static Tensor MulChannels(Tensor x, Tensor v)
+    {
+        ArgumentNullException.ThrowIfNull(x);
+        ArgumentNullException.ThrowIfNull(v);
+        if (v.Rank != 1 || x.Size(-1) != v.Size(0))
+            throw new ArgumentException($"MulChannels: {v.DescribeForError()} must be [{x.Size(-1)}] to scale the channels of {x.DescribeForError()}.");
+        x = x.Contiguous();
+        var y = Tensor.Empty(x.ShapeArray);
+        Backend.Of(x).MulRows(x, v, y, accumulate: false);
+        if (Tape.ShouldRecord(x, v))
+            Tape.Record(y, () =>
+            {
+                var g = y.Grad!;
+                if (x.RequiresGrad) Backend.Of(g).MulRows(g, v, Grads.Buffer(x, out bool acc), acc);
+                if (v.RequiresGrad) Backend.Of(g).SumRowsOfProduct(g, x, Grads.Buffer(v, out bool acc), acc);
+            });
+        return y;
+    }
+
     /// <summary>s · x.</summary>
     public static Tensor Scale(Tensor x, float s)
     {
@@ -117,9 +137,10 @@ public static partial class Ops
 
     /// <summary>
     /// Inverted dropout: zeroes each element with probability <paramref name="p"/> and scales survivors by 1/(1-p).
-    /// The mask comes from <paramref name="random"/>, so a seeded generator makes runs repeatable.
+    /// The mask comes from <paramref name="random"/>, so a seeded generator makes runs repeatable (and resumable:
+    /// an <see cref="Rng"/>'s state goes into checkpoints).
     /// </summary>
-    public static Tensor Dropout(Tensor x, float p, Random random)
+    public static Tensor Dropout(Tensor x, float p, Rng random)
     {
         ArgumentNullException.ThrowIfNull(x);
         ArgumentNullException.ThrowIfNull(random);

@@ -1,0 +1,103 @@
+using PeftGen.Quantization;
+
+namespace PeftGen.Adapters;
+
+/// <summary>How LoRA's A matrix starts (B always starts at zero, so the adapter starts as a no-op).</summary>
+public enum LoRAInit
+{
+    /// <summary>Kaiming-uniform with a = √5 (PEFT's default): A ~ U(−1/√in, 1/√in).</summary>
+    KaimingUniform,
+    /// <summary>A ~ N(0, (1/r)²) (PEFT's "gaussian").</summary>
+    Gaussian,
+}
+
+/// <summary>Which biases train alongside LoRA (PEFT's bias setting).</summary>
+public enum LoRABias
+{
+    /// <summary>No bias trains ("none").</summary>
+    None,
+    /// <summary>Every bias in the model trains ("all").</summary>
+    All,
+    /// <summary>Only the biases of adapted layers train ("lora_only").</summary>
+    LoraOnly,
+}
+
+/// <summary>
+/// A LoRA adapter's settings, mirroring PEFT's <c>LoraConfig</c>: rank r, alpha (scaling alpha/r, or alpha/√r with
+/// rsLoRA), dropout on the adapter input, DoRA, init, bias, targets and the layers to transform.
+/// </summary>
+public sealed record LoRAConfig
+{
+    /// <summary>Rank r of the update B·A.</summary>
+    public int Rank { get; init; } = 8;
+
+    /// <summary>Numerator of the scaling.</summary>
+    public float Alpha { get; init; } = 8f;
+
+    /// <summary>Dropout probability on the adapter's input, in [0, 1).</summary>
+    public float Dropout { get; init; }
+
+    /// <summary>rsLoRA: scale by alpha/√r instead of alpha/r.</summary>
+    public bool UseRsLoRA { get; init; }
+
+    /// <summary>DoRA: a trainable per-row magnitude over the normalised adapted weight.</summary>
+    public bool UseDoRA { get; init; }
+
+    /// <summary>Initialisation of A.</summary>
+    public LoRAInit Init { get; init; } = LoRAInit.KaimingUniform;
+
+    /// <summary>Which biases train.</summary>
+    public LoRABias Bias { get; init; } = LoRABias.None;
+
+    /// <summary>The layers to adapt.</summary>
+    public TargetModules Targets { get; init; } = TargetModules.List("q_proj", "v_proj");
+
+    /// <summary>Paths (exact or suffix) to leave alone even if targeted.</summary>
+    public IReadOnlyList<string> Exclude { get; init; } = [];
+
+    /// <summary>Only adapt decoder layers with these indices (PEFT's layers_to_transform); null adapts all.</summary>
+    public IReadOnlyList<int>? Layers { get; init; }
+
+    /// <summary>Seed for A's initialisation and for dropout masks.</summary>
+    public int Seed { get; init; }
+
+    /// <summary>Per-layer rank overrides by path suffix (PEFT's rank_pattern).</summary>
+    public IReadOnlyDictionary<string, int> RankPattern { get; init; } = new Dictionary<string, int>();
+
+    /// <summary>Per-layer alpha overrides by path suffix (PEFT's alpha_pattern).</summary>
+    public IReadOnlyDictionary<string, float> AlphaPattern { get; init; } = new Dictionary<string, float>();
+
+    /// <summary>The scaling s applied to B·A.</summary>
+    public float Scaling => ScalingFor(Rank, Alpha);
+
+    internal float ScalingFor(int rank, float alpha) => UseRsLoRA ? alpha / MathF.Sqrt(rank) : alpha / rank;
+
+    internal int RankFor(string path) => Override(RankPattern, path) ?? Rank;
+
+    internal float AlphaFor(string path) => Override(AlphaPattern, path) ?? Alpha;
+
+    private static T? Override<T>(IReadOnlyDictionary<string, T> pattern, string path) where T : struct
+    {
+        foreach (var (key, value) in pattern)
+            if (TargetModules.MatchesName(path, key)) return value;
+        return null;
+    }
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid setting.</summary>
+    public void Validate()
+    {
+        if (Rank < 1) throw new ArgumentException($"LoRA rank must be ≥ 1 (got {Rank}).", nameof(Rank));
+        if (!(Alpha > 0)) throw new ArgumentException($"LoRA alpha must be > 0 (got {Alpha}).", nameof(Alpha));
+        if (!(Dropout >= 0 && Dropout < 1)) throw new ArgumentException($"LoRA dropout must be in [0, 1) (got {Dropout}).", nameof(Dropout));
+        foreach (var (key, r) in RankPattern)
+            if (r < 1) throw new ArgumentException($"rank_pattern['{key}'] must be ≥ 1 (got {r}).", nameof(RankPattern));
+        foreach (var (key, a) in AlphaPattern)
+            if (!(a > 0)) throw new ArgumentException($"alpha_pattern['{key}'] must be > 0 (got {a}).", nameof(AlphaPattern));
+    }
+}
+
+/// <summary>How QLoRA stores the base weights of adapted layers.</summary>
+/// <param name="Type">NF4 (QLoRA's data type) or FP4.</param>
+/// <param name="DoubleQuant">Quantize the block scales too (≈0.37 bits/param saved).</param>
+/// <param name="BlockSize">Elements per absmax block, a power of two in 32..4096.</param>
+public sealed record QuantizationConfig(QuantType Type = QuantType.NF4, bool DoubleQuant = true, int BlockSize = 64);

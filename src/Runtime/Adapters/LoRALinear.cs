@@ -1,0 +1,310 @@
+using PeftGen.Autograd;
+using PeftGen.Nn;
+using PeftGen.Tensors;
+
+namespace PeftGen.Adapters;
+
+/// <summary>
+/// A linear layer with LoRA adapters: y = base(x) + Σ s·B·A·dropout(x) over the active adapters, where the base
+/// (float or 4-bit) is frozen and only A [r, in], B [out, r] (and DoRA's magnitude [out]) train. The update is
+/// applied as two skinny matmuls, so B·A is never formed while training. Children follow PEFT's in-memory
+/// names: "base_layer", "lora_A.&lt;adapter&gt;", "lora_B.&lt;adapter&gt;", "lora_magnitude_vector.&lt;adapter&gt;".
+/// </summary>
+public sealed class LoRALinear : LinearBase
+{
+    private readonly ModuleDict<Linear> _loraA;
+    private readonly ModuleDict<Linear> _loraB;
+    private readonly ModuleDict<DoRAMagnitude> _magnitude;
+    private readonly Dictionary<string, AdapterSettings> _settings = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Tensor> _mergedBase = new(StringComparer.Ordinal); // DoRA: W0 before merging
+    private readonly List<string> _merged = new();
+    private readonly Rng _dropoutRng;
+    private string[] _active = [];
+
+    /// <summary>Wraps <paramref name="baseLayer"/>; dropout masks come from <paramref name="dropoutRng"/>.</summary>
+    public LoRALinear(LinearBase baseLayer, Rng dropoutRng)
+    {
+        BaseLayer = RegisterModule("base_layer", baseLayer ?? throw new ArgumentNullException(nameof(baseLayer)));
+        _dropoutRng = dropoutRng ?? throw new ArgumentNullException(nameof(dropoutRng));
+        _loraA = RegisterModule("lora_A", new ModuleDict<Linear>());
+        _loraB = RegisterModule("lora_B", new ModuleDict<Linear>());
+        _magnitude = RegisterModule("lora_magnitude_vector", new ModuleDict<DoRAMagnitude>());
+    }
+
+    /// <summary>The frozen layer being adapted.</summary>
+    public LinearBase BaseLayer { get; }
+
+    /// <inheritdoc />
+    public override int InFeatures => BaseLayer.InFeatures;
+
+    /// <inheritdoc />
+    public override int OutFeatures => BaseLayer.OutFeatures;
+
+    /// <inheritdoc />
+    public override Tensor? Bias => BaseLayer.Bias;
+
+    /// <summary>Adapter names, in the order they were added.</summary>
+    public IEnumerable<string> AdapterNames => _settings.Keys;
+
+    /// <summary>Adapters that contribute to the output.</summary>
+    public IReadOnlyList<string> ActiveAdapters => _active;
+
+    /// <summary>Adapters currently merged into the base weight.</summary>
+    public IReadOnlyList<string> MergedAdapters => _merged;
+
+    /// <summary>When true the layer returns the base output only (PEFT's disable_adapter).</summary>
+    public bool AdaptersDisabled { get; set; }
+
+    /// <summary>The rank, alpha-derived scaling and options of an adapter.</summary>
+    public AdapterSettings GetSettings(string name) =>
+        _settings.TryGetValue(name, out var s) ? s : throw new KeyNotFoundException($"This layer has no adapter '{name}' (have: {string.Join(", ", _settings.Keys)}).");
+
+    /// <summary>A [r, in] of an adapter.</summary>
+    public Tensor LoraA(string name) => _loraA[name].Weight;
+
+    /// <summary>B [out, r] of an adapter.</summary>
+    public Tensor LoraB(string name) => _loraB[name].Weight;
+
+    /// <summary>DoRA's magnitude [out] of an adapter, or null for plain LoRA.</summary>
+    public Tensor? Magnitude(string name) => _magnitude.Contains(name) ? _magnitude[name].Weight : null;
+
+    /// <summary>Adds an adapter of rank <paramref name="rank"/> and makes it active alongside the others.</summary>
+    public void AddAdapter(string name, int rank, float alpha, LoRAConfig config, Rng initRng)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(initRng);
+        if (_settings.ContainsKey(name)) throw new ArgumentException($"Adapter '{name}' already exists on this layer.", nameof(name));
+        if (rank < 1) throw new ArgumentOutOfRangeException(nameof(rank), rank, "rank must be ≥ 1");
+        var a = new Linear(InFeatures, rank);                                                   // A [r, in]
+        var b = new Linear(rank, OutFeatures);                                                  // B [out, r] = 0
+        var aw = a.Weight.AsSpan();
+        if (config.Init == LoRAInit.Gaussian)
+            for (int i = 0; i < aw.Length; i++) aw[i] = (float)(Gaussian(initRng) / rank);
+        else
+        {
+            float bound = 1f / MathF.Sqrt(InFeatures); // kaiming_uniform(a=√5): √(6 / ((1 + 5)·fan_in))
+            for (int i = 0; i < aw.Length; i++) aw[i] = (2f * initRng.NextSingle() - 1f) * bound;
+        }
+        _loraA.Add(name, a);
+        _loraB.Add(name, b);
+        var settings = new AdapterSettings(rank, alpha, config.ScalingFor(rank, alpha), config.Dropout, config.UseDoRA);
+        _settings.Add(name, settings);
+        if (config.UseDoRA)
+        {
+            using var w = BaseLayer.EffectiveWeight();
+            _magnitude.Add(name, new DoRAMagnitude(RowNorms(w)));                               // m = ‖W0‖ per row
+        }
+        _active = [.. _active, name];
+    }
+
+    /// <summary>Creates an adapter directly from factors (weighted combinations, loading files).</summary>
+    internal void AddAdapterFromFactors(string name, Tensor a, Tensor b, AdapterSettings settings, Tensor? magnitude)
+    {
+        if (_settings.ContainsKey(name)) throw new ArgumentException($"Adapter '{name}' already exists on this layer.", nameof(name));
+        var la = new Linear(InFeatures, settings.Rank);
+        var lb = new Linear(settings.Rank, OutFeatures);
+        a.AsSpan().CopyTo(la.Weight.AsSpan());
+        b.AsSpan().CopyTo(lb.Weight.AsSpan());
+        _loraA.Add(name, la);
+        _loraB.Add(name, lb);
+        if (magnitude != null) _magnitude.Add(name, new DoRAMagnitude(magnitude.ToArray()));
+        _settings.Add(name, settings);
+    }
+
+    /// <summary>Chooses which adapters contribute (all must exist).</summary>
+    public void SetActiveAdapters(params string[] names)
+    {
+        ArgumentNullException.ThrowIfNull(names);
+        foreach (var n in names) GetSettings(n);
+        _active = names.ToArray();
+    }
+
+    /// <summary>Removes an adapter (unmerge it first if merged).</summary>
+    public void DeleteAdapter(string name)
+    {
+        GetSettings(name);
+        if (_merged.Contains(name)) throw new InvalidOperationException($"Adapter '{name}' is merged; unmerge it before deleting.");
+        _loraA.Remove(name);
+        _loraB.Remove(name);
+        if (_magnitude.Contains(name)) _magnitude.Remove(name);
+        _settings.Remove(name);
+        _active = _active.Where(a => a != name).ToArray();
+    }
+
+    /// <inheritdoc />
+    public override Tensor Forward(Tensor input)
+    {
+        var baseOut = BaseLayer.Forward(input);                                                  // [..., out]
+        var y = baseOut;
+        if (AdaptersDisabled)
+        {
+            if (_merged.Count > 0) throw new InvalidOperationException("Adapters are merged into the base weight; unmerge before disabling them.");
+            return y;
+        }
+        foreach (var name in _active)
+        {
+            if (_merged.Contains(name)) continue;
+            var s = _settings[name];
+            var x = IsTraining && s.Dropout > 0 ? Ops.Dropout(input, s.Dropout, _dropoutRng) : input;
+            var lora = _loraB[name].Forward(_loraA[name].Forward(x));                            // [..., out] = B·A·x
+            if (!s.UseDoRA)
+            {
+                y = Ops.Add(y, lora, 1f, s.Scaling);                                             // y + s·B·A·x
+                continue;
+            }
+            // DoRA: m/‖W0 + sBA‖ ∘ (x·W0ᵀ + s·B·A·x), with the norm a constant in backward (as in the paper and PEFT).
+            var product = Bias == null ? baseOut : Ops.Add(baseOut, Bias, 1f, -1f);               // x·W0ᵀ
+            var inverseNorm = InverseAdaptedNorm(name);                                          // [out], step-scoped: backward reads it
+            var scale = Ops.Mul(_magnitude[name].Weight, inverseNorm);                           // [out]
+            var adapted = Ops.MulChannels(Ops.Add(product, lora, 1f, s.Scaling), scale);
+            y = Ops.Add(y, Ops.Add(adapted, product, 1f, -1f));
+        }
+        return y;
+    }
+
+    /// <inheritdoc />
+    public override Tensor EffectiveWeight()
+    {
+        var w = BaseLayer.EffectiveWeight();                                                     // [out, in]
+        foreach (var name in _active)
+            if (!_merged.Contains(name) && !AdaptersDisabled) ApplyUpdate(w, name);
+        return w;
+    }
+
+    /// <summary>
+    /// Folds the active adapters into a float base weight (W ← W + s·B·A; DoRA: W ← m/‖W + s·B·A‖ ∘ (W + s·B·A)).
+    /// A 4-bit base cannot absorb an update without re-rounding it: use <see cref="PeftModel{TModel}.MergeAndUnload"/>,
+    /// which merges into a new 16/32-bit copy instead.
+    /// </summary>
+    public void Merge()
+    {
+        var weight = (BaseLayer as Linear)?.Weight
+            ?? throw new InvalidOperationException($"The base of this layer is {BaseLayer.GetType().Name}; merging in place needs a float base. Use MergeAndUnload to merge into a 16-bit copy.");
+        foreach (var name in _active.Where(n => !_merged.Contains(n)).ToArray())
+        {
+            if (_settings[name].UseDoRA) _mergedBase[name] = Tensor.Create(weight.ShapeArray, DType.Float32, false, scoped: false).CopyFrom(weight);
+            ApplyUpdate(weight, name);
+            _merged.Add(name);
+        }
+    }
+
+    /// <summary>Undoes <see cref="Merge"/>, restoring the base weight (up to float rounding for LoRA; exactly for DoRA).</summary>
+    public void Unmerge()
+    {
+        var weight = (BaseLayer as Linear)?.Weight;
+        for (int i = _merged.Count - 1; i >= 0 && weight != null; i--)
+        {
+            var name = _merged[i];
+            if (_mergedBase.Remove(name, out var original))
+            {
+                weight.CopyFrom(original);
+                original.Dispose();
+            }
+            else
+            {
+                using var delta = Delta(name);
+                Backends.Backend.Of(weight).AddScaled(weight, 1f, delta, -1f, weight);
+            }
+        }
+        _merged.Clear();
+    }
+
+    /// <summary>s·B·A [out, in] of an adapter, as a new tensor.</summary>
+    public Tensor Delta(string name)
+    {
+        using var noGrad = GradMode.Disable();
+        using var ba = Ops.MatMul(_loraB[name].Weight, _loraA[name].Weight);                    // [out, in]
+        return Ops.Scale(ba, _settings[name].Scaling);
+    }
+
+    /// <summary>Adds adapter <paramref name="name"/>'s update to weight <paramref name="w"/> [out, in] in place.</summary>
+    private void ApplyUpdate(Tensor w, string name)
+    {
+        using var noGrad = GradMode.Disable();
+        using var delta = Delta(name);
+        var be = Backends.Backend.Of(w);
+        be.AddScaled(w, 1f, delta, 1f, w);
+        if (!_settings[name].UseDoRA) return;
+        // W' = m / ‖W0 + s·B·A‖ per output row.
+        var norms = RowNorms(w);
+        var m = _magnitude[name].Weight.AsSpan();
+        var rows = w.AsSpan();
+        int cols = w.Size(1);
+        for (int r = 0; r < norms.Length; r++)
+            System.Numerics.Tensors.TensorPrimitives.Multiply(rows.Slice(r * cols, cols), m[r] / norms[r], rows.Slice(r * cols, cols));
+    }
+
+    /// <summary>
+    /// Test hook: reuse the first computed DoRA norm, so finite differences see the same constant the detached
+    /// backward assumes.
+    /// </summary>
+    internal Dictionary<string, float[]>? FrozenDoRANorms { get; set; }
+
+    /// <summary>1/‖W0 + s·B·A‖ per row, detached.</summary>
+    private Tensor InverseAdaptedNorm(string name)
+    {
+        if (FrozenDoRANorms != null && FrozenDoRANorms.TryGetValue(name, out var frozen)) return Tensor.FromArray(frozen, frozen.Length);
+        var inverse = ComputeInverseAdaptedNorm(name);
+        FrozenDoRANorms?.Add(name, inverse.ToArray());
+        return inverse;
+    }
+
+    private Tensor ComputeInverseAdaptedNorm(string name)
+    {
+        using var noGrad = GradMode.Disable();
+        using var w = BaseLayer.EffectiveWeight();
+        using var delta = Delta(name);
+        Backends.Backend.Of(w).AddScaled(w, 1f, delta, 1f, w);
+        var norms = RowNorms(w);
+        for (int i = 0; i < norms.Length; i++) norms[i] = 1f / norms[i];
+        return Tensor.FromArray(norms, norms.Length);
+    }
+
+    private static float[] RowNorms(Tensor w)
+    {
+        int rows = w.Size(0), cols = w.Size(1);
+        var data = w.AsSpan();
+        var norms = new float[rows];
+        for (int r = 0; r < rows; r++)
+        {
+            var row = data.Slice(r * cols, cols);
+            norms[r] = MathF.Sqrt(System.Numerics.Tensors.TensorPrimitives.Dot(row, row));
+        }
+        return norms;
+    }
+
+    private static double Gaussian(Rng rng)
+    {
+        double u1 = 1.0 - rng.NextDouble(), u2 = rng.NextDouble();
+        return Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2.0 * Math.PI * u2);
+    }
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
+    {
+        foreach (var t in _mergedBase.Values) t.Dispose();
+        _mergedBase.Clear();
+    }
+}
+
+/// <summary>An adapter's fixed settings on one layer.</summary>
+/// <param name="Rank">r.</param>
+/// <param name="Alpha">alpha.</param>
+/// <param name="Scaling">s = alpha/r (or alpha/√r with rsLoRA).</param>
+/// <param name="Dropout">Dropout on the adapter input.</param>
+/// <param name="UseDoRA">Whether a DoRA magnitude applies.</param>
+public sealed record AdapterSettings(int Rank, float Alpha, float Scaling, float Dropout, bool UseDoRA);
+
+/// <summary>DoRA's trainable magnitude ("weight", [out]).</summary>
+public sealed class DoRAMagnitude : Module
+{
+    /// <summary>Creates the magnitude with initial values.</summary>
+    public DoRAMagnitude(float[] initial)
+    {
+        ArgumentNullException.ThrowIfNull(initial);
+        Weight = RegisterParameter("weight", Tensor.FromArray(initial, initial.Length));
+    }
+
+    /// <summary>m [out].</summary>
+    public Tensor Weight { get; }
+}
