@@ -142,6 +142,47 @@ public class AdamW8bitTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void State_layout_and_bitsandbytes_sign_rule_for_tiny_negative_momentum()
+    {
+        const int n = AdamW8bit.MinElementsFor8Bit; // 16 blocks
+        var p = Tensor.Zeros(n);
+        p.RequiresGrad = true;
+        using var adam8 = new AdamW8bit([p], weightDecay: 0f);
+        var grad = new float[n];
+        grad[0] = 1f;      // the block's largest: m/absmax = 1 → top code
+        grad[1] = -1e-9f;  // m/absmax = −1e-9 rounds to the zero code, and bitsandbytes moves it to the smallest negative
+        grad[2] = 1e-9f;   // the positive twin stays at zero
+        p.Grad = Tensor.FromArray(grad, n);
+        adam8.Step();
+        p.Dispose();
+
+        // WriteState: name, format, step, block size, 8-bit minimum, then per parameter: has-state, count and the
+        // raw buffer absmax(m)[16] | absmax(v)[16] | codes(m)[n] | codes(v)[n].
+        using var reader = new BinaryReader(new MemoryStream(StateBytes(adam8)));
+        Assert.Equal("AdamW8bit", reader.ReadString());
+        Assert.Equal(1, reader.ReadInt32());
+        Assert.Equal(1, reader.ReadInt32());
+        Assert.Equal(AdamW8bit.BlockSize, reader.ReadInt32());
+        Assert.Equal(AdamW8bit.MinElementsFor8Bit, reader.ReadInt32());
+        Assert.True(reader.ReadBoolean());
+        Assert.Equal(n, reader.ReadInt64());
+        int blocks = n / AdamW8bit.BlockSize;
+        var absmaxM = Enumerable.Range(0, blocks).Select(_ => reader.ReadSingle()).ToArray();
+        var absmaxV = Enumerable.Range(0, blocks).Select(_ => reader.ReadSingle()).ToArray();
+        var codesM = reader.ReadBytes(n);
+        var codesV = reader.ReadBytes(n);
+        Assert.Equal(1f - 0.9f, absmaxM[0]);    // m = (1 − β1)·g, in float32
+        Assert.Equal(1f - 0.999f, absmaxV[0]);  // v = (1 − β2)·g²
+        Assert.All(absmaxM.Skip(1).Concat(absmaxV.Skip(1)), a => Assert.Equal(0f, a));
+        Assert.Equal(255, codesM[0]);
+        Assert.Equal(126, codesM[1]);
+        Assert.Equal(127, codesM[2]);
+        Assert.Equal(127, codesM[3]);
+        Assert.Equal(255, codesV[0]);
+        Assert.Equal(0, codesV[1]);
+    }
+
+    [Fact]
     public void ReadState_refuses_another_optimizers_state()
     {
         var problem = new Quadratic(10, seed: 6);
