@@ -7,6 +7,7 @@ namespace PeftGen.Cli;
 internal static class CliErrors
 {
     public const int BadInput = 1;
+    public const int Usage = 2;
     public const int Internal = 3;
     public const int Cancelled = 130;
 

@@ -8,12 +8,14 @@ namespace PeftGen.Optim;
 /// state in CUDA unified memory so it can be evicted when the device runs short). Each allocation is a shared
 /// mapping of its own temporary file: the pages are ordinary page cache, so under memory pressure the OS writes
 /// cold state to the file and drops it from RAM instead of swapping or failing, and reads it back on the next
-/// touch. When everything fits nothing is written and access costs the same as anonymous memory. None of it is
-/// on the GC heap.
+/// touch. Access to resident pages costs the same as anonymous memory. None of it is on the GC heap.
 /// </summary>
 /// <remarks>
-/// Files go to <see cref="Path.GetTempPath"/> (TMPDIR on Unix, TMP/TEMP on Windows). Point that at a disk-backed
-/// directory: on a RAM-backed tmpfs eviction can only go to swap.
+/// Unlike CUDA unified memory, a shared file mapping is also written back in the background: the OS flushes dirty
+/// pages periodically (about every 30 s on Linux) even without memory pressure, so paged state that changes every
+/// step costs disk bandwidth of roughly its size per flush interval. Files go to <see cref="Path.GetTempPath"/>
+/// (TMPDIR on Unix, TMP/TEMP on Windows); point that at a local disk-backed directory, since on a RAM-backed tmpfs
+/// eviction can only go to swap.
 /// </remarks>
 internal static class PagedMemory
 {
@@ -68,8 +70,9 @@ internal sealed unsafe class MappedStorage : HostStorage
         long mappedLength = Math.Max(byteLength, 1);
         try
         {
-            // DeleteOnClose removes the file when the handle closes, including when the process dies with it open
-            // (Windows) or, on Unix, when Free closes it; the mapping itself keeps working until it is unmapped.
+            // DeleteOnClose removes the file when Free closes the handle (on Windows also when the process dies;
+            // on Unix a killed process leaves it in the temp directory). The file stays visible while in use so
+            // its size and existence can be inspected.
             _file = new FileStream(FilePath, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None,
                 bufferSize: 1, FileOptions.DeleteOnClose);
             _file.SetLength(mappedLength);
