@@ -383,7 +383,9 @@ public sealed unsafe class QuantizedWeight
             float max = 0f;
             for (int b = start; b < end; b++) max = MathF.Max(max, MathF.Abs(absmax[b] - offset));
             scales[g] = max;
-            // As in bitsandbytes, x · (1 / max); a group of all-equal scales gives NaN, encoded as code 0.
+            // As in bitsandbytes, x · (1 / max); a group of all-equal scales gives NaN, encoded as code 0. Nearest
+            // code with float32 midpoints, like bitsandbytes' dQuantize; only a value exactly on a midpoint can differ
+            // (DynamicMap breaks that tie toward the smaller magnitude, dQuantize toward the even index).
             float inv = 1f / max;
             for (int b = start; b < end; b++) codes[b] = DynamicMap.Encode((absmax[b] - offset) * inv, map);
         }

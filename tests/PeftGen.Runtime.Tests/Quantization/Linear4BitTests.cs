@@ -53,8 +53,8 @@ public unsafe class Linear4BitTests(ITestOutputHelper output)
     [Theory]
     [InlineData(24, 100, QuantType.NF4, 32, true)]      // blocks straddle rows
     [InlineData(33, 7, QuantType.FP4, 64, false)]       // odd element count, blocks cover several rows
-    [InlineData(1100, 1000, QuantType.NF4, 64, true)]   // forward needs two tiles across the outputs
-    [InlineData(300, 2000, QuantType.FP4, 128, true)]   // backward needs three tiles across the inputs
+    [InlineData(1100, 1000, QuantType.NF4, 64, true)]   // forward: 3 tiles across the outputs, 4 deep
+    [InlineData(300, 2000, QuantType.FP4, 128, true)]   // backward: 5 tiles across the inputs
     public void ForwardAndInputGradientMatchNaiveProducts(int outF, int inF, QuantType type, int blockSize, bool dq)
     {
         using var scope = TensorScope.Begin();
@@ -129,29 +129,55 @@ public unsafe class Linear4BitTests(ITestOutputHelper output)
     [InlineData(768, 288, QuantType.NF4, 64, true)]
     [InlineData(45, 77, QuantType.FP4, 32, false)]    // odd columns: rows start on low nibbles
     [InlineData(300, 2048, QuantType.NF4, 4096, true)] // one block covers two rows
-    public void GemvEqualsTheGemmPathOnEveryDecoder(int outF, int inF, QuantType type, int blockSize, bool dq)
+    [InlineData(64, 4100, QuantType.FP4, 64, true)]    // the transposed GEMV splits dx into column chunks
+    public void OneRowGemvsEqualTheGemmPathsOnEveryDecoder(int outF, int inF, QuantType type, int blockSize, bool dq)
     {
         var q = Weight(outF, inF, type, blockSize, dq, seed: 7);
+        var w = Dequantized(q);
         var x = QuantizedWeightTests.Normal(inF, seed: 8, std: 1f);
+        var dy = QuantizedWeightTests.Normal(outF, seed: 9, std: 1f);
+        var forwardReference = NaiveForward(x, w, 1, outF, inF);
+        var backwardReference = new double[inF];
+        for (int o = 0; o < outF; o++)
+            for (int i = 0; i < inF; i++) backwardReference[i] += (double)dy[o] * w[o * inF + i];
+
         var gemm = new float[outF];
+        var dxGemm = new float[inF];
+        fixed (float* px = x, pg = gemm, pdy = dy, pdx = dxGemm)
+        {
+            Dequant4BitMatMulKernel.ForwardTiled(px, q, pg, 1);
+            Dequant4BitMatMulKernel.BackwardTiled(pdy, q, pdx, 1, accumulate: false);
+        }
+        double gemmErr = RelativeError(gemm, forwardReference), dxGemmErr = RelativeError(dxGemm, backwardReference);
         var gemv = new float[outF];
-        var reference = NaiveForward(x, Dequantized(q), 1, outF, inF);
-        fixed (float* px = x, pg = gemm) Dequant4BitMatMulKernel.ForwardTiled(px, q, pg, 1);
-        double gemmErr = RelativeError(gemm, reference);
-        fixed (float* px = x, pv = gemv) Dequant4BitMatMulKernel.Forward(px, q, pv, 1);
-        double gemvErr = RelativeError(gemv, reference);
-        double gemvVsGemm = RelativeError(gemv, gemm.Select(v => (double)v).ToArray());
-        var perDecoder = new List<string>();
+        var dx = new float[inF];
+        var report = new List<string>();
         foreach (var decoder in Enum.GetValues<NibbleDecoder>())
         {
             if (!NibbleDecoders.IsSupported(decoder)) continue;
-            fixed (float* px = x, pv = gemv) Dequant4BitMatMulKernel.Gemv(px, q, pv, decoder);
-            double err = RelativeError(gemv, gemm.Select(v => (double)v).ToArray());
-            perDecoder.Add($"{decoder} {err:E2}");
-            Assert.True(err < 1e-5, $"{decoder} GEMV vs GEMM: {err:E3}");
+            Array.Fill(dx, 1f);
+            fixed (float* px = x, pv = gemv, pdy = dy, pdx = dx)
+            {
+                Dequant4BitMatMulKernel.Gemv(px, q, pv, decoder);
+                Dequant4BitMatMulKernel.GemvTransposed(pdy, q, pdx, accumulate: true, decoder);
+            }
+            double fwd = RelativeError(gemv, gemm.Select(v => (double)v).ToArray());
+            double bwd = RelativeError(dx, dxGemm.Select(v => v + 1.0).ToArray());
+            report.Add($"{decoder} y {fwd:E2} dx {bwd:E2}");
+            Assert.True(fwd < 1e-5, $"{decoder} GEMV vs GEMM: {fwd:E3}");
+            Assert.True(bwd < 1e-5, $"{decoder} transposed GEMV (accumulating) vs GEMM: {bwd:E3}");
         }
-        output.WriteLine($"[{outF}, {inF}] {type}: relative error vs naive: GEMM {gemmErr:E2}, GEMV {gemvErr:E2}; GEMV vs GEMM: {string.Join(", ", perDecoder)}");
-        Assert.True(gemmErr < 1e-5 && gemvErr < 1e-5 && gemvVsGemm < 1e-5, $"GEMM {gemmErr:E3}, GEMV {gemvErr:E3}");
+        // The public entry points take the GEMV paths for one row.
+        fixed (float* px = x, pv = gemv, pdy = dy, pdx = dx)
+        {
+            Dequant4BitMatMulKernel.Forward(px, q, pv, 1);
+            Dequant4BitMatMulKernel.BackwardInput(pdy, q, pdx, 1, accumulate: false);
+        }
+        double gemvErr = RelativeError(gemv, forwardReference), dxGemvErr = RelativeError(dx, backwardReference);
+        output.WriteLine($"[{outF}, {inF}] {type}: relative error vs naive: y GEMM {gemmErr:E2}, GEMV {gemvErr:E2}; " +
+            $"dx GEMM {dxGemmErr:E2}, GEMV {dxGemvErr:E2}; GEMV vs GEMM per decoder: {string.Join(", ", report)}");
+        Assert.True(gemmErr < 1e-5 && gemvErr < 1e-5, $"y: GEMM {gemmErr:E3}, GEMV {gemvErr:E3}");
+        Assert.True(dxGemmErr < 1e-5 && dxGemvErr < 1e-5, $"dx: GEMM {dxGemmErr:E3}, GEMV {dxGemvErr:E3}");
     }
 
     [Theory]
@@ -201,7 +227,8 @@ public class Linear4BitTimingTests(ITestOutputHelper output)
             double gemvFloat = Median(() => linear.Forward(row), repeats: 200);
             double gemvQuant = Median(() => nf4.Forward(row), repeats: 200);
             output.WriteLine($"x [{rows}, {inF}] · W [{outF}, {inF}]ᵀ, 2 threads: float {floatMs:F3} ms, NF4+DQ {quantMs:F3} ms, " +
-                $"ratio {quantMs / floatMs:F3}; one row: float {gemvFloat * 1000:F1} µs, NF4 GEMV {gemvQuant * 1000:F1} µs");
+                $"ratio {quantMs / floatMs:F3}; one row: float {gemvFloat * 1000:F1} µs, NF4 GEMV {gemvQuant * 1000:F1} µs" +
+                (OptimizedBuild ? "" : " (Debug build of PeftGen.Runtime: not representative, run with -c Release)"));
         }
         finally
         {
@@ -209,11 +236,16 @@ public class Linear4BitTimingTests(ITestOutputHelper output)
         }
     }
 
+    private static bool OptimizedBuild =>
+        typeof(Linear4Bit).Assembly.GetCustomAttributes(typeof(DebuggableAttribute), false)
+            .Cast<DebuggableAttribute>().All(a => !a.IsJITOptimizerDisabled);
+
     private static double Median(Func<Tensor> forward, int repeats = 21)
     {
         using (GradMode.Disable())
         {
-            for (int i = 0; i < 3; i++)
+            // Long enough for tiered compilation to reach optimized code.
+            for (long start = Stopwatch.GetTimestamp(); Stopwatch.GetElapsedTime(start).TotalMilliseconds < 500;)
             {
                 using var warm = TensorScope.Begin();
                 forward();
