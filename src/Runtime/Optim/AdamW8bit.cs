@@ -29,7 +29,7 @@ namespace PeftGen.Optim;
 /// row) stay clear of it.
 /// </para>
 /// </remarks>
-public sealed unsafe class AdamW8bit : IOptimizer
+public sealed unsafe class AdamW8bit : AdamWBase
 {
     /// <summary>Tensors with fewer elements keep float32 moments (bitsandbytes' <c>min_8bit_size</c>).</summary>
     public const int MinElementsFor8Bit = 4096;
@@ -37,18 +37,13 @@ public sealed unsafe class AdamW8bit : IOptimizer
     /// <summary>Elements sharing one absolute maximum (bitsandbytes' 8-bit optimizer block).</summary>
     public const int BlockSize = 256;
 
-    private const int StateFormat = 1;
-
     // 16 blocks (4096 elements) per work item keeps the per-range overhead small next to the update.
     private const int MinBlocksPerThread = 16;
-
-    private readonly List<ParameterGroup> _groups;
-    private readonly Dictionary<Tensor, Moments> _state = new(ReferenceEqualityComparer.Instance);
 
     /// <summary>Creates an optimizer over one group of parameters.</summary>
     /// <remarks>
     /// <paramref name="paged"/> keeps the state in file-backed memory the OS can page out (see
-    /// <see cref="Paged"/>); the arithmetic is the same either way.
+    /// <see cref="AdamWBase.Paged"/>); the arithmetic is the same either way.
     /// </remarks>
     public AdamW8bit(IEnumerable<Tensor> parameters, float learningRate = 1e-3f, float beta1 = 0.9f, float beta2 = 0.999f,
         float eps = 1e-8f, float weightDecay = 0.01f, bool paged = false)
@@ -57,165 +52,51 @@ public sealed unsafe class AdamW8bit : IOptimizer
     {
     }
 
-    /// <summary>Creates an optimizer over several parameter groups.</summary>
+    /// <summary>Creates an optimizer over several parameter groups (contiguous CPU tensors).</summary>
     /// <remarks>
     /// <paramref name="paged"/> keeps the state in file-backed memory the OS can page out (see
-    /// <see cref="Paged"/>); the arithmetic is the same either way.
+    /// <see cref="AdamWBase.Paged"/>); the arithmetic is the same either way.
     /// </remarks>
     public AdamW8bit(IEnumerable<ParameterGroup> groups, float learningRate = 1e-3f, float beta1 = 0.9f, float beta2 = 0.999f,
         float eps = 1e-8f, float weightDecay = 0.01f, bool paged = false)
+        : base(groups, learningRate, beta1, beta2, eps, weightDecay, paged)
     {
-        ArgumentNullException.ThrowIfNull(groups);
-        if (!(learningRate >= 0)) throw new ArgumentOutOfRangeException(nameof(learningRate), learningRate, "must be ≥ 0");
-        if (!(beta1 >= 0 && beta1 < 1)) throw new ArgumentOutOfRangeException(nameof(beta1), beta1, "must be in [0, 1)");
-        if (!(beta2 >= 0 && beta2 < 1)) throw new ArgumentOutOfRangeException(nameof(beta2), beta2, "must be in [0, 1)");
-        if (!(eps > 0)) throw new ArgumentOutOfRangeException(nameof(eps), eps, "must be > 0");
-        if (!(weightDecay >= 0)) throw new ArgumentOutOfRangeException(nameof(weightDecay), weightDecay, "must be ≥ 0");
-        _groups = groups.ToList();
-        foreach (var p in _groups.SelectMany(g => g.Parameters))
-        {
-            if (!p.RequiresGrad)
-                throw new ArgumentException($"AdamW8bit was given {p.DescribeForError()}, which does not require gradients (a frozen parameter).", nameof(groups));
-            if (p.Device.Type != DeviceType.Cpu || !p.IsContiguous)
-                throw new ArgumentException($"AdamW8bit updates contiguous CPU tensors; {p.DescribeForError()} is {(p.IsContiguous ? "" : "a strided view ")}on {p.Device}.", nameof(groups));
-        }
-        LearningRate = learningRate;
-        Beta1 = beta1;
-        Beta2 = beta2;
-        Eps = eps;
-        WeightDecay = weightDecay;
-        Paged = paged;
+        foreach (var p in Parameters)
+            if (p.Device.Type != DeviceType.Cpu)
+                throw new ArgumentException($"AdamW8bit updates CPU tensors; {p.DescribeForError()} is on {p.Device}.", nameof(groups));
     }
 
-    /// <summary>Base learning rate (schedules set it every step).</summary>
-    public float LearningRate { get; set; }
+    private protected override string StateKind => "AdamW8bit";
 
-    /// <summary>First-moment decay β1.</summary>
-    public float Beta1 { get; }
-
-    /// <summary>Second-moment decay β2.</summary>
-    public float Beta2 { get; }
-
-    /// <summary>Denominator ε.</summary>
-    public float Eps { get; }
-
-    /// <summary>Default decoupled weight decay λ.</summary>
-    public float WeightDecay { get; }
-
-    /// <summary>
-    /// True when the state (codes, block scales and the float32 moments of small tensors) lives in memory-mapped
-    /// temporary files: the OS may write cold state to disk under memory pressure instead of the process running
-    /// out of memory.
-    /// </summary>
-    public bool Paged { get; }
-
-    /// <summary>Updates taken so far (t in the bias corrections).</summary>
-    public int StepCount { get; private set; }
-
-    /// <summary>The parameter groups.</summary>
-    public IReadOnlyList<ParameterGroup> Groups => _groups;
-
-    /// <summary>Every parameter the optimizer updates.</summary>
-    public IEnumerable<Tensor> Parameters => _groups.SelectMany(g => g.Parameters);
-
-    /// <summary>
-    /// Bytes of optimizer state held now: per 8-bit tensor, n bytes for each moment's codes plus 4 bytes per block
-    /// for each moment's absolute maximum; per small tensor, 8 bytes per element.
-    /// </summary>
-    public long StateBytes => _state.Values.Sum(s => s.Bytes);
-
-    /// <summary>Applies one update from the accumulated gradients.</summary>
-    public void Step()
+    private protected override void WriteLayout(BinaryWriter writer)
     {
-        StepCount++;
-        float bc1 = 1f - MathF.Pow(Beta1, StepCount);
-        float bc2 = 1f - MathF.Pow(Beta2, StepCount);
-        foreach (var group in _groups)
-        {
-            float lr = LearningRate * group.LearningRateScale;
-            float decay = group.WeightDecay ?? WeightDecay;
-            foreach (var p in group.Parameters)
-            {
-                if (p.Grad == null) continue;
-                if (!_state.TryGetValue(p, out var s)) _state[p] = s = NewMoments(p);
-                switch (s)
-                {
-                    case FullMoments full:
-                        Backend.Of(p).AdamWStep(p, p.Grad, full.M, full.V, lr, Beta1, Beta2, Eps, decay, bc1, bc2);
-                        break;
-                    case QuantizedMoments quantized:
-                        QuantizedStep(p, p.Grad, quantized, lr, decay, bc1, bc2);
-                        break;
-                }
-            }
-        }
-    }
-
-    /// <summary>Drops every parameter's gradient (set to none), ready for the next accumulation.</summary>
-    public void ZeroGrad()
-    {
-        foreach (var p in Parameters) p.ZeroGrad();
-    }
-
-    /// <inheritdoc />
-    public void WriteState(BinaryWriter writer)
-    {
-        ArgumentNullException.ThrowIfNull(writer);
-        writer.Write("AdamW8bit");
-        writer.Write(StateFormat);
-        writer.Write(StepCount);
         writer.Write(BlockSize);
         writer.Write(MinElementsFor8Bit);
-        foreach (var p in Parameters)
-        {
-            bool has = _state.TryGetValue(p, out var s);
-            writer.Write(has);
-            writer.Write(p.Count);
-            if (!has) continue;
-            writer.Flush();
-            s!.Write(writer.BaseStream);
-        }
     }
 
-    /// <inheritdoc />
-    public void ReadState(BinaryReader reader)
+    private protected override void ReadLayout(BinaryReader reader)
     {
-        ArgumentNullException.ThrowIfNull(reader);
-        string kind = reader.ReadString();
-        int format = reader.ReadInt32();
-        if (kind != "AdamW8bit" || format != StateFormat)
-            throw new InvalidDataException($"Optimizer state is '{kind}' format {format}; this optimizer is AdamW8bit format {StateFormat}.");
-        int stepCount = reader.ReadInt32();
         int blockSize = reader.ReadInt32();
         int minElements = reader.ReadInt32();
         if (blockSize != BlockSize || minElements != MinElementsFor8Bit)
             throw new InvalidDataException($"Optimizer state uses block size {blockSize} and 8-bit minimum {minElements}; this optimizer uses {BlockSize} and {MinElementsFor8Bit}.");
-        StepCount = stepCount;
-        int index = 0;
-        foreach (var p in Parameters)
+    }
+
+    private protected override OptimizerMoments CreateMoments(Tensor p) =>
+        p.Count >= MinElementsFor8Bit ? new QuantizedMoments(p.Count, Paged) : new FullMoments(p, Paged);
+
+    private protected override void Update(Tensor p, Tensor grad, OptimizerMoments moments, float lr, float weightDecay, float bc1, float bc2)
+    {
+        switch (moments)
         {
-            bool has = reader.ReadBoolean();
-            long count = reader.ReadInt64();
-            if (count != p.Count)
-                throw new InvalidDataException($"Optimizer state for parameter {index} ({p.DescribeForError()}) holds {count} values; the parameter has {p.Count}.");
-            if (has)
-            {
-                if (!_state.TryGetValue(p, out var s)) _state[p] = s = NewMoments(p);
-                s.Read(reader.BaseStream);
-            }
-            index++;
+            case FullMoments full:
+                Backend.Of(p).AdamWStep(p, grad, full.M, full.V, lr, Beta1, Beta2, Eps, weightDecay, bc1, bc2);
+                break;
+            case QuantizedMoments quantized:
+                QuantizedStep(p, grad, quantized, lr, weightDecay, bc1, bc2);
+                break;
         }
     }
-
-    /// <summary>Releases the state buffers (and deletes their files when paged).</summary>
-    public void Dispose()
-    {
-        foreach (var s in _state.Values) s.Dispose();
-        _state.Clear();
-    }
-
-    private Moments NewMoments(Tensor p) =>
-        p.Count >= MinElementsFor8Bit ? new QuantizedMoments(p.Count, Paged) : new FullMoments(p, Paged);
 
     private void QuantizedStep(Tensor param, Tensor grad, QuantizedMoments state, float lr, float weightDecay, float bc1, float bc2)
     {
@@ -261,70 +142,12 @@ public sealed unsafe class AdamW8bit : IOptimizer
         });
     }
 
-    /// <summary>One parameter's moments.</summary>
-    private abstract class Moments : IDisposable
-    {
-        /// <summary>Bytes of state held.</summary>
-        public abstract long Bytes { get; }
-
-        /// <summary>Writes the raw state bytes.</summary>
-        public abstract void Write(Stream stream);
-
-        /// <summary>Overwrites the state with bytes written by <see cref="Write"/>.</summary>
-        public abstract void Read(Stream stream);
-
-        public abstract void Dispose();
-
-        protected static void WriteBytes(Stream stream, byte* data, long length)
-        {
-            // Spans are int-sized; a tensor's state may not be.
-            for (long offset = 0; offset < length; offset += int.MaxValue)
-                stream.Write(new ReadOnlySpan<byte>(data + offset, (int)Math.Min(int.MaxValue, length - offset)));
-        }
-
-        protected static void ReadBytes(Stream stream, byte* data, long length)
-        {
-            for (long offset = 0; offset < length; offset += int.MaxValue)
-                stream.ReadExactly(new Span<byte>(data + offset, (int)Math.Min(int.MaxValue, length - offset)));
-        }
-    }
-
-    /// <summary>Float32 m and v for a tensor under <see cref="MinElementsFor8Bit"/> elements, as in <see cref="AdamW"/>.</summary>
-    private sealed class FullMoments(Tensor p, bool paged) : Moments
-    {
-        public Tensor M { get; } = NewMoment(p, paged); // shaped like p, float32
-        public Tensor V { get; } = NewMoment(p, paged); // shaped like p, float32
-
-        public override long Bytes => 2 * M.Count * sizeof(float);
-
-        public override void Write(Stream stream)
-        {
-            WriteBytes(stream, (byte*)M.Data, M.Count * sizeof(float));
-            WriteBytes(stream, (byte*)V.Data, V.Count * sizeof(float));
-        }
-
-        public override void Read(Stream stream)
-        {
-            ReadBytes(stream, (byte*)M.Data, M.Count * sizeof(float));
-            ReadBytes(stream, (byte*)V.Data, V.Count * sizeof(float));
-        }
-
-        public override void Dispose()
-        {
-            M.Dispose();
-            V.Dispose();
-        }
-
-        private static Tensor NewMoment(Tensor p, bool paged) =>
-            paged ? PagedMemory.Zeros(p.ShapeArray) : Tensor.Create(p.ShapeArray, DType.Float32, zeroed: true, scoped: false);
-    }
-
     /// <summary>
     /// 8-bit m and v of one tensor in a single zero-filled buffer:
     /// absmax of m [blocks] f32 | absmax of v [blocks] f32 | codes of m [n] u8 | codes of v [n] u8.
     /// All-zero is the initial state: every block scale is 0, so every code decodes to 0.
     /// </summary>
-    private sealed class QuantizedMoments : Moments
+    private sealed class QuantizedMoments : OptimizerMoments
     {
         private readonly HostStorage _storage;
 

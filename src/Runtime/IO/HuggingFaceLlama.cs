@@ -1,0 +1,210 @@
+using System.Text;
+using System.Text.Json.Nodes;
+using PeftGen.Models.Llama;
+using PeftGen.Tensors;
+
+namespace PeftGen.IO;
+
+/// <summary>
+/// Hugging Face Llama model folders: <c>config.json</c> plus <c>model.safetensors</c> (or shards listed in
+/// <c>model.safetensors.index.json</c>). Tensor names are the module's parameter paths
+/// (<c>model.layers.0.self_attn.q_proj.weight</c>, …); <c>lm_head.weight</c> is absent when tied. Hugging Face
+/// applies RoPE by rotating halves, so loaded models use <see cref="LlamaConfig.RopeInterleaved"/> = false.
+/// </summary>
+public static class HuggingFaceLlama
+{
+    /// <summary>Name of the configuration file.</summary>
+    public const string ConfigFileName = "config.json";
+
+    /// <summary>Name of a single-file checkpoint.</summary>
+    public const string WeightsFileName = "model.safetensors";
+
+    /// <summary>Name of a sharded checkpoint's index.</summary>
+    public const string IndexFileName = "model.safetensors.index.json";
+
+    /// <summary>Loads a Hugging Face Llama folder into a new float32 model.</summary>
+    /// <exception cref="FileNotFoundException">config.json or the weights are missing.</exception>
+    /// <exception cref="InvalidDataException">The config is invalid, or tensors are missing, unexpected or mis-shaped (all listed together).</exception>
+    /// <exception cref="SafetensorsFormatException">A weights file breaks the safetensors format.</exception>
+    public static LlamaForCausalLM Load(string folder)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        string configPath = Path.Combine(folder, ConfigFileName);
+        if (!File.Exists(configPath)) throw new FileNotFoundException($"No {ConfigFileName} in {folder}.", configPath);
+        var config = LlamaConfig.Load(configPath) with { RopeInterleaved = false };
+
+        string single = Path.Combine(folder, WeightsFileName), index = Path.Combine(folder, IndexFileName);
+        SafetensorsFile? file = null;
+        SafetensorsIndex? sharded = null;
+        if (File.Exists(single)) file = SafetensorsFile.Open(single);
+        else if (File.Exists(index)) sharded = SafetensorsIndex.Open(index);
+        else throw new FileNotFoundException($"No {WeightsFileName} or {IndexFileName} in {folder}.", single);
+        try
+        {
+            string source = file?.FilePath ?? sharded!.FilePath;
+            var names = file?.TensorNames ?? sharded!.TensorNames;
+            Func<string, SafetensorsTensorInfo> info = file != null ? file.GetInfo : sharded!.GetInfo;
+            // Check every name and shape against the config before allocating the model, so a config that disagrees
+            // with its weights (or a doctored one) is reported instead of allocating whatever it asks for.
+            var expected = ExpectedShapes(config);
+            CheckTensors(source, expected, names, info, config.TieWordEmbeddings);
+
+            var model = new LlamaForCausalLM(config);
+            try
+            {
+                foreach (var (name, parameter) in model.NamedParameters())
+                    (file ?? sharded!.ShardOf(name)).ReadInto(name, parameter);
+                return model;
+            }
+            catch
+            {
+                model.Dispose();
+                throw;
+            }
+        }
+        finally
+        {
+            file?.Dispose();
+            sharded?.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Writes <paramref name="model"/> as a Hugging Face folder (<c>config.json</c> and <c>model.safetensors</c> with
+    /// metadata <c>{"format": "pt"}</c>), each file replaced atomically. A model that rotates interleaved RoPE pairs
+    /// (llama2.c, Meta) has its q_proj/k_proj rows permuted into the rotate-half order Hugging Face uses, so the saved
+    /// folder computes the same function.
+    /// </summary>
+    /// <param name="model">The model to save (float weights; adapters merged beforehand).</param>
+    /// <param name="folder">Target folder, created when missing.</param>
+    /// <param name="storeAs">Storage dtype of the weights (also written as torch_dtype).</param>
+    public static void Save(LlamaForCausalLM model, string folder, DType storeAs = DType.Float32)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(folder);
+        var config = model.Config;
+        var tensors = new List<(string, Tensor)>();
+        var owned = new List<Tensor>();
+        try
+        {
+            foreach (var (name, parameter) in model.NamedParameters())
+            {
+                var tensor = parameter;
+                if (config.RopeInterleaved && IsRotaryProjection(name, out bool isKey))
+                {
+                    tensor = InterleavedToHalves(parameter, isKey ? config.KeyValueHeads : config.NumAttentionHeads, config.HeadDim);
+                    owned.Add(tensor);
+                }
+                tensors.Add((name, tensor));
+            }
+            Directory.CreateDirectory(folder);
+            WriteConfig(Path.Combine(folder, ConfigFileName), config, storeAs);
+            Safetensors.Save(Path.Combine(folder, WeightsFileName), tensors,
+                new Dictionary<string, string> { ["format"] = "pt" }, storeAs);
+        }
+        finally
+        {
+            foreach (var t in owned) t.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Converts a llama2.c checkpoint into a Hugging Face folder: the weights keep their values, and q_proj/k_proj rows
+    /// are permuted (per head, element 2i → i and 2i+1 → i + head_dim/2, as Hugging Face's own Meta-to-HF conversion
+    /// does) so that rotate-half RoPE computes what llama2.c's interleaved RoPE did.
+    /// </summary>
+    public static void ConvertLlama2C(string checkpointPath, string outputFolder)
+    {
+        using var model = Llama2Checkpoint.Load(checkpointPath);
+        Save(model, outputFolder);
+    }
+
+    /// <summary>Parameter names and shapes a Hugging Face Llama checkpoint with <paramref name="config"/> holds.</summary>
+    public static IReadOnlyDictionary<string, int[]> ExpectedShapes(LlamaConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        int c = config.HiddenSize, f = config.IntermediateSize, q = config.NumAttentionHeads * config.HeadDim, kv = config.KeyValueHeads * config.HeadDim;
+        var shapes = new Dictionary<string, int[]>(StringComparer.Ordinal) { ["model.embed_tokens.weight"] = [config.VocabSize, c] };
+        for (int i = 0; i < config.NumHiddenLayers; i++)
+        {
+            string p = $"model.layers.{i}.";
+            shapes[p + "self_attn.q_proj.weight"] = [q, c];
+            shapes[p + "self_attn.k_proj.weight"] = [kv, c];
+            shapes[p + "self_attn.v_proj.weight"] = [kv, c];
+            shapes[p + "self_attn.o_proj.weight"] = [c, q];
+            shapes[p + "mlp.gate_proj.weight"] = [f, c];
+            shapes[p + "mlp.up_proj.weight"] = [f, c];
+            shapes[p + "mlp.down_proj.weight"] = [c, f];
+            shapes[p + "input_layernorm.weight"] = [c];
+            shapes[p + "post_attention_layernorm.weight"] = [c];
+        }
+        shapes["model.norm.weight"] = [c];
+        if (!config.TieWordEmbeddings) shapes["lm_head.weight"] = [config.VocabSize, c];
+        return shapes;
+    }
+
+    private static void CheckTensors(string source, IReadOnlyDictionary<string, int[]> expected, IReadOnlyList<string> names,
+        Func<string, SafetensorsTensorInfo> info, bool tied)
+    {
+        var present = new HashSet<string>(names, StringComparer.Ordinal);
+        var missing = expected.Keys.Where(k => !present.Contains(k)).ToList();
+        // Transformers itself ignores a stored head when tied, and old checkpoints carry RoPE's inverse frequencies.
+        var unexpected = names.Where(n => !expected.ContainsKey(n) && !(tied && n == "lm_head.weight")
+            && !n.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal)).ToList();
+        var problems = new List<string>();
+        foreach (var name in names)
+        {
+            if (!expected.TryGetValue(name, out var shape)) continue;
+            var entry = info(name);
+            if (!entry.Shape.AsSpan().SequenceEqual(shape))
+                problems.Add($"'{name}' has shape {ShapeUtil.Format(entry.Shape)}, the config implies {ShapeUtil.Format(shape)}");
+            else if (entry.DType == null)
+                problems.Add($"'{name}' is stored as {entry.DTypeName}; weights must be F32, BF16 or F16");
+        }
+        if (missing.Count == 0 && unexpected.Count == 0 && problems.Count == 0) return;
+        var message = new StringBuilder($"{source} does not match its {ConfigFileName}:");
+        if (missing.Count > 0) message.Append($" missing [{string.Join(", ", missing)}];");
+        if (unexpected.Count > 0) message.Append($" unexpected [{string.Join(", ", unexpected)}];");
+        foreach (var p in problems) message.Append(' ').Append(p).Append(';');
+        throw new InvalidDataException(message.ToString());
+    }
+
+    private static bool IsRotaryProjection(string name, out bool isKey)
+    {
+        isKey = name.EndsWith(".self_attn.k_proj.weight", StringComparison.Ordinal);
+        return isKey || name.EndsWith(".self_attn.q_proj.weight", StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// Reorders the rows of a q/k weight [heads·headDim, in] from interleaved pairs (2i, 2i+1) to halves (i, i + headDim/2)
+    /// within each head: rotate-half RoPE then pairs exactly the features the interleaved form paired.
+    /// </summary>
+    internal static Tensor InterleavedToHalves(Tensor weight, int heads, int headDim)
+    {
+        int rows = weight.Size(0), cols = weight.Size(1), half = headDim / 2;
+        if (rows != heads * headDim)
+            throw new ArgumentException($"{weight} does not have {heads} heads of {headDim} rows.", nameof(weight));
+        var source = weight.ToArray();
+        var result = new float[source.Length];
+        for (int h = 0; h < heads; h++)
+            for (int i = 0; i < half; i++)
+                for (int j = 0; j < 2; j++)
+                    source.AsSpan((h * headDim + 2 * i + j) * cols, cols).CopyTo(result.AsSpan((h * headDim + j * half + i) * cols, cols));
+        var t = Tensor.Create([rows, cols], DType.Float32, zeroed: false, scoped: false);
+        result.CopyTo(t.AsSpan());
+        return t;
+    }
+
+    private static void WriteConfig(string path, LlamaConfig config, DType storeAs)
+    {
+        var json = JsonNode.Parse(config.ToJson())!.AsObject();
+        json["architectures"] = new JsonArray("LlamaForCausalLM");
+        json["torch_dtype"] = storeAs switch
+        {
+            DType.BFloat16 => "bfloat16",
+            DType.Float16 => "float16",
+            _ => "float32",
+        };
+        AtomicFile.WriteAllBytes(path, Encoding.UTF8.GetBytes(json.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true })));
+    }
+}

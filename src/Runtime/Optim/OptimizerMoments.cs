@@ -1,0 +1,61 @@
+using PeftGen.Tensors;
+
+namespace PeftGen.Optim;
+
+/// <summary>One parameter's optimizer state, however it is stored.</summary>
+internal abstract unsafe class OptimizerMoments : IDisposable
+{
+    /// <summary>Bytes of state held.</summary>
+    public abstract long Bytes { get; }
+
+    /// <summary>Writes the raw state bytes.</summary>
+    public abstract void Write(Stream stream);
+
+    /// <summary>Overwrites the state with bytes written by <see cref="Write"/>.</summary>
+    public abstract void Read(Stream stream);
+
+    public abstract void Dispose();
+
+    protected static void WriteBytes(Stream stream, byte* data, long length)
+    {
+        // Spans are int-sized; a tensor's state may not be.
+        for (long offset = 0; offset < length; offset += int.MaxValue)
+            stream.Write(new ReadOnlySpan<byte>(data + offset, (int)Math.Min(int.MaxValue, length - offset)));
+    }
+
+    protected static void ReadBytes(Stream stream, byte* data, long length)
+    {
+        for (long offset = 0; offset < length; offset += int.MaxValue)
+            stream.ReadExactly(new Span<byte>(data + offset, (int)Math.Min(int.MaxValue, length - offset)));
+    }
+}
+
+/// <summary>Float32 m and v shaped like the parameter (AdamW, and AdamW8bit's small tensors).</summary>
+internal sealed unsafe class FullMoments(Tensor p, bool paged) : OptimizerMoments
+{
+    public Tensor M { get; } = NewMoment(p, paged); // shaped like p, float32
+    public Tensor V { get; } = NewMoment(p, paged); // shaped like p, float32
+
+    public override long Bytes => 2 * M.Count * sizeof(float);
+
+    public override void Write(Stream stream)
+    {
+        WriteBytes(stream, (byte*)M.Data, M.Count * sizeof(float));
+        WriteBytes(stream, (byte*)V.Data, V.Count * sizeof(float));
+    }
+
+    public override void Read(Stream stream)
+    {
+        ReadBytes(stream, (byte*)M.Data, M.Count * sizeof(float));
+        ReadBytes(stream, (byte*)V.Data, V.Count * sizeof(float));
+    }
+
+    public override void Dispose()
+    {
+        M.Dispose();
+        V.Dispose();
+    }
+
+    private static Tensor NewMoment(Tensor p, bool paged) =>
+        paged ? PagedMemory.Zeros(p.ShapeArray) : Tensor.Create(p.ShapeArray, DType.Float32, zeroed: true, scoped: false);
+}
