@@ -18,7 +18,7 @@ internal sealed class DigitTask(int[] steps, int seed)
     /// <summary>The batch at position p (a pure function of p, so training can resume exactly).</summary>
     public Batch BatchAt(long position, int batchSize, int length)
     {
-        var random = new Random(HashCode.Combine(seed, position));
+        var random = new Random(unchecked(seed * 1_000_003 + (int)position)); // not HashCode.Combine: that is salted per process
         var inputs = new int[batchSize * length];
         var targets = new int[batchSize * length];
         for (int b = 0; b < batchSize; b++)

@@ -39,6 +39,13 @@ Train(model, "adapter", countDown, new TrainerOptions { MaxSteps = 200, Learning
 Show("with the QLoRA adapter", model, down.Concat(up));
 using (peft.DisableAdapters())
     Show("same model, adapter disabled", model, down);
+
+var adapterFolder = Path.Combine("quickstart-output", "adapter");
+PeftAdapterFile.Save(peft, adapterFolder, baseModelNameOrPath: "peftgen/quickstart-digits");
+Console.WriteLine($"3. Adapter saved in Hugging Face PEFT format (loadable with peft.PeftModel.from_pretrained): {Path.GetFullPath(adapterFolder)}");
+foreach (var file in Directory.GetFiles(adapterFolder).Order())
+    Console.WriteLine($"     {Path.GetFileName(file),-28} {new FileInfo(file).Length,8:N0} bytes");
+Console.WriteLine();
 Console.WriteLine($"Done in {total.Elapsed.TotalSeconds:F1} s.");
 
 static void Train(LlamaForCausalLM model, string what, DigitTask task, TrainerOptions options)
