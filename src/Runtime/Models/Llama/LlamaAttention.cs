@@ -23,15 +23,19 @@ public sealed class LlamaAttention : Module
     }
 
     /// <summary>Query projection [heads·headDim, hidden].</summary>
+    [ModuleName("q_proj")]
     public LinearBase QProj { get; private set; }
 
     /// <summary>Key projection [kvHeads·headDim, hidden].</summary>
+    [ModuleName("k_proj")]
     public LinearBase KProj { get; private set; }
 
     /// <summary>Value projection [kvHeads·headDim, hidden].</summary>
+    [ModuleName("v_proj")]
     public LinearBase VProj { get; private set; }
 
     /// <summary>Output projection [hidden, heads·headDim].</summary>
+    [ModuleName("o_proj")]
     public LinearBase OProj { get; private set; }
 
     /// <summary>Attends x [b, t, hidden] to itself causally; with a cache, also to the cached past.</summary>

@@ -17,15 +17,19 @@ public sealed class LlamaDecoderLayer : Module
     }
 
     /// <summary>Norm before attention.</summary>
+    [ModuleName("input_layernorm")]
     public RMSNorm InputLayerNorm { get; }
 
     /// <summary>The attention block.</summary>
+    [ModuleName("self_attn")]
     public LlamaAttention SelfAttn { get; }
 
     /// <summary>Norm before the MLP.</summary>
+    [ModuleName("post_attention_layernorm")]
     public RMSNorm PostAttentionLayerNorm { get; }
 
     /// <summary>The feed-forward block.</summary>
+    [ModuleName("mlp")]
     public LlamaMlp Mlp { get; }
 
     /// <summary>Transforms x [b, t, hidden].</summary>

@@ -29,9 +29,11 @@ public class LlamaForCausalLM : Module
     public LlamaConfig Config { get; }
 
     /// <summary>The decoder stack.</summary>
+    [ModuleName("model")]
     public LlamaModel Model { get; }
 
     /// <summary>The output head [vocab, hidden], or null when tied to the token embedding.</summary>
+    [ModuleName("lm_head")]
     public Linear? LmHead { get; }
 
     /// <summary>The output projection weight [vocab, hidden] (the embedding when tied).</summary>

@@ -16,12 +16,15 @@ public sealed class LlamaMlp : Module<Tensor, Tensor>
     }
 
     /// <summary>Gate projection [intermediate, hidden].</summary>
+    [ModuleName("gate_proj")]
     public LinearBase GateProj { get; private set; }
 
     /// <summary>Up projection [intermediate, hidden].</summary>
+    [ModuleName("up_proj")]
     public LinearBase UpProj { get; private set; }
 
     /// <summary>Down projection [hidden, intermediate].</summary>
+    [ModuleName("down_proj")]
     public LinearBase DownProj { get; private set; }
 
     /// <inheritdoc />

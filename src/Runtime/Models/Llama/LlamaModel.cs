@@ -17,12 +17,15 @@ public sealed class LlamaModel : Module
     }
 
     /// <summary>Token embedding [vocab, hidden].</summary>
+    [ModuleName("embed_tokens")]
     public Embedding EmbedTokens { get; }
 
     /// <summary>The decoder layers.</summary>
+    [ModuleName("layers")]
     public ModuleList<LlamaDecoderLayer> Layers { get; }
 
     /// <summary>Final norm.</summary>
+    [ModuleName("norm")]
     public RMSNorm Norm { get; }
 
     /// <summary>

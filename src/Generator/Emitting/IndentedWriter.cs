@@ -1,0 +1,34 @@
+using System.Text;
+
+namespace PeftGen.Generator.Emitting;
+
+/// <summary>Builds source text line by line with four-space indentation and "\n" line endings on every platform.</summary>
+internal sealed class IndentedWriter
+{
+    private readonly StringBuilder _text = new();
+    private int _depth;
+
+    public IndentedWriter Line(string line = "")
+    {
+        if (line.Length > 0) _text.Append(' ', _depth * 4).Append(line);
+        _text.Append('\n');
+        return this;
+    }
+
+    /// <summary>Writes "{" and indents what follows.</summary>
+    public IndentedWriter Open()
+    {
+        Line("{");
+        _depth++;
+        return this;
+    }
+
+    /// <summary>Unindents and writes "}" followed by <paramref name="suffix"/> (";" after an initializer).</summary>
+    public IndentedWriter Close(string suffix = "")
+    {
+        _depth--;
+        return Line("}" + suffix);
+    }
+
+    public override string ToString() => _text.ToString();
+}

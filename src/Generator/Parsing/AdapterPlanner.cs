@@ -1,0 +1,249 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using System.Text;
+using System.Text.RegularExpressions;
+using PeftGen.Generator.Spec;
+
+namespace PeftGen.Generator.Parsing;
+
+/// <summary>
+/// Resolves a model's adapters against its config.json: member overrides become rank/alpha patterns and exclusions,
+/// and, when every size is known, the adapter plan is computed with the runtime's own target, exclusion, layer and
+/// pattern rules, so it equals what <c>PeftModel.Plan()</c> reports after <c>ApplyAdapters()</c>.
+/// </summary>
+internal static class AdapterPlanner
+{
+    private static readonly TimeSpan RegexTimeout = TimeSpan.FromSeconds(1);
+
+    public static GenerationSpec Plan(ModelSpec model, EquatableArray<ModelConfigSpec> configs)
+    {
+        var config = FindConfig(model.ModelConfigPath, configs);
+        var concrete = Expand(model.Layers, config);
+        var prefixes = new HashSet<string>(StringComparer.Ordinal);
+        var adapters = model.Adapters.Select(adapter =>
+        {
+            var (exclude, ranks, alphas) = Patterns(model, adapter, concrete);
+            var spec = new AdapterOutputSpec(adapter, UniquePrefix(adapter.Name, prefixes), exclude, ranks, alphas, null);
+            return spec with { Plan = concrete == null ? null : Rows(spec, concrete, model.Quantize != null) };
+        }).ToEquatableArray();
+        return new GenerationSpec(model, adapters);
+    }
+
+    /// <summary>The config file the [ModelConfig] path names: the one whose path equals it or ends with "/" + it.</summary>
+    internal static ModelConfigSpec? FindConfig(string? path, EquatableArray<ModelConfigSpec> configs)
+    {
+        if (path == null) return null;
+        string wanted = Normalize(path);
+        if (wanted.StartsWith("./", StringComparison.Ordinal)) wanted = wanted.Substring(2);
+        var matches = configs.Where(c =>
+        {
+            string p = Normalize(c.Path);
+            return p == wanted || p.EndsWith("/" + wanted, StringComparison.Ordinal);
+        }).ToList();
+        return matches.Count == 1 ? matches[0] : null;
+
+        static string Normalize(string p) => p.Replace('\\', '/');
+    }
+
+    private sealed record ConcreteLayer(string Path, string Template, int? InFeatures, int? OutFeatures, bool IsFloatLinear);
+
+    /// <summary>Every linear layer with its indices filled in, or null when a list length or a layer's presence is unknown.</summary>
+    private static List<ConcreteLayer>? Expand(EquatableArray<LayerSpec> layers, ModelConfigSpec? config)
+    {
+        var result = new List<(ConcreteLayer Layer, int Order, int[] Indices)>();
+        int order = 0;
+        foreach (var layer in layers)
+        {
+            if (layer.Presence == LayerPresence.UnlessTiedEmbeddings)
+            {
+                if (config == null) return null;
+                if (config.TieWordEmbeddings) continue;
+            }
+            var counts = layer.ListCounts.Select(c => Resolve(c, config)).ToList();
+            if (counts.Any(c => c == null)) return null;
+            foreach (var (path, indices) in Paths(layer.Path, counts.Select(c => c!.Value).ToList()))
+                result.Add((new ConcreteLayer(path, layer.Path, Resolve(layer.InFeatures, config), Resolve(layer.OutFeatures, config), layer.IsFloatLinear), order, indices));
+            order++;
+        }
+        // Depth-first like the runtime's NamedModules: every layer of list element 0 comes before those of element 1.
+        result.Sort((a, b) => CompareTreeOrder(a.Layer.Template, a.Order, a.Indices, b.Layer.Template, b.Order, b.Indices));
+        return result.Select(r => r.Layer).ToList();
+    }
+
+    private static int CompareTreeOrder(string templateA, int orderA, int[] indicesA, string templateB, int orderB, int[] indicesB)
+    {
+        for (int k = 0; k < indicesA.Length && k < indicesB.Length; k++)
+        {
+            // Indices are comparable only while both paths run through the same list.
+            if (ListPrefix(templateA, k) != ListPrefix(templateB, k)) break;
+            if (indicesA[k] != indicesB[k]) return indicesA[k].CompareTo(indicesB[k]);
+        }
+        return orderA.CompareTo(orderB);
+    }
+
+    private static string ListPrefix(string template, int list)
+    {
+        int at = -1;
+        for (int k = 0; k <= list; k++) at = template.IndexOf("{i}", at + 1, StringComparison.Ordinal);
+        return template.Substring(0, at);
+    }
+
+    private static IEnumerable<(string Path, int[] Indices)> Paths(string template, IReadOnlyList<int> counts)
+    {
+        var paths = new List<(string Path, int[] Indices)> { ("", Array.Empty<int>()) };
+        var parts = template.Split(new[] { "{i}" }, StringSplitOptions.None);
+        for (int p = 0; p < parts.Length; p++)
+        {
+            paths = paths.Select(s => (s.Path + parts[p], s.Indices)).ToList();
+            if (p < counts.Count)
+            {
+                paths = paths.SelectMany(s => Enumerable.Range(0, counts[p]).Select(i =>
+                    (s.Path + i.ToString(System.Globalization.CultureInfo.InvariantCulture), s.Indices.Concat(new[] { i }).ToArray()))).ToList();
+            }
+        }
+        return paths;
+    }
+
+    private static int? Resolve(DimensionSpec dimension, ModelConfigSpec? config)
+    {
+        if (dimension.Value >= 1) return dimension.Value;
+        if (config == null) return null;
+        int? headDim = config.HeadDim ?? (config.HiddenSize / config.NumAttentionHeads);
+        return dimension.FromConfig switch
+        {
+            ConfigDimension.HiddenSize => config.HiddenSize,
+            ConfigDimension.IntermediateSize => config.IntermediateSize,
+            ConfigDimension.QueryWidth => config.NumAttentionHeads * headDim,
+            ConfigDimension.KeyValueWidth => (config.NumKeyValueHeads ?? config.NumAttentionHeads) * headDim,
+            ConfigDimension.VocabSize => config.VocabSize,
+            ConfigDimension.NumHiddenLayers => config.NumHiddenLayers,
+            _ => null,
+        };
+    }
+
+    /// <summary>
+    /// The exclusions and rank/alpha patterns of one adapter. Patterns match like the runtime's (exact path or
+    /// "." + suffix), so a layer inside a module list is keyed by its concrete paths when the list lengths are known,
+    /// and otherwise by the part of its path after the last index (which every index shares). Overrides on narrower
+    /// members come first, so they win over an override on an enclosing submodule.
+    /// </summary>
+    private static (EquatableArray<string>, EquatableArray<PatternEntrySpec>, EquatableArray<PatternEntrySpec>) Patterns(
+        ModelSpec model, AdapterSpec adapter, List<ConcreteLayer>? concrete)
+    {
+        var exclude = new List<string>(adapter.Exclude);
+        var ranks = new List<PatternEntrySpec>();
+        var alphas = new List<PatternEntrySpec>();
+        var overrides = model.Overrides
+            .Where(o => o.Adapter == null || o.Adapter == adapter.Name)
+            .OrderByDescending(o => o.Path.Length);
+        foreach (var o in overrides)
+        {
+            foreach (var layer in model.Layers.Where(l => l.Path == o.Path || l.Path.StartsWith(o.Path + ".", StringComparison.Ordinal)))
+            {
+                var keys = concrete != null
+                    ? concrete.Where(c => c.Template == layer.Path).Select(c => c.Path)
+                    : new[] { SharedSuffix(layer.Path) };
+                foreach (var key in keys)
+                {
+                    if (o.Exclude) Add(exclude, key);
+                    if (o.Rank > 0 && !ranks.Any(r => r.Key == key)) ranks.Add(new PatternEntrySpec(key, o.Rank));
+                    if (o.Alpha > 0 && !alphas.Any(a => a.Key == key)) alphas.Add(new PatternEntrySpec(key, o.Alpha));
+                }
+            }
+        }
+        return (exclude.ToEquatableArray(), ranks.ToEquatableArray(), alphas.ToEquatableArray());
+
+        static void Add(List<string> list, string item)
+        {
+            if (!list.Contains(item)) list.Add(item);
+        }
+    }
+
+    /// <summary>The plan rows, or null when a targeted shape is unknown or the runtime would reject the targets.</summary>
+    private static EquatableArray<PlanRowSpec>? Rows(AdapterOutputSpec output, List<ConcreteLayer> layers, bool quantize)
+    {
+        var adapter = output.Adapter;
+        if (adapter.Rank < 1) return null;
+        var paths = layers.Select(l => l.Path).ToList();
+        List<ConcreteLayer> selected;
+        switch (adapter.Targets.Kind)
+        {
+            case TargetKind.AllLinear:
+                selected = layers.Where(l => !(l.Path == "lm_head" || l.Path.EndsWith(".lm_head", StringComparison.Ordinal))).ToList();
+                break;
+            case TargetKind.List:
+                if (adapter.Targets.Names.Any(n => !paths.Any(p => MatchesName(p, n)))) return null;
+                selected = layers.Where(l => adapter.Targets.Names.Any(n => MatchesName(l.Path, n))).ToList();
+                break;
+            case TargetKind.Regex:
+                try
+                {
+                    var regex = new Regex("^(?:" + adapter.Targets.Text + ")$", RegexOptions.None, RegexTimeout);
+                    selected = layers.Where(l => regex.IsMatch(l.Path)).ToList();
+                }
+                catch (ArgumentException)
+                {
+                    return null;
+                }
+                catch (RegexMatchTimeoutException)
+                {
+                    return null;
+                }
+                break;
+            default:
+                return null;
+        }
+        selected = selected.Where(l => !output.Exclude.Any(e => MatchesName(l.Path, e))).ToList();
+        if (adapter.Layers is { } indices)
+            selected = selected.Where(l => indices.Any(i => l.Path.Contains("layers." + i.ToString(System.Globalization.CultureInfo.InvariantCulture) + "."))).ToList();
+        if (selected.Count == 0 || selected.Any(l => l.InFeatures == null || l.OutFeatures == null)) return null;
+
+        return selected.Select(l =>
+        {
+            int rank = output.RankPattern.Where(p => MatchesName(l.Path, p.Key)).Select(p => (int?)p.Value).FirstOrDefault() ?? adapter.Rank;
+            float alpha = (float)(output.AlphaPattern.Where(p => MatchesName(l.Path, p.Key)).Select(p => (double?)p.Value).FirstOrDefault() ?? adapter.Alpha);
+            // The runtime computes the scaling in float: alpha / r, or alpha / √r with rsLoRA.
+            float scaling = adapter.UseRsLoRA ? alpha / (float)Math.Sqrt(rank) : alpha / rank;
+            int inFeatures = l.InFeatures!.Value, outFeatures = l.OutFeatures!.Value;
+            long trainable = (long)rank * (inFeatures + outFeatures) + (adapter.UseDoRA ? outFeatures : 0);
+            return new PlanRowSpec(l.Path, inFeatures, outFeatures, rank, alpha, scaling, quantize && l.IsFloatLinear, trainable);
+        }).ToEquatableArray();
+    }
+
+    private static string SharedSuffix(string template)
+    {
+        int last = template.LastIndexOf("{i}.", StringComparison.Ordinal);
+        return last < 0 ? template : template.Substring(last + "{i}.".Length);
+    }
+
+    private static bool MatchesName(string path, string name) =>
+        path == name || path.EndsWith("." + name, StringComparison.Ordinal);
+
+    /// <summary>"" for the adapter named "default"; otherwise the name as a PascalCase identifier, unique in the class.</summary>
+    private static string UniquePrefix(string name, HashSet<string> taken)
+    {
+        string prefix = name == "default" ? "" : Pascal(name);
+        string candidate = prefix;
+        for (int n = 2; !taken.Add(candidate); n++) candidate = prefix + n.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return candidate;
+    }
+
+    private static string Pascal(string name)
+    {
+        var sb = new StringBuilder();
+        bool upper = true;
+        foreach (char c in name)
+        {
+            if (!char.IsLetterOrDigit(c))
+            {
+                upper = true;
+                continue;
+            }
+            sb.Append(upper ? char.ToUpperInvariant(c) : c);
+            upper = false;
+        }
+        if (sb.Length == 0 || char.IsDigit(sb[0])) sb.Insert(0, "Adapter");
+        return sb.ToString();
+    }
+}

@@ -1,0 +1,184 @@
+using System.Collections.Generic;
+using System.Collections.Immutable;
+using System.Linq;
+using System.Threading;
+using Microsoft.CodeAnalysis;
+using Microsoft.CodeAnalysis.CSharp.Syntax;
+using Microsoft.CodeAnalysis.Operations;
+using PeftGen.Generator.Spec;
+
+namespace PeftGen.Generator.Parsing;
+
+/// <summary>
+/// Walks the module type graph from a model class: fields and properties whose type is a module are children (named by
+/// <c>[ModuleName]</c> or the member name), <c>ModuleList&lt;T&gt;</c> children are indexed "{i}", and every
+/// <c>LinearBase</c> is an adaptable layer. Base-class members come first and members keep declaration order, which
+/// is the order modules register their children in.
+/// </summary>
+internal sealed class ModuleGraphWalker
+{
+    private readonly KnownSymbols _known;
+    private readonly CancellationToken _cancellationToken;
+    private readonly HashSet<ITypeSymbol> _onPath = new(SymbolEqualityComparer.Default);
+
+    public ModuleGraphWalker(KnownSymbols known, CancellationToken cancellationToken)
+    {
+        _known = known;
+        _cancellationToken = cancellationToken;
+    }
+
+    public List<LayerSpec> Layers { get; } = new();
+
+    public List<MemberOverrideSpec> Overrides { get; } = new();
+
+    public void Walk(INamedTypeSymbol root) => WalkType(root, "", ImmutableArray<DimensionSpec>.Empty);
+
+    private void WalkType(INamedTypeSymbol type, string prefix, ImmutableArray<DimensionSpec> lists)
+    {
+        // A module type that contains itself (directly or not) cannot be walked to the end; stop at the repeat.
+        if (!_onPath.Add(type.OriginalDefinition)) return;
+        var names = new HashSet<string>();
+        foreach (var declaring in BaseFirst(type))
+        {
+            foreach (var member in declaring.GetMembers())
+            {
+                _cancellationToken.ThrowIfCancellationRequested();
+                if (ChildType(member) is not { } childType) continue;
+                string name = ModuleName(member) ?? member.Name;
+                if (!names.Add(name)) continue;
+                string path = prefix.Length == 0 ? name : prefix + "." + name;
+                ReadOverrides(member, path);
+                string declaringName = declaring.OriginalDefinition.ToDisplayString();
+                if (KnownSymbols.DerivesFrom(childType, _known.LinearBase))
+                    Layers.Add(Layer(member, declaring, declaringName, name, path, lists));
+                else if (KnownSymbols.Is(childType, _known.ModuleList) && childType.TypeArguments[0] is INamedTypeSymbol element)
+                    WalkType(element, path + ".{i}", lists.Add(KnownModelShapes.ListCount(declaringName, name)));
+                else
+                    WalkType(childType, path, lists);
+            }
+        }
+        _onPath.Remove(type.OriginalDefinition);
+    }
+
+    private IEnumerable<INamedTypeSymbol> BaseFirst(INamedTypeSymbol type)
+    {
+        var chain = new List<INamedTypeSymbol>();
+        for (var t = type; t != null && !KnownSymbols.Is(t, _known.Module); t = t.BaseType)
+            chain.Insert(0, t);
+        return chain;
+    }
+
+    private INamedTypeSymbol? ChildType(ISymbol member)
+    {
+        var type = member switch
+        {
+            IFieldSymbol { IsStatic: false, IsImplicitlyDeclared: false, AssociatedSymbol: null } f => f.Type,
+            IPropertySymbol { IsStatic: false, IsIndexer: false } p => p.Type,
+            _ => null,
+        };
+        return type is INamedTypeSymbol named && KnownSymbols.DerivesFrom(named, _known.Module) ? named : null;
+    }
+
+    private string? ModuleName(ISymbol member) =>
+        member.GetAttributes().FirstOrDefault(a => KnownSymbols.Is(a.AttributeClass, _known.ModuleName)) is { ConstructorArguments.Length: 1 } attribute
+            ? attribute.ConstructorArguments[0].Value as string
+            : null;
+
+    private void ReadOverrides(ISymbol member, string path)
+    {
+        foreach (var attribute in member.GetAttributes())
+        {
+            if (KnownSymbols.Is(attribute.AttributeClass, _known.NoLoRA))
+                Overrides.Add(new MemberOverrideSpec(path, true, 0, 0, null));
+            else if (KnownSymbols.Is(attribute.AttributeClass, _known.LoRAOverride))
+            {
+                int rank = 0;
+                double alpha = 0;
+                string? adapter = null;
+                foreach (var named in attribute.NamedArguments)
+                {
+                    switch (named.Key)
+                    {
+                        case "Rank": rank = named.Value.Value is int r ? r : 0; break;
+                        case "Alpha": alpha = ModelParser.ToDouble(named.Value) ?? 0; break;
+                        case "Adapter": adapter = named.Value.Value as string; break;
+                    }
+                }
+                Overrides.Add(new MemberOverrideSpec(path, false, rank, alpha, adapter));
+            }
+        }
+    }
+
+    private LayerSpec Layer(ISymbol member, INamedTypeSymbol declaring, string declaringName, string name, string path, ImmutableArray<DimensionSpec> lists)
+    {
+        if (KnownModelShapes.Linear(declaringName, name) is var (inFeatures, outFeatures, presence))
+            return new LayerSpec(path, lists.ToEquatableArray(), inFeatures, outFeatures, true, presence);
+        var creations = Creations(member, declaring).ToList();
+        var shapes = creations.Select(Shape).Distinct().ToList();
+        // Several assignments that disagree leave the shape to run time.
+        var shape = shapes.Count == 1 ? shapes[0] : (DimensionSpec.Unknown, DimensionSpec.Unknown, false);
+        return new LayerSpec(path, lists.ToEquatableArray(), shape.Item1, shape.Item2, shape.Item3, LayerPresence.Always);
+    }
+
+    private (DimensionSpec In, DimensionSpec Out, bool IsFloatLinear) Shape(IObjectCreationOperation creation)
+    {
+        var inFeatures = DimensionSpec.Unknown;
+        var outFeatures = DimensionSpec.Unknown;
+        foreach (var argument in creation.Arguments)
+        {
+            if (argument.Value.ConstantValue is not { HasValue: true, Value: int value } || value < 1) continue;
+            if (argument.Parameter?.Name == "inFeatures") inFeatures = DimensionSpec.Constant(value);
+            else if (argument.Parameter?.Name == "outFeatures") outFeatures = DimensionSpec.Constant(value);
+        }
+        return (inFeatures, outFeatures, KnownSymbols.DerivesFrom(creation.Type, _known.Linear));
+    }
+
+    /// <summary>The <c>new X(...)</c> expressions assigned to <paramref name="member"/>: its initializer, or assignments in constructors.</summary>
+    private IEnumerable<IObjectCreationOperation> Creations(ISymbol member, INamedTypeSymbol declaring)
+    {
+        foreach (var reference in member.DeclaringSyntaxReferences)
+        {
+            var initializer = reference.GetSyntax(_cancellationToken) switch
+            {
+                VariableDeclaratorSyntax field => field.Initializer?.Value,
+                PropertyDeclarationSyntax property => property.Initializer?.Value,
+                _ => null,
+            };
+            if (initializer != null && Creation(Model(initializer).GetOperation(initializer, _cancellationToken)) is { } fromInitializer)
+                yield return fromInitializer;
+        }
+        foreach (var constructor in declaring.InstanceConstructors)
+        {
+            foreach (var reference in constructor.DeclaringSyntaxReferences)
+            {
+                if (reference.GetSyntax(_cancellationToken) is not ConstructorDeclarationSyntax syntax) continue;
+                var body = Model(syntax).GetOperation(syntax, _cancellationToken);
+                if (body == null) continue;
+                foreach (var assignment in body.Descendants().OfType<ISimpleAssignmentOperation>())
+                {
+                    var target = assignment.Target switch
+                    {
+                        IFieldReferenceOperation f => (ISymbol)f.Field,
+                        IPropertyReferenceOperation p => p.Property,
+                        _ => null,
+                    };
+                    if (SymbolEqualityComparer.Default.Equals(target, member) && Creation(assignment.Value) is { } fromConstructor)
+                        yield return fromConstructor;
+                }
+            }
+        }
+    }
+
+    private SemanticModel Model(SyntaxNode node) => _known.Compilation.GetSemanticModel(node.SyntaxTree);
+
+    // Sees through conversions (a Linear stored in a LinearBase) and RegisterModule("name", new Linear(...)).
+    private static IObjectCreationOperation? Creation(IOperation? operation) => operation switch
+    {
+        IObjectCreationOperation creation => creation,
+        IConversionOperation conversion => Creation(conversion.Operand),
+        IInvocationOperation { TargetMethod.Name: "RegisterModule" } invocation =>
+            Creation(invocation.Arguments.FirstOrDefault(a => a.Parameter?.Name == "module")?.Value),
+        IArgumentOperation argument => Creation(argument.Value),
+        _ => null,
+    };
+}
