@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Collections.Concurrent;
 using System.Text;
 
@@ -145,87 +144,14 @@ internal sealed class BpeModel
         return true;
     }
 
-    /// <summary>
-    /// Merges lowest rank first in O(n log n): the symbols form a linked list and candidate pairs wait in a
-    /// priority queue ordered by (rank, position). A merge bumps the version of both nodes, which marks every queued
-    /// pair that still refers to them as stale.
-    /// </summary>
-    private int[] Merge(List<int> symbols)
+    /// <summary>Merges lowest rank first (see <see cref="PairMerger"/>).</summary>
+    private int[] Merge(List<int> symbols) =>
+        PairMerger.Merge(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(symbols), TryMerge);
+
+    private bool TryMerge(int left, int right, out int merged, out double priority)
     {
-        int count = symbols.Count;
-        if (count < 2)
-        {
-            return [.. symbols];
-        }
-        var token = symbols.ToArray();
-        var next = ArrayPool<int>.Shared.Rent(count);
-        var previous = ArrayPool<int>.Shared.Rent(count);
-        var version = ArrayPool<int>.Shared.Rent(count);
-        try
-        {
-            for (int i = 0; i < count; i++)
-            {
-                next[i] = i + 1 < count ? i + 1 : -1;
-                previous[i] = i - 1;
-                version[i] = 0;
-            }
-
-            var queue = new PriorityQueue<Candidate, (int Rank, int Left)>();
-            for (int i = 0; i + 1 < count; i++)
-            {
-                Offer(i, i + 1);
-            }
-
-            int remaining = count;
-            while (queue.TryDequeue(out var candidate, out _))
-            {
-                int left = candidate.Left, right = candidate.Right;
-                if (version[left] != candidate.LeftVersion || version[right] != candidate.RightVersion)
-                {
-                    continue;
-                }
-                token[left] = candidate.MergedId;
-                version[left]++;
-                version[right]++;
-                remaining--;
-                int after = next[right];
-                next[left] = after;
-                if (after >= 0)
-                {
-                    previous[after] = left;
-                    Offer(left, after);
-                }
-                if (previous[left] >= 0)
-                {
-                    Offer(previous[left], left);
-                }
-            }
-
-            var result = new int[remaining];
-            int at = 0;
-            for (int node = 0; node >= 0; node = next[node])
-            {
-                result[at++] = token[node];
-            }
-            return result;
-
-            void Offer(int left, int right)
-            {
-                if (_merges.TryGetValue(PairKey(token[left], token[right]), out var merge))
-                {
-                    // Node indices keep text order, so the lower left index is the leftmost pair.
-                    queue.Enqueue(new Candidate(left, right, merge.MergedId, version[left], version[right]), (merge.Rank, left));
-                }
-            }
-        }
-        finally
-        {
-            ArrayPool<int>.Shared.Return(next);
-            ArrayPool<int>.Shared.Return(previous);
-            ArrayPool<int>.Shared.Return(version);
-        }
+        bool found = _merges.TryGetValue(PairKey(left, right), out var merge);
+        (merged, priority) = (merge.MergedId, merge.Rank);
+        return found;
     }
-
-    /// <summary>A queued merge of two adjacent nodes; stale once either node's version has moved on.</summary>
-    private readonly record struct Candidate(int Left, int Right, int MergedId, int LeftVersion, int RightVersion);
 }

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Buffers.Binary;
 using System.Text;
 
@@ -277,74 +276,20 @@ public sealed class Llama2Tokenizer : ITokenizer
         }
     }
 
-    /// <summary>
-    /// Applies run.c's merge rule (best score first, leftmost on ties) in O(n log n): the symbols form a
-    /// linked list and candidate pairs wait in a priority queue. A merge bumps the version of both nodes,
-    /// which marks every queued pair that still refers to them as stale.
-    /// </summary>
+    /// <summary>Applies run.c's merge rule: best score first, leftmost on ties (see <see cref="PairMerger"/>).</summary>
     private List<int> MergePairs(List<int> symbols)
     {
-        int count = symbols.Count;
-        var token = symbols.ToArray();
-        var next = new int[count];
-        var previous = new int[count];
-        var version = new int[count];
-        for (int i = 0; i < count; i++)
-        {
-            next[i] = i + 1 < count ? i + 1 : -1;
-            previous[i] = i - 1;
-        }
-
-        var queue = new PriorityQueue<MergeCandidate, MergeCandidate>(MergeOrder.Instance);
         var concatenation = new char[2 * _longestPieceChars];
-        for (int i = 0; i + 1 < count; i++)
-        {
-            QueueIfMergeable(i, i + 1);
-        }
+        return [.. PairMerger.Merge(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(symbols), TryMerge)];
 
-        while (queue.TryDequeue(out var candidate, out _))
+        bool TryMerge(int left, int right, out int merged, out double priority)
         {
-            int left = candidate.Left, right = candidate.Right;
-            if (version[left] != candidate.LeftVersion || version[right] != candidate.RightVersion)
-            {
-                continue;
-            }
-
-            // The left node takes the merged token; the right node leaves the list.
-            token[left] = candidate.MergedId;
-            version[left]++;
-            version[right]++;
-            int after = next[right];
-            next[left] = after;
-            if (after >= 0)
-            {
-                previous[after] = left;
-                QueueIfMergeable(left, after);
-            }
-            if (previous[left] >= 0)
-            {
-                QueueIfMergeable(previous[left], left);
-            }
-        }
-
-        var merged = new List<int>(count);
-        for (int node = count > 0 ? 0 : -1; node >= 0; node = next[node])
-        {
-            merged.Add(token[node]);
-        }
-        return merged;
-
-        void QueueIfMergeable(int left, int right)
-        {
-            string a = _pieces[token[left]], b = _pieces[token[right]];
+            string a = _pieces[left], b = _pieces[right];
             a.CopyTo(concatenation);
             b.CopyTo(concatenation.AsSpan(a.Length));
-            if (_idsByPiece.TryGetValue(concatenation.AsSpan(0, a.Length + b.Length), out int id) && _scores[id] > MergeScoreFloor)
-            {
-                // Node indices keep their original order, so the lower left index is the leftmost pair.
-                var candidate = new MergeCandidate(_scores[id], left, right, id, version[left], version[right]);
-                queue.Enqueue(candidate, candidate);
-            }
+            bool found = _idsByPiece.TryGetValue(concatenation.AsSpan(0, a.Length + b.Length), out merged) && _scores[merged] > MergeScoreFloor;
+            priority = found ? -(double)_scores[merged] : 0;
+            return found;
         }
     }
 
@@ -452,21 +397,6 @@ public sealed class Llama2Tokenizer : ITokenizer
             throw reader.Corrupt(reader.Position, $"the file has {pieces.Count} tokens, fewer than the 3 of <unk>, BOS and EOS");
         }
         return new Llama2Tokenizer([.. pieces], [.. pieceUtf8], [.. scores], maxTokenLength, path);
-    }
-
-    /// <summary>A queued merge of two adjacent nodes; stale once either node's version has moved on.</summary>
-    private readonly record struct MergeCandidate(float Score, int Left, int Right, int MergedId, int LeftVersion, int RightVersion);
-
-    /// <summary>Highest score first; on equal scores the leftmost pair, as run.c's strict '&gt;' scan picks it.</summary>
-    private sealed class MergeOrder : IComparer<MergeCandidate>
-    {
-        public static readonly MergeOrder Instance = new();
-
-        public int Compare(MergeCandidate x, MergeCandidate y)
-        {
-            int byScore = y.Score.CompareTo(x.Score);
-            return byScore != 0 ? byScore : x.Left.CompareTo(y.Left);
-        }
     }
 
     /// <summary>Little-endian reads that report the file and byte offset of anything missing.</summary>
