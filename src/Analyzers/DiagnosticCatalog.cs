@@ -1,0 +1,103 @@
+using Microsoft.CodeAnalysis;
+
+namespace PeftGen.Analyzers;
+
+/// <summary>
+/// Every PeftGen diagnostic, in one place. Ids are stable and never reused; each has a page at
+/// docs/diagnostics/PEFTnnn.md and a row in AnalyzerReleases.Unshipped.md.
+/// </summary>
+internal static class DiagnosticCatalog
+{
+    private const string HelpBase = "https://github.com/peftgen/peftgen/blob/main/docs/diagnostics/";
+    private const string Usage = "PeftGen.Usage";
+    private const string Configuration = "PeftGen.Configuration";
+
+    /// <summary>Property key of a diagnostic carrying the closest known target name (used by the code fix).</summary>
+    public const string SuggestionProperty = "Suggestion";
+
+    public static readonly DiagnosticDescriptor ClassNotPartial = Error("PEFT001", Usage,
+        "Adapter class must be partial",
+        "'{0}' has PeftGen attributes but is not partial; make it (and its containing types) partial so the generator can add its adapter code");
+
+    public static readonly DiagnosticDescriptor InvalidRank = Error("PEFT002", Configuration,
+        "LoRA rank must be at least 1",
+        "LoRA rank {0} is invalid: use a rank of at least 1 (8 to 64 is typical)");
+
+    public static readonly DiagnosticDescriptor RankTooLarge = Error("PEFT003", Configuration,
+        "LoRA rank exceeds the layer's smaller dimension",
+        "LoRA rank {0} exceeds min(in, out) = {1} of '{2}' [{3}, {4}]; lower the rank or override it for this layer with [LoRAOverride(Rank = …)]");
+
+    public static readonly DiagnosticDescriptor InvalidAlpha = Error("PEFT004", Configuration,
+        "LoRA alpha must be greater than 0",
+        "LoRA alpha {0} is invalid: alpha must be greater than 0 (the scaling is alpha / rank)");
+
+    public static readonly DiagnosticDescriptor InvalidDropout = Error("PEFT005", Configuration,
+        "LoRA dropout must be in [0, 1)",
+        "LoRA dropout {0} is invalid: use a probability in [0, 1) (0.05 is typical; 0.1 for small models)");
+
+    public static readonly DiagnosticDescriptor UnknownTarget = Error("PEFT006", Configuration,
+        "LoRA target matches no layer",
+        "LoRA target '{0}' matches no linear layer of '{1}'.{2}");
+
+    public static readonly DiagnosticDescriptor TargetNotLinear = Error("PEFT007", Configuration,
+        "LoRA target is not an adaptable layer",
+        "LoRA target '{0}' matches '{1}', a {2}, which is not a linear layer; LoRA adapts linear layers only");
+
+    public static readonly DiagnosticDescriptor ReadOnlyTarget = Error("PEFT008", Usage,
+        "Targeted layer field is read-only",
+        "Field '{0}' is targeted by LoRA but is readonly; the adapter must replace it, so remove 'readonly'");
+
+    public static readonly DiagnosticDescriptor InvalidBlockSize = Error("PEFT009", Configuration,
+        "Quantization block size must be a power of two in 32..4096",
+        "Quantization block size {0} is invalid: use a power of two from 32 to 4096 (64 is QLoRA's)");
+
+    public static readonly DiagnosticDescriptor BlockSizeDoesNotDivide = Warning("PEFT010", Configuration,
+        "Quantization block size does not divide the layer",
+        "Block size {0} does not divide the {1} weights of '{2}'; its last block is partial, which wastes scale storage — choose a block size that divides in × out");
+
+    public static readonly DiagnosticDescriptor IncompatibleSettings = Error("PEFT011", Configuration,
+        "Incompatible PeftGen settings",
+        "{0} cannot be combined with {1}: {2}");
+
+    public static readonly DiagnosticDescriptor DuplicateAdapterName = Error("PEFT012", Usage,
+        "Duplicate adapter name",
+        "Adapter name '{0}' is declared more than once on '{1}'; give each [LoRA] a distinct Name");
+
+    public static readonly DiagnosticDescriptor UnusualScaling = Warning("PEFT013", Configuration,
+        "LoRA scaling far from the usual range",
+        "Adapter '{0}' scales its update by {1} (alpha {2}, rank {3}{4}); values far outside 0.5–4 usually mean a mistyped alpha or rank");
+
+    public static readonly DiagnosticDescriptor QLoRAOnFewTargets = Warning("PEFT014", Configuration,
+        "QLoRA on attention q/v only",
+        "QLoRA with LoRA on {0} only trails 16-bit fine-tuning; the QLoRA paper adapts every linear layer: use targets \"all-linear\"");
+
+    public static readonly DiagnosticDescriptor ModelConfigNotFound = Error("PEFT015", Usage,
+        "Model config file not passed to the compiler",
+        "[ModelConfig(\"{0}\")] names no AdditionalFile; add <AdditionalFiles Include=\"{0}\" /> to the project so shapes can be checked at compile time");
+
+    public static readonly DiagnosticDescriptor InvalidModelConfig = Error("PEFT016", Usage,
+        "Model config file is invalid",
+        "{0}: {1}");
+
+    public static readonly DiagnosticDescriptor InvalidTargetRegex = Error("PEFT017", Configuration,
+        "LoRA target regex is invalid",
+        "LoRA target regex '{0}' is invalid: {1}");
+
+    public static readonly DiagnosticDescriptor OverrideWithoutEffect = Warning("PEFT018", Configuration,
+        "LoRA override has no effect",
+        "[{0}] on '{1}' has no effect: no adapter targets a linear layer there");
+
+    /// <summary>Every descriptor, for analyzers' SupportedDiagnostics and the docs test.</summary>
+    public static readonly DiagnosticDescriptor[] All =
+    [
+        ClassNotPartial, InvalidRank, RankTooLarge, InvalidAlpha, InvalidDropout, UnknownTarget, TargetNotLinear,
+        ReadOnlyTarget, InvalidBlockSize, BlockSizeDoesNotDivide, IncompatibleSettings, DuplicateAdapterName,
+        UnusualScaling, QLoRAOnFewTargets, ModelConfigNotFound, InvalidModelConfig, InvalidTargetRegex, OverrideWithoutEffect,
+    ];
+
+    private static DiagnosticDescriptor Error(string id, string category, string title, string message) =>
+        new(id, title, message, category, DiagnosticSeverity.Error, isEnabledByDefault: true, helpLinkUri: HelpBase + id + ".md");
+
+    private static DiagnosticDescriptor Warning(string id, string category, string title, string message) =>
+        new(id, title, message, category, DiagnosticSeverity.Warning, isEnabledByDefault: true, helpLinkUri: HelpBase + id + ".md");
+}
