@@ -15,6 +15,9 @@ internal static class DiagnosticCatalog
     /// <summary>Property key of a diagnostic carrying the closest known target name (used by the code fix).</summary>
     public const string SuggestionProperty = "Suggestion";
 
+    /// <summary>Property key of a PEFT006 diagnostic carrying the target entry that matches nothing, as written in the list.</summary>
+    public const string TargetProperty = "Target";
+
     public static readonly DiagnosticDescriptor ClassNotPartial = Error("PEFT001", Usage,
         "Adapter class must be partial",
         "'{0}' has PeftGen attributes but is not partial; make it (and its containing types) partial so the generator can add its adapter code");
@@ -25,7 +28,7 @@ internal static class DiagnosticCatalog
 
     public static readonly DiagnosticDescriptor RankTooLarge = Error("PEFT003", Configuration,
         "LoRA rank exceeds the layer's smaller dimension",
-        "LoRA rank {0} exceeds min(in, out) = {1} of '{2}' [{3}, {4}]; lower the rank or override it for this layer with [LoRAOverride(Rank = …)]");
+        "LoRA rank {0} exceeds min(in, out) = {1} of '{2}' (weight [{3}, {4}]); lower the rank or override it for this layer with [LoRAOverride(Rank = …)]");
 
     public static readonly DiagnosticDescriptor InvalidAlpha = Error("PEFT004", Configuration,
         "LoRA alpha must be greater than 0",
@@ -41,7 +44,7 @@ internal static class DiagnosticCatalog
 
     public static readonly DiagnosticDescriptor TargetNotLinear = Error("PEFT007", Configuration,
         "LoRA target is not an adaptable layer",
-        "LoRA target '{0}' matches '{1}', a {2}, which is not a linear layer; LoRA adapts linear layers only");
+        "LoRA target '{0}' matches '{1}' of type {2}, which is not a linear layer; LoRA adapts linear layers only: name the linear layers inside it or use \"all-linear\"");
 
     public static readonly DiagnosticDescriptor ReadOnlyTarget = Error("PEFT008", Usage,
         "Targeted layer field is read-only",
@@ -85,7 +88,7 @@ internal static class DiagnosticCatalog
 
     public static readonly DiagnosticDescriptor OverrideWithoutEffect = Warning("PEFT018", Configuration,
         "LoRA override has no effect",
-        "[{0}] on '{1}' has no effect: no adapter targets a linear layer there");
+        "[{0}] on '{1}' has no effect: {2}; move it to a targeted layer, fix it, or remove it");
 
     /// <summary>Every descriptor, for analyzers' SupportedDiagnostics and the docs test.</summary>
     public static readonly DiagnosticDescriptor[] All =

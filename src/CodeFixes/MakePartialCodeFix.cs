@@ -1,0 +1,81 @@
+using System.Collections.Immutable;
+using System.Composition;
+using System.Linq;
+using System.Threading;
+using System.Threading.Tasks;
+using Microsoft.CodeAnalysis;
+using Microsoft.CodeAnalysis.CodeActions;
+using Microsoft.CodeAnalysis.CodeFixes;
+using Microsoft.CodeAnalysis.CSharp;
+using Microsoft.CodeAnalysis.CSharp.Syntax;
+using PeftGen.Analyzers;
+
+namespace PeftGen.CodeFixes;
+
+/// <summary>
+/// Fixes PEFT001 by adding <c>partial</c> to the adapter class and to every type that contains it: the generator emits
+/// its code inside the same chain of type declarations, so each of them must be partial.
+/// </summary>
+[ExportCodeFixProvider(LanguageNames.CSharp, Name = nameof(MakePartialCodeFix))]
+[Shared]
+public sealed class MakePartialCodeFix : CodeFixProvider
+{
+    /// <summary>Identifies this fix's actions, so that fix-all groups them.</summary>
+    public const string EquivalenceKey = "PeftGen.MakePartial";
+
+    /// <inheritdoc />
+    public override ImmutableArray<string> FixableDiagnosticIds { get; } =
+        ImmutableArray.Create(DiagnosticCatalog.ClassNotPartial.Id);
+
+    /// <inheritdoc />
+    public override FixAllProvider GetFixAllProvider() => WellKnownFixAllProviders.BatchFixer;
+
+    /// <inheritdoc />
+    public override async Task RegisterCodeFixesAsync(CodeFixContext context)
+    {
+        var root = await context.Document.GetSyntaxRootAsync(context.CancellationToken).ConfigureAwait(false);
+        if (root == null)
+            return;
+
+        foreach (var diagnostic in context.Diagnostics)
+        {
+            var type = root.FindToken(diagnostic.Location.SourceSpan.Start).Parent?
+                .AncestorsAndSelf().OfType<TypeDeclarationSyntax>().FirstOrDefault();
+            if (type == null)
+                continue;
+
+            var document = context.Document;
+            context.RegisterCodeFix(
+                CodeAction.Create(
+                    $"Make '{type.Identifier.ValueText}' partial",
+                    cancellationToken => MakePartialAsync(document, type, cancellationToken),
+                    EquivalenceKey),
+                diagnostic);
+        }
+    }
+
+    private static async Task<Document> MakePartialAsync(Document document, TypeDeclarationSyntax type, CancellationToken cancellationToken)
+    {
+        var root = await document.GetSyntaxRootAsync(cancellationToken).ConfigureAwait(false);
+        if (root == null)
+            return document;
+
+        var notPartial = type.AncestorsAndSelf().OfType<TypeDeclarationSyntax>()
+            .Where(declaration => !declaration.Modifiers.Any(SyntaxKind.PartialKeyword));
+
+        // ReplaceNodes hands each outer type its already-rewritten nested types, so one pass fixes the whole chain.
+        var newRoot = root.ReplaceNodes(notPartial, (_, rewritten) => AddPartial(rewritten));
+        return document.WithSyntaxRoot(newRoot);
+    }
+
+    private static TypeDeclarationSyntax AddPartial(TypeDeclarationSyntax type)
+    {
+        // 'partial' must come right before the class/struct/record/interface keyword. When that keyword starts the
+        // declaration it carries the leading trivia (indentation, doc comment), which then belongs to 'partial'.
+        var keyword = type.Keyword;
+        var partial = SyntaxFactory.Token(keyword.LeadingTrivia, SyntaxKind.PartialKeyword, SyntaxFactory.TriviaList(SyntaxFactory.Space));
+        return type
+            .WithKeyword(keyword.WithLeadingTrivia(SyntaxFactory.TriviaList()))
+            .WithModifiers(type.Modifiers.Add(partial));
+    }
+}

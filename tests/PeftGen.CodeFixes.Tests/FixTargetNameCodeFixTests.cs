@@ -1,0 +1,120 @@
+using System.Collections.Immutable;
+using Microsoft.CodeAnalysis;
+using Xunit;
+
+namespace PeftGen.CodeFixes.Tests;
+
+public sealed class FixTargetNameCodeFixTests
+{
+    /// <summary>Attention with the four usual projections, for sources whose [LoRA] line is what varies.</summary>
+    private static string Model(string attribute) => $$"""
+        using PeftGen;
+        using PeftGen.Nn;
+
+        namespace Demo;
+
+        {{attribute}}
+        internal partial class StoryTeller : Module
+        {
+            private LinearBase q_proj = new Linear(16, 16);
+            private LinearBase k_proj = new Linear(16, 8);
+            private LinearBase v_proj = new Linear(16, 8);
+            private LinearBase o_proj = new Linear(16, 16);
+        }
+        """;
+
+    /// <summary>
+    /// PEFT006 on the marked targets literal, one per misspelling, each with its suggestion; like the analyzer, the
+    /// misspelled name travels in the message, and in the "Target" property too when <paramref name="withTargetProperty"/>.
+    /// </summary>
+    private static CodeFixHarness.DiagnosticFactory Unknown(bool withTargetProperty, params (string Target, string? Suggestion)[] misspellings) =>
+        (tree, spans) => misspellings.Select(misspelling =>
+        {
+            var properties = ImmutableDictionary<string, string?>.Empty;
+            if (misspelling.Suggestion != null)
+                properties = properties.Add(Catalog.SuggestionProperty, misspelling.Suggestion);
+            if (withTargetProperty)
+                properties = properties.Add(FixTargetNameCodeFix.TargetProperty, misspelling.Target);
+            var hint = misspelling.Suggestion == null ? "" : $" Did you mean '{misspelling.Suggestion}'?";
+            return Diagnostic.Create(Catalog.UnknownTarget, Location.Create(tree, spans.Single()), properties,
+                misspelling.Target, "StoryTeller", hint);
+        });
+
+    private static CodeFixHarness.DiagnosticFactory Unknown(params (string Target, string? Suggestion)[] misspellings) =>
+        Unknown(withTargetProperty: false, misspellings);
+
+    [Theory]
+    [InlineData("q_prj,v_proj", "q_prj", "q_proj", "q_proj,v_proj")]
+    [InlineData("q_proj,k_prj,v_proj", "k_prj", "k_proj", "q_proj,k_proj,v_proj")]
+    [InlineData("q_proj,v_prj", "v_prj", "v_proj", "q_proj,v_proj")]
+    [InlineData("q_proj, v_prj, o_proj", "v_prj", "v_proj", "q_proj, v_proj, o_proj")]
+    [InlineData("q_proj , o_prj ", "o_prj", "o_proj", "q_proj , o_proj ")]
+    public async Task MisspelledEntryIsReplacedInPlace(string targets, string misspelled, string suggestion, string fixedTargets)
+    {
+        var result = await CodeFixHarness.FixAsync(new FixTargetNameCodeFix(),
+            Model($"[LoRA(rank: 8, targets: [|\"{targets}\"|])]"), Unknown((misspelled, suggestion)));
+
+        Assert.Equal($"Change target '{misspelled}' to '{suggestion}'", result.Title);
+        Assert.Equal(Model($"[LoRA(rank: 8, targets: \"{fixedTargets}\")]"), result.Text);
+    }
+
+    [Fact]
+    public async Task PositionalTargetsAreFixed()
+    {
+        var result = await CodeFixHarness.FixAsync(new FixTargetNameCodeFix(),
+            Model("""[LoRA(8, 16, [|"q_proj,v_prj"|], Dropout = 0.05)]"""), Unknown(("v_prj", "v_proj")));
+
+        Assert.Equal(Model("""[LoRA(8, 16, "q_proj,v_proj", Dropout = 0.05)]"""), result.Text);
+    }
+
+    [Fact]
+    public async Task NamedTargetsAmongOtherArgumentsAreFixed()
+    {
+        var result = await CodeFixHarness.FixAsync(new FixTargetNameCodeFix(),
+            Model("""[LoRA(rank: 16, alpha: 32, targets: [|"q_proj, k_prj"|], Name = "attention", UseRsLoRA = true)]"""),
+            Unknown(("k_prj", "k_proj")));
+
+        Assert.Equal(Model("""[LoRA(rank: 16, alpha: 32, targets: "q_proj, k_proj", Name = "attention", UseRsLoRA = true)]"""),
+            result.Text);
+    }
+
+    [Fact]
+    public async Task DiagnosticOnAnEntryFixesThatEntry()
+    {
+        // The analyzer may point at the entry rather than the literal; with a name listed twice, only that one changes.
+        var result = await CodeFixHarness.FixAsync(new FixTargetNameCodeFix(),
+            Model("""[LoRA(rank: 8, targets: "q_prj,v_proj,[|q_prj|]")]"""), Unknown(("q_prj", "q_proj")), useAnalyzer: false);
+
+        Assert.Equal(Model("""[LoRA(rank: 8, targets: "q_prj,v_proj,q_proj")]"""), result.Text);
+    }
+
+    [Fact]
+    public async Task TargetPropertyIsUsedWhenPresent()
+    {
+        var result = await CodeFixHarness.FixAsync(new FixTargetNameCodeFix(),
+            Model("""[LoRA(rank: 8, targets: [|"q_proj,v_prj"|])]"""), Unknown(withTargetProperty: true, ("v_prj", "v_proj")),
+            useAnalyzer: false);
+
+        Assert.Equal("Change target 'v_prj' to 'v_proj'", result.Title);
+        Assert.Equal(Model("""[LoRA(rank: 8, targets: "q_proj,v_proj")]"""), result.Text);
+    }
+
+    [Fact]
+    public async Task NoFixWithoutSuggestion()
+    {
+        var titles = await CodeFixHarness.OfferedTitlesAsync(new FixTargetNameCodeFix(),
+            Model("""[LoRA(rank: 8, targets: [|"q_proj,attention"|])]"""), Unknown(("attention", null)));
+
+        Assert.Empty(titles);
+    }
+
+    [Fact]
+    public async Task FixAllReplacesEveryMisspellingOfOneList()
+    {
+        // Each fix edits only its own name, so the batch fixer can merge two fixes to the same literal.
+        var text = await CodeFixHarness.FixAllAsync(new FixTargetNameCodeFix(), FixTargetNameCodeFix.EquivalenceKey,
+            Model("""[LoRA(rank: 8, targets: [|"q_prj, k_proj, v_prj"|])]"""), Unknown(("q_prj", "q_proj"), ("v_prj", "v_proj")));
+
+        Assert.Equal(Model("""[LoRA(rank: 8, targets: "q_proj, k_proj, v_proj")]"""), text);
+    }
+}
