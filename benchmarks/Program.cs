@@ -5,6 +5,7 @@ return args.FirstOrDefault() switch
 {
     "gemm" => GemmBenchmark.Run(args[1..]),
     "train" => TrainBenchmark.Run(args[1..]),
+    "generator" => GeneratorBenchmark.Run(args[1..]),
     _ => Usage(),
 };
 
@@ -14,6 +15,7 @@ static int Usage()
         usage: dotnet run -c Release --project benchmarks -- <benchmark> [options]
           gemm                                   SGEMM GFLOP/s at 1024^3 and 2048^3 vs OpenBLAS (2 threads)
           train --config stories15m --mode none  forward+backward tokens/s of a stories15M-shaped Llama
+          generator                              source generator ms on a Llama-2-7B model: full run, incremental after an unrelated edit
         """);
     return 2;
 }

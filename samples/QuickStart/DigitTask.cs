@@ -8,13 +8,11 @@ namespace PeftGen.Samples.QuickStart;
 /// <summary>
 /// Digit sequences that count by a fixed step modulo 10: s, s+k, s+2k, … The first two digits fix k, so a model
 /// that has learned the rule continues any sequence exactly. Steps are drawn from a given set, which lets the
-/// base model learn to count up and an adapter teach it to count down.
+/// base model learn to count up and an adapter teach it to count down. The ten digits are the whole vocabulary
+/// (vocab_size 10 in digits-config.json).
 /// </summary>
 internal sealed class DigitTask(int[] steps, int seed)
 {
-    /// <summary>The ten digits are the whole vocabulary.</summary>
-    public const int VocabSize = 10;
-
     /// <summary>The batch at position p (a pure function of p, so training can resume exactly).</summary>
     public Batch BatchAt(long position, int batchSize, int length)
     {

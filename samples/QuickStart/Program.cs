@@ -1,24 +1,21 @@
 // PeftGen QuickStart: QLoRA on the CPU, no downloads, well under a minute on 2 cores.
 //
-// 1. A tiny Llama is pretrained (all weights) to continue digit sequences that count UP by 1, 2 or 3 (mod 10).
-// 2. QLoRA: its linear layers are quantized to 4-bit NF4 (double quantization) and frozen; LoRA adapters on all
-//    seven projections are trained to count DOWN — a behaviour the base model has never seen.
+// The model is declared with PeftGen's attributes (DigitCounter.cs): its shapes come from digits-config.json and its
+// QLoRA adapter from [LoRA], [Quantize] and [LoRAPlus]; the source generator turns them into code at compile time.
+// 1. The tiny Llama is pretrained (all weights) to continue digit sequences that count UP by 1, 2 or 3 (mod 10).
+// 2. QLoRA: ApplyAdapters() quantizes its linear layers to 4-bit NF4 (double quantization) and freezes them; LoRA
+//    adapters on all seven projections are trained to count DOWN — a behaviour the base model has never seen.
 // 3. The same model then counts down with the adapter and up again with the adapter disabled.
 using System.Diagnostics;
+using System.Globalization;
 using PeftGen.Adapters;
 using PeftGen.Models.Llama;
-using PeftGen.Quantization;
 using PeftGen.Samples.QuickStart;
 using PeftGen.Training;
 
-const int SequenceLength = 16;
-var config = new LlamaConfig
-{
-    HiddenSize = 64, IntermediateSize = 172, NumHiddenLayers = 2, NumAttentionHeads = 4, NumKeyValueHeads = 2,
-    VocabSize = DigitTask.VocabSize, MaxPositionEmbeddings = SequenceLength, RmsNormEps = 1e-5f, TieWordEmbeddings = true,
-};
 var total = Stopwatch.StartNew();
-using var model = new LlamaForCausalLM(config, seed: 42);
+using var model = new DigitCounter();
+var config = model.Config;
 int[][] up = [[3, 4], [0, 2], [7, 0]];
 int[][] down = [[5, 4], [9, 7], [2, 9]];
 
@@ -30,12 +27,15 @@ Train(model, "base", countUp, new TrainerOptions { MaxSteps = 200, LearningRate 
 Show("base model", model, up.Concat(down));
 
 Console.WriteLine("2. QLoRA: NF4 + double-quantized frozen base, LoRA r=8 on all linear layers, learning to count down (−1, −2, −3)");
-var peft = PeftModel.Create(model,
-    new LoRAConfig { Rank = 8, Alpha = 16, Targets = TargetModules.AllLinear, Seed = 7 },
-    new QuantizationConfig(QuantType.NF4, DoubleQuant: true, BlockSize: 64));
-Console.WriteLine($"   {peft.TrainableParametersSummary()}");
+Console.WriteLine($"   DigitCounter.AdapterPlan, computed at compile time from its attributes and {DigitCounter.ConfigFile}:");
+foreach (var layer in DigitCounter.AdapterPlan)
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        $"     {layer.Path,-32} [{layer.OutFeatures,3}, {layer.InFeatures,3}]{(layer.Quantized ? " NF4" : "")}  r={layer.Rank} scaling {layer.Scaling:G3}  +{layer.TrainableParameters,5:N0}"));
+Console.WriteLine($"   DigitCounter.TrainableParameterCount = {DigitCounter.TrainableParameterCount:N0}");
+var peft = model.ApplyAdapters();
+Console.WriteLine($"   ApplyAdapters(): {peft.TrainableParametersSummary()}");
 var countDown = new DigitTask([9, 8, 7], seed: 2);
-Train(model, "adapter", countDown, new TrainerOptions { MaxSteps = 200, LearningRate = 1e-2f, Schedule = "cosine", WarmupSteps = 10, MaxGradNorm = 1f, LoRAPlusRatio = 4 });
+Train(model, "adapter", countDown, new TrainerOptions { MaxSteps = 200, LearningRate = 1e-2f, Schedule = "cosine", WarmupSteps = 10, MaxGradNorm = 1f, LoRAPlusRatio = DigitCounter.LoRAPlusRatio });
 Show("with the QLoRA adapter", model, down.Concat(up));
 using (peft.DisableAdapters())
     Show("same model, adapter disabled", model, down);
@@ -51,7 +51,7 @@ Console.WriteLine($"Done in {total.Elapsed.TotalSeconds:F1} s.");
 static void Train(LlamaForCausalLM model, string what, DigitTask task, TrainerOptions options)
 {
     using var trainer = new Trainer(model, b => model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length),
-        BatchSource.FromFunction(p => task.BatchAt(p, batchSize: 16, SequenceLength)), options);
+        BatchSource.FromFunction(p => task.BatchAt(p, batchSize: 16, model.Config.MaxPositionEmbeddings)), options);
     var clock = Stopwatch.StartNew();
     var result = trainer.Train(new ConsoleProgress());
     Console.WriteLine($"   {what}: {options.MaxSteps} steps in {clock.Elapsed.TotalSeconds:F1} s, loss {result.Losses[0]:F3} → {result.Losses[^1]:F4} (chance {Math.Log(10):F3})");

@@ -114,3 +114,25 @@ public class MemoryTests
         Assert.Equal(pooled[2], pooled[3]); // every step-local buffer came back
     }
 }
+
+public class LlamaConfigTests
+{
+    [Fact]
+    public void Config_json_keys_that_are_absent_keep_their_defaults()
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"peftgen-config-{Guid.NewGuid():N}.json");
+        try
+        {
+            File.WriteAllText(path, """{"hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 10}""");
+            var config = PeftGen.Models.Llama.LlamaConfig.Load(path);
+            Assert.Equal(10000f, config.RopeTheta);
+            Assert.Equal(1e-6f, config.RmsNormEps);
+            Assert.Equal(4, config.KeyValueHeads);
+            Assert.Equal(2048, config.MaxPositionEmbeddings);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+}

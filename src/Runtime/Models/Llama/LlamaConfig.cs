@@ -7,52 +7,57 @@ namespace PeftGen.Models.Llama;
 /// Shape and numerics of a Llama-family model. Property names mirror Hugging Face's <c>config.json</c>
 /// (hidden_size, num_key_value_heads, …), so a config file reads straight into this record.
 /// </summary>
+/// <remarks>
+/// The JSON-mapped properties have setters rather than <c>init</c>: the System.Text.Json source generator sets
+/// init-only properties through one object initializer, which would replace the defaults of keys a config.json
+/// omits (rope_theta, rms_norm_eps, …) with zero.
+/// </remarks>
 public sealed record LlamaConfig
 {
     /// <summary>Model width (hidden_size).</summary>
-    [JsonPropertyName("hidden_size")] public int HiddenSize { get; init; } = 4096;
+    [JsonPropertyName("hidden_size")] public int HiddenSize { get; set; } = 4096;
 
     /// <summary>MLP width (intermediate_size).</summary>
-    [JsonPropertyName("intermediate_size")] public int IntermediateSize { get; init; } = 11008;
+    [JsonPropertyName("intermediate_size")] public int IntermediateSize { get; set; } = 11008;
 
     /// <summary>Decoder layers (num_hidden_layers).</summary>
-    [JsonPropertyName("num_hidden_layers")] public int NumHiddenLayers { get; init; } = 32;
+    [JsonPropertyName("num_hidden_layers")] public int NumHiddenLayers { get; set; } = 32;
 
     /// <summary>Query heads (num_attention_heads).</summary>
-    [JsonPropertyName("num_attention_heads")] public int NumAttentionHeads { get; init; } = 32;
+    [JsonPropertyName("num_attention_heads")] public int NumAttentionHeads { get; set; } = 32;
 
     /// <summary>Key/value heads for grouped-query attention (num_key_value_heads; defaults to the query heads).</summary>
-    [JsonPropertyName("num_key_value_heads")] public int? NumKeyValueHeads { get; init; }
+    [JsonPropertyName("num_key_value_heads")] public int? NumKeyValueHeads { get; set; }
 
     /// <summary>Vocabulary size.</summary>
-    [JsonPropertyName("vocab_size")] public int VocabSize { get; init; } = 32000;
+    [JsonPropertyName("vocab_size")] public int VocabSize { get; set; } = 32000;
 
     /// <summary>RMSNorm ε.</summary>
-    [JsonPropertyName("rms_norm_eps")] public float RmsNormEps { get; init; } = 1e-6f;
+    [JsonPropertyName("rms_norm_eps")] public float RmsNormEps { get; set; } = 1e-6f;
 
     /// <summary>RoPE base θ.</summary>
-    [JsonPropertyName("rope_theta")] public float RopeTheta { get; init; } = 10000f;
+    [JsonPropertyName("rope_theta")] public float RopeTheta { get; set; } = 10000f;
 
     /// <summary>Longest sequence the model was trained for.</summary>
-    [JsonPropertyName("max_position_embeddings")] public int MaxPositionEmbeddings { get; init; } = 2048;
+    [JsonPropertyName("max_position_embeddings")] public int MaxPositionEmbeddings { get; set; } = 2048;
 
     /// <summary>Whether the output head shares the token embedding.</summary>
-    [JsonPropertyName("tie_word_embeddings")] public bool TieWordEmbeddings { get; init; }
+    [JsonPropertyName("tie_word_embeddings")] public bool TieWordEmbeddings { get; set; }
 
     /// <summary>Per-head width; defaults to hidden_size / num_attention_heads.</summary>
-    [JsonPropertyName("head_dim")] public int? HeadDimOverride { get; init; }
+    [JsonPropertyName("head_dim")] public int? HeadDimOverride { get; set; }
 
     /// <summary>Storage dtype of the checkpoint ("float32", "bfloat16", "float16").</summary>
-    [JsonPropertyName("torch_dtype")] public string? TorchDtype { get; init; }
+    [JsonPropertyName("torch_dtype")] public string? TorchDtype { get; set; }
 
     /// <summary>Architecture name, "LlamaForCausalLM" for this family.</summary>
-    [JsonPropertyName("model_type")] public string ModelType { get; init; } = "llama";
+    [JsonPropertyName("model_type")] public string ModelType { get; set; } = "llama";
 
     /// <summary>Beginning-of-sequence token id.</summary>
-    [JsonPropertyName("bos_token_id")] public int? BosTokenId { get; init; }
+    [JsonPropertyName("bos_token_id")] public int? BosTokenId { get; set; }
 
     /// <summary>End-of-sequence token id.</summary>
-    [JsonPropertyName("eos_token_id")] public int? EosTokenId { get; init; }
+    [JsonPropertyName("eos_token_id")] public int? EosTokenId { get; set; }
 
     /// <summary>
     /// RoPE pairing convention: true rotates interleaved pairs (Meta and llama2.c checkpoints), false rotates
