@@ -55,6 +55,18 @@ public sealed class LearningRateSchedule
             minRatio + (1f - minRatio) * 0.5f * (1f + MathF.Cos(MathF.PI * Math.Min(1f, Progress(step, warmupSteps, totalSteps)))));
     }
 
+    /// <summary>
+    /// The schedule named <paramref name="kind"/> ("constant", "linear" or "cosine"; cosine decays to 10% of the
+    /// peak) over <paramref name="totalSteps"/> steps.
+    /// </summary>
+    public static LearningRateSchedule FromName(string kind, float peak, int warmupSteps, int totalSteps) => kind switch
+    {
+        "constant" => Constant(peak, warmupSteps),
+        "linear" => Linear(peak, warmupSteps, totalSteps),
+        "cosine" => Cosine(peak, warmupSteps, totalSteps, minRatio: 0.1f),
+        _ => throw new ArgumentException($"Unknown learning-rate schedule '{kind}': use constant, linear or cosine.", nameof(kind)),
+    };
+
     private static float Progress(int step, int warmup, int total) => (float)(step - warmup) / Math.Max(1, total - warmup);
 
     private static void Check(int warmupSteps, int totalSteps)

@@ -71,12 +71,7 @@ public sealed class Trainer : IDisposable
         _parameters = model.NamedParameters().Where(p => p.Tensor.RequiresGrad).ToList();
         if (_parameters.Count == 0) throw new InvalidOperationException("The model has no trainable parameters: add an adapter or unfreeze something.");
         _optimizer = CreateOptimizer(options, _parameters);
-        _schedule = options.Schedule switch
-        {
-            "constant" => LearningRateSchedule.Constant(options.LearningRate, options.WarmupSteps),
-            "linear" => LearningRateSchedule.Linear(options.LearningRate, options.WarmupSteps, options.MaxSteps),
-            _ => LearningRateSchedule.Cosine(options.LearningRate, options.WarmupSteps, options.MaxSteps, minRatio: 0.1f),
-        };
+        _schedule = LearningRateSchedule.FromName(options.Schedule, options.LearningRate, options.WarmupSteps, options.MaxSteps);
     }
 
     /// <summary>The settings.</summary>

@@ -27,13 +27,7 @@ public sealed record TrainingOptions
     public float WeightDecay { get; init; }
 
     /// <summary>Builds the schedule these options describe.</summary>
-    public LearningRateSchedule CreateSchedule() => Schedule switch
-    {
-        "constant" => LearningRateSchedule.Constant(LearningRate, WarmupSteps),
-        "linear" => LearningRateSchedule.Linear(LearningRate, WarmupSteps, Steps),
-        "cosine" => LearningRateSchedule.Cosine(LearningRate, WarmupSteps, Steps, minRatio: 0.1f),
-        _ => throw new ArgumentException($"Unknown schedule '{Schedule}': use constant, linear or cosine.", nameof(Schedule)),
-    };
+    public LearningRateSchedule CreateSchedule() => LearningRateSchedule.FromName(Schedule, LearningRate, WarmupSteps, Steps);
 }
 
 /// <summary>What the loop reports after each step.</summary>
