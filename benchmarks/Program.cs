@@ -6,6 +6,8 @@ return args.FirstOrDefault() switch
     "gemm" => GemmBenchmark.Run(args[1..]),
     "train" => TrainBenchmark.Run(args[1..]),
     "generator" => GeneratorBenchmark.Run(args[1..]),
+    "io" => IoBenchmark.Run(args[1..]),
+    "quickstart" => QuickStartBenchmark.Run(args[1..]),
     _ => Usage(),
 };
 
@@ -16,6 +18,8 @@ static int Usage()
           gemm                                   SGEMM GFLOP/s at 1024^3 and 2048^3 vs OpenBLAS (2 threads)
           train --config stories15m --mode none  forward+backward tokens/s of a stories15M-shaped Llama
           generator                              source generator ms on a Llama-2-7B model: full run, incremental after an unrelated edit
+          io                                     1 GiB safetensors open + read one tensor (vs full read); tokenizer encode MB/s
+          quickstart                             wall time of the README main command (dotnet run of samples/QuickStart)
         """);
     return 2;
 }
