@@ -1,19 +1,29 @@
-// PeftGen QuickStart: QLoRA on the CPU, no downloads, well under a minute on 2 cores.
+// PeftGen QuickStart: QLoRA on the CPU.
 //
-// The model is declared with PeftGen's attributes (DigitCounter.cs): its shapes come from digits-config.json and its
-// QLoRA adapter from [LoRA], [Quantize] and [LoRAPlus]; the source generator turns them into code at compile time.
+// With no arguments (no downloads, well under a minute on 2 cores): the model is declared with PeftGen's attributes
+// (DigitCounter.cs): its shapes come from digits-config.json and its QLoRA adapter from [LoRA], [Quantize] and
+// [LoRAPlus]; the source generator turns them into code at compile time.
 // 1. The tiny Llama is pretrained (all weights) to continue digit sequences that count UP by 1, 2 or 3 (mod 10).
 // 2. QLoRA: ApplyAdapters() quantizes its linear layers to 4-bit NF4 (double quantization) and freezes them; LoRA
-//    adapters on all seven projections are trained to count DOWN — a behaviour the base model has never seen.
-// 3. The same model then counts down with the adapter and up again with the adapter disabled.
+//    adapters on all seven projections are trained on countdown.jsonl to count DOWN, a behaviour the base model has
+//    never seen, through the same dataset and trainer path as `peftgen train` (FineTuneSession).
+// 3. The same model then counts down with the adapter and up again with the adapter disabled; the adapter (PEFT
+//    format), metrics.jsonl and loss.svg are in quickstart-output/.
+//
+// With --model <folder or .bin> --data <jsonl> it fine-tunes a real model with QLoRA instead (see --help).
 using System.Diagnostics;
 using System.Globalization;
 using PeftGen.Adapters;
+using PeftGen.Data;
 using PeftGen.Models.Llama;
 using PeftGen.Samples.QuickStart;
 using PeftGen.Training;
 
+if (args.Length > 0)
+    return RealModel.Run(args);
+
 var total = Stopwatch.StartNew();
+bool interactive = !Console.IsOutputRedirected;
 using var model = new DigitCounter();
 var config = model.Config;
 int[][] up = [[3, 4], [0, 2], [7, 0]];
@@ -23,7 +33,14 @@ Console.WriteLine($"PeftGen QuickStart — a {config.NumHiddenLayers}-layer Llam
 Console.WriteLine();
 Console.WriteLine("1. Pretraining the base model to count up (steps +1, +2, +3)");
 var countUp = new DigitTask([1, 2, 3], seed: 1);
-Train(model, "base", countUp, new TrainerOptions { MaxSteps = 200, LearningRate = 3e-3f, Schedule = "cosine", WarmupSteps = 10, MaxGradNorm = 1f });
+var pretrainOptions = new TrainerOptions { MaxSteps = 200, LearningRate = 3e-3f, Schedule = "cosine", WarmupSteps = 10, MaxGradNorm = 1f };
+var clock = Stopwatch.StartNew();
+TrainResult pretrained;
+using (var trainer = new Trainer(model, b => model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length),
+           BatchSource.FromFunction(p => countUp.BatchAt(p, batchSize: 16, config.MaxPositionEmbeddings)), pretrainOptions))
+    pretrained = trainer.Train(new TrainingProgressBar(Console.Out, interactive, prefix: "   "));
+Console.WriteLine($"   base: {pretrainOptions.MaxSteps} steps in {clock.Elapsed.TotalSeconds:F1} s, loss {pretrained.Losses[0]:F3} → {pretrained.Losses[^1]:F4} (chance {Math.Log(10):F3})");
+Console.WriteLine();
 Show("base model", model, up.Concat(down));
 
 Console.WriteLine("2. QLoRA: NF4 + double-quantized frozen base, LoRA r=8 on all linear layers, learning to count down (−1, −2, −3)");
@@ -34,29 +51,38 @@ foreach (var layer in DigitCounter.AdapterPlan)
 Console.WriteLine($"   DigitCounter.TrainableParameterCount = {DigitCounter.TrainableParameterCount:N0}");
 var peft = model.ApplyAdapters();
 Console.WriteLine($"   ApplyAdapters(): {peft.TrainableParametersSummary()}");
-var countDown = new DigitTask([9, 8, 7], seed: 2);
-Train(model, "adapter", countDown, new TrainerOptions { MaxSteps = 200, LearningRate = 1e-2f, Schedule = "cosine", WarmupSteps = 10, MaxGradNorm = 1f, LoRAPlusRatio = DigitCounter.LoRAPlusRatio });
-Show("with the QLoRA adapter", model, down.Concat(up));
-using (peft.DisableAdapters())
-    Show("same model, adapter disabled", model, down);
-
-var adapterFolder = Path.Combine("quickstart-output", "adapter");
-PeftAdapterFile.Save(peft, adapterFolder, baseModelNameOrPath: "peftgen/quickstart-digits");
-Console.WriteLine($"3. Adapter saved in Hugging Face PEFT format (loadable with peft.PeftModel.from_pretrained): {Path.GetFullPath(adapterFolder)}");
-foreach (var file in Directory.GetFiles(adapterFolder).Order())
-    Console.WriteLine($"     {Path.GetFileName(file),-28} {new FileInfo(file).Length,8:N0} bytes");
-Console.WriteLine();
-Console.WriteLine($"Done in {total.Elapsed.TotalSeconds:F1} s.");
-
-static void Train(LlamaForCausalLM model, string what, DigitTask task, TrainerOptions options)
+var fineTune = new FineTuneOptions
 {
-    using var trainer = new Trainer(model, b => model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length),
-        BatchSource.FromFunction(p => task.BatchAt(p, batchSize: 16, model.Config.MaxPositionEmbeddings)), options);
-    var clock = Stopwatch.StartNew();
-    var result = trainer.Train(new ConsoleProgress());
-    Console.WriteLine($"   {what}: {options.MaxSteps} steps in {clock.Elapsed.TotalSeconds:F1} s, loss {result.Losses[0]:F3} → {result.Losses[^1]:F4} (chance {Math.Log(10):F3})");
+    DataPath = Path.Combine(AppContext.BaseDirectory, "countdown.jsonl"),
+    OutputDir = "quickstart-output",
+    // Rows are bare digit sequences, as in pretraining: no BOS or EOS, 16 digits = 15 inputs + the last target.
+    Dataset = new JsonlDatasetOptions { Kind = DatasetKind.Text, AddBos = false, AddEos = false, MaxSequenceLength = config.MaxPositionEmbeddings - 1 },
+    BatchSize = 16,
+    Seed = 2,
+    Trainer = new TrainerOptions { MaxSteps = 200, LearningRate = 1e-2f, Schedule = "cosine", WarmupSteps = 10, MaxGradNorm = 1f, LoRAPlusRatio = DigitCounter.LoRAPlusRatio },
+    BaseModelName = "peftgen/quickstart-digits",
+};
+using (var session = FineTuneSession.Create(peft, new DigitTokenizer(), fineTune))
+{
+    Console.WriteLine($"   data: {Path.GetFileName(fineTune.DataPath)}, {session.Dataset.Examples.Count} count-down sequences (JsonlDataset → DatasetBatchSource → Trainer)");
+    var result = session.Train(new TrainingProgressBar(Console.Out, interactive, prefix: "   "));
+    var losses = result.Training.Losses;
+    Console.WriteLine($"   adapter: {losses.Count} steps in {result.Elapsed.TotalSeconds:F1} s, loss {losses[0]:F3} → {losses[^1]:F4} (the second digit picks the step, so ≈ {Math.Log(3) / 15:F3} is the floor)");
     Console.WriteLine();
+    Show("with the QLoRA adapter", model, down.Concat(up));
+    using (peft.DisableAdapters())
+        Show("same model, adapter disabled", model, down);
+
+    Console.WriteLine($"3. Saved to {Path.GetFullPath(fineTune.OutputDir)}:");
+    Console.WriteLine($"     adapter/ in Hugging Face PEFT format (loadable with peft.PeftModel.from_pretrained)");
+    foreach (var file in Directory.GetFiles(result.AdapterDir).Order())
+        Console.WriteLine($"       {Path.GetFileName(file),-28} {new FileInfo(file).Length,8:N0} bytes");
+    Console.WriteLine($"     {Path.GetFileName(result.MetricsPath),-30} one JSON line per step (loss, lr, tokens/s, elapsed)");
+    Console.WriteLine($"     {Path.GetFileName(result.LossCurvePath),-30} the loss curve");
 }
+Console.WriteLine();
+Console.WriteLine($"Done in {total.Elapsed.TotalSeconds:F1} s. Fine-tune a real model: dotnet run -c Release --project samples/QuickStart -- --model <folder> --data <jsonl>");
+return 0;
 
 static void Show(string title, LlamaForCausalLM model, IEnumerable<int[]> prompts)
 {
@@ -68,14 +94,4 @@ static void Show(string title, LlamaForCausalLM model, IEnumerable<int[]> prompt
         Console.WriteLine($"     {string.Join(' ', prompt)} → {string.Join(' ', got)}   {(got.SequenceEqual(expected) ? "✓" : $"(counting by {((prompt[1] - prompt[0]) % 10 + 10) % 10} mod 10 gives {string.Join(' ', expected)})")}");
     }
     Console.WriteLine();
-}
-
-/// <summary>Prints every 50th step as it happens (synchronously, unlike <see cref="Progress{T}"/>).</summary>
-internal sealed class ConsoleProgress : IProgress<TrainerProgress>
-{
-    public void Report(TrainerProgress p)
-    {
-        if (p.Step % 50 == 0 || p.Step == 1)
-            Console.WriteLine($"   step {p.Step,4}/{p.MaxSteps}  loss {p.Loss:F4}  lr {p.LearningRate:E2}  |g| {p.GradNorm:F2}  {p.TokensPerSecond:N0} tok/s");
-    }
 }

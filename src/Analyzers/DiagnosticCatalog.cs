@@ -28,7 +28,7 @@ internal static class DiagnosticCatalog
 
     public static readonly DiagnosticDescriptor RankTooLarge = Error("PEFT003", Configuration,
         "LoRA rank exceeds the layer's smaller dimension",
-        "LoRA rank {0} exceeds min(in, out) = {1} of '{2}' (weight [{3}, {4}]); lower the rank or override it for this layer with [LoRAOverride(Rank = …)]");
+        Generator.Spec.ShapeMessages.RankTooLarge); // generated code throws the same text when shapes are only known at run time
 
     public static readonly DiagnosticDescriptor InvalidAlpha = Error("PEFT004", Configuration,
         "LoRA alpha must be greater than 0",

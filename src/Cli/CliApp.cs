@@ -5,9 +5,15 @@ namespace PeftGen.Cli;
 /// <summary>The peftgen command tree. stdout carries only results; progress and diagnostics go to stderr.</summary>
 internal static class CliApp
 {
-    public static RootCommand CreateRoot() => new("peftgen: fine-tune and run Llama-family models from .NET.")
+    public static RootCommand CreateRoot() => new(
+        "peftgen: fine-tune and run Llama-family models from .NET.\n" +
+        "Exit codes: 0 success, 1 bad input (a file or setting; the message names it), 2 usage, 3 internal error, 4 device not available, 130 cancelled.")
     {
+        TrainCommand.Create(),
         GenerateCommand.Create(),
+        MergeCommand.Create(),
+        InspectCommand.Create(),
+        ConvertCommand.Create(),
     };
 
     /// <summary>Parses and runs; usage errors print to stderr and return <see cref="CliErrors.Usage"/>.</summary>
@@ -17,7 +23,7 @@ internal static class CliApp
         if (parse.Errors.Count > 0)
         {
             foreach (var error in parse.Errors) Console.Error.WriteLine($"error: {error.Message}");
-            Console.Error.WriteLine("Run 'peftgen --help' for usage.");
+            Console.Error.WriteLine($"Run 'peftgen {(parse.CommandResult.Command is RootCommand ? "" : parse.CommandResult.Command.Name + " ")}--help' for usage.");
             return CliErrors.Usage;
         }
         return await parse.InvokeAsync();

@@ -1,14 +1,18 @@
+using PeftGen.Backends.Cuda;
+
 namespace PeftGen.Cli;
 
 /// <summary>
 /// Turns failures into one clear line on stderr and an exit code scripts can rely on:
-/// 0 success, 1 bad input (files, settings), 2 usage (handled by the parser), 3 internal error, 130 cancelled.
+/// 0 success, 1 bad input (files, settings), 2 usage (handled by the parser), 3 internal error,
+/// 4 device not available (--device cuda), 130 cancelled.
 /// </summary>
 internal static class CliErrors
 {
     public const int BadInput = 1;
     public const int Usage = 2;
     public const int Internal = 3;
+    public const int DeviceNotAvailable = 4;
     public const int Cancelled = 130;
 
     public static int Run(Func<int> action)
@@ -21,6 +25,11 @@ internal static class CliErrors
         {
             Console.Error.WriteLine("cancelled");
             return Cancelled;
+        }
+        catch (CudaNotAvailableException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return DeviceNotAvailable;
         }
         catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException or ArgumentException or FormatException)
         {

@@ -11,8 +11,10 @@ namespace PeftGen.Generator;
 
 /// <summary>
 /// Generates adapter code for <c>partial</c> model classes marked <c>[LoRA]</c>: the adapter configurations, the
-/// quantization settings, the LoRA+ ratio, <c>ApplyAdapters()</c>, and the compile-time adapter plan when shapes are
-/// known. Pipeline: parse symbols into an equatable spec, resolve it against config.json additional files, emit text.
+/// quantization settings, the LoRA+ ratio, <c>ApplyAdapters()</c> (with run-time rank checks where shapes are not
+/// known at compile time), the compile-time adapter plan and PEFT file keys, a typed walk of the linear layers, the
+/// adapter parameters, and PEFT-format <c>SaveAdapter</c>/<c>LoadAdapter</c>, all without reflection. Pipeline: parse
+/// symbols into an equatable spec, resolve it against config.json additional files, emit text.
 /// </summary>
 [Generator(LanguageNames.CSharp)]
 public sealed class PeftGenerator : IIncrementalGenerator

@@ -7,24 +7,7 @@ namespace PeftGen.Cli.Tests;
 
 public class GenerateCommandTests
 {
-    private static (int Code, string Stdout, string Stderr) Run(params string[] args)
-    {
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        using var stdout = new StringWriter();
-        using var stderr = new StringWriter();
-        Console.SetOut(stdout);
-        Console.SetError(stderr);
-        try
-        {
-            int code = CliApp.RunAsync(args).GetAwaiter().GetResult();
-            return (code, stdout.ToString(), stderr.ToString());
-        }
-        finally
-        {
-            Console.SetOut(oldOut);
-            Console.SetError(oldErr);
-        }
-    }
+    private static (int Code, string Stdout, string Stderr) Run(params string[] args) => CliRunner.Run(args);
 
     [StoriesFact]
     public void Greedy_generation_prints_only_the_text_on_stdout()

@@ -197,6 +197,55 @@ internal static class GeneratorCases
         }
         """);
 
+    /// <summary>
+    /// Widths and depth from constructor arguments (shapes known only at run time, so ApplyAdapters checks the ranks),
+    /// and an optional submodule behind a nullable property (read with "?.").
+    /// </summary>
+    public static GeneratorCase UserModuleRunTimeShapes { get; } = new(
+        """
+        using System.Linq;
+        using PeftGen;
+        using PeftGen.Nn;
+
+        namespace Demo;
+
+        [LoRA(rank: 8, alpha: 16, targets: "proj,gate")]
+        internal partial class Resizable : Module
+        {
+            public Resizable(int width, int depth, bool withExtra)
+            {
+                Blocks = RegisterModule("blocks", new ModuleList<Stage>(Enumerable.Range(0, depth).Select(_ => new Stage(width))));
+                Gate = RegisterModule("gate", new Linear(width, width / 2));
+                if (withExtra) Extra = RegisterModule("extra", new Stage(width));
+            }
+
+            [ModuleName("blocks")]
+            public ModuleList<Stage> Blocks { get; }
+
+            [ModuleName("gate")]
+            public LinearBase Gate { get; private set; }
+
+            [ModuleName("extra")]
+            public Stage? Extra { get; }
+
+            protected override void OnModuleReplaced(string name, Module replacement)
+            {
+                if (name == "gate") Gate = (LinearBase)replacement;
+                else base.OnModuleReplaced(name, replacement);
+            }
+        }
+
+        internal sealed class Stage : Module
+        {
+            public Stage(int width) => Proj = RegisterModule("proj", new Linear(width, width));
+
+            [ModuleName("proj")]
+            public LinearBase Proj { get; private set; }
+
+            protected override void OnModuleReplaced(string name, Module replacement) => Proj = (LinearBase)replacement;
+        }
+        """);
+
     public static IReadOnlyDictionary<string, GeneratorCase> All { get; } = new Dictionary<string, GeneratorCase>
     {
         [nameof(LlamaAllOptions)] = LlamaAllOptions,
@@ -204,6 +253,7 @@ internal static class GeneratorCases
         [nameof(TwoNamedAdapters)] = TwoNamedAdapters,
         [nameof(UserModuleOverrides)] = UserModuleOverrides,
         [nameof(UserModuleList)] = UserModuleList,
+        [nameof(UserModuleRunTimeShapes)] = UserModuleRunTimeShapes,
     };
 
     public static TheoryData<string> Names => new(All.Keys);

@@ -6,10 +6,18 @@ using PeftGen.Generator.Spec;
 
 namespace PeftGen.Generator.Emitting;
 
-/// <summary>Writes the partial class of one model: adapter configs, quantization, LoRA+ ratio, plan and ApplyAdapters().</summary>
+/// <summary>
+/// Writes the partial class of one model: adapter configs, quantization, LoRA+ ratio, plan, PEFT file keys,
+/// ApplyAdapters() with the run-time rank checks the compiler could not do, the typed layer walk, the adapter
+/// parameters, and PEFT-format SaveAdapter/LoadAdapter.
+/// </summary>
 internal static class ModelEmitter
 {
     private const string Adapters = "global::PeftGen.Adapters.";
+    private const string Generic = "global::System.Collections.Generic.";
+    private const string Tensor = "global::PeftGen.Tensors.Tensor";
+    private const string LinearBase = "global::PeftGen.Nn.LinearBase";
+    private const string LoRALinear = Adapters + "LoRALinear";
 
     public static string Emit(GenerationSpec spec)
     {
@@ -32,7 +40,12 @@ internal static class ModelEmitter
              .Line();
         }
         foreach (var adapter in spec.Adapters.Where(a => a.Plan != null)) WritePlan(w, adapter);
+        foreach (var adapter in spec.Adapters.Where(a => a.FileKeys != null)) WriteFileKeys(w, adapter);
         WriteApplyAdapters(w, spec);
+        WriteLinearLayers(w, model);
+        WriteAdapterParameters(w, spec);
+        WriteSaveLoad(w, spec);
+        WriteHelpers(w, spec);
 
         w.Close();
         foreach (var _ in model.ContainingTypes) w.Close();
@@ -121,19 +134,246 @@ internal static class ModelEmitter
             + (spec.Model.Quantize != null ? ", storing their base weights in 4 bits" : "") + ".")
          .Line("/// The " + Quote(first.Adapter.Name) + " adapter is active. The model is owned by the returned <see cref=\"" + Adapters + "PeftModel{TModel}\"/>.")
          .Line("/// </summary>")
-         .Line("/// <exception cref=\"global::System.ArgumentException\">A target matches no layer of this model, or a rank exceeds a layer's size.</exception>")
+         .Line("/// <exception cref=\"global::System.ArgumentException\">")
+         .Line("/// A target matches no layer of this model, or a rank exceeds a layer's size (where the compiler could not check it,")
+         .Line("/// with the text of diagnostic PEFT003).")
+         .Line("/// </exception>")
          .Line("public " + Adapters + "PeftModel<" + spec.Model.FullyQualifiedName + "> ApplyAdapters()")
          .Open();
+        foreach (var adapter in spec.Adapters.Where(a => a.Plan == null))
+            w.Line("ThrowIfRankExceedsLayer(" + adapter.MemberPrefix + "LoRAConfig);");
         string create = Adapters + "PeftModel.Create(this, " + first.MemberPrefix + "LoRAConfig, QuantizationConfig, " + Quote(first.Adapter.Name) + ");";
         if (spec.Adapters.Count == 1)
         {
-            w.Line("return " + create).Close();
+            w.Line("return " + create).Close().Line();
             return;
         }
         w.Line("var peft = " + create);
         foreach (var adapter in spec.Adapters.Skip(1))
             w.Line("peft.AddAdapter(" + Quote(adapter.Adapter.Name) + ", " + adapter.MemberPrefix + "LoRAConfig);");
-        w.Line("return peft;").Close();
+        w.Line("return peft;").Close().Line();
+    }
+
+    private static void WriteFileKeys(IndentedWriter w, AdapterOutputSpec output)
+    {
+        string name = Quote(output.Adapter.Name);
+        w.Line("/// <summary>");
+        if (output.Plan != null)
+        {
+            w.Line("/// The keys of the " + name + " adapter's tensors in a PEFT <c>adapter_model.safetensors</c>, in module order, known at")
+             .Line("/// compile time (biases its bias mode saves are not listed).");
+        }
+        else
+        {
+            w.Line("/// The keys of the " + name + " adapter's tensors in a PEFT <c>adapter_model.safetensors</c>, in module order, with \"{i}\"")
+             .Line("/// for each module-list index: the layers its targets may select; list lengths, layer filters and shapes are only")
+             .Line("/// known at run time (biases its bias mode saves are not listed).");
+        }
+        w.Line("/// </summary>")
+         .Line("public static " + Generic + "IReadOnlyList<string> " + output.MemberPrefix + "AdapterFileKeys { get; } = new string[]")
+         .Open();
+        foreach (var key in output.FileKeys!.Value) w.Line(Quote(key) + ",");
+        w.Close(";").Line();
+    }
+
+    /// <summary>The typed walk every other member builds on: each linear layer with its path, loops over module lists.</summary>
+    private static void WriteLinearLayers(IndentedWriter w, ModelSpec model)
+    {
+        w.Line("/// <summary>")
+         .Line("/// Every linear layer of this model with its PyTorch-style path, in module order, read through this class's members")
+         .Line("/// (loops over module lists, no reflection). Adapted layers appear as their <see cref=\"" + LoRALinear + "\"/> wrappers.")
+         .Line("/// </summary>")
+         .Line("public " + Generic + "IReadOnlyList<(string Path, " + LinearBase + " Layer)> LinearLayers()")
+         .Open()
+         .Line("var layers = new " + Generic + "List<(string Path, " + LinearBase + " Layer)>();");
+        var open = new List<string>();
+        foreach (var layer in model.Layers)
+        {
+            var prefixes = Enumerable.Range(0, layer.ListCounts.Count).Select(d => ListPrefix(layer.Path, d)).ToList();
+            int common = 0;
+            while (common < open.Count && common < prefixes.Count && open[common] == prefixes[common]) common++;
+            while (open.Count > common)
+            {
+                w.Close();
+                open.RemoveAt(open.Count - 1);
+            }
+            for (int d = common; d < prefixes.Count; d++)
+            {
+                string count = layer.ListCountAccesses.Count > d && layer.ListCountAccesses[d].Length > 0
+                    ? Indexed(layer.ListCountAccesses[d])
+                    : "global::System.Linq.Enumerable.Count(this.GetModule(" + PathExpression(prefixes[d].TrimEnd('.')) + ").Children())";
+                w.Line("for (int i" + Int(d) + " = 0; i" + Int(d) + " < " + count + "; i" + Int(d) + "++)").Open();
+                open.Add(prefixes[d]);
+            }
+            string access = layer.Access != null ? Indexed(layer.Access) : "this.GetModule(" + PathExpression(layer.Path) + ")";
+            w.Line("Add(" + PathExpression(layer.Path) + ", " + access + ");");
+        }
+        foreach (var _ in open) w.Close();
+        w.Line("return layers;")
+         .Line()
+         .Line("void Add(string path, global::PeftGen.Nn.Module? layer)")
+         .Open()
+         .Line("if (layer is " + LinearBase + " linear) layers.Add((path, linear));")
+         .Close()
+         .Close()
+         .Line();
+    }
+
+    private static void WriteAdapterParameters(IndentedWriter w, GenerationSpec spec)
+    {
+        string first = Quote(spec.Adapters[0].Adapter.Name);
+        w.Line("/// <summary>")
+         .Line("/// The tensors of adapter <paramref name=\"adapter\"/> by their in-memory paths, which are PEFT's")
+         .Line("/// (<c>&lt;layer path&gt;.lora_A.&lt;adapter&gt;.weight</c>): each adapted layer's A [r, in], B [out, r] and DoRA")
+         .Line("/// magnitude [out], in module order, read through <see cref=\"LinearLayers\"/>. The ones that train require gradients")
+         .Line("/// while the adapter is active. Empty until <see cref=\"ApplyAdapters\"/> or <see cref=\"LoadAdapter\"/> wraps the layers.")
+         .Line("/// </summary>")
+         .Line("/// <param name=\"adapter\">The adapter's name.</param>")
+         .Line("public " + Generic + "IReadOnlyList<(string Path, " + Tensor + " Tensor)> NamedAdapterParameters(string adapter = " + first + ")")
+         .Open()
+         .Line("var parameters = new " + Generic + "List<(string Path, " + Tensor + " Tensor)>();")
+         .Line("foreach (var (path, layer) in LinearLayers())")
+         .Open()
+         .Line("if (layer is not " + LoRALinear + " lora || !global::System.Linq.Enumerable.Contains(lora.AdapterNames, adapter)) continue;")
+         .Line("parameters.Add((path + \".lora_A.\" + adapter + \".weight\", lora.LoraA(adapter)));                    // [r, in]")
+         .Line("parameters.Add((path + \".lora_B.\" + adapter + \".weight\", lora.LoraB(adapter)));                    // [out, r]")
+         .Line("if (lora.Magnitude(adapter) is { } magnitude)")
+         .Line("    parameters.Add((path + \".lora_magnitude_vector.\" + adapter + \".weight\", magnitude));           // [out]")
+         .Close()
+         .Line("return parameters;")
+         .Close()
+         .Line();
+    }
+
+    private static void WriteSaveLoad(IndentedWriter w, GenerationSpec spec)
+    {
+        string first = Quote(spec.Adapters[0].Adapter.Name);
+        string peftType = Adapters + "PeftModel<" + spec.Model.FullyQualifiedName + ">";
+        w.Line("/// <summary>")
+         .Line("/// Writes adapter <paramref name=\"adapter\"/> of <paramref name=\"peft\"/> to <paramref name=\"folder\"/> in Hugging Face PEFT")
+         .Line("/// format: <c>adapter_config.json</c> and <c>adapter_model.safetensors</c> with keys such as")
+         .Line("/// <c>base_model.model.&lt;layer path&gt;.lora_A.weight</c>, the tensors read through this class's members.")
+         .Line("/// Both files are written in full under temporary names, then renamed into place.")
+         .Line("/// </summary>")
+         .Line("/// <param name=\"peft\">The model with its adapters (from <see cref=\"ApplyAdapters\"/> or <see cref=\"LoadAdapter\"/>).</param>")
+         .Line("/// <param name=\"folder\">The adapter folder, created when missing.</param>")
+         .Line("/// <param name=\"adapter\">The adapter to save.</param>")
+         .Line("/// <param name=\"baseModelNameOrPath\">The config's <c>base_model_name_or_path</c>, or null.</param>")
+         .Line("public static void SaveAdapter(" + peftType + " peft, string folder, string adapter = " + first + ", string? baseModelNameOrPath = null)")
+         .Open()
+         .Line("global::System.ArgumentNullException.ThrowIfNull(peft);")
+         .Line(Adapters + "PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), peft.Model.AdapterFileTensors(adapter), folder, baseModelNameOrPath);")
+         .Close()
+         .Line()
+         .Line("/// <summary>")
+         .Line("/// Loads the Hugging Face PEFT adapter in <paramref name=\"folder\"/> onto this model as <paramref name=\"adapter\"/>, with")
+         .Line("/// the folder's <c>adapter_config.json</c>: first checks that the keys and shapes of <c>adapter_model.safetensors</c> fit")
+         .Line("/// this model's layers (nothing changes when they do not), then freezes the model, wraps the adapted layers")
+         .Line("/// (quantizing their base per <see cref=\"QuantizationConfig\"/>) and reads the weights. The model is owned by the result.")
+         .Line("/// </summary>")
+         .Line("/// <param name=\"folder\">The adapter folder.</param>")
+         .Line("/// <param name=\"adapter\">The name the adapter gets.</param>")
+         .Line("/// <exception cref=\"global::System.IO.InvalidDataException\">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>")
+         .Line("public " + peftType + " LoadAdapter(string folder, string adapter = " + first + ")")
+         .Open()
+         .Line("global::System.ArgumentNullException.ThrowIfNull(folder);")
+         .Line("string configPath = global::System.IO.Path.Combine(folder, " + Adapters + "PeftAdapterFile.ConfigFileName);")
+         .Line("var config = " + Adapters + "PeftAdapterFile.ReadConfig(configPath);")
+         .Line("var expected = new " + Generic + "Dictionary<string, int[]>(global::System.StringComparer.Ordinal);")
+         .Line("foreach (var (path, layer) in LinearLayers())")
+         .Open()
+         .Line("if (!" + Adapters + "PeftModel.Adapts(config, path)) continue;")
+         .Line("int rank = " + Adapters + "PeftModel.RankFor(config, path);")
+         .Line("expected.Add(\"" + FileKeyPrefix + "\" + path + \".lora_A.weight\", new[] { rank, layer.InFeatures });          // [r, in]")
+         .Line("expected.Add(\"" + FileKeyPrefix + "\" + path + \".lora_B.weight\", new[] { layer.OutFeatures, rank });         // [out, r]")
+         .Line("if (config.UseDoRA) expected.Add(\"" + FileKeyPrefix + "\" + path + \".lora_magnitude_vector\", new[] { layer.OutFeatures }); // [out]")
+         .Close()
+         .Line("using var weights = " + Adapters + "PeftAdapterFile.OpenWeights(this, folder, expected);")
+         .Line(peftType + " peft;")
+         .Line("try")
+         .Open()
+         .Line("peft = " + Adapters + "PeftModel.Create(this, config, QuantizationConfig, adapter);")
+         .Close()
+         .Line("catch (global::System.ArgumentException e)")
+         .Open()
+         .Line("throw new global::System.IO.InvalidDataException(configPath + \": \" + e.Message, e);")
+         .Close()
+         .Line("foreach (var (key, tensor) in AdapterFileTensors(adapter))")
+         .Open()
+         .Line("using var value = weights.ReadTensor(key);")
+         .Line("tensor.CopyFrom(value);")
+         .Close()
+         .Line(Adapters + "PeftAdapterFile.ReadBiases(this, weights);")
+         .Line("return peft;")
+         .Close()
+         .Line();
+    }
+
+    private static void WriteHelpers(IndentedWriter w, GenerationSpec spec)
+    {
+        w.Line("// The adapter's tensors by PEFT file key (the adapter name is not part of the key).")
+         .Line("private " + Generic + "List<(string Key, " + Tensor + " Tensor)> AdapterFileTensors(string adapter)")
+         .Open()
+         .Line("var tensors = new " + Generic + "List<(string Key, " + Tensor + " Tensor)>();")
+         .Line("foreach (var (path, layer) in LinearLayers())")
+         .Open()
+         .Line("if (layer is not " + LoRALinear + " lora || !global::System.Linq.Enumerable.Contains(lora.AdapterNames, adapter)) continue;")
+         .Line("tensors.Add((\"" + FileKeyPrefix + "\" + path + \".lora_A.weight\", lora.LoraA(adapter)));          // [r, in]")
+         .Line("tensors.Add((\"" + FileKeyPrefix + "\" + path + \".lora_B.weight\", lora.LoraB(adapter)));          // [out, r]")
+         .Line("if (lora.Magnitude(adapter) is { } magnitude)")
+         .Line("    tensors.Add((\"" + FileKeyPrefix + "\" + path + \".lora_magnitude_vector\", magnitude));        // [out]")
+         .Close()
+         .Line("return tensors;")
+         .Close();
+        if (spec.Adapters.All(a => a.Plan != null)) return;
+        w.Line()
+         .Line("// Ranks the compiler could not check (a shape or a list length is only known at run time), with PEFT003's text.")
+         .Line("private void ThrowIfRankExceedsLayer(" + Adapters + "LoRAConfig config)")
+         .Open()
+         .Line("foreach (var (path, layer) in LinearLayers())")
+         .Open()
+         .Line("if (!" + Adapters + "PeftModel.Adapts(config, path)) continue;")
+         .Line("int rank = " + Adapters + "PeftModel.RankFor(config, path);")
+         .Line("int limit = global::System.Math.Min(layer.InFeatures, layer.OutFeatures);")
+         .Line("if (rank > limit)")
+         .Open()
+         .Line("throw new global::System.ArgumentException(string.Format(global::System.Globalization.CultureInfo.InvariantCulture,")
+         .Line("    " + Quote(ShapeMessages.RankTooLarge) + ",")
+         .Line("    rank, limit, path, layer.OutFeatures, layer.InFeatures));")
+         .Close()
+         .Close()
+         .Close();
+    }
+
+    private const string FileKeyPrefix = Parsing.AdapterPlanner.FileKeyPrefix;
+
+    /// <summary>The part of <paramref name="template"/> before its <paramref name="list"/>-th "{i}" (the list's path plus ".").</summary>
+    private static string ListPrefix(string template, int list)
+    {
+        int at = -1;
+        for (int k = 0; k <= list; k++) at = template.IndexOf("{i}", at + 1, System.StringComparison.Ordinal);
+        return template.Substring(0, at);
+    }
+
+    /// <summary>A C# template with its k-th "{i}" replaced by the loop variable i{k}.</summary>
+    private static string Indexed(string template)
+    {
+        var parts = template.Split(new[] { "{i}" }, System.StringSplitOptions.None);
+        var sb = new System.Text.StringBuilder(parts[0]);
+        for (int k = 1; k < parts.Length; k++) sb.Append('i').Append(Int(k - 1)).Append(parts[k]);
+        return sb.ToString();
+    }
+
+    /// <summary>A path template as a C# string: a literal, or an interpolated string with {i0}, {i1}… for list indices.</summary>
+    private static string PathExpression(string template)
+    {
+        var parts = template.Split(new[] { "{i}" }, System.StringSplitOptions.None);
+        if (parts.Length == 1) return Quote(template);
+        var sb = new System.Text.StringBuilder("$\"").Append(Interpolated(parts[0]));
+        for (int k = 1; k < parts.Length; k++) sb.Append("{i").Append(Int(k - 1)).Append('}').Append(Interpolated(parts[k]));
+        return sb.Append('"').ToString();
+
+        static string Interpolated(string text) => SymbolDisplay.FormatLiteral(text, quote: false).Replace("{", "{{").Replace("}", "}}");
     }
 
     private static string Targets(TargetSpec targets) => targets.Kind switch

@@ -25,7 +25,8 @@ internal static class AdapterPlanner
         {
             var (exclude, ranks, alphas) = Patterns(model, adapter, concrete);
             var spec = new AdapterOutputSpec(adapter, UniquePrefix(adapter.Name, prefixes), exclude, ranks, alphas, null);
-            return spec with { Plan = concrete == null ? null : Rows(spec, concrete, model.Quantize != null) };
+            spec = spec with { Plan = concrete == null ? null : Rows(spec, concrete, model.Quantize != null) };
+            return spec with { FileKeys = FileKeys(spec, model.Layers) };
         }).ToEquatableArray();
         return new GenerationSpec(model, adapters);
     }
@@ -209,6 +210,46 @@ internal static class AdapterPlanner
             long trainable = (long)rank * (inFeatures + outFeatures) + (adapter.UseDoRA ? outFeatures : 0);
             return new PlanRowSpec(l.Path, inFeatures, outFeatures, rank, alpha, scaling, quantize && l.IsFloatLinear, trainable);
         }).ToEquatableArray();
+    }
+
+    /// <summary>PEFT's file key prefix: PeftModel wraps the model as "base_model", LoraModel keeps it as "model".</summary>
+    internal const string FileKeyPrefix = "base_model.model.";
+
+    /// <summary>
+    /// The adapter's keys in a PEFT weights file: those of the plan's rows when it is known; otherwise, for list and
+    /// all-linear targets, the path templates ("{i}" per list index) of the layers they may select, minus exclusions
+    /// that match a template whole; null for a regex over layers only known at run time.
+    /// </summary>
+    private static EquatableArray<string>? FileKeys(AdapterOutputSpec output, EquatableArray<LayerSpec> layers)
+    {
+        IEnumerable<string> paths;
+        if (output.Plan is { } plan) paths = plan.Select(r => r.Path);
+        else if (output.Adapter.Targets.Kind == TargetKind.AllLinear)
+            paths = layers.Select(l => l.Path).Where(p => !(p == "lm_head" || p.EndsWith(".lm_head", StringComparison.Ordinal)));
+        else if (output.Adapter.Targets.Kind == TargetKind.List)
+            paths = layers.Select(l => l.Path).Where(p => output.Adapter.Targets.Names.Any(n => MayMatchName(p, n)));
+        else
+            return null;
+        if (output.Plan == null) paths = paths.Where(p => !output.Exclude.Any(e => MatchesName(p, e)));
+        return paths.SelectMany(p => output.Adapter.UseDoRA
+                ? new[] { FileKeyPrefix + p + ".lora_A.weight", FileKeyPrefix + p + ".lora_B.weight", FileKeyPrefix + p + ".lora_magnitude_vector" }
+                : new[] { FileKeyPrefix + p + ".lora_A.weight", FileKeyPrefix + p + ".lora_B.weight" })
+            .ToEquatableArray();
+    }
+
+    /// <summary>Whether target name <paramref name="name"/> may match a layer of path template <paramref name="template"/> (a "{i}" segment matches any index).</summary>
+    private static bool MayMatchName(string template, string name)
+    {
+        var path = template.Split('.');
+        var parts = name.Split('.');
+        if (parts.Length > path.Length) return false;
+        for (int k = 1; k <= parts.Length; k++)
+        {
+            string segment = path[path.Length - k], part = parts[parts.Length - k];
+            bool same = segment == "{i}" ? part.Length > 0 && part.All(c => c >= '0' && c <= '9') : segment == part;
+            if (!same) return false;
+        }
+        return true;
     }
 
     private static string SharedSuffix(string template)

@@ -20,6 +20,7 @@ internal sealed class ModuleGraphWalker
     private readonly KnownSymbols _known;
     private readonly CancellationToken _cancellationToken;
     private readonly HashSet<ITypeSymbol> _onPath = new(SymbolEqualityComparer.Default);
+    private INamedTypeSymbol? _root;
 
     public ModuleGraphWalker(KnownSymbols known, CancellationToken cancellationToken)
     {
@@ -31,9 +32,25 @@ internal sealed class ModuleGraphWalker
 
     public List<MemberOverrideSpec> Overrides { get; } = new();
 
-    public void Walk(INamedTypeSymbol root) => WalkType(root, "", ImmutableArray<DimensionSpec>.Empty);
+    public void Walk(INamedTypeSymbol root)
+    {
+        _root = root;
+        WalkType(root, "", ImmutableArray<DimensionSpec>.Empty, new Reach("this", false), ImmutableArray<string>.Empty);
+    }
 
-    private void WalkType(INamedTypeSymbol type, string prefix, ImmutableArray<DimensionSpec> lists)
+    /// <summary>A C# expression reading a module from the annotated class, and whether it may be null.</summary>
+    private sealed record Reach(string Expression, bool MayBeNull)
+    {
+        public Reach Member(string name, bool mayBeNull) => new(Expression + (MayBeNull ? "?." : ".") + name, MayBeNull || mayBeNull);
+
+        public Reach Element() => new(Expression + (MayBeNull ? "?[{i}]" : "[{i}]"), MayBeNull);
+
+        public string Count() => MayBeNull ? "(" + Expression + "?.Count ?? 0)" : Expression + ".Count";
+    }
+
+    // reach: how generated code reads a module of this type (null when a member on the way is not readable from the
+    // annotated class); counts: the length expression of each enclosing module list ("" when unreadable).
+    private void WalkType(INamedTypeSymbol type, string prefix, ImmutableArray<DimensionSpec> lists, Reach? reach, ImmutableArray<string> counts)
     {
         // A module type that contains itself (directly or not) cannot be walked to the end; stop at the repeat.
         if (!_onPath.Add(type.OriginalDefinition)) return;
@@ -49,16 +66,44 @@ internal sealed class ModuleGraphWalker
                 string path = prefix.Length == 0 ? name : prefix + "." + name;
                 ReadOverrides(member, path);
                 string declaringName = declaring.OriginalDefinition.ToDisplayString();
+                var memberReach = reach != null && CanRead(member, type) ? reach.Member(Identifier(member.Name), MayBeNull(member)) : null;
                 if (KnownSymbols.DerivesFrom(childType, _known.LinearBase))
-                    Layers.Add(Layer(member, declaring, declaringName, name, path, lists));
+                {
+                    Layers.Add(Layer(member, declaring, declaringName, name, path, lists) with
+                    {
+                        Access = memberReach?.Expression,
+                        ListCountAccesses = counts.ToEquatableArray(),
+                    });
+                }
                 else if (KnownSymbols.Is(childType, _known.ModuleList) && childType.TypeArguments[0] is INamedTypeSymbol element)
-                    WalkType(element, path + ".{i}", lists.Add(KnownModelShapes.ListCount(declaringName, name)));
+                {
+                    WalkType(element, path + ".{i}", lists.Add(KnownModelShapes.ListCount(declaringName, name)),
+                        memberReach?.Element(), counts.Add(memberReach?.Count() ?? ""));
+                }
                 else
-                    WalkType(childType, path, lists);
+                    WalkType(childType, path, lists, memberReach, counts);
             }
         }
         _onPath.Remove(type.OriginalDefinition);
     }
+
+    /// <summary>Whether generated code in the walked class can read <paramref name="member"/> through a <paramref name="receiver"/>.</summary>
+    private bool CanRead(ISymbol member, INamedTypeSymbol receiver)
+    {
+        if (_root == null || !_known.Compilation.IsSymbolAccessibleWithin(member, _root, receiver)) return false;
+        return member is not IPropertySymbol property
+            || property.GetMethod is { } getter && _known.Compilation.IsSymbolAccessibleWithin(getter, _root, receiver);
+    }
+
+    private static bool MayBeNull(ISymbol member) => member switch
+    {
+        IFieldSymbol f => f.NullableAnnotation == NullableAnnotation.Annotated,
+        IPropertySymbol p => p.NullableAnnotation == NullableAnnotation.Annotated,
+        _ => false,
+    };
+
+    private static string Identifier(string name) =>
+        Microsoft.CodeAnalysis.CSharp.SyntaxFacts.GetKeywordKind(name) != Microsoft.CodeAnalysis.CSharp.SyntaxKind.None ? "@" + name : name;
 
     private IEnumerable<INamedTypeSymbol> BaseFirst(INamedTypeSymbol type)
     {

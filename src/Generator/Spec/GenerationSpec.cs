@@ -10,13 +10,18 @@ internal sealed record GenerationSpec(ModelSpec Model, EquatableArray<AdapterOut
 /// <param name="RankPattern">Per-layer ranks from <c>[LoRAOverride]</c>, by path or path suffix.</param>
 /// <param name="AlphaPattern">Per-layer alphas from <c>[LoRAOverride]</c>, by path or path suffix.</param>
 /// <param name="Plan">The adapted layers, or null when a shape or count is only known at run time.</param>
+/// <param name="FileKeys">
+/// The keys of the adapter's tensors in a PEFT <c>adapter_model.safetensors</c>, in module order: concrete when the
+/// plan is known, else with "{i}" for module-list indices (layers the targets may select); null when not knowable.
+/// </param>
 internal sealed record AdapterOutputSpec(
     AdapterSpec Adapter,
     string MemberPrefix,
     EquatableArray<string> Exclude,
     EquatableArray<PatternEntrySpec> RankPattern,
     EquatableArray<PatternEntrySpec> AlphaPattern,
-    EquatableArray<PlanRowSpec>? Plan);
+    EquatableArray<PlanRowSpec>? Plan,
+    EquatableArray<string>? FileKeys = null);
 
 /// <summary>A rank_pattern or alpha_pattern entry.</summary>
 internal readonly record struct PatternEntrySpec(string Key, double Value);

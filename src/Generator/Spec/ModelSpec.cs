@@ -107,13 +107,24 @@ internal enum LayerPresence
 /// <param name="OutFeatures">Output size.</param>
 /// <param name="IsFloatLinear">The layer is a float <c>Linear</c>, which QLoRA stores in 4 bits.</param>
 /// <param name="Presence">When the layer exists.</param>
+/// <param name="Access">
+/// A C# expression that reads the layer's member from <c>this</c> through typed members, with "{i}" for each
+/// module-list index (e.g. <c>this.Model.Layers[{i}].SelfAttn.QProj</c>; <c>?.</c> after members that may be null),
+/// or null when a member on the way cannot be read from the annotated class.
+/// </param>
+/// <param name="ListCountAccesses">
+/// For each module list on the path, a C# expression of its length with "{i}" for the enclosing indices
+/// (<c>this.Model.Layers.Count</c>), or "" when the list cannot be read from the annotated class.
+/// </param>
 internal sealed record LayerSpec(
     string Path,
     EquatableArray<DimensionSpec> ListCounts,
     DimensionSpec InFeatures,
     DimensionSpec OutFeatures,
     bool IsFloatLinear,
-    LayerPresence Presence);
+    LayerPresence Presence,
+    string? Access = null,
+    EquatableArray<string> ListCountAccesses = default);
 
 /// <summary>A <c>[LoRAOverride]</c> or <c>[NoLoRA]</c> on the member at <paramref name="Path"/> (a layer or a submodule).</summary>
 /// <param name="Path">The member's path template.</param>

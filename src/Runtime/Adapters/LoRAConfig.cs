@@ -67,6 +67,22 @@ public sealed record LoRAConfig
     /// <summary>Per-layer alpha overrides by path suffix (PEFT's alpha_pattern).</summary>
     public IReadOnlyDictionary<string, float> AlphaPattern { get; init; } = new Dictionary<string, float>();
 
+    /// <summary>
+    /// LoRA-FA: A stays frozen at its random initialisation and only B trains, so backward keeps x·Aᵀ [..., r]
+    /// instead of x [..., in]. Not combinable with DoRA or Delta-LoRA. See docs/methods/lora-fa.md.
+    /// </summary>
+    public bool UseLoRAFA { get; init; }
+
+    /// <summary>LoRA-FA's optional gradient correction g_B ← (1/s²)·g_B·(A·Aᵀ + 1e-8·I)⁻¹ (needs <see cref="UseLoRAFA"/>).</summary>
+    public bool LoRAFAGradientCorrection { get; init; }
+
+    /// <summary>
+    /// Delta-LoRA: after each optimizer step past <see cref="DeltaLoRAOptions.StartStep"/> the frozen base also moves by
+    /// λ·s·(B⁽ᵗ⁺¹⁾A⁽ᵗ⁺¹⁾ − B⁽ᵗ⁾A⁽ᵗ⁾) (applied by a <see cref="DeltaLoRAUpdater"/>); null for plain LoRA. Needs a float
+    /// base (no 4-bit quantization) and no dropout. See docs/methods/delta-lora.md.
+    /// </summary>
+    public DeltaLoRAOptions? DeltaLoRA { get; init; }
+
     /// <summary>The scaling s applied to B·A.</summary>
     public float Scaling => ScalingFor(Rank, Alpha);
 
@@ -93,6 +109,7 @@ public sealed record LoRAConfig
             if (r < 1) throw new ArgumentException($"rank_pattern['{key}'] must be ≥ 1 (got {r}).", nameof(RankPattern));
         foreach (var (key, a) in AlphaPattern)
             if (!(a > 0)) throw new ArgumentException($"alpha_pattern['{key}'] must be > 0 (got {a}).", nameof(AlphaPattern));
+        LoRAVariants.Validate(this);
     }
 }
 

@@ -87,7 +87,12 @@ public sealed class LoRALinear : LinearBase
         }
         _loraA.Add(name, a);
         _loraB.Add(name, b);
-        var settings = new AdapterSettings(rank, alpha, config.ScalingFor(rank, alpha), config.Dropout, config.UseDoRA);
+        var settings = new AdapterSettings(rank, alpha, config.ScalingFor(rank, alpha), config.Dropout, config.UseDoRA)
+        {
+            UseLoRAFA = config.UseLoRAFA,
+            LoRAFAGradientCorrection = config.LoRAFAGradientCorrection,
+        };
+        if (config.UseLoRAFA) a.Weight.RequiresGrad = false;                                   // LoRA-FA: A stays frozen
         _settings.Add(name, settings);
         if (config.UseDoRA)
         {
@@ -146,7 +151,9 @@ public sealed class LoRALinear : LinearBase
             if (_merged.Contains(name)) continue;
             var s = _settings[name];
             var x = IsTraining && s.Dropout > 0 ? Ops.Dropout(input, s.Dropout, _dropoutRng) : input;
-            var lora = _loraB[name].Forward(_loraA[name].Forward(x));                            // [..., out] = B·A·x
+            var lora = s.UseLoRAFA
+                ? LoRAFA.Product(x, _loraA[name].Weight, _loraB[name].Weight, s)                  // [..., out], keeps only x·Aᵀ
+                : _loraB[name].Forward(_loraA[name].Forward(x));                                 // [..., out] = B·A·x
             if (!s.UseDoRA)
             {
                 y = Ops.Add(y, lora, 1f, s.Scaling);                                             // y + s·B·A·x
@@ -293,7 +300,14 @@ public sealed class LoRALinear : LinearBase
 /// <param name="Scaling">s = alpha/r (or alpha/√r with rsLoRA).</param>
 /// <param name="Dropout">Dropout on the adapter input.</param>
 /// <param name="UseDoRA">Whether a DoRA magnitude applies.</param>
-public sealed record AdapterSettings(int Rank, float Alpha, float Scaling, float Dropout, bool UseDoRA);
+public sealed record AdapterSettings(int Rank, float Alpha, float Scaling, float Dropout, bool UseDoRA)
+{
+    /// <summary>LoRA-FA: A is frozen and only B trains.</summary>
+    public bool UseLoRAFA { get; init; }
+
+    /// <summary>LoRA-FA's gradient correction of B is applied.</summary>
+    public bool LoRAFAGradientCorrection { get; init; }
+}
 
 /// <summary>DoRA's trainable magnitude ("weight", [out]).</summary>
 public sealed class DoRAMagnitude : Module

@@ -26,6 +26,14 @@ public static class PeftAdapterFile
     private const string SuffixMagnitude = ".lora_magnitude_vector";
     private const long MaxConfigBytes = 16 << 20;
 
+    /// <summary>Writes an (IA)³ adapter in PEFT's format (see <see cref="Formats.IA3AdapterFile"/>).</summary>
+    public static void Save<TModel>(IA3Model<TModel> ia3, string folder, string adapter = "default", string? baseModelNameOrPath = null)
+        where TModel : Module => Formats.IA3AdapterFile.Save(ia3, folder, adapter, baseModelNameOrPath);
+
+    /// <summary>Writes a prompt-learning adapter in PEFT's format (see <see cref="Formats.PromptLearningAdapterFile"/>).</summary>
+    public static void Save(PromptLearningModel peft, string folder, string adapter = "default", string? baseModelNameOrPath = null) =>
+        Formats.PromptLearningAdapterFile.Save(peft, folder, adapter, baseModelNameOrPath);
+
     /// <summary>
     /// Writes adapter <paramref name="adapter"/> of <paramref name="peft"/> to <paramref name="folder"/> (created when
     /// missing). Both files are first written in full under temporary names, then renamed into place.
@@ -44,7 +52,72 @@ public static class PeftAdapterFile
             tensors.Add((KeyPrefix + path + SuffixB, layer.LoraB(adapter)));
             if (layer.Magnitude(adapter) is { } magnitude) tensors.Add((KeyPrefix + path + SuffixMagnitude, magnitude));
         }
-        foreach (var (path, bias) in SavedBiases(peft.Model, config.Bias)) tensors.Add((KeyPrefix + path, bias));
+        WriteFolder(peft.Model, config, tensors, layers.Select(l => l.Path), folder, baseModelNameOrPath);
+    }
+
+    /// <summary>
+    /// Writes an adapter folder from the adapter's tensors given by file key (<c>base_model.model.&lt;path&gt;.lora_A.weight</c>
+    /// [r, in], <c>.lora_B.weight</c> [out, r], <c>.lora_magnitude_vector</c> [out]), as generated <c>SaveAdapter</c>
+    /// methods list them from typed members; the biases <paramref name="config"/>'s bias mode saves come from
+    /// <paramref name="model"/>. Written like <see cref="Save{TModel}(PeftModel{TModel}, string, string, string?)"/>: in full under temporary names, then renamed.
+    /// </summary>
+    public static void Save(Module model, LoRAConfig config, IReadOnlyList<(string Key, Tensor Tensor)> adapterTensors, string folder, string? baseModelNameOrPath = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(adapterTensors);
+        ArgumentNullException.ThrowIfNull(folder);
+        foreach (var (key, _) in adapterTensors)
+            if (!key.StartsWith(KeyPrefix, StringComparison.Ordinal))
+                throw new ArgumentException($"Adapter key '{key}' does not start with '{KeyPrefix}', as PEFT file keys do.", nameof(adapterTensors));
+        var adaptedPaths = adapterTensors.Select(t => t.Key).Where(k => k.EndsWith(SuffixA, StringComparison.Ordinal))
+            .Select(k => k[KeyPrefix.Length..^SuffixA.Length]);
+        WriteFolder(model, config, [.. adapterTensors], adaptedPaths, folder, baseModelNameOrPath);
+    }
+
+    /// <summary>
+    /// Opens <c>adapter_model.safetensors</c> in <paramref name="folder"/> for a generated <c>LoadAdapter</c> and checks it
+    /// against <paramref name="expected"/> (file key → shape of every adapter tensor the model needs for the folder's
+    /// config) exactly as <see cref="Load{TModel}"/> does, before the model changes. The caller disposes the file.
+    /// </summary>
+    /// <exception cref="InvalidDataException">Keys and layers disagree; every mismatch is listed.</exception>
+    public static SafetensorsFile OpenWeights(Module model, string folder, IReadOnlyDictionary<string, int[]> expected)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(folder);
+        ArgumentNullException.ThrowIfNull(expected);
+        string weightsPath = Path.Combine(folder, WeightsFileName);
+        if (!File.Exists(weightsPath)) throw new FileNotFoundException($"No {WeightsFileName} in {folder}.", weightsPath);
+        var file = SafetensorsFile.Open(weightsPath);
+        try
+        {
+            CheckKeys(model, expected, file);
+            return file;
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Copies the biases saved in <paramref name="weights"/> (bias modes "all" and "lora_only") into the parameters of <paramref name="model"/> at the same paths.</summary>
+    public static void ReadBiases(Module model, SafetensorsFile weights)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(weights);
+        var parameters = model.StateDict();
+        foreach (var key in weights.TensorNames)
+        {
+            if (key.StartsWith(KeyPrefix, StringComparison.Ordinal) && key.EndsWith(".bias", StringComparison.Ordinal)
+                && parameters.TryGetValue(key[KeyPrefix.Length..], out var bias))
+                weights.ReadInto(key, bias);
+        }
+    }
+
+    private static void WriteFolder(Module model, LoRAConfig config, List<(string, Tensor)> tensors, IEnumerable<string> adaptedPaths, string folder, string? baseModelNameOrPath)
+    {
+        foreach (var (path, bias) in SavedBiases(model, config.Bias)) tensors.Add((KeyPrefix + path, bias));
 
         Directory.CreateDirectory(folder);
         string weightsPath = Path.Combine(folder, WeightsFileName), configPath = Path.Combine(folder, ConfigFileName);
@@ -52,7 +125,7 @@ public static class PeftAdapterFile
         try
         {
             Safetensors.Save(weightsTemp, tensors, new Dictionary<string, string> { ["format"] = "pt" });
-            AtomicFile.WriteAllBytes(configTemp, ConfigJson(config, layers.Select(l => l.Path), baseModelNameOrPath));
+            AtomicFile.WriteAllBytes(configTemp, ConfigJson(config, adaptedPaths, baseModelNameOrPath));
             File.Move(weightsTemp, weightsPath, overwrite: true);
             File.Move(configTemp, configPath, overwrite: true);
         }
@@ -156,7 +229,6 @@ public static class PeftAdapterFile
     /// </summary>
     private static List<(string Key, Tensor Parameter)> CheckFits(Module model, LoRAConfig config, SafetensorsFile file)
     {
-        var problems = new List<string>();
         var expected = new Dictionary<string, int[]>(StringComparer.Ordinal);
         var linears = model.NamedModules()
             .Where(m => m.Module is LinearBase && !IsInsideAdapter(m.Path))
@@ -169,6 +241,13 @@ public static class PeftAdapterFile
             expected[KeyPrefix + path + SuffixB] = [layer.OutFeatures, rank];
             if (config.UseDoRA) expected[KeyPrefix + path + SuffixMagnitude] = [layer.OutFeatures];
         }
+        return CheckKeys(model, expected, file);
+    }
+
+    /// <summary>The shared half of <see cref="CheckFits"/>: compares the file's keys and shapes with <paramref name="expected"/>.</summary>
+    private static List<(string Key, Tensor Parameter)> CheckKeys(Module model, IReadOnlyDictionary<string, int[]> expected, SafetensorsFile file)
+    {
+        var problems = new List<string>();
         var parameters = model.StateDict();
         var biases = new List<(string, Tensor)>();
         foreach (var key in file.TensorNames)
@@ -210,7 +289,12 @@ public static class PeftAdapterFile
         if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: the config must be a JSON object, found {root.ValueKind}.");
         string peftType = GetString(path, root, "peft_type")
             ?? throw new InvalidDataException($"{path}: \"peft_type\" is missing; only \"LORA\" adapters load here.");
-        if (peftType != "LORA") throw new InvalidDataException($"{path}: peft_type \"{peftType}\" is not supported; only \"LORA\" adapters load here.");
+        if (peftType != "LORA") throw new InvalidDataException($"{path}: peft_type \"{peftType}\" is not supported; only \"LORA\" adapters load here{peftType switch
+        {
+            "IA3" => " (load IA3 adapters with Formats.IA3AdapterFile)",
+            "PROMPT_TUNING" or "PREFIX_TUNING" or "P_TUNING" => " (load prompt-learning adapters with Formats.PromptLearningAdapterFile)",
+            _ => "",
+        }}.");
         if (GetBool(path, root, "fan_in_fan_out") == true)
             throw new InvalidDataException($"{path}: fan_in_fan_out = true (Conv1D weights stored [in, out]) is not supported; Llama linears are [out, in].");
         if (root.TryGetProperty("modules_to_save", out var toSave) && toSave.ValueKind == JsonValueKind.Array && toSave.GetArrayLength() > 0)

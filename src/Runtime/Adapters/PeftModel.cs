@@ -22,7 +22,7 @@ public sealed record AdaptedLayer(string Path, int InFeatures, int OutFeatures, 
 /// 4-bit for QLoRA), freezes everything else, and manages named adapters: add, activate, disable, delete,
 /// weighted combination, merge and unload.
 /// </summary>
-public sealed class PeftModel<TModel> : IDisposable where TModel : Module
+public sealed partial class PeftModel<TModel> : IDisposable where TModel : Module
 {
     private readonly Dictionary<string, LoRAConfig> _configs = new(StringComparer.Ordinal);
     private readonly QuantizationConfig? _quantization;
@@ -41,11 +41,13 @@ public sealed class PeftModel<TModel> : IDisposable where TModel : Module
     public Rng DropoutRng { get; }
 
     /// <summary>Names of the adapters, in the order they were added.</summary>
-    public IEnumerable<string> Adapters => _configs.Keys;
+    public IEnumerable<string> Adapters => _configs.Keys.Concat(_veraConfigs.Keys);
 
     /// <summary>The configuration an adapter was created with.</summary>
     public LoRAConfig GetConfig(string adapter) =>
-        _configs.TryGetValue(adapter, out var c) ? c : throw new KeyNotFoundException($"No adapter '{adapter}' (have: {string.Join(", ", _configs.Keys)}).");
+        _configs.TryGetValue(adapter, out var c) ? c
+        : _veraConfigs.ContainsKey(adapter) ? throw new KeyNotFoundException($"'{adapter}' is a VeRA adapter, not LoRA: use GetVeraConfig, and VeraAdapterFile to save or load it.")
+        : throw new KeyNotFoundException($"No adapter '{adapter}' (have: {string.Join(", ", _configs.Keys)}).");
 
     /// <summary>Adapted layers by path.</summary>
     public IEnumerable<(string Path, LoRALinear Layer)> LoRALayers =>
@@ -72,12 +74,14 @@ public sealed class PeftModel<TModel> : IDisposable where TModel : Module
         ArgumentNullException.ThrowIfNull(name);
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
-        if (_configs.ContainsKey(name)) throw new ArgumentException($"An adapter named '{name}' already exists.", nameof(name));
+        if (_configs.ContainsKey(name) || _veraConfigs.ContainsKey(name)) throw new ArgumentException($"An adapter named '{name}' already exists.", nameof(name));
+        if (_veraConfigs.Count > 0) throw new ArgumentException($"This model holds VeRA adapters; like PEFT, one PeftModel holds adapters of one method. Create another PeftModel for LoRA adapter '{name}'.", nameof(config));
         var paths = ResolveTargets(config);
         var initRng = new Rng((ulong)config.Seed * 0x9E37_79B9 + (ulong)_configs.Count + 1);
         bool first = _configs.Count == 0;
         foreach (var path in paths)
         {
+            LoRAVariants.CheckBase(config, _quantization, path, (Model.GetModule(path) as LoRALinear)?.BaseLayer ?? (LinearBase)Model.GetModule(path));
             var layer = Model.GetModule(path) as LoRALinear ?? Wrap(path);
             int rank = config.RankFor(path);
             int limit = Math.Min(layer.InFeatures, layer.OutFeatures);
@@ -95,6 +99,11 @@ public sealed class PeftModel<TModel> : IDisposable where TModel : Module
     public void SetAdapter(params string[] names)
     {
         ArgumentNullException.ThrowIfNull(names);
+        if (_veraConfigs.Count > 0)
+        {
+            SetVeraAdapters(names);
+            return;
+        }
         foreach (var n in names) GetConfig(n);
         foreach (var (_, layer) in LoRALayers)
         {
@@ -102,7 +111,7 @@ public sealed class PeftModel<TModel> : IDisposable where TModel : Module
             foreach (var adapter in layer.AdapterNames)
             {
                 bool active = names.Contains(adapter);
-                layer.LoraA(adapter).RequiresGrad = active;
+                layer.LoraA(adapter).RequiresGrad = active && !layer.GetSettings(adapter).UseLoRAFA; // LoRA-FA keeps A frozen
                 layer.LoraB(adapter).RequiresGrad = active;
                 if (layer.Magnitude(adapter) is { } m) m.RequiresGrad = active;
                 if (!active)
@@ -115,21 +124,28 @@ public sealed class PeftModel<TModel> : IDisposable where TModel : Module
     }
 
     /// <summary>The active adapters.</summary>
-    public IReadOnlyList<string> ActiveAdapters => LoRALayers.Select(l => l.Layer.ActiveAdapters).FirstOrDefault() ?? [];
+    public IReadOnlyList<string> ActiveAdapters => LoRALayers.Select(l => l.Layer.ActiveAdapters).Concat(VeraLayers.Select(l => l.Layer.ActiveAdapters)).FirstOrDefault() ?? [];
 
     /// <summary>Runs the base model without adapters until the returned scope is disposed (PEFT's disable_adapter()).</summary>
     public IDisposable DisableAdapters()
     {
         foreach (var (_, layer) in LoRALayers) layer.AdaptersDisabled = true;
+        SetVeraDisabled(true);
         return new Restore(() =>
         {
             foreach (var (_, layer) in LoRALayers) layer.AdaptersDisabled = false;
+            SetVeraDisabled(false);
         });
     }
 
     /// <summary>Removes an adapter from every layer.</summary>
     public void DeleteAdapter(string name)
     {
+        if (_veraConfigs.ContainsKey(name))
+        {
+            DeleteVeraAdapter(name);
+            return;
+        }
         GetConfig(name);
         foreach (var (_, layer) in LoRALayers)
             if (layer.AdapterNames.Contains(name)) layer.DeleteAdapter(name);
@@ -192,12 +208,14 @@ public sealed class PeftModel<TModel> : IDisposable where TModel : Module
     public void Merge()
     {
         foreach (var (_, layer) in LoRALayers) layer.Merge();
+        foreach (var (_, layer) in VeraLayers) layer.Merge();
     }
 
     /// <summary>Undoes <see cref="Merge"/>.</summary>
     public void Unmerge()
     {
         foreach (var (_, layer) in LoRALayers) layer.Unmerge();
+        foreach (var (_, layer) in VeraLayers) layer.Unmerge();
     }
 
     /// <summary>
@@ -225,6 +243,7 @@ public sealed class PeftModel<TModel> : IDisposable where TModel : Module
             plain.Freeze();
             Model.ReplaceModule(path, plain).Dispose();
         }
+        MergeAndUnloadVera(storageType);
         _configs.Clear();
         return Model;
     }
@@ -233,11 +252,11 @@ public sealed class PeftModel<TModel> : IDisposable where TModel : Module
     public IEnumerable<Tensor> TrainableParameters() => Model.TrainableParameters();
 
     /// <summary>The layers an adapter adapts, with shapes and parameter counts.</summary>
-    public IReadOnlyList<AdaptedLayer> Plan(string adapter = "default") =>
+    public IReadOnlyList<AdaptedLayer> Plan(string adapter = "default") => _veraConfigs.ContainsKey(adapter) ? VeraPlan(adapter) :
         LoRALayers.Where(l => l.Layer.AdapterNames.Contains(adapter)).Select(l =>
         {
             var s = l.Layer.GetSettings(adapter);
-            long count = (long)s.Rank * (l.Layer.InFeatures + l.Layer.OutFeatures) + (s.UseDoRA ? l.Layer.OutFeatures : 0);
+            long count = (long)s.Rank * ((s.UseLoRAFA ? 0 : l.Layer.InFeatures) + l.Layer.OutFeatures) + (s.UseDoRA ? l.Layer.OutFeatures : 0);
             return new AdaptedLayer(l.Path, l.Layer.InFeatures, l.Layer.OutFeatures, s.Rank, s.Alpha, s.Scaling, l.Layer.BaseLayer is Linear4Bit, count);
         }).ToList();
 
@@ -247,6 +266,7 @@ public sealed class PeftModel<TModel> : IDisposable where TModel : Module
         var (trainable, total) = Model.CountParameters();
         total += LoRALayers.Where(l => l.Layer.BaseLayer is Linear4Bit)
             .Sum(l => (long)l.Layer.InFeatures * l.Layer.OutFeatures); // 4-bit weights are not tensors but still parameters
+        total += VeraLayers.Where(l => l.Layer.BaseLayer is Linear4Bit).Sum(l => (long)l.Layer.InFeatures * l.Layer.OutFeatures);
         return string.Create(CultureInfo.InvariantCulture,
             $"trainable params: {trainable:N0} || all params: {total:N0} || trainable%: {100.0 * trainable / Math.Max(1, total):F4}");
     }
@@ -261,7 +281,11 @@ public sealed class PeftModel<TModel> : IDisposable where TModel : Module
     }
 
     /// <summary>Disposes the model.</summary>
-    public void Dispose() => Model.Dispose();
+    public void Dispose()
+    {
+        Model.Dispose();
+        VeraProjections?.Dispose();
+    }
 
     private LoRALinear Wrap(string path)
     {
@@ -344,9 +368,38 @@ public sealed class PeftModel<TModel> : IDisposable where TModel : Module
 }
 
 /// <summary>Entry points that infer the model type.</summary>
-public static class PeftModel
+public static partial class PeftModel
 {
     /// <summary>Adds LoRA (or QLoRA with <paramref name="quantization"/>) to <paramref name="model"/>.</summary>
     public static PeftModel<TModel> Create<TModel>(TModel model, LoRAConfig config, QuantizationConfig? quantization = null, string adapterName = "default")
         where TModel : Module => PeftModel<TModel>.Create(model, config, quantization, adapterName);
+
+    /// <summary>Adds (IA)³ to <paramref name="model"/>.</summary>
+    public static IA3Model<TModel> Create<TModel>(TModel model, IA3Config config, string adapterName = "default")
+        where TModel : Module => IA3Model<TModel>.Create(model, config, adapterName);
+
+    /// <summary>Adds prompt tuning, P-tuning or prefix tuning to <paramref name="model"/> (a tokenizer only for prompt tuning's text init).</summary>
+    public static PromptLearningModel Create(Models.Llama.LlamaForCausalLM model, PromptLearningConfig config, Text.ITokenizer? tokenizer = null, string adapterName = "default") =>
+        PromptLearningModel.Create(model, config, tokenizer, adapterName);
+
+    /// <summary>
+    /// Whether <paramref name="config"/> adapts the linear layer at <paramref name="path"/>: its targets select it and
+    /// neither its exclusions nor its layer filter drop it (PEFT's rules; generated code checks layers with it).
+    /// </summary>
+    public static bool Adapts(LoRAConfig config, string path)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(path);
+        return config.Targets.Matches(path)
+            && !config.Exclude.Any(e => TargetModules.MatchesName(path, e))
+            && (config.Layers is not { } layers || layers.Any(i => path.Contains($"layers.{i}.", StringComparison.Ordinal)));
+    }
+
+    /// <summary>The rank <paramref name="config"/> gives the layer at <paramref name="path"/>: its rank_pattern entry, else its rank.</summary>
+    public static int RankFor(LoRAConfig config, string path)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(path);
+        return config.RankFor(path);
+    }
 }

@@ -101,7 +101,7 @@ internal static class Grads
         accumulate = t.Grad != null;
         if (t.Grad == null)
         {
-            t.Grad = Tensor.Create(t.ShapeArray, DType.Float32, zeroed: false, scoped: t.IsRecorded);
+            t.Grad = Tensor.Create(t.ShapeArray, DType.Float32, zeroed: false, scoped: t.IsRecorded, device: t.Device);
             t.Grad.Name = t.Name is null ? null : t.Name + ".grad";
         }
         return t.Grad;

@@ -39,16 +39,17 @@ public sealed class TextGenerator
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         if (promptIds.Length == 0) throw new ArgumentException("The prompt must hold at least one token (BOS).", nameof(promptIds));
-        int context = _model.Config.MaxPositionEmbeddings;
+        int reserved = _model.Model.PromptLearning?.VirtualTokens ?? 0; // prompt learning's virtual positions sit in the cache first
+        int context = _model.Config.MaxPositionEmbeddings - reserved;
         if (promptIds.Length > context)
-            throw new ArgumentException($"The prompt is {promptIds.Length} tokens; the model's context is {context} (max_position_embeddings). Shorten the prompt.", nameof(promptIds));
+            throw new ArgumentException($"The prompt is {promptIds.Length} tokens; the model's context is {context} (max_position_embeddings{(reserved > 0 ? $" less {reserved} virtual tokens" : "")}). Shorten the prompt.", nameof(promptIds));
         int capacity = Math.Min(context, promptIds.Length + options.MaxNewTokens);
         var ids = new List<int>(capacity);
         ids.AddRange(promptIds.ToArray());
         var sampler = new Sampler(options);
         bool wasTraining = _model.IsTraining;
         _model.Eval();
-        using var cache = new KvCache(_model.Config, batch: 1, capacity);
+        using var cache = new KvCache(_model.Config, batch: 1, capacity + reserved);
         using var noGrad = GradMode.Disable();
         try
         {

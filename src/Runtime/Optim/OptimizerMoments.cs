@@ -57,5 +57,6 @@ internal sealed unsafe class FullMoments(Tensor p, bool paged) : OptimizerMoment
     }
 
     private static Tensor NewMoment(Tensor p, bool paged) =>
-        paged ? PagedMemory.Zeros(p.ShapeArray) : Tensor.Create(p.ShapeArray, DType.Float32, zeroed: true, scoped: false);
+        paged && p.Device.Type == DeviceType.Cpu ? PagedMemory.Zeros(p.ShapeArray)
+            : Tensor.Create(p.ShapeArray, DType.Float32, zeroed: true, scoped: false, device: p.Device);
 }

@@ -24,7 +24,7 @@ public static partial class Ops
         x = x.Contiguous();
         var shape = (int[])x.ShapeArray.Clone();
         shape[^1] = outF;
-        var y = Tensor.Empty(shape);                                                         // [..., out]
+        var y = Tensor.Empty(shape, x.Device);                                               // [..., out]
         var be = Backend.Of(x);
         be.Linear4BitForward(x, weight, y);
         if (bias != null) be.AddScaled(y, 1f, bias, 1f, y);

@@ -111,7 +111,8 @@ public sealed unsafe class Tensor : IDisposable
     }
 
     /// <summary>Pointer to the first element of a CPU tensor, any dtype.</summary>
-    internal byte* RawData => ((HostStorage)Storage).Pointer + Offset * DType.ElementSize();
+    internal byte* RawData => (Storage as HostStorage ?? throw new InvalidOperationException(
+        $"{DescribeForError()} is on {Device}; this operation needs a CPU tensor: copy it with To(Device.Cpu).")).Pointer + Offset * DType.ElementSize();
 
     /// <summary>The raw bytes of a contiguous CPU tensor of any dtype.</summary>
     internal Span<byte> RawDataSpan()
@@ -131,6 +132,11 @@ public sealed unsafe class Tensor : IDisposable
     /// <summary>Copies the elements, in row-major order, to a new float32 array (any layout, any dtype).</summary>
     public float[] ToArray()
     {
+        if (Device.Type != DeviceType.Cpu)
+        {
+            using var host = ToDevice(Device.Cpu, scoped: false);
+            return host.ToArray();
+        }
         var result = new float[Count];
         Tensor? dense = null;
         if (DType != DType.Float32) dense = ConvertDType(DType.Float32, scoped: false);
@@ -164,7 +170,7 @@ public sealed unsafe class Tensor : IDisposable
     public float Item()
     {
         if (Count != 1) throw new InvalidOperationException($"Item() needs a one-element tensor; {DescribeForError()} has {Count}.");
-        if (DType == DType.Float32) return *(float*)RawData;
+        if (DType == DType.Float32 && Device.Type == DeviceType.Cpu) return *(float*)RawData;
         return ToArray()[0];
     }
 
@@ -214,13 +220,19 @@ public sealed unsafe class Tensor : IDisposable
         return t;
     }
 
-    /// <summary>A new uninitialised tensor (contents undefined). Owned by the current scope, if any.</summary>
-    internal static Tensor Empty(int[] shape, DType dtype = DType.Float32) => Create(shape, dtype, zeroed: false);
+    /// <summary>A new uninitialised tensor (contents undefined) on <paramref name="device"/> (default: the CPU). Owned by the current scope, if any.</summary>
+    internal static Tensor Empty(int[] shape, DType dtype = DType.Float32, Device device = default) => Create(shape, dtype, zeroed: false, device: device);
 
-    internal static Tensor Create(int[] shape, DType dtype, bool zeroed, bool scoped = true)
+    /// <summary>A new uninitialised float32 tensor on <paramref name="device"/>.</summary>
+    internal static Tensor Empty(int[] shape, Device device) => Create(shape, DType.Float32, zeroed: false, device: device);
+
+    internal static Tensor Create(int[] shape, DType dtype, bool zeroed, bool scoped = true, Device device = default)
     {
         ShapeUtil.Validate(shape);
-        var storage = new CpuStorage(ShapeUtil.Count(shape) * dtype.ElementSize(), zeroed);
+        long bytes = ShapeUtil.Count(shape) * dtype.ElementSize();
+        TensorStorage storage = device.Type == DeviceType.Cpu
+            ? new CpuStorage(bytes, zeroed)
+            : Backends.Cuda.CudaStorage.Allocate(device, bytes, zeroed);
         return OnStorage(storage, shape, dtype, scoped);
     }
 
@@ -251,6 +263,56 @@ public sealed unsafe class Tensor : IDisposable
     }
 
     // ---- conversions -----------------------------------------------------------------------------------
+
+    /// <summary>
+    /// A copy on <paramref name="device"/> (same shape and dtype, dense), or this tensor when already there. Not recorded
+    /// by autograd: move parameters and inputs, not activations. Owned by the current scope, if any.
+    /// </summary>
+    /// <exception cref="Backends.Cuda.CudaNotAvailableException">The device is a GPU and CUDA is not available.</exception>
+    public Tensor To(Device device) => device == Device ? this : ToDevice(device, scoped: true);
+
+    /// <summary>
+    /// Moves this tensor's data to <paramref name="device"/> in place (PyTorch's <c>module.to(device)</c> for one
+    /// parameter): the tensor gets a dense copy of its elements on the device and lets go of its old storage. Views
+    /// taken before the move keep the old storage. Gradients are dropped.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The tensor is not a leaf (an activation recorded by autograd).</exception>
+    public void MoveTo(Device device)
+    {
+        if (device == Device) return;
+        if (IsRecorded)
+            throw new InvalidOperationException($"MoveTo({device}): {DescribeForError()} is an activation recorded by autograd; move parameters and inputs only.");
+        if (!IsContiguous || Offset != 0)
+            throw new InvalidOperationException($"MoveTo({device}): {DescribeForError()} is a view (strided or offset); move the tensor it views instead.");
+        using var moved = ToDevice(device, scoped: false);
+        ZeroGrad();
+        moved.Storage.AddRef();
+        var old = Interlocked.Exchange(ref _storage, moved.Storage);
+        old?.Release();
+    }
+
+    private Tensor ToDevice(Device device, bool scoped)
+    {
+        if (!IsContiguous)
+        {
+            // Make a dense copy where the data is, then move that.
+            using var dense = Create(_shape, DType, zeroed: false, scoped: false, device: Device);
+            if (Device.Type == DeviceType.Cpu) CopyRawStrided(this, dense);
+            else Backends.Backend.Of(this).CopyStrided(this, dense, accumulate: false);
+            return dense.ToDevice(device, scoped);
+        }
+        var result = Create(_shape, DType, zeroed: false, scoped, device);
+        try
+        {
+            Backends.Cuda.CudaStorage.CopyBetweenDevices(this, result);
+        }
+        catch
+        {
+            result.Dispose();
+            throw;
+        }
+        return result;
+    }
 
     /// <summary>A copy in another element type (float32 ⇄ bfloat16 / float16); this tensor when already <paramref name="dtype"/>.</summary>
     public Tensor To(DType dtype) => dtype == DType ? this : ConvertDType(dtype, scoped: true);

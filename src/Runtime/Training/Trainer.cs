@@ -70,7 +70,7 @@ public sealed class Trainer : IDisposable
         _rngs = rngs ?? [];
         _parameters = model.NamedParameters().Where(p => p.Tensor.RequiresGrad).ToList();
         if (_parameters.Count == 0) throw new InvalidOperationException("The model has no trainable parameters: add an adapter or unfreeze something.");
-        _optimizer = CreateOptimizer(options, _parameters);
+        _optimizer = CreateOptimizer(options, _parameters, LayerwiseLearningRate.CountLayers(model.NamedParameters().Select(p => p.Path)));
         _schedule = LearningRateSchedule.FromName(options.Schedule, options.LearningRate, options.WarmupSteps, options.MaxSteps);
     }
 
@@ -82,6 +82,12 @@ public sealed class Trainer : IDisposable
 
     /// <summary>The optimizer (for inspection).</summary>
     public IOptimizer Optimizer => _optimizer;
+
+    /// <summary>Called after every applied optimizer step, in order (e.g. a <c>DeltaLoRAUpdater</c> moving the base).</summary>
+    public IList<IAfterStepHook> AfterStepHooks { get; } = new List<IAfterStepHook>();
+
+    /// <summary>Called once per step after backward and before clipping, in order (e.g. sparse fine-tuning's mask).</summary>
+    public IList<IGradientMask> GradientMasks { get; } = new List<IGradientMask>();
 
     /// <summary>Test hook: called with each checkpoint file just before it is written (a throw simulates a crash mid-write).</summary>
     internal Action<string>? BeforeCheckpointFileWrite { get; set; }
@@ -136,6 +142,7 @@ public sealed class Trainer : IDisposable
             (accumulation == 1 ? loss : Ops.Scale(loss, 1f / accumulation)).Backward();
         }
         float mean = (float)(total / accumulation);
+        foreach (var mask in GradientMasks) mask.MaskGradients();
         float norm = Options.MaxGradNorm > 0 ? GradientClipping.ClipGlobalNorm(_optimizer.AllParameters(), Options.MaxGradNorm) : float.NaN;
         bool finite = float.IsFinite(mean) && (Options.MaxGradNorm == 0 || float.IsFinite(norm));
         if (!finite)
@@ -150,6 +157,7 @@ public sealed class Trainer : IDisposable
         _optimizer.LearningRate = lr;
         _optimizer.Step();
         _optimizer.ZeroGrad();
+        foreach (var hook in AfterStepHooks) hook.AfterStep(_step + 1);
         return (mean, norm, tokens);
     }
 
@@ -353,17 +361,9 @@ public sealed class Trainer : IDisposable
         }
     }
 
-    private void AppendMetrics(TrainerProgress p)
-    {
-        Directory.CreateDirectory(Options.OutputDir!);
-        var line = string.Create(CultureInfo.InvariantCulture,
-            $"{{\"step\":{p.Step},\"loss\":{Json(p.Loss)},\"lr\":{Json(p.LearningRate)},\"grad_norm\":{Json(p.GradNorm)},\"tokens_per_s\":{p.TokensPerSecond:F1},\"eval_loss\":{(p.EvalLoss is float e ? Json(e) : "null")},\"elapsed_s\":{p.Elapsed.TotalSeconds:F3}}}");
-        File.AppendAllText(Path.Combine(Options.OutputDir!, "metrics.jsonl"), line + "\n");
+    private void AppendMetrics(TrainerProgress p) => MetricsJsonl.Append(Path.Combine(Options.OutputDir!, MetricsJsonl.FileName), p);
 
-        static string Json(float v) => float.IsFinite(v) ? v.ToString("R", CultureInfo.InvariantCulture) : "null";
-    }
-
-    private static IOptimizer CreateOptimizer(TrainerOptions options, List<(string Path, Tensor Tensor)> parameters)
+    private static IOptimizer CreateOptimizer(TrainerOptions options, List<(string Path, Tensor Tensor)> parameters, int layerCount)
     {
         // LoRA+: B matrices learn `ratio` times faster than everything else.
         bool loraPlus = options.LoRAPlusRatio > 0 && options.LoRAPlusRatio != 1;
@@ -376,6 +376,10 @@ public sealed class Trainer : IDisposable
             if (b.Count == 0) throw new ArgumentException("LoRAPlusRatio is set but the model has no trainable lora_B matrices.", nameof(options));
             groups.Add(new ParameterGroup(b, options.LoRAPlusRatio));
         }
+        // Layer-wise decay splits every group by depth; a LoRA+ B matrix gets ratio · decay^(L−1−layer).
+        if (options.LayerwiseLearningRateDecay != 1f)
+            groups = LayerwiseLearningRate.Groups(parameters, layerCount, options.LayerwiseLearningRateDecay,
+                path => loraPlus && IsLoraB(path) ? options.LoRAPlusRatio : 1f).ToList();
         return options.Optimizer switch
         {
             OptimizerKind.AdamW => new AdamW(groups, options.LearningRate, weightDecay: options.WeightDecay),

@@ -52,6 +52,12 @@ public sealed record TrainerOptions
     /// <summary>LoRA+: learning rate of B matrices = ratio × that of A (recommended 16); 0 or 1 disables.</summary>
     public float LoRAPlusRatio { get; init; }
 
+    /// <summary>
+    /// Layer-wise learning-rate decay γ in (0, 1]: decoder layer i of L trains at lr·γ^(L−1−i), the token embedding at
+    /// lr·γ^L, the head and final norm at lr (see <see cref="Optim.LayerwiseLearningRate"/>); 1 disables.
+    /// </summary>
+    public float LayerwiseLearningRateDecay { get; init; } = 1f;
+
     /// <summary>Evaluate every this many steps (0: only at the end, when an eval source is given).</summary>
     public int EvalEvery { get; init; }
 
@@ -83,6 +89,7 @@ public sealed record TrainerOptions
         Require(MaxGradNorm >= 0, nameof(MaxGradNorm), MaxGradNorm, "must be ≥ 0");
         Require(WarmupSteps >= 0 && WarmupSteps <= MaxSteps, nameof(WarmupSteps), WarmupSteps, $"must be in [0, MaxSteps = {MaxSteps}]");
         Require(LoRAPlusRatio >= 0, nameof(LoRAPlusRatio), LoRAPlusRatio, "must be ≥ 0");
+        Require(LayerwiseLearningRateDecay > 0 && LayerwiseLearningRateDecay <= 1, nameof(LayerwiseLearningRateDecay), LayerwiseLearningRateDecay, "must be in (0, 1]; 1 disables layer-wise decay");
         Require(CheckpointEvery >= 0, nameof(CheckpointEvery), CheckpointEvery, "must be ≥ 0");
         Require(CheckpointEvery == 0 || OutputDir != null, nameof(OutputDir), "null", "is needed to write checkpoints");
         Require(KeepCheckpoints >= 1, nameof(KeepCheckpoints), KeepCheckpoints, "must be ≥ 1");

@@ -47,8 +47,14 @@ public static class TrainingLoop
 {
     /// <summary>Runs <see cref="TrainingOptions.Steps"/> steps on batches from <paramref name="nextBatch"/> and returns the losses.</summary>
     /// <exception cref="InvalidOperationException">The loss became NaN or infinite (names the step).</exception>
+    /// <param name="model">The model; its parameters that require gradients train.</param>
+    /// <param name="nextBatch">The batch of each step.</param>
+    /// <param name="options">Steps, learning rate, schedule, clipping.</param>
+    /// <param name="progress">Receives a report after each step.</param>
+    /// <param name="cancellationToken">Stops before the next step.</param>
+    /// <param name="afterStep">Called after each optimizer step (e.g. a <c>DeltaLoRAUpdater</c>).</param>
     public static IReadOnlyList<float> Run(LlamaForCausalLM model, Func<int, Batch> nextBatch, TrainingOptions options,
-        IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
+        IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default, IAfterStepHook? afterStep = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(nextBatch);
@@ -77,6 +83,7 @@ public static class TrainingLoop
                 optimizer.LearningRate = schedule.At(step);
                 optimizer.Step();
                 optimizer.ZeroGrad();
+                afterStep?.AfterStep(step + 1);
             }
             losses.Add(loss);
             progress?.Report(new TrainingProgress(step + 1, options.Steps, loss, schedule.At(step), norm,

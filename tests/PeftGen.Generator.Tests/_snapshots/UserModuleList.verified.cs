@@ -20,12 +20,158 @@ partial class Stack
     public static global::PeftGen.Adapters.QuantizationConfig? QuantizationConfig => null;
 
     /// <summary>
+    /// The keys of the "default" adapter's tensors in a PEFT <c>adapter_model.safetensors</c>, in module order, with "{i}"
+    /// for each module-list index: the layers its targets may select; list lengths, layer filters and shapes are only
+    /// known at run time (biases its bias mode saves are not listed).
+    /// </summary>
+    public static global::System.Collections.Generic.IReadOnlyList<string> AdapterFileKeys { get; } = new string[]
+    {
+        "base_model.model.blocks.{i}.proj.lora_A.weight",
+        "base_model.model.blocks.{i}.proj.lora_B.weight",
+    };
+
+    /// <summary>
     /// Freezes this model and wraps the layers its adapters target ("default") with LoRA.
     /// The "default" adapter is active. The model is owned by the returned <see cref="global::PeftGen.Adapters.PeftModel{TModel}"/>.
     /// </summary>
-    /// <exception cref="global::System.ArgumentException">A target matches no layer of this model, or a rank exceeds a layer's size.</exception>
+    /// <exception cref="global::System.ArgumentException">
+    /// A target matches no layer of this model, or a rank exceeds a layer's size (where the compiler could not check it,
+    /// with the text of diagnostic PEFT003).
+    /// </exception>
     public global::PeftGen.Adapters.PeftModel<global::Stack> ApplyAdapters()
     {
+        ThrowIfRankExceedsLayer(LoRAConfig);
         return global::PeftGen.Adapters.PeftModel.Create(this, LoRAConfig, QuantizationConfig, "default");
+    }
+
+    /// <summary>
+    /// Every linear layer of this model with its PyTorch-style path, in module order, read through this class's members
+    /// (loops over module lists, no reflection). Adapted layers appear as their <see cref="global::PeftGen.Adapters.LoRALinear"/> wrappers.
+    /// </summary>
+    public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Nn.LinearBase Layer)> LinearLayers()
+    {
+        var layers = new global::System.Collections.Generic.List<(string Path, global::PeftGen.Nn.LinearBase Layer)>();
+        for (int i0 = 0; i0 < this.Blocks.Count; i0++)
+        {
+            Add($"blocks.{i0}.proj", this.Blocks[i0].Proj);
+        }
+        Add("head", this.Head);
+        return layers;
+
+        void Add(string path, global::PeftGen.Nn.Module? layer)
+        {
+            if (layer is global::PeftGen.Nn.LinearBase linear) layers.Add((path, linear));
+        }
+    }
+
+    /// <summary>
+    /// The tensors of adapter <paramref name="adapter"/> by their in-memory paths, which are PEFT's
+    /// (<c>&lt;layer path&gt;.lora_A.&lt;adapter&gt;.weight</c>): each adapted layer's A [r, in], B [out, r] and DoRA
+    /// magnitude [out], in module order, read through <see cref="LinearLayers"/>. The ones that train require gradients
+    /// while the adapter is active. Empty until <see cref="ApplyAdapters"/> or <see cref="LoadAdapter"/> wraps the layers.
+    /// </summary>
+    /// <param name="adapter">The adapter's name.</param>
+    public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Tensors.Tensor Tensor)> NamedAdapterParameters(string adapter = "default")
+    {
+        var parameters = new global::System.Collections.Generic.List<(string Path, global::PeftGen.Tensors.Tensor Tensor)>();
+        foreach (var (path, layer) in LinearLayers())
+        {
+            if (layer is not global::PeftGen.Adapters.LoRALinear lora || !global::System.Linq.Enumerable.Contains(lora.AdapterNames, adapter)) continue;
+            parameters.Add((path + ".lora_A." + adapter + ".weight", lora.LoraA(adapter)));                    // [r, in]
+            parameters.Add((path + ".lora_B." + adapter + ".weight", lora.LoraB(adapter)));                    // [out, r]
+            if (lora.Magnitude(adapter) is { } magnitude)
+                parameters.Add((path + ".lora_magnitude_vector." + adapter + ".weight", magnitude));           // [out]
+        }
+        return parameters;
+    }
+
+    /// <summary>
+    /// Writes adapter <paramref name="adapter"/> of <paramref name="peft"/> to <paramref name="folder"/> in Hugging Face PEFT
+    /// format: <c>adapter_config.json</c> and <c>adapter_model.safetensors</c> with keys such as
+    /// <c>base_model.model.&lt;layer path&gt;.lora_A.weight</c>, the tensors read through this class's members.
+    /// Both files are written in full under temporary names, then renamed into place.
+    /// </summary>
+    /// <param name="peft">The model with its adapters (from <see cref="ApplyAdapters"/> or <see cref="LoadAdapter"/>).</param>
+    /// <param name="folder">The adapter folder, created when missing.</param>
+    /// <param name="adapter">The adapter to save.</param>
+    /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
+    public static void SaveAdapter(global::PeftGen.Adapters.PeftModel<global::Stack> peft, string folder, string adapter = "default", string? baseModelNameOrPath = null)
+    {
+        global::System.ArgumentNullException.ThrowIfNull(peft);
+        global::PeftGen.Adapters.PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), peft.Model.AdapterFileTensors(adapter), folder, baseModelNameOrPath);
+    }
+
+    /// <summary>
+    /// Loads the Hugging Face PEFT adapter in <paramref name="folder"/> onto this model as <paramref name="adapter"/>, with
+    /// the folder's <c>adapter_config.json</c>: first checks that the keys and shapes of <c>adapter_model.safetensors</c> fit
+    /// this model's layers (nothing changes when they do not), then freezes the model, wraps the adapted layers
+    /// (quantizing their base per <see cref="QuantizationConfig"/>) and reads the weights. The model is owned by the result.
+    /// </summary>
+    /// <param name="folder">The adapter folder.</param>
+    /// <param name="adapter">The name the adapter gets.</param>
+    /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>
+    public global::PeftGen.Adapters.PeftModel<global::Stack> LoadAdapter(string folder, string adapter = "default")
+    {
+        global::System.ArgumentNullException.ThrowIfNull(folder);
+        string configPath = global::System.IO.Path.Combine(folder, global::PeftGen.Adapters.PeftAdapterFile.ConfigFileName);
+        var config = global::PeftGen.Adapters.PeftAdapterFile.ReadConfig(configPath);
+        var expected = new global::System.Collections.Generic.Dictionary<string, int[]>(global::System.StringComparer.Ordinal);
+        foreach (var (path, layer) in LinearLayers())
+        {
+            if (!global::PeftGen.Adapters.PeftModel.Adapts(config, path)) continue;
+            int rank = global::PeftGen.Adapters.PeftModel.RankFor(config, path);
+            expected.Add("base_model.model." + path + ".lora_A.weight", new[] { rank, layer.InFeatures });          // [r, in]
+            expected.Add("base_model.model." + path + ".lora_B.weight", new[] { layer.OutFeatures, rank });         // [out, r]
+            if (config.UseDoRA) expected.Add("base_model.model." + path + ".lora_magnitude_vector", new[] { layer.OutFeatures }); // [out]
+        }
+        using var weights = global::PeftGen.Adapters.PeftAdapterFile.OpenWeights(this, folder, expected);
+        global::PeftGen.Adapters.PeftModel<global::Stack> peft;
+        try
+        {
+            peft = global::PeftGen.Adapters.PeftModel.Create(this, config, QuantizationConfig, adapter);
+        }
+        catch (global::System.ArgumentException e)
+        {
+            throw new global::System.IO.InvalidDataException(configPath + ": " + e.Message, e);
+        }
+        foreach (var (key, tensor) in AdapterFileTensors(adapter))
+        {
+            using var value = weights.ReadTensor(key);
+            tensor.CopyFrom(value);
+        }
+        global::PeftGen.Adapters.PeftAdapterFile.ReadBiases(this, weights);
+        return peft;
+    }
+
+    // The adapter's tensors by PEFT file key (the adapter name is not part of the key).
+    private global::System.Collections.Generic.List<(string Key, global::PeftGen.Tensors.Tensor Tensor)> AdapterFileTensors(string adapter)
+    {
+        var tensors = new global::System.Collections.Generic.List<(string Key, global::PeftGen.Tensors.Tensor Tensor)>();
+        foreach (var (path, layer) in LinearLayers())
+        {
+            if (layer is not global::PeftGen.Adapters.LoRALinear lora || !global::System.Linq.Enumerable.Contains(lora.AdapterNames, adapter)) continue;
+            tensors.Add(("base_model.model." + path + ".lora_A.weight", lora.LoraA(adapter)));          // [r, in]
+            tensors.Add(("base_model.model." + path + ".lora_B.weight", lora.LoraB(adapter)));          // [out, r]
+            if (lora.Magnitude(adapter) is { } magnitude)
+                tensors.Add(("base_model.model." + path + ".lora_magnitude_vector", magnitude));        // [out]
+        }
+        return tensors;
+    }
+
+    // Ranks the compiler could not check (a shape or a list length is only known at run time), with PEFT003's text.
+    private void ThrowIfRankExceedsLayer(global::PeftGen.Adapters.LoRAConfig config)
+    {
+        foreach (var (path, layer) in LinearLayers())
+        {
+            if (!global::PeftGen.Adapters.PeftModel.Adapts(config, path)) continue;
+            int rank = global::PeftGen.Adapters.PeftModel.RankFor(config, path);
+            int limit = global::System.Math.Min(layer.InFeatures, layer.OutFeatures);
+            if (rank > limit)
+            {
+                throw new global::System.ArgumentException(string.Format(global::System.Globalization.CultureInfo.InvariantCulture,
+                    "LoRA rank {0} exceeds min(in, out) = {1} of '{2}' (weight [{3}, {4}]); lower the rank or override it for this layer with [LoRAOverride(Rank = …)]",
+                    rank, limit, path, layer.OutFeatures, layer.InFeatures));
+            }
+        }
     }
 }

@@ -38,19 +38,27 @@ public sealed class LlamaAttention : Module
     [ModuleName("o_proj")]
     public LinearBase OProj { get; private set; }
 
-    /// <summary>Attends x [b, t, hidden] to itself causally; with a cache, also to the cached past.</summary>
-    public Tensor Forward(Tensor x, KvCache? cache = null)
+    /// <summary>
+    /// Attends x [b, t, hidden] to itself causally; with a cache, also to the cached past; with a
+    /// <paramref name="prefix"/> (prefix tuning, no cache), also to n learned keys/values, the input then sitting at
+    /// positions n..n+t−1.
+    /// </summary>
+    public Tensor Forward(Tensor x, KvCache? cache = null, Adapters.KeyValuePrefix? prefix = null)
     {
+        if (prefix != null && cache != null)
+            throw new ArgumentException("A key/value prefix goes into the KV cache once, before decoding; pass either the prefix or the cache.", nameof(prefix));
         int b = x.Size(0), t = x.Size(1);
         int hq = _config.NumAttentionHeads, hkv = _config.KeyValueHeads, d = _config.HeadDim;
-        int offset = cache?.Length ?? 0;
+        int offset = cache?.Length ?? prefix?.Keys.Size(1) ?? 0;
         var q = QProj.Forward(x).Reshape(b, t, hq, d);                                     // [b, t, hq, d]
         var k = KProj.Forward(x).Reshape(b, t, hkv, d);                                    // [b, t, hkv, d]
         var v = VProj.Forward(x).Reshape(b, t, hkv, d);                                    // [b, t, hkv, d]
         q = Ops.Rope(q, offset, _config.RopeTheta, _config.RopeInterleaved);
         k = Ops.Rope(k, offset, _config.RopeTheta, _config.RopeInterleaved);
         Tensor y;                                                                          // [b, t, hq, d]
-        if (cache == null) y = Ops.CausalAttention(q, k, v);
+        if (prefix != null)
+            y = Ops.CausalAttentionWithPrefix(q, Ops.Concat([prefix.Keys, k], 1), Ops.Concat([prefix.Values, v], 1)); // keys [b, n + t, hkv, d]
+        else if (cache == null) y = Ops.CausalAttention(q, k, v);
         else
         {
             var (keys, values) = cache.Append(_layerIndex, k, v);

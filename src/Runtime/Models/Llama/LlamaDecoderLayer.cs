@@ -32,10 +32,46 @@ public sealed class LlamaDecoderLayer : Module
     [ModuleName("mlp")]
     public LlamaMlp Mlp { get; }
 
-    /// <summary>Transforms x [b, t, hidden].</summary>
-    public Tensor Forward(Tensor x, KvCache? cache = null)
+    /// <summary>Transforms x [b, t, hidden]; <paramref name="prefix"/> is this layer's prefix-tuning keys/values, if any.</summary>
+    public Tensor Forward(Tensor x, KvCache? cache = null, Adapters.KeyValuePrefix? prefix = null)
     {
-        var h = x + SelfAttn.Forward(InputLayerNorm.Forward(x), cache);                    // [b, t, hidden]
-        return h + Mlp.Forward(PostAttentionLayerNorm.Forward(h));                         // [b, t, hidden]
+        var h = x + Adapt(AttentionAdapter, SelfAttn.Forward(InputLayerNorm.Forward(x), cache, prefix)); // [b, t, hidden]
+        return h + Adapt(MlpAdapter, Mlp.Forward(PostAttentionLayerNorm.Forward(h)));     // [b, t, hidden]
     }
+
+    /// <summary>Module applied to the attention block's output before the residual add ("attn_adapter"), or null.</summary>
+    [ModuleName("attn_adapter")]
+    public Module<Tensor, Tensor>? AttentionAdapter { get; private set; }
+
+    /// <summary>Module applied to the MLP's output before the residual add ("mlp_adapter"), or null.</summary>
+    [ModuleName("mlp_adapter")]
+    public Module<Tensor, Tensor>? MlpAdapter { get; private set; }
+
+    /// <summary>
+    /// Inserts <paramref name="adapter"/> on the attention output (Houlsby's bottleneck placement), replacing any
+    /// previous one; null removes it. Returns the module taken out (the caller owns it), or null.
+    /// </summary>
+    public Module<Tensor, Tensor>? SetAttentionAdapter(Module<Tensor, Tensor>? adapter)
+    {
+        var previous = Swap("attn_adapter", AttentionAdapter, adapter);
+        AttentionAdapter = adapter;
+        return previous;
+    }
+
+    /// <summary>Inserts <paramref name="adapter"/> on the MLP output, as <see cref="SetAttentionAdapter"/> does on attention.</summary>
+    public Module<Tensor, Tensor>? SetMlpAdapter(Module<Tensor, Tensor>? adapter)
+    {
+        var previous = Swap("mlp_adapter", MlpAdapter, adapter);
+        MlpAdapter = adapter;
+        return previous;
+    }
+
+    private Module<Tensor, Tensor>? Swap(string name, Module<Tensor, Tensor>? current, Module<Tensor, Tensor>? replacement)
+    {
+        if (current != null) UnregisterModule(name);
+        if (replacement != null) RegisterModule(name, replacement);
+        return current;
+    }
+
+    private static Tensor Adapt(Module<Tensor, Tensor>? adapter, Tensor y) => adapter == null ? y : adapter.Forward(y); // [b, t, hidden]
 }

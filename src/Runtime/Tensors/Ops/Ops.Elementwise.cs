@@ -17,7 +17,7 @@ public static partial class Ops
             throw new ArgumentException($"Add: {b.DescribeForError()} neither matches nor broadcasts over {a.DescribeForError()}.", nameof(b));
         a = a.Contiguous();
         b = b.Contiguous();
-        var y = Tensor.Empty(a.ShapeArray);
+        var y = Tensor.Empty(a.ShapeArray, a.Device);
         Backend.Of(a).AddScaled(a, alpha, b, beta, y);
         if (Tape.ShouldRecord(a, b))
             Tape.Record(y, () =>
@@ -33,7 +33,7 @@ public static partial class Ops
                     var gb = Grads.Buffer(b, out bool acc);
                     if (broadcast)
                     {
-                        using var summed = Tensor.Empty(b.ShapeArray);
+                        using var summed = Tensor.Empty(b.ShapeArray, a.Device);
                         Backend.Of(g).SumRows(g, summed, accumulate: false);
                         Backend.Of(g).Scale(summed, beta, gb, acc);
                     }
@@ -49,7 +49,7 @@ public static partial class Ops
         RequireSameShape(a, b, nameof(Mul));
         a = a.Contiguous();
         b = b.Contiguous();
-        var y = Tensor.Empty(a.ShapeArray);
+        var y = Tensor.Empty(a.ShapeArray, a.Device);
         Backend.Of(a).Mul(a, b, y, accumulate: false);
         if (Tape.ShouldRecord(a, b))
             Tape.Record(y, () =>
@@ -69,7 +69,7 @@ public static partial class Ops
         if (v.Rank != 1 || x.Size(-1) != v.Size(0))
             throw new ArgumentException($"MulChannels: {v.DescribeForError()} must be [{x.Size(-1)}] to scale the channels of {x.DescribeForError()}.");
         x = x.Contiguous();
-        var y = Tensor.Empty(x.ShapeArray);
+        var y = Tensor.Empty(x.ShapeArray, x.Device);
         Backend.Of(x).MulRows(x, v, y, accumulate: false);
         if (Tape.ShouldRecord(x, v))
             Tape.Record(y, () =>
@@ -86,7 +86,7 @@ public static partial class Ops
     {
         ArgumentNullException.ThrowIfNull(x);
         x = x.Contiguous();
-        var y = Tensor.Empty(x.ShapeArray);
+        var y = Tensor.Empty(x.ShapeArray, x.Device);
         Backend.Of(x).Scale(x, s, y, accumulate: false);
         if (Tape.ShouldRecord(x))
             Tape.Record(y, () => Backend.Of(x).Scale(y.Grad!, s, Grads.Buffer(x, out bool acc), acc));
@@ -98,7 +98,7 @@ public static partial class Ops
     {
         ArgumentNullException.ThrowIfNull(x);
         x = x.Contiguous();
-        var y = Tensor.Empty(x.ShapeArray);
+        var y = Tensor.Empty(x.ShapeArray, x.Device);
         Backend.Of(x).SiluForward(x, y);
         if (Tape.ShouldRecord(x))
             Tape.Record(y, () => Backend.Of(x).SiluBackward(y.Grad!, x, Grads.Buffer(x, out bool acc), acc));
@@ -111,7 +111,7 @@ public static partial class Ops
         RequireSameShape(gate, up, nameof(SwiGlu));
         gate = gate.Contiguous();
         up = up.Contiguous();
-        var y = Tensor.Empty(gate.ShapeArray);
+        var y = Tensor.Empty(gate.ShapeArray, gate.Device);
         Backend.Of(gate).SwiGluForward(gate, up, y);
         if (Tape.ShouldRecord(gate, up))
             Tape.Record(y, () =>
@@ -126,8 +126,8 @@ public static partial class Ops
                     Backend.Of(g).SwiGluBackward(g, gate, up, dGate, dUp, accumulate: false);
                     return;
                 }
-                using var tGate = Tensor.Empty(gate.ShapeArray);
-                using var tUp = Tensor.Empty(up.ShapeArray);
+                using var tGate = Tensor.Empty(gate.ShapeArray, gate.Device);
+                using var tUp = Tensor.Empty(up.ShapeArray, gate.Device);
                 Backend.Of(g).SwiGluBackward(g, gate, up, tGate, tUp, accumulate: false);
                 if (dGate != null) Backend.Of(g).CopyStrided(tGate, dGate, accGate);
                 if (dUp != null) Backend.Of(g).CopyStrided(tUp, dUp, accUp);
@@ -151,7 +151,8 @@ public static partial class Ops
         var m = mask.AsSpan();
         float keep = 1f / (1f - p);
         for (int i = 0; i < m.Length; i++) m[i] = random.NextSingle() < p ? 0f : keep;
-        var y = Tensor.Empty(x.ShapeArray);
+        mask = mask.To(x.Device);                                                            // drawn on the host, used where x is
+        var y = Tensor.Empty(x.ShapeArray, x.Device);
         Backend.Of(x).Mul(x, mask, y, accumulate: false);
         if (Tape.ShouldRecord(x))
             Tape.Record(y, () => Backend.Of(x).Mul(y.Grad!, mask, Grads.Buffer(x, out bool acc), acc));
@@ -170,7 +171,7 @@ public static partial class Ops
         x = x.Contiguous();
         double total = Backend.Of(x).Sum(x);
         float factor = mean ? 1f / Math.Max(1, x.Count) : 1f;
-        var y = Tensor.Empty([1]);
+        var y = Tensor.Empty([1], x.Device);
         Backend.Of(x).Fill(y, (float)(total * factor));
         if (Tape.ShouldRecord(x))
             Tape.Record(y, () =>
@@ -179,7 +180,7 @@ public static partial class Ops
                 float g = y.Grad!.Item() * factor;
                 if (acc)
                 {
-                    using var fill = Tensor.Empty(x.ShapeArray);
+                    using var fill = Tensor.Empty(x.ShapeArray, x.Device);
                     Backend.Of(x).Fill(fill, g);
                     Backend.Of(x).CopyStrided(fill, gx, accumulate: true);
                 }
@@ -193,7 +194,7 @@ public static partial class Ops
     {
         ArgumentNullException.ThrowIfNull(x);
         x = x.Contiguous();
-        var y = Tensor.Empty(x.ShapeArray);
+        var y = Tensor.Empty(x.ShapeArray, x.Device);
         Backend.Of(x).SoftmaxForward(x, y);
         if (Tape.ShouldRecord(x))
             Tape.Record(y, () => Backend.Of(x).SoftmaxBackward(y.Grad!, y, Grads.Buffer(x, out bool acc), acc));

@@ -17,7 +17,7 @@ public static partial class Ops
             if ((uint)ids[i] >= (uint)vocab)
                 throw new ArgumentOutOfRangeException(nameof(ids), $"Token id {ids[i]} at position {i} is outside the vocabulary of {weight.DescribeForError()} (size {vocab}).");
         weight = weight.Contiguous();
-        var y = Tensor.Empty([.. shape, weight.Size(1)]);                                      // [..., c]
+        var y = Tensor.Empty([.. shape, weight.Size(1)], weight.Device);                       // [..., c]
         Backend.Of(weight).EmbeddingForward(weight, ids, y);
         if (Tape.ShouldRecord(weight))
         {
@@ -40,14 +40,14 @@ public static partial class Ops
         if (weight.Rank != 1 || x.Size(-1) != weight.Size(0))
             throw new ArgumentException($"RmsNorm: {x.DescribeForError()} does not fit weight {weight.DescribeForError()}.");
         x = x.Contiguous();
-        var y = Tensor.Empty(x.ShapeArray);                                                   // [..., c]
-        var rstd = Tensor.Empty([checked((int)(x.Count / weight.Size(0)))]);                 // [rows]
+        var y = Tensor.Empty(x.ShapeArray, x.Device);                                         // [..., c]
+        var rstd = Tensor.Empty([checked((int)(x.Count / weight.Size(0)))], x.Device);       // [rows]
         Backend.Of(x).RmsNormForward(x, weight, y, rstd, eps);
         if (Tape.ShouldRecord(x, weight))
             Tape.Record(y, () =>
             {
                 bool acc = false;
-                var dx = x.RequiresGrad ? Grads.Buffer(x, out acc) : Tensor.Empty(x.ShapeArray);
+                var dx = x.RequiresGrad ? Grads.Buffer(x, out acc) : Tensor.Empty(x.ShapeArray, x.Device);
                 Tensor? dw = null;
                 if (weight.RequiresGrad)
                 {
@@ -70,7 +70,7 @@ public static partial class Ops
         if (x.Rank != 4 || x.Size(3) % 2 != 0)
             throw new ArgumentException($"Rope: {x.DescribeForError()} must be [batch, time, heads, headDim] with an even headDim.", nameof(x));
         x = x.Contiguous();
-        var y = Tensor.Empty(x.ShapeArray);
+        var y = Tensor.Empty(x.ShapeArray, x.Device);
         Backend.Of(x).Rope(x, y, positionOffset, theta, interleaved, inverse: false);
         if (Tape.ShouldRecord(x))
             Tape.Record(y, () =>
@@ -82,7 +82,7 @@ public static partial class Ops
                     Backend.Of(x).Rope(y.Grad!, gx, positionOffset, theta, interleaved, inverse: true);
                     return;
                 }
-                using var back = Tensor.Empty(x.ShapeArray);
+                using var back = Tensor.Empty(x.ShapeArray, x.Device);
                 Backend.Of(x).Rope(y.Grad!, back, positionOffset, theta, interleaved, inverse: true);
                 Backend.Of(x).CopyStrided(back, gx, accumulate: true);
             });
@@ -105,9 +105,9 @@ public static partial class Ops
         k = k.Contiguous();
         v = v.Contiguous();
         float scale = 1f / MathF.Sqrt(q.Size(3));
-        var y = Tensor.Empty(q.ShapeArray);                                                   // [b, t, hq, d]
+        var y = Tensor.Empty(q.ShapeArray, q.Device);                                         // [b, t, hq, d]
         bool record = GradMode.IsEnabled && (q.RequiresGrad || k.RequiresGrad || v.RequiresGrad);
-        var lse = record ? Tensor.Empty([q.Size(0), q.Size(2), q.Size(1)]) : null;          // [b, hq, t]
+        var lse = record ? Tensor.Empty([q.Size(0), q.Size(2), q.Size(1)], q.Device) : null; // [b, hq, t]
         Backend.Of(q).AttentionForward(q, k, v, k.Size(1), y, lse, scale);
         if (record)
             Tape.Record(y, () =>
@@ -117,9 +117,9 @@ public static partial class Ops
                 var dq = q.RequiresGrad ? Grads.Buffer(q, out accQ) : null;
                 var dk = k.RequiresGrad ? Grads.Buffer(k, out accK) : null;
                 var dv = v.RequiresGrad ? Grads.Buffer(v, out accV) : null;
-                using var tq = dq == null || accQ ? Tensor.Empty(q.ShapeArray) : null;
-                using var tk = dk == null || accK ? Tensor.Empty(k.ShapeArray) : null;
-                using var tv = dv == null || accV ? Tensor.Empty(v.ShapeArray) : null;
+                using var tq = dq == null || accQ ? Tensor.Empty(q.ShapeArray, q.Device) : null;
+                using var tk = dk == null || accK ? Tensor.Empty(k.ShapeArray, q.Device) : null;
+                using var tv = dv == null || accV ? Tensor.Empty(v.ShapeArray, q.Device) : null;
                 Backend.Of(q).AttentionBackward(y.Grad!, q, k, v, y, lse!, tq ?? dq!, tk ?? dk!, tv ?? dv!, scale);
                 if (dq != null && tq != null) Backend.Of(q).CopyStrided(tq, dq, accumulate: true);
                 if (dk != null && tk != null) Backend.Of(q).CopyStrided(tk, dk, accumulate: true);
@@ -141,7 +141,7 @@ public static partial class Ops
         if (keyLength < q.Size(1) || keyLength > keyCache.Size(1))
             throw new ArgumentOutOfRangeException(nameof(keyLength), $"keyLength {keyLength} must be in [{q.Size(1)}, {keyCache.Size(1)}].");
         q = q.Contiguous();
-        var y = Tensor.Empty(q.ShapeArray);
+        var y = Tensor.Empty(q.ShapeArray, q.Device);
         Backend.Of(q).AttentionForward(q, keyCache, valueCache, keyLength, y, null, 1f / MathF.Sqrt(q.Size(3)));
         return y;
     }
@@ -166,14 +166,14 @@ public static partial class Ops
             throw new ArgumentException($"CrossEntropy: logits {logits.DescribeForError()} must be [n, vocab] with n = {targets.Length} targets.", nameof(logits));
         logits = logits.Contiguous();
         int n = logits.Size(0);
-        var losses = Tensor.Empty([n]);
-        var lse = Tensor.Empty([n]);
+        var losses = Tensor.Empty([n], logits.Device);
+        var lse = Tensor.Empty([n], logits.Device);
         var be = Backend.Of(logits);
         be.CrossEntropyForward(logits, targets, ignoreIndex, losses, lse);
         int counted = 0;
         foreach (int t in targets) if (t != ignoreIndex) counted++;
         float inverseCount = counted == 0 ? 0f : 1f / counted;
-        var y = Tensor.Empty([1]);
+        var y = Tensor.Empty([1], logits.Device);
         be.Fill(y, (float)(be.Sum(losses) * inverseCount));
         losses.Dispose();
         if (Tape.ShouldRecord(logits))
@@ -188,7 +188,7 @@ public static partial class Ops
                     be.CrossEntropyBackward(logits, lse, saved, ignoreIndex, scale, gl);
                     return;
                 }
-                using var tmp = Tensor.Empty(logits.ShapeArray);
+                using var tmp = Tensor.Empty(logits.ShapeArray, logits.Device);
                 be.CrossEntropyBackward(logits, lse, saved, ignoreIndex, scale, tmp);
                 be.CopyStrided(tmp, gl, accumulate: true);
             });

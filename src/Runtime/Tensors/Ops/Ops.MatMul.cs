@@ -23,7 +23,7 @@ public static partial class Ops
         int rows = checked((int)(x.Count / inF));
         var shape = (int[])x.ShapeArray.Clone();
         shape[^1] = outF;
-        var y = Tensor.Empty(shape);                                                         // [..., out]
+        var y = Tensor.Empty(shape, x.Device);                                               // [..., out]
         var be = Backend.Of(x);
         be.Gemm(false, true, rows, outF, inF, 1f, x, inF, 0, weight, inF, 0, 0f, y, outF, 0, 1);
         if (bias != null) be.AddScaled(y, 1f, bias, 1f, y);
@@ -67,7 +67,7 @@ public static partial class Ops
         int batch = checked((int)(ShapeUtil.Count(a.Shape[..^2])));
         var shape = (int[])a.ShapeArray.Clone();
         shape[^1] = n;
-        var y = Tensor.Empty(shape);                                                         // [..., m, n]
+        var y = Tensor.Empty(shape, a.Device);                                               // [..., m, n]
         var be = Backend.Of(a);
         be.Gemm(ma.Trans, mb.Trans, m, n, k, 1f, a, ma.Ld, ma.BatchStride, b, mb.Ld, shared ? 0 : mb.BatchStride,
             0f, y, n, (long)m * n, batch);

@@ -95,7 +95,7 @@ public static partial class Ops
     public static Tensor Contiguous(Tensor x)
     {
         ArgumentNullException.ThrowIfNull(x);
-        var y = Tensor.Empty(x.ShapeArray, x.DType);
+        var y = Tensor.Empty(x.ShapeArray, x.DType, x.Device);
         Backend.Of(x).CopyStrided(x, y, accumulate: false);
         if (Tape.ShouldRecord(x))
             Tape.Record(y, () => AccumulateGrad(x, y.Grad!));
@@ -118,7 +118,7 @@ public static partial class Ops
                     throw new ArgumentException($"Concat along dimension {d}: {t.DescribeForError()} does not match {first.DescribeForError()}.", nameof(tensors));
             shape[d] += t.ShapeArray[d];
         }
-        var y = Tensor.Empty(shape);
+        var y = Tensor.Empty(shape, first.Device);
         var offsets = new int[tensors.Count];
         int at = 0;
         for (int i = 0; i < tensors.Count; i++)

@@ -1,0 +1,69 @@
+using System.CommandLine;
+using PeftGen.Adapters;
+using PeftGen.Backends.Cpu;
+using PeftGen.Quantization;
+using PeftGen.Tensors;
+using PeftGen.Training;
+
+namespace PeftGen.Cli;
+
+/// <summary>Options several commands share, built fresh for each command (System.CommandLine options belong to one parent).</summary>
+internal static class CommonOptions
+{
+    public const string ModelHelp = "Hugging Face model folder (config.json + model.safetensors) or llama2.c checkpoint (.bin)";
+
+    public static Option<string> Model(string description = ModelHelp) => new("--model") { Description = description, Required = true };
+
+    public static Option<string?> Tokenizer() => new("--tokenizer")
+    {
+        Description = "tokenizer.json (or its folder) or llama2.c tokenizer .bin; default: tokenizer.json, tokenizer.bin or tok<vocab>.bin beside the model",
+    };
+
+    public static Option<string> Device() => new("--device")
+    {
+        Description = "where to run: cpu, or cuda (not available yet: exits with code 4)",
+        DefaultValueFactory = _ => "cpu",
+    };
+
+    public static Option<int?> Threads() => new("--threads") { Description = "CPU threads (default: all cores)" };
+
+    public static Option<string> Quant(string defaultValue, string description)
+    {
+        var option = new Option<string>("--quant") { Description = description, DefaultValueFactory = _ => defaultValue };
+        option.AcceptOnlyFromAmong("nf4", "fp4", "none");
+        return option;
+    }
+
+    public static Option<string> DType(string description)
+    {
+        var option = new Option<string>("--dtype") { Description = description, DefaultValueFactory = _ => "float32" };
+        option.AcceptOnlyFromAmong("float32", "bfloat16", "float16");
+        return option;
+    }
+
+    /// <summary>Applies --threads and checks --device (through <see cref="ComputeDevice.Resolve"/>, where CUDA will be wired).</summary>
+    public static Tensors.Device Prepare(ParseResult parse, Option<string> device, Option<int?> threads)
+    {
+        if (parse.GetValue(threads) is int n)
+        {
+            if (n < 1) throw new ArgumentException($"--threads {n}: must be ≥ 1.");
+            CpuParallel.MaxThreads = n;
+        }
+        return ComputeDevice.Resolve(parse.GetValue(device)!);
+    }
+
+    /// <summary>The QLoRA storage of --quant (null for none), with the block size and double quantization given.</summary>
+    public static QuantizationConfig? Quantization(string quant, int blockSize = 64, bool doubleQuant = true) => quant switch
+    {
+        "nf4" => new QuantizationConfig(QuantType.NF4, doubleQuant, blockSize),
+        "fp4" => new QuantizationConfig(QuantType.FP4, doubleQuant, blockSize),
+        _ => null,
+    };
+
+    public static DType StorageType(string dtype) => dtype switch
+    {
+        "bfloat16" => Tensors.DType.BFloat16,
+        "float16" => Tensors.DType.Float16,
+        _ => Tensors.DType.Float32,
+    };
+}

@@ -1,0 +1,35 @@
+using System.CommandLine;
+using PeftGen.IO;
+using PeftGen.Training;
+
+namespace PeftGen.Cli;
+
+/// <summary>
+/// <c>peftgen convert</c>: turn a llama2.c checkpoint into a Hugging Face model folder (q/k rows permuted for
+/// rotate-half RoPE), with its tokenizer copied in as tokenizer.bin, so train/generate/merge can take the folder.
+/// </summary>
+internal static class ConvertCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model("llama2.c checkpoint (.bin)");
+        var tokenizer = CommonOptions.Tokenizer();
+        var output = new Option<string>("--output") { Description = "folder for the Hugging Face model", Required = true };
+        var dtype = CommonOptions.DType("storage of the weights (float32, bfloat16, float16)");
+        var command = new Command("convert", "Convert a llama2.c checkpoint into a Hugging Face model folder.") { model, tokenizer, output, dtype };
+        command.SetAction(parse => CliErrors.Run(() =>
+        {
+            string modelPath = parse.GetValue(model)!, outputDir = parse.GetValue(output)!;
+            if (Directory.Exists(modelPath)) throw new ArgumentException($"--model {modelPath} is a folder: convert takes a llama2.c checkpoint file (.bin).");
+            using var llama = Llama2Checkpoint.Load(modelPath);
+            string? tokenizerPath = parse.GetValue(tokenizer) ?? MergeCommand.TryFindTokenizer(modelPath, llama.Config.VocabSize);
+            HuggingFaceLlama.Save(llama, outputDir, CommonOptions.StorageType(parse.GetValue(dtype)!));
+            var copied = tokenizerPath != null ? PretrainedModel.CopyTokenizer(tokenizerPath, outputDir) : [];
+            Console.Error.WriteLine($"converted {modelPath} ({llama.CountParameters().Total:N0} parameters){(copied.Count > 0 ? $" and {tokenizerPath} (as {copied[0]})" : "")}");
+            if (tokenizerPath == null) Console.Error.WriteLine("warning: no tokenizer was found beside the checkpoint, so none was copied; pass --tokenizer to include one");
+            Console.Out.WriteLine(Path.GetFullPath(outputDir));
+            return 0;
+        }));
+        return command;
+    }
+}

@@ -1,0 +1,59 @@
+using System.CommandLine;
+using PeftGen.Adapters;
+using PeftGen.IO;
+using PeftGen.Training;
+
+namespace PeftGen.Cli;
+
+/// <summary>
+/// <c>peftgen merge</c>: fold a PEFT adapter into its base model and write the result as a Hugging Face folder
+/// (config.json + model.safetensors, plus the tokenizer). The adapter merges into the full-precision base, as PEFT's
+/// merge_and_unload on a 16-bit base does; stdout prints the output folder.
+/// </summary>
+internal static class MergeCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model("base model the adapter was trained on: Hugging Face folder or llama2.c checkpoint (.bin)");
+        var tokenizer = CommonOptions.Tokenizer();
+        var adapter = new Option<string>("--adapter") { Description = "PEFT adapter folder (adapter_config.json + adapter_model.safetensors)", Required = true };
+        var output = new Option<string>("--output") { Description = "folder for the merged Hugging Face model", Required = true };
+        var dtype = CommonOptions.DType("storage of the merged weights (float32, bfloat16, float16)");
+        var command = new Command("merge", "Merge a LoRA adapter into its base model and save a Hugging Face model folder.")
+        {
+            model, tokenizer, adapter, output, dtype,
+        };
+        command.SetAction(parse => CliErrors.Run(() =>
+        {
+            string modelPath = parse.GetValue(model)!, outputDir = parse.GetValue(output)!, adapterDir = parse.GetValue(adapter)!;
+            if (Path.GetFullPath(Path.TrimEndingDirectorySeparator(outputDir)) == Path.GetFullPath(Path.TrimEndingDirectorySeparator(modelPath)))
+                throw new ArgumentException($"--output {outputDir} is the base model's folder: merging would overwrite the base. Choose another folder.");
+            var storeAs = CommonOptions.StorageType(parse.GetValue(dtype)!);
+            using var llama = PretrainedModel.LoadModel(modelPath);
+            string? tokenizerPath = parse.GetValue(tokenizer) ?? TryFindTokenizer(modelPath, llama.Config.VocabSize);
+            var peft = PeftAdapterFile.LoadInto(llama, adapterDir);
+            int layers = peft.Plan().Count;
+            peft.MergeAndUnload(storeAs);
+            HuggingFaceLlama.Save(llama, outputDir, storeAs);
+            var copied = tokenizerPath != null ? PretrainedModel.CopyTokenizer(tokenizerPath, outputDir) : [];
+            Console.Error.WriteLine($"merged {adapterDir} ({layers} layers) into {modelPath}; saved {HuggingFaceLlama.ConfigFileName}, {HuggingFaceLlama.WeightsFileName}{string.Concat(copied.Select(c => ", " + c))} ({parse.GetValue(dtype)})");
+            if (tokenizerPath == null) Console.Error.WriteLine("warning: no tokenizer was found beside the base model, so none was copied; pass --tokenizer to include one");
+            Console.Out.WriteLine(Path.GetFullPath(outputDir));
+            return 0;
+        }));
+        return command;
+    }
+
+    /// <summary>The tokenizer beside the model, or null (merging needs none; it is only copied along).</summary>
+    internal static string? TryFindTokenizer(string modelPath, int vocabSize)
+    {
+        try
+        {
+            return PretrainedModel.FindTokenizer(modelPath, vocabSize);
+        }
+        catch (FileNotFoundException)
+        {
+            return null;
+        }
+    }
+}

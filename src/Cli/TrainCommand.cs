@@ -1,0 +1,141 @@
+using System.CommandLine;
+using System.Globalization;
+using PeftGen.Adapters;
+using PeftGen.Data;
+using PeftGen.Text;
+using PeftGen.Training;
+
+namespace PeftGen.Cli;
+
+/// <summary>
+/// <c>peftgen train</c>: fine-tune a LoRA or QLoRA adapter on a JSONL dataset through <see cref="FineTuneSession"/>.
+/// stderr shows the plan and a progress bar; stdout lists the files written (adapter, metrics, loss curve).
+/// </summary>
+internal static class TrainCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var tokenizer = CommonOptions.Tokenizer();
+        var data = new Option<string>("--data") { Description = "JSONL dataset: {\"text\": …}, {\"instruction\": …, \"output\": …} or {\"messages\": […]} per line", Required = true };
+        var output = new Option<string>("--output") { Description = "output folder: adapter/, metrics.jsonl, loss.svg, checkpoint-N/", DefaultValueFactory = _ => "peftgen-output" };
+        var steps = new Option<int>("--steps") { Description = "optimizer steps", DefaultValueFactory = _ => 100 };
+        var batchSize = new Option<int>("--batch-size") { Description = "rows per micro-batch", DefaultValueFactory = _ => 4 };
+        var accumulation = new Option<int>("--grad-accum") { Description = "micro-batches per optimizer step", DefaultValueFactory = _ => 1 };
+        var maxLength = new Option<int>("--max-length") { Description = "most tokens per row (at most the model's context)", DefaultValueFactory = _ => 512 };
+        var learningRate = new Option<float>("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => 2e-4f };
+        var schedule = new Option<string>("--schedule") { Description = "learning-rate schedule", DefaultValueFactory = _ => "constant" };
+        schedule.AcceptOnlyFromAmong("constant", "linear", "cosine");
+        var warmup = new Option<int>("--warmup") { Description = "warmup steps", DefaultValueFactory = _ => 0 };
+        var maxGradNorm = new Option<float>("--max-grad-norm") { Description = "gradient-norm clipping; 0 disables", DefaultValueFactory = _ => 0.3f };
+        var optimizer = new Option<string>("--optimizer") { Description = "optimizer", DefaultValueFactory = _ => "adamw" };
+        optimizer.AcceptOnlyFromAmong("adamw", "adamw8bit", "paged-adamw", "paged-adamw8bit");
+        var rank = new Option<int>("--rank") { Description = "LoRA rank r", DefaultValueFactory = _ => 8 };
+        var alpha = new Option<float>("--alpha") { Description = "LoRA alpha (scaling alpha/r)", DefaultValueFactory = _ => 16f };
+        var dropout = new Option<float>("--dropout") { Description = "LoRA dropout", DefaultValueFactory = _ => 0.05f };
+        var targets = new Option<string>("--targets") { Description = "layers to adapt: all-linear, a list (q_proj,v_proj) or a regex", DefaultValueFactory = _ => "all-linear" };
+        var dora = new Option<bool>("--dora") { Description = "DoRA: train a magnitude vector per adapted layer" };
+        var rslora = new Option<bool>("--rslora") { Description = "rsLoRA: scale by alpha/sqrt(r)" };
+        var loraPlus = new Option<float>("--lora-plus") { Description = "LoRA+ ratio: B learns this many times faster (0 disables)", DefaultValueFactory = _ => 0f };
+        var quant = CommonOptions.Quant("nf4", "QLoRA base storage of adapted layers: nf4 (default), fp4, or none for plain LoRA");
+        var blockSize = new Option<int>("--block-size") { Description = "quantization block size (power of two, 32..4096)", DefaultValueFactory = _ => 64 };
+        var noDoubleQuant = new Option<bool>("--no-double-quant") { Description = "keep fp32 block scales (no double quantization)" };
+        var chatFormat = new Option<string?>("--chat-format") { Description = $"prompt format of instruction and chat records ({string.Join(", ", ChatFormat.Names)}); default: from the tokenizer's chat template, else alpaca/chatml" };
+        var fullLoss = new Option<bool>("--train-on-prompts") { Description = "score prompt tokens too (default: only responses)" };
+        var pack = new Option<bool>("--pack") { Description = "pack examples into full rows" };
+        var evalFraction = new Option<double>("--eval-fraction") { Description = "share of examples held out for evaluation", DefaultValueFactory = _ => 0 };
+        var evalEvery = new Option<int>("--eval-every") { Description = "evaluate every N steps (0: at the end)", DefaultValueFactory = _ => 0 };
+        var saveEvery = new Option<int>("--save-every") { Description = "write a resumable checkpoint every N steps (0: never)", DefaultValueFactory = _ => 0 };
+        var resume = new Option<bool>("--resume") { Description = "continue from the newest checkpoint in the output folder" };
+        var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "recompute activations in backward (less memory, slower)" };
+        var seed = new Option<int>("--seed") { Description = "seed of adapter init, dropout and data order", DefaultValueFactory = _ => 0 };
+        var device = CommonOptions.Device();
+        var threads = CommonOptions.Threads();
+        var command = new Command("train", "Fine-tune a LoRA/QLoRA adapter on a JSONL dataset; writes the adapter (PEFT format), metrics.jsonl and loss.svg.")
+        {
+            model, tokenizer, data, output, steps, batchSize, accumulation, maxLength, learningRate, schedule, warmup, maxGradNorm, optimizer,
+            rank, alpha, dropout, targets, dora, rslora, loraPlus, quant, blockSize, noDoubleQuant, chatFormat, fullLoss, pack,
+            evalFraction, evalEvery, saveEvery, resume, checkpointing, seed, device, threads,
+        };
+        command.SetAction((parse, cancellationToken) => Task.FromResult(CliErrors.Run(() =>
+        {
+            var target = CommonOptions.Prepare(parse, device, threads);
+            int seedValue = parse.GetValue(seed);
+            var options = new FineTuneOptions
+            {
+                ModelPath = parse.GetValue(model),
+                TokenizerPath = parse.GetValue(tokenizer),
+                DataPath = parse.GetValue(data)!,
+                OutputDir = parse.GetValue(output)!,
+                LoRA = new LoRAConfig
+                {
+                    Rank = parse.GetValue(rank),
+                    Alpha = parse.GetValue(alpha),
+                    Dropout = parse.GetValue(dropout),
+                    Targets = TargetModules.Parse(parse.GetValue(targets)!),
+                    UseDoRA = parse.GetValue(dora),
+                    UseRsLoRA = parse.GetValue(rslora),
+                    Seed = seedValue,
+                },
+                Quantization = CommonOptions.Quantization(parse.GetValue(quant)!, parse.GetValue(blockSize), !parse.GetValue(noDoubleQuant)),
+                Dataset = new JsonlDatasetOptions
+                {
+                    MaxSequenceLength = parse.GetValue(maxLength),
+                    ChatFormat = parse.GetValue(chatFormat) is { } format ? ChatFormat.Get(format) : null,
+                    ResponseOnlyLoss = !parse.GetValue(fullLoss),
+                },
+                BatchSize = parse.GetValue(batchSize),
+                Pack = parse.GetValue(pack),
+                EvalFraction = parse.GetValue(evalFraction),
+                Seed = seedValue,
+                Trainer = new TrainerOptions
+                {
+                    MaxSteps = parse.GetValue(steps),
+                    GradientAccumulationSteps = parse.GetValue(accumulation),
+                    LearningRate = parse.GetValue(learningRate),
+                    Schedule = parse.GetValue(schedule)!,
+                    WarmupSteps = parse.GetValue(warmup),
+                    MaxGradNorm = parse.GetValue(maxGradNorm),
+                    Optimizer = parse.GetValue(optimizer) switch
+                    {
+                        "adamw8bit" => OptimizerKind.AdamW8bit,
+                        "paged-adamw" => OptimizerKind.PagedAdamW,
+                        "paged-adamw8bit" => OptimizerKind.PagedAdamW8bit,
+                        _ => OptimizerKind.AdamW,
+                    },
+                    LoRAPlusRatio = parse.GetValue(loraPlus),
+                    EvalEvery = parse.GetValue(evalEvery),
+                    CheckpointEvery = parse.GetValue(saveEvery),
+                },
+                GradientCheckpointing = parse.GetValue(checkpointing),
+                Resume = parse.GetValue(resume),
+                Device = target,
+            };
+
+            using var session = FineTuneSession.Open(options);
+            var config = session.Peft.Model.Config;
+            var dataset = session.Dataset;
+            Console.Error.WriteLine($"model {options.ModelPath}: {config.NumHiddenLayers} layers, hidden {config.HiddenSize}, vocab {config.VocabSize}, context {config.MaxPositionEmbeddings}");
+            Console.Error.WriteLine($"adapter: {(options.Quantization is { } q ? $"QLoRA ({q.Type}{(q.DoubleQuant ? " + double quant" : "")})" : "LoRA")} r={options.LoRA.Rank} alpha={options.LoRA.Alpha} on {session.Peft.Plan().Count} layers ({options.LoRA.Targets}); {session.Peft.TrainableParametersSummary()}");
+            Console.Error.WriteLine($"data {options.DataPath}: {dataset.Examples.Count} {dataset.Kind.ToString().ToLowerInvariant()} examples{(dataset.ChatFormat is { } f ? $" ({f.Name} format)" : "")}, {session.TrainBatches.RowCount} training rows, {session.TrainBatches.BatchesPerEpoch} batches per epoch"
+                + (session.EvalBatches is { } e ? $", {e.RowCount} eval rows" : "")
+                + (dataset.TruncatedExamples > 0 ? $", {dataset.TruncatedExamples} truncated to {options.Dataset.MaxSequenceLength} tokens" : "")
+                + (dataset.DroppedExamples > 0 ? $", {dataset.DroppedExamples} dropped (nothing to score)" : ""));
+            if (session.ResumeCheckpoint is { } checkpoint) Console.Error.WriteLine($"resuming from {checkpoint}");
+
+            var result = session.Train(new TrainingProgressBar(Console.Error, interactive: !Console.IsErrorRedirected), cancellationToken);
+            var losses = result.Training.Losses.Where(float.IsFinite).ToList();
+            Console.Error.WriteLine(
+                Invariant($"trained {options.Trainer.MaxSteps} steps in {result.Elapsed.TotalSeconds:F1} s; loss {(losses.Count > 0 ? Invariant($"{losses[0]:F4} → {losses[^1]:F4}") : "n/a")}")
+                + (result.Training.EvalLosses.Count > 0 ? Invariant($", eval loss {result.Training.EvalLosses[^1].Loss:F4}") : "")
+                + (result.Training.SkippedSteps > 0 ? $", {result.Training.SkippedSteps} steps skipped" : ""));
+            Console.Out.WriteLine($"adapter: {Path.GetFullPath(result.AdapterDir)}");
+            Console.Out.WriteLine($"metrics: {Path.GetFullPath(result.MetricsPath)}");
+            Console.Out.WriteLine($"loss curve: {Path.GetFullPath(result.LossCurvePath)}");
+            return 0;
+        })));
+        return command;
+    }
+
+    private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
+}

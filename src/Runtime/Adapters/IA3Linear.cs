@@ -1,0 +1,207 @@
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+using PeftGen.Nn;
+using PeftGen.Tensors;
+
+namespace PeftGen.Adapters;
+
+/// <summary>
+/// A linear layer with (IA)³ adapters: learned per-channel vectors l that rescale the layer. For a feed-forward layer
+/// (the FFN's down_proj) they scale the input, y = base(x ∘ l) with l [in]; for any other layer (k_proj, v_proj) the
+/// output, y = base(x) ∘ l with l [out] (the bias included, as in PEFT). Several active adapters multiply. The base is
+/// frozen; only the vectors train. Children follow PEFT's in-memory names: "base_layer" and "ia3_l.&lt;adapter&gt;"
+/// (PEFT keeps the vector as a bare parameter [out, 1] or [1, in]; here it is the "weight" [channels] of a module).
+/// </summary>
+public sealed class IA3Linear : LinearBase
+{
+    private readonly ModuleDict<IA3Vector> _vectors;
+    private readonly List<string> _merged = new();
+    private string[] _active = [];
+    private Tensor? _unmergedWeight; // the base weight and bias before the first merge, restored exactly by Unmerge
+    private Tensor? _unmergedBias;
+
+    /// <summary>Wraps <paramref name="baseLayer"/>; <paramref name="feedForward"/> scales its input instead of its output.</summary>
+    public IA3Linear(LinearBase baseLayer, bool feedForward)
+    {
+        BaseLayer = RegisterModule("base_layer", baseLayer ?? throw new ArgumentNullException(nameof(baseLayer)));
+        IsFeedForward = feedForward;
+        _vectors = RegisterModule("ia3_l", new ModuleDict<IA3Vector>());
+    }
+
+    /// <summary>The frozen layer being adapted.</summary>
+    public LinearBase BaseLayer { get; }
+
+    /// <summary>True when the vectors scale the input (a feed-forward layer), false when they scale the output.</summary>
+    public bool IsFeedForward { get; }
+
+    /// <summary>Channels one vector scales: in for a feed-forward layer, out otherwise.</summary>
+    public int Channels => IsFeedForward ? InFeatures : OutFeatures;
+
+    /// <inheritdoc />
+    public override int InFeatures => BaseLayer.InFeatures;
+
+    /// <inheritdoc />
+    public override int OutFeatures => BaseLayer.OutFeatures;
+
+    /// <inheritdoc />
+    public override Tensor? Bias => BaseLayer.Bias;
+
+    /// <summary>Adapter names, in the order they were added.</summary>
+    public IEnumerable<string> AdapterNames => _vectors.Names;
+
+    /// <summary>Adapters that contribute to the output.</summary>
+    public IReadOnlyList<string> ActiveAdapters => _active;
+
+    /// <summary>Adapters currently merged into the base weight.</summary>
+    public IReadOnlyList<string> MergedAdapters => _merged;
+
+    /// <summary>When true the layer returns the base output only (PEFT's disable_adapter).</summary>
+    public bool AdaptersDisabled { get; set; }
+
+    /// <summary>The vector l [channels] of an adapter.</summary>
+    public Tensor Vector(string name) => _vectors[name].Weight;
+
+    /// <summary>
+    /// Adds an adapter whose vector starts at 1 (a no-op), or at N(0, 1) draws from <paramref name="random"/> when
+    /// <paramref name="initOnes"/> is false, and makes it active alongside the others.
+    /// </summary>
+    public void AddAdapter(string name, bool initOnes = true, Random? random = null)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        if (_vectors.Contains(name)) throw new ArgumentException($"Adapter '{name}' already exists on this layer.", nameof(name));
+        if (!initOnes && random == null) throw new ArgumentNullException(nameof(random), "Random initialisation needs a generator.");
+        var values = new float[Channels];                                                     // l [channels]
+        if (initOnes) values.AsSpan().Fill(1f);
+        else using (var draw = Tensor.RandN([Channels], random!)) draw.AsSpan().CopyTo(values);
+        _vectors.Add(name, new IA3Vector(values));
+        _active = [.. _active, name];
+    }
+
+    /// <summary>Chooses which adapters contribute (all must exist).</summary>
+    public void SetActiveAdapters(params string[] names)
+    {
+        ArgumentNullException.ThrowIfNull(names);
+        foreach (var n in names) _ = _vectors[n];
+        _active = names.ToArray();
+    }
+
+    /// <summary>Removes an adapter (unmerge it first if merged).</summary>
+    public void DeleteAdapter(string name)
+    {
+        _ = _vectors[name];
+        if (_merged.Contains(name)) throw new InvalidOperationException($"Adapter '{name}' is merged; unmerge it before deleting.");
+        _vectors.Remove(name);
+        _active = _active.Where(a => a != name).ToArray();
+    }
+
+    /// <inheritdoc />
+    public override Tensor Forward(Tensor input)
+    {
+        if (AdaptersDisabled)
+        {
+            if (_merged.Count > 0) throw new InvalidOperationException("Adapters are merged into the base weight; unmerge before disabling them.");
+            return BaseLayer.Forward(input);                                                  // [..., out]
+        }
+        var scales = _active.Where(n => !_merged.Contains(n)).Select(n => _vectors[n].Weight).ToList();
+        if (IsFeedForward)
+        {
+            var x = input;                                                                    // [..., in]
+            foreach (var l in scales) x = Ops.MulChannels(x, l);                              // x ∘ l
+            return BaseLayer.Forward(x);                                                      // [..., out]
+        }
+        var y = BaseLayer.Forward(input);                                                     // [..., out]
+        foreach (var l in scales) y = Ops.MulChannels(y, l);                                  // (x·Wᵀ + b) ∘ l
+        return y;
+    }
+
+    /// <inheritdoc />
+    public override Tensor EffectiveWeight()
+    {
+        var w = BaseLayer.EffectiveWeight();                                                  // [out, in]
+        if (!AdaptersDisabled)
+            foreach (var name in _active.Where(n => !_merged.Contains(n))) ScaleWeight(w, Vector(name));
+        return w;
+    }
+
+    /// <summary>The bias [out] the layer effectively adds (scaled with the output for a non-feed-forward layer), or null.</summary>
+    public Tensor? EffectiveBias()
+    {
+        if (Bias == null) return null;
+        var b = Tensor.FromArray(Bias.ToArray(), OutFeatures);
+        if (!AdaptersDisabled && !IsFeedForward)
+            foreach (var name in _active.Where(n => !_merged.Contains(n)))
+                TensorPrimitives.Multiply(b.AsSpan(), Vector(name).AsSpan(), b.AsSpan());
+        return b;
+    }
+
+    /// <summary>
+    /// Folds the active adapters into a float base: W ← W ∘ l per column (feed-forward) or per row, the bias with the
+    /// rows. <see cref="Unmerge"/> restores the saved original exactly (PEFT divides by l + 1e-8 instead).
+    /// </summary>
+    public void Merge()
+    {
+        var linear = BaseLayer as Linear
+            ?? throw new InvalidOperationException($"The base of this layer is {BaseLayer.GetType().Name}; merging in place needs a float base. Use MergeAndUnload to merge into a new float layer.");
+        var pending = _active.Where(n => !_merged.Contains(n)).ToArray();
+        if (pending.Length == 0) return;
+        if (_merged.Count == 0)
+        {
+            _unmergedWeight = Tensor.Create(linear.Weight.ShapeArray, DType.Float32, false, scoped: false).CopyFrom(linear.Weight);
+            if (linear.Bias != null) _unmergedBias = Tensor.Create(linear.Bias.ShapeArray, DType.Float32, false, scoped: false).CopyFrom(linear.Bias);
+        }
+        foreach (var name in pending)
+        {
+            ScaleWeight(linear.Weight, Vector(name));
+            if (linear.Bias != null && !IsFeedForward)
+                TensorPrimitives.Multiply(linear.Bias.AsSpan(), Vector(name).AsSpan(), linear.Bias.AsSpan());
+            _merged.Add(name);
+        }
+    }
+
+    /// <summary>Undoes <see cref="Merge"/>, restoring the base weight and bias exactly.</summary>
+    public void Unmerge()
+    {
+        if (_merged.Count == 0 || BaseLayer is not Linear linear) return;
+        linear.Weight.CopyFrom(_unmergedWeight!);
+        if (_unmergedBias != null) linear.Bias!.CopyFrom(_unmergedBias);
+        ReleaseUnmerged();
+        _merged.Clear();
+    }
+
+    /// <summary>w [out, in] ∘ l: columns for a feed-forward layer (l [in]), rows otherwise (l [out]).</summary>
+    private void ScaleWeight(Tensor w, Tensor l)
+    {
+        var rows = w.AsSpan();
+        var scale = l.AsSpan();
+        int cols = InFeatures;
+        for (int r = 0; r < OutFeatures; r++)
+        {
+            var row = rows.Slice(r * cols, cols);
+            if (IsFeedForward) TensorPrimitives.Multiply(row, scale, row);
+            else TensorPrimitives.Multiply(row, scale[r], row);
+        }
+    }
+
+    private void ReleaseUnmerged()
+    {
+        _unmergedWeight?.Dispose();
+        _unmergedBias?.Dispose();
+        _unmergedWeight = _unmergedBias = null;
+    }
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing) => ReleaseUnmerged();
+}
+
+/// <summary>An (IA)³ vector ("weight", [channels]).</summary>
+public sealed class IA3Vector : Module
+{
+    /// <summary>Creates the vector with initial values.</summary>
+    public IA3Vector(float[] initial)
+    {
+        ArgumentNullException.ThrowIfNull(initial);
+        Weight = RegisterParameter("weight", Tensor.FromArray(initial, initial.Length));
+    }
+
+    /// <summary>l [channels].</summary>
+    public Tensor Weight { get; }
+}

@@ -1,0 +1,211 @@
+using PeftGen.Autograd;
+using PeftGen.Nn;
+using PeftGen.Tensors;
+
+namespace PeftGen.Adapters;
+
+/// <summary>
+/// A linear layer with VeRA adapters: y = base(x) + Σ b ∘ (B_s · (d ∘ (A_s · dropout(x)))) over the active adapters,
+/// where A_s = A[:r, :in] and B_s = B[:out, :r] are slices of projections shared by every adapted layer (frozen) and
+/// only b [out] and d [r] train. Children follow PEFT's in-memory names: "base_layer", "vera_lambda_b.&lt;adapter&gt;",
+/// "vera_lambda_d.&lt;adapter&gt;".
+/// </summary>
+public sealed class VeraLinear : LinearBase
+{
+    private readonly ModuleDict<VeraVector> _lambdaB;
+    private readonly ModuleDict<VeraVector> _lambdaD;
+    private readonly Dictionary<string, VeraAdapterSettings> _settings = new(StringComparer.Ordinal);
+    private readonly List<string> _merged = new();
+    private readonly Rng _dropoutRng;
+    private string[] _active = [];
+
+    /// <summary>Wraps <paramref name="baseLayer"/>; dropout masks come from <paramref name="dropoutRng"/>.</summary>
+    public VeraLinear(LinearBase baseLayer, Rng dropoutRng)
+    {
+        BaseLayer = RegisterModule("base_layer", baseLayer ?? throw new ArgumentNullException(nameof(baseLayer)));
+        _dropoutRng = dropoutRng ?? throw new ArgumentNullException(nameof(dropoutRng));
+        _lambdaB = RegisterModule("vera_lambda_b", new ModuleDict<VeraVector>());
+        _lambdaD = RegisterModule("vera_lambda_d", new ModuleDict<VeraVector>());
+    }
+
+    /// <summary>The frozen layer being adapted.</summary>
+    public LinearBase BaseLayer { get; }
+
+    /// <inheritdoc />
+    public override int InFeatures => BaseLayer.InFeatures;
+
+    /// <inheritdoc />
+    public override int OutFeatures => BaseLayer.OutFeatures;
+
+    /// <inheritdoc />
+    public override Tensor? Bias => BaseLayer.Bias;
+
+    /// <summary>Adapter names, in the order they were added.</summary>
+    public IEnumerable<string> AdapterNames => _settings.Keys;
+
+    /// <summary>Adapters that contribute to the output.</summary>
+    public IReadOnlyList<string> ActiveAdapters => _active;
+
+    /// <summary>Adapters currently merged into the base weight.</summary>
+    public IReadOnlyList<string> MergedAdapters => _merged;
+
+    /// <summary>When true the layer returns the base output only.</summary>
+    public bool AdaptersDisabled { get; set; }
+
+    /// <summary>The rank, dropout and shared projections of an adapter.</summary>
+    public VeraAdapterSettings GetSettings(string name) =>
+        _settings.TryGetValue(name, out var s) ? s : throw new KeyNotFoundException($"This layer has no VeRA adapter '{name}' (have: {string.Join(", ", _settings.Keys)}).");
+
+    /// <summary>b [out] of an adapter (scales the output channels).</summary>
+    public Tensor LambdaB(string name) => _lambdaB[name].Weight;
+
+    /// <summary>d [r] of an adapter (scales the rank channels).</summary>
+    public Tensor LambdaD(string name) => _lambdaD[name].Weight;
+
+    /// <summary>Adds an adapter of rank <paramref name="rank"/> over <paramref name="projections"/> (b = 0, d = <paramref name="dInitial"/>) and makes it active.</summary>
+    /// <exception cref="ArgumentException">The name exists, or the projections do not cover this layer at this rank.</exception>
+    public void AddAdapter(string name, int rank, float dropout, float dInitial, VeraProjections projections, string path = "this layer")
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        ArgumentNullException.ThrowIfNull(projections);
+        if (_settings.ContainsKey(name)) throw new ArgumentException($"Adapter '{name}' already exists on this layer.", nameof(name));
+        if (rank < 1) throw new ArgumentOutOfRangeException(nameof(rank), rank, "rank must be ≥ 1");
+        projections.CheckCovers(path, rank, InFeatures, OutFeatures);
+        _lambdaB.Add(name, new VeraVector(new float[OutFeatures]));                                   // b [out] = 0
+        _lambdaD.Add(name, new VeraVector(Enumerable.Repeat(dInitial, rank).ToArray()));             // d [r] = d_initial
+        _settings.Add(name, new VeraAdapterSettings(rank, dropout, projections));
+        _active = [.. _active, name];
+    }
+
+    /// <summary>Chooses which adapters contribute (all must exist).</summary>
+    public void SetActiveAdapters(params string[] names)
+    {
+        ArgumentNullException.ThrowIfNull(names);
+        foreach (var n in names) GetSettings(n);
+        _active = names.ToArray();
+    }
+
+    /// <summary>Removes an adapter (unmerge it first if merged).</summary>
+    public void DeleteAdapter(string name)
+    {
+        GetSettings(name);
+        if (_merged.Contains(name)) throw new InvalidOperationException($"Adapter '{name}' is merged; unmerge it before deleting.");
+        _lambdaB.Remove(name);
+        _lambdaD.Remove(name);
+        _settings.Remove(name);
+        _active = _active.Where(a => a != name).ToArray();
+    }
+
+    /// <inheritdoc />
+    public override Tensor Forward(Tensor input)
+    {
+        var y = BaseLayer.Forward(input);                                                        // [..., out]
+        if (AdaptersDisabled)
+        {
+            if (_merged.Count > 0) throw new InvalidOperationException("Adapters are merged into the base weight; unmerge before disabling them.");
+            return y;
+        }
+        foreach (var name in _active)
+        {
+            if (_merged.Contains(name)) continue;
+            var s = _settings[name];
+            var x = IsTraining && s.Dropout > 0 ? Ops.Dropout(input, s.Dropout, _dropoutRng) : input;
+            var at = SliceA(s);                                                                  // [in, r], a transposed view
+            var bt = SliceB(s);                                                                  // [r, out], a transposed view
+            var u = Ops.MatMul(x, at);                                                           // [..., r] = A_s·x
+            var v = Ops.MulChannels(u, _lambdaD[name].Weight);                                   // [..., r] = d ∘ A_s·x
+            var w = Ops.MulChannels(Ops.MatMul(v, bt), _lambdaB[name].Weight);                   // [..., out] = b ∘ B_s·(…)
+            y = Ops.Add(y, w);
+        }
+        return y;
+    }
+
+    /// <inheritdoc />
+    public override Tensor EffectiveWeight()
+    {
+        var w = BaseLayer.EffectiveWeight();                                                     // [out, in]
+        foreach (var name in _active)
+            if (!_merged.Contains(name) && !AdaptersDisabled) AddDelta(w, name, 1f);
+        return w;
+    }
+
+    /// <summary>ΔW = diag(b)·B_s·diag(d)·A_s [out, in] of an adapter, as a new tensor.</summary>
+    public Tensor Delta(string name)
+    {
+        var delta = Tensor.Zeros(OutFeatures, InFeatures);                                       // [out, in]
+        AddDelta(delta, name, 1f);
+        return delta;
+    }
+
+    /// <summary>Folds the active adapters into a float base weight (W ← W + ΔW); a 4-bit base needs MergeAndUnload.</summary>
+    public void Merge()
+    {
+        var weight = (BaseLayer as Linear)?.Weight
+            ?? throw new InvalidOperationException($"The base of this layer is {BaseLayer.GetType().Name}; merging in place needs a float base. Use MergeAndUnload to merge into a 16-bit copy.");
+        foreach (var name in _active.Where(n => !_merged.Contains(n)).ToArray())
+        {
+            AddDelta(weight, name, 1f);
+            _merged.Add(name);
+        }
+    }
+
+    /// <summary>Undoes <see cref="Merge"/> (W ← W − ΔW, up to float rounding).</summary>
+    public void Unmerge()
+    {
+        var weight = (BaseLayer as Linear)?.Weight;
+        for (int i = _merged.Count - 1; i >= 0 && weight != null; i--) AddDelta(weight, _merged[i], -1f);
+        _merged.Clear();
+    }
+
+    /// <summary>w [out, in] += sign · diag(b)·B_s·diag(d)·A_s, accumulated in double.</summary>
+    private void AddDelta(Tensor w, string name, float sign)
+    {
+        var s = _settings[name];
+        int r = s.Rank, inF = InFeatures, outF = OutFeatures;
+        int inMax = s.Projections.InFeatures, rMax = s.Projections.Rank;
+        var a = s.Projections.A.AsSpan();                                                        // [rMax, inMax]
+        var bp = s.Projections.B.AsSpan();                                                       // [outMax, rMax]
+        var lb = _lambdaB[name].Weight.AsSpan();                                                 // [out]
+        var ld = _lambdaD[name].Weight.AsSpan();                                                 // [r]
+        var dst = w.AsSpan();
+        var row = new double[inF];
+        for (int o = 0; o < outF; o++)
+        {
+            Array.Clear(row);
+            for (int k = 0; k < r; k++)
+            {
+                double coefficient = (double)lb[o] * bp[o * rMax + k] * ld[k];
+                if (coefficient == 0) continue;
+                var ak = a.Slice(k * inMax, inF);
+                for (int i = 0; i < inF; i++) row[i] += coefficient * ak[i];
+            }
+            for (int i = 0; i < inF; i++) dst[o * inF + i] += sign * (float)row[i];
+        }
+    }
+
+    private Tensor SliceA(VeraAdapterSettings s) =>
+        Ops.Transpose(Ops.Slice(Ops.Slice(s.Projections.A, 0, 0, s.Rank), 1, 0, InFeatures), 0, 1);
+
+    private Tensor SliceB(VeraAdapterSettings s) =>
+        Ops.Transpose(Ops.Slice(Ops.Slice(s.Projections.B, 0, 0, OutFeatures), 1, 0, s.Rank), 0, 1);
+}
+
+/// <summary>A VeRA adapter's fixed settings on one layer.</summary>
+/// <param name="Rank">r (at most the shared projections' rank).</param>
+/// <param name="Dropout">Dropout on the adapter input.</param>
+/// <param name="Projections">The shared frozen A and B.</param>
+public sealed record VeraAdapterSettings(int Rank, float Dropout, VeraProjections Projections);
+
+/// <summary>A trainable VeRA scaling vector ("weight": b [out] or d [r]).</summary>
+public sealed class VeraVector : Module
+{
+    /// <summary>Creates the vector with initial values.</summary>
+    public VeraVector(float[] initial)
+    {
+        ArgumentNullException.ThrowIfNull(initial);
+        Weight = RegisterParameter("weight", Tensor.FromArray(initial, initial.Length));
+    }
+
+    /// <summary>The vector.</summary>
+    public Tensor Weight { get; }
+}

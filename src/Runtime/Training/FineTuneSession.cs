@@ -1,0 +1,254 @@
+using System.Diagnostics;
+using System.Text.Json;
+using PeftGen.Adapters;
+using PeftGen.Data;
+using PeftGen.Generation;
+using PeftGen.IO;
+using PeftGen.Models.Llama;
+using PeftGen.Text;
+
+namespace PeftGen.Training;
+
+/// <summary>A prompt taken from the dataset, with the reply the dataset teaches.</summary>
+/// <param name="PromptIds">The prompt's token ids (with BOS when the dataset adds it).</param>
+/// <param name="Prompt">The prompt as text.</param>
+/// <param name="Expected">The scored part of the example as text.</param>
+public sealed record DatasetSample(int[] PromptIds, string Prompt, string Expected);
+
+/// <summary>What <see cref="FineTuneSession{TModel}.Train"/> produced.</summary>
+/// <param name="Training">Losses per step and evaluations.</param>
+/// <param name="AdapterDir">The adapter folder in Hugging Face PEFT format.</param>
+/// <param name="MetricsPath">The metrics log, one JSON line per step.</param>
+/// <param name="LossCurvePath">The loss-curve SVG.</param>
+/// <param name="ResumedFromStep">The checkpoint step training continued from, or null for a fresh run.</param>
+/// <param name="Elapsed">Wall time of training and saving.</param>
+public sealed record FineTuneResult(TrainResult Training, string AdapterDir, string MetricsPath, string LossCurvePath, int? ResumedFromStep, TimeSpan Elapsed);
+
+/// <summary>Entry points of the fine-tuning facade.</summary>
+public static class FineTuneSession
+{
+    /// <summary>Name of the adapter folder inside the output folder.</summary>
+    public const string AdapterFolderName = "adapter";
+
+    /// <summary>
+    /// Loads <see cref="FineTuneOptions.ModelPath"/> and its tokenizer, adds the LoRA (QLoRA) adapter the options
+    /// describe, and reads the dataset. The session owns the model.
+    /// </summary>
+    /// <param name="options">The job; <see cref="FineTuneOptions.ModelPath"/> is required.</param>
+    /// <returns>The session, ready to <see cref="FineTuneSession{TModel}.Train"/>.</returns>
+    /// <exception cref="ArgumentException">A setting is invalid (the message names it).</exception>
+    /// <exception cref="FileNotFoundException">The model, tokenizer or dataset is missing (the message names it).</exception>
+    /// <exception cref="InvalidDataException">A file is malformed (the message names it and where).</exception>
+    public static FineTuneSession<LlamaForCausalLM> Open(FineTuneOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        if (string.IsNullOrWhiteSpace(options.ModelPath))
+            throw new ArgumentException("FineTuneOptions.ModelPath is empty: name a Hugging Face model folder or a llama2.c checkpoint.", nameof(options));
+        if (!File.Exists(options.DataPath)) throw new FileNotFoundException($"Dataset file '{options.DataPath}' does not exist.", options.DataPath);
+        var pretrained = PretrainedModel.Load(options.ModelPath, options.TokenizerPath, options.Device);
+        try
+        {
+            var peft = PeftModel.Create(pretrained.Model, options.LoRA, options.Quantization);
+            return new FineTuneSession<LlamaForCausalLM>(peft, pretrained.Tokenizer, options, ownsModel: true);
+        }
+        catch
+        {
+            pretrained.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// A session over a model that already carries its adapter (for example one declared with the DSL and
+    /// <c>ApplyAdapters()</c>); <see cref="FineTuneOptions.LoRA"/>, <see cref="FineTuneOptions.Quantization"/> and
+    /// <see cref="FineTuneOptions.ModelPath"/> are ignored. The caller keeps ownership of the model.
+    /// </summary>
+    /// <typeparam name="TModel">The model type.</typeparam>
+    /// <param name="peft">The adapted model; its "default" adapter trains.</param>
+    /// <param name="tokenizer">The tokenizer of the dataset.</param>
+    /// <param name="options">Data, batches, trainer and output settings.</param>
+    /// <returns>The session.</returns>
+    public static FineTuneSession<TModel> Create<TModel>(PeftModel<TModel> peft, ITokenizer tokenizer, FineTuneOptions options)
+        where TModel : LlamaForCausalLM
+    {
+        ArgumentNullException.ThrowIfNull(peft);
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        ComputeDevice.Require(options.Device);
+        return new FineTuneSession<TModel>(peft, tokenizer, options, ownsModel: false);
+    }
+}
+
+/// <summary>
+/// One fine-tuning job, the path both <c>peftgen train</c> and the QuickStart take: a model with a LoRA or QLoRA
+/// adapter, a tokenized JSONL dataset split into batches, a <see cref="Trainer"/>, and the outputs: the adapter in
+/// PEFT format, <c>metrics.jsonl</c> and <c>loss.svg</c>. Create it with <see cref="FineTuneSession.Open"/> or
+/// <see cref="FineTuneSession.Create"/>.
+/// </summary>
+/// <typeparam name="TModel">The model type.</typeparam>
+public sealed class FineTuneSession<TModel> : IDisposable where TModel : LlamaForCausalLM
+{
+    private readonly bool _ownsModel;
+
+    internal FineTuneSession(PeftModel<TModel> peft, ITokenizer tokenizer, FineTuneOptions options, bool ownsModel)
+    {
+        Peft = peft;
+        Tokenizer = tokenizer;
+        Options = options;
+        _ownsModel = ownsModel;
+        var config = peft.Model.Config;
+        if (tokenizer.VocabSize != config.VocabSize)
+            throw new ArgumentException($"The tokenizer has {tokenizer.VocabSize} tokens but the model's vocabulary has {config.VocabSize}: they do not belong together.", nameof(tokenizer));
+        int maxLength = options.Dataset.MaxSequenceLength;
+        if (maxLength > config.MaxPositionEmbeddings)
+            throw new ArgumentException(
+                $"The maximum sequence length {maxLength} exceeds the model's context of {config.MaxPositionEmbeddings} tokens (max_position_embeddings): lower it.", nameof(options));
+        Dataset = JsonlDataset.Load(options.DataPath, tokenizer, options.Dataset);
+        var (train, eval) = options.EvalFraction > 0 ? Dataset.Split(options.EvalFraction, options.Seed) : (Dataset.Examples, []);
+        if (train.Count == 0)
+            throw new ArgumentException($"EvalFraction {options.EvalFraction} leaves no training example of the {Dataset.Examples.Count} in '{options.DataPath}'.", nameof(options));
+        TrainBatches = Dataset.CreateBatchSource(options.BatchSize, maxLength, options.Seed, options.Pack, examples: train);
+        EvalBatches = eval.Count > 0 ? Dataset.CreateBatchSource(options.BatchSize, maxLength, options.Seed, options.Pack, shuffle: false, examples: eval) : null;
+    }
+
+    /// <summary>The model and its adapter.</summary>
+    public PeftModel<TModel> Peft { get; }
+
+    /// <summary>The tokenizer.</summary>
+    public ITokenizer Tokenizer { get; }
+
+    /// <summary>The settings.</summary>
+    public FineTuneOptions Options { get; }
+
+    /// <summary>The tokenized dataset.</summary>
+    public JsonlDataset Dataset { get; }
+
+    /// <summary>Training batches.</summary>
+    public DatasetBatchSource TrainBatches { get; }
+
+    /// <summary>Evaluation batches, when <see cref="FineTuneOptions.EvalFraction"/> holds examples out.</summary>
+    public DatasetBatchSource? EvalBatches { get; }
+
+    /// <summary>Where the adapter is written: <c>&lt;output&gt;/adapter</c>.</summary>
+    public string AdapterDir => Path.Combine(Options.OutputDir, FineTuneSession.AdapterFolderName);
+
+    /// <summary>Where the metrics go: <c>&lt;output&gt;/metrics.jsonl</c>.</summary>
+    public string MetricsPath => Path.Combine(Options.OutputDir, MetricsJsonl.FileName);
+
+    /// <summary>Where the loss curve goes: <c>&lt;output&gt;/loss.svg</c>.</summary>
+    public string LossCurvePath => Path.Combine(Options.OutputDir, LossCurveSvg.FileName);
+
+    /// <summary>The checkpoint <see cref="Train"/> will continue from (<see cref="FineTuneOptions.Resume"/>), or null.</summary>
+    public string? ResumeCheckpoint => Options.Resume ? Trainer.LatestCheckpoint(Options.OutputDir) : null;
+
+    /// <summary>
+    /// Up to <paramref name="count"/> distinct prompts from the examples (held-out ones first): the tokens before the
+    /// first scored one (the instruction, for Alpaca and chat data), or the first few tokens of plain text.
+    /// </summary>
+    /// <param name="count">How many samples.</param>
+    /// <returns>Up to <paramref name="count"/> samples.</returns>
+    public IReadOnlyList<DatasetSample> SamplePrompts(int count)
+    {
+        var (train, eval) = Options.EvalFraction > 0 ? Dataset.Split(Options.EvalFraction, Options.Seed) : (Dataset.Examples, []);
+        var samples = new List<DatasetSample>();
+        foreach (var example in eval.Concat(train))
+        {
+            if (samples.Count >= count) break;
+            int firstScored = Array.FindIndex(example.Labels, 1, l => l != JsonlDataset.IgnoreLabel);
+            int promptLength = firstScored > 1 ? firstScored : Math.Clamp(example.Tokens.Length / 2, 1, 8);
+            var prompt = example.Tokens[..promptLength];
+            int end = example.Tokens.Length - (example.Tokens[^1] == Tokenizer.EosId ? 1 : 0);
+            if (samples.Any(s => s.PromptIds.AsSpan().SequenceEqual(prompt))) continue; // texts that open alike give one sample
+            samples.Add(new DatasetSample(prompt, Tokenizer.Decode(prompt), Continuation(prompt, example.Tokens[..Math.Max(promptLength, end)])));
+        }
+        return samples;
+    }
+
+    /// <summary>Continues <paramref name="promptIds"/> with the model as it is now (adapter active) and returns only the new text.</summary>
+    /// <param name="promptIds">The prompt's token ids.</param>
+    /// <param name="options">Sampling settings.</param>
+    /// <param name="cancellationToken">Stops generation.</param>
+    /// <returns>The continuation.</returns>
+    public string Generate(int[] promptIds, SamplingOptions options, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(promptIds);
+        var ids = new TextGenerator(Peft.Model, Tokenizer).GenerateIds(promptIds, options, cancellationToken);
+        return Continuation(promptIds, ids);
+    }
+
+    /// <summary>
+    /// Trains the adapter for <see cref="TrainerOptions.MaxSteps"/> steps (continuing from the newest checkpoint when
+    /// <see cref="FineTuneOptions.Resume"/> is set), then writes the adapter in PEFT format and the loss curve;
+    /// metrics are appended to <see cref="MetricsPath"/> after every step.
+    /// </summary>
+    /// <param name="progress">Receives every step's report (for example a <see cref="TrainingProgressBar"/>).</param>
+    /// <param name="cancellationToken">Stops training between steps (nothing is saved then, except checkpoints already written).</param>
+    /// <returns>Losses and output paths.</returns>
+    public FineTuneResult Train(IProgress<TrainerProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var clock = Stopwatch.StartNew();
+        Directory.CreateDirectory(Options.OutputDir);
+        var model = Peft.Model;
+        var trainerOptions = Options.Trainer with { OutputDir = Options.OutputDir };
+        using var trainer = new Trainer(model, b => model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length), TrainBatches, trainerOptions,
+            EvalBatches, [Peft.DropoutRng]);
+        int? resumedFrom = null;
+        if (ResumeCheckpoint is { } checkpoint)
+        {
+            trainer.LoadCheckpoint(checkpoint);
+            resumedFrom = trainer.Step;
+            KeepMetricsUpTo(trainer.Step);
+        }
+        else if (File.Exists(MetricsPath)) File.Delete(MetricsPath); // a fresh run starts a fresh log
+
+        bool checkpointing = model.Model.GradientCheckpointing;
+        if (Options.GradientCheckpointing) model.Model.EnableGradientCheckpointing(Peft.DropoutRng);
+        TrainResult result;
+        try
+        {
+            result = trainer.Train(progress, cancellationToken);
+        }
+        finally
+        {
+            if (Options.GradientCheckpointing && !checkpointing) model.Model.DisableGradientCheckpointing();
+            model.Eval();
+        }
+        PeftAdapterFile.Save(Peft, AdapterDir, baseModelNameOrPath: Options.BaseModelName ?? Options.ModelPath);
+        LossCurveSvg.Write(LossCurvePath, result.Losses, result.EvalLosses, $"Training loss: {Path.GetFileName(Options.DataPath)}");
+        return new FineTuneResult(result, AdapterDir, MetricsPath, LossCurvePath, resumedFrom, clock.Elapsed);
+    }
+
+    /// <summary>Disposes the model when the session loaded it (<see cref="FineTuneSession.Open"/>).</summary>
+    public void Dispose()
+    {
+        if (_ownsModel) Peft.Dispose();
+    }
+
+    private string Continuation(int[] promptIds, int[] allIds)
+    {
+        // Decoding the continuation alone would drop its leading space (read as a dummy prefix), so decode both.
+        string prompt = Tokenizer.Decode(promptIds), all = Tokenizer.Decode(allIds);
+        return all.StartsWith(prompt, StringComparison.Ordinal) ? all[prompt.Length..] : Tokenizer.Decode(allIds.AsSpan(promptIds.Length));
+    }
+
+    /// <summary>On resume, drops log lines of steps after the checkpoint (the interrupted run's), which are about to be redone.</summary>
+    private void KeepMetricsUpTo(int step)
+    {
+        if (!File.Exists(MetricsPath)) return;
+        var kept = File.ReadLines(MetricsPath).Where(line =>
+        {
+            try
+            {
+                using var doc = JsonDocument.Parse(line);
+                return doc.RootElement.TryGetProperty("step", out var s) && s.TryGetInt32(out int n) && n <= step;
+            }
+            catch (JsonException)
+            {
+                return false; // a line cut short by the interruption
+            }
+        }).ToList();
+        AtomicFile.WriteAllBytes(MetricsPath, System.Text.Encoding.UTF8.GetBytes(string.Concat(kept.Select(l => l + "\n"))));
+    }
+}

@@ -1,0 +1,268 @@
+using System.Collections.Concurrent;
+using System.Collections.Immutable;
+using System.Globalization;
+using System.Reflection;
+using System.Runtime.Loader;
+using Microsoft.CodeAnalysis;
+using Microsoft.CodeAnalysis.Diagnostics;
+using PeftGen.Analyzers;
+using PeftGen.Generator.Spec;
+using PeftGen.Generator.Tests.TestSupport;
+
+namespace PeftGen.Generator.Tests;
+
+/// <summary>
+/// Runs the generated members on real models: the typed layer walk against the runtime's module tree, the adapter
+/// parameters against the trainable ones, PEFT-format SaveAdapter/LoadAdapter against PeftAdapterFile in both
+/// directions, and the run-time rank check against the compile-time PEFT003 text.
+/// </summary>
+public class GeneratedAdapterCodeTests
+{
+    // Appended to LlamaAllOptions' source (namespace Demo): QLoRA (NF4) + DoRA + rsLoRA over layers 0 and 2, k_proj excluded.
+    private const string LlamaProbe = """
+
+        internal static class Probe
+        {
+            private static global::PeftGen.Models.Llama.LlamaConfig Config(int layers) => new()
+            {
+                HiddenSize = 64, IntermediateSize = 172, NumHiddenLayers = layers, NumAttentionHeads = 8, NumKeyValueHeads = 4,
+                VocabSize = 512, RmsNormEps = 1e-5f,
+            };
+
+            private static float[] Logits(StoryTeller model)
+            {
+                model.Eval();
+                using var noGrad = global::PeftGen.Autograd.GradMode.Disable();
+                using var scope = global::PeftGen.Tensors.TensorScope.Begin();
+                int[] ids = { 1, 5, 9, 200, 33, 7, 411, 2 };
+                return model.Forward(ids, 1, ids.Length).ToArray();
+            }
+
+            private static double MaxDiff(float[] a, float[] b)
+            {
+                if (a.Length != b.Length) return double.PositiveInfinity;
+                double max = 0;
+                for (int i = 0; i < a.Length; i++) max = global::System.Math.Max(max, global::System.Math.Abs((double)a[i] - b[i]));
+                return max;
+            }
+
+            private static bool SameBytes(string a, string b) =>
+                global::System.Linq.Enumerable.SequenceEqual(global::System.IO.File.ReadAllBytes(a), global::System.IO.File.ReadAllBytes(b));
+
+            public static global::System.Collections.Generic.Dictionary<string, object> RoundTrip(string folder)
+            {
+                var facts = new global::System.Collections.Generic.Dictionary<string, object>();
+                string generated = global::System.IO.Path.Combine(folder, "generated"), runtime = global::System.IO.Path.Combine(folder, "runtime");
+                var source = new StoryTeller(Config(3));
+                using var peft = source.ApplyAdapters();
+                var random = new global::System.Random(7);
+                foreach (var (_, tensor) in source.NamedAdapterParameters())
+                {
+                    var values = tensor.AsSpan();
+                    for (int i = 0; i < values.Length; i++) values[i] += (float)(random.NextDouble() - 0.5) * 0.2f;
+                }
+                facts["named"] = string.Join("\n", global::System.Linq.Enumerable.Select(source.NamedAdapterParameters(), p => p.Path));
+                facts["trainable"] = string.Join("\n", global::System.Linq.Enumerable.Select(
+                    global::System.Linq.Enumerable.Where(source.NamedParameters(), p => p.Tensor.RequiresGrad), p => p.Path));
+                facts["count"] = global::System.Linq.Enumerable.Sum(source.NamedAdapterParameters(), p => p.Tensor.Count);
+
+                StoryTeller.SaveAdapter(peft, generated);
+                global::PeftGen.Adapters.PeftAdapterFile.Save(peft, runtime);
+                facts["sameWeights"] = SameBytes(global::System.IO.Path.Combine(generated, "adapter_model.safetensors"), global::System.IO.Path.Combine(runtime, "adapter_model.safetensors"));
+                facts["sameConfig"] = SameBytes(global::System.IO.Path.Combine(generated, "adapter_config.json"), global::System.IO.Path.Combine(runtime, "adapter_config.json"));
+                using (var file = global::PeftGen.IO.SafetensorsFile.Open(global::System.IO.Path.Combine(generated, "adapter_model.safetensors")))
+                    facts["fileKeys"] = string.Join("\n", file.TensorNames);
+                facts["staticKeys"] = string.Join("\n", StoryTeller.AdapterFileKeys);
+
+                var expected = Logits(source);
+                float[] baseline;
+                using (peft.DisableAdapters()) baseline = Logits(source);
+                facts["adapterEffect"] = MaxDiff(expected, baseline);
+
+                var viaGenerated = new StoryTeller(Config(3));
+                using (viaGenerated.LoadAdapter(runtime)) facts["generatedLoad"] = MaxDiff(expected, Logits(viaGenerated));
+                var viaRuntime = new StoryTeller(Config(3));
+                using (global::PeftGen.Adapters.PeftAdapterFile.LoadInto(viaRuntime, generated, StoryTeller.QuantizationConfig))
+                    facts["runtimeLoad"] = MaxDiff(expected, Logits(viaRuntime));
+
+                using var shallow = new StoryTeller(Config(2));
+                try
+                {
+                    shallow.LoadAdapter(runtime);
+                    facts["mismatch"] = "loaded";
+                }
+                catch (global::System.IO.InvalidDataException e)
+                {
+                    facts["mismatch"] = e.Message;
+                }
+                facts["untouched"] = !global::System.Linq.Enumerable.Any(shallow.LinearLayers(), l => l.Layer is global::PeftGen.Adapters.LoRALinear)
+                    && global::System.Linq.Enumerable.All(shallow.NamedParameters(), p => p.Tensor.RequiresGrad);
+                return facts;
+            }
+        }
+        """;
+
+    // Appended to UserModuleRunTimeShapes' source (namespace Demo).
+    private const string ResizableProbe = """
+
+        internal static class Probe
+        {
+            public static string Apply(int width, int depth, bool withExtra)
+            {
+                using var model = new Resizable(width, depth, withExtra);
+                try
+                {
+                    using var peft = model.ApplyAdapters();
+                    return string.Join(",", global::System.Linq.Enumerable.Select(model.LinearLayers(),
+                        l => l.Path + (l.Layer is global::PeftGen.Adapters.LoRALinear ? "*" : "")));
+                }
+                catch (global::System.ArgumentException e)
+                {
+                    return "error: " + e.Message;
+                }
+            }
+
+            public static string RuntimeLinears(int width, int depth, bool withExtra)
+            {
+                using var model = new Resizable(width, depth, withExtra);
+                return string.Join(",", global::System.Linq.Enumerable.Select(
+                    global::System.Linq.Enumerable.Where(model.NamedModules(), m => m.Module is global::PeftGen.Nn.LinearBase), m => m.Path));
+            }
+        }
+        """;
+
+    private const string FixedShapes = """
+        using PeftGen;
+        using PeftGen.Nn;
+
+        namespace Demo;
+
+        [LoRA(rank: 8, alpha: 16, targets: "gate")]
+        internal partial class Fixed : Module
+        {
+            public Fixed() => Gate = RegisterModule("gate", new Linear(12, 6));
+
+            [ModuleName("gate")]
+            public LinearBase Gate { get; private set; }
+
+            protected override void OnModuleReplaced(string name, Module replacement) => Gate = (LinearBase)replacement;
+        }
+        """;
+
+    [Fact]
+    public void SaveAndLoadMatchTheRuntimeInBothDirections()
+    {
+        string folder = Path.Combine(Path.GetTempPath(), "peftgen-generated-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var testCase = GeneratorCases.LlamaAllOptions;
+            var facts = (Dictionary<string, object>)Invoke(testCase with { Sources = [testCase.Sources[0] + LlamaProbe] }, "RoundTrip", folder)!;
+
+            double effect = (double)facts["adapterEffect"], viaGenerated = (double)facts["generatedLoad"], viaRuntime = (double)facts["runtimeLoad"];
+            Assert.True(effect > 1e-3, $"the adapter changes the logits by at most {effect:G4}, too little for the comparison to mean anything");
+            Assert.True(viaGenerated == 0, $"generated LoadAdapter of a PeftAdapterFile.Save folder: largest logit difference {viaGenerated:G4} (adapter effect {effect:G4})");
+            Assert.True(viaRuntime == 0, $"PeftAdapterFile.LoadInto of a generated SaveAdapter folder: largest logit difference {viaRuntime:G4} (adapter effect {effect:G4})");
+            Assert.True((bool)facts["sameWeights"], "generated SaveAdapter and PeftAdapterFile.Save wrote different adapter_model.safetensors");
+            Assert.True((bool)facts["sameConfig"], "generated SaveAdapter and PeftAdapterFile.Save wrote different adapter_config.json");
+
+            // The compile-time key list (module order) is what the file holds (sorted by name, as safetensors stores them);
+            // the parameters are the trainable ones, counted as planned.
+            Assert.Equal(string.Join("\n", StoryTellerFileKeys()), (string)facts["staticKeys"]);
+            Assert.Equal(StoryTellerFileKeys().Order(StringComparer.Ordinal), ((string)facts["fileKeys"]).Split('\n'));
+            Assert.Equal((string)facts["trainable"], (string)facts["named"]);
+            Assert.Equal(35056L, (long)facts["count"]);
+
+            string mismatch = (string)facts["mismatch"];
+            Assert.Contains("does not fit the model", mismatch);
+            Assert.Contains("'base_model.model.model.layers.2.self_attn.q_proj.lora_A.weight' [16, 64] matches no layer the config adapts", mismatch);
+            Assert.True((bool)facts["untouched"], "a folder that does not fit changed the model");
+        }
+        finally
+        {
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task RunTimeRankCheckThrowsTheTextOfTheCompileTimeDiagnostic()
+    {
+        var testCase = GeneratorCases.UserModuleRunTimeShapes with { Sources = [GeneratorCases.UserModuleRunTimeShapes.Sources[0] + ResizableProbe] };
+        string runTime = (string)Invoke(testCase, "Apply", 12, 2, true)!;
+        string expected = string.Format(CultureInfo.InvariantCulture, ShapeMessages.RankTooLarge, 8, 6, "gate", 6, 12);
+        Assert.Equal("error: " + expected, runTime);
+
+        // The same layer with constant sizes: the compiler reports PEFT003 with the same text, and emits no run-time check.
+        var compilation = GeneratorHarness.Compile(FixedShapes);
+        var diagnostics = await compilation.WithAnalyzers(ImmutableArray.Create<DiagnosticAnalyzer>(new LoRAAttributeAnalyzer()))
+            .GetAnalyzerDiagnosticsAsync();
+        var peft003 = Assert.Single(diagnostics, d => d.Id == "PEFT003");
+        Assert.Equal(expected, peft003.GetMessage(CultureInfo.InvariantCulture));
+        Assert.DoesNotContain("ThrowIfRankExceedsLayer", GeneratorHarness.GeneratedText(new GeneratorCase(FixedShapes)));
+    }
+
+    [Theory]
+    [InlineData(32, 3, true)]
+    [InlineData(32, 2, false)]
+    public void TypedLayerWalkMatchesTheModuleTree(int width, int depth, bool withExtra)
+    {
+        var testCase = GeneratorCases.UserModuleRunTimeShapes with { Sources = [GeneratorCases.UserModuleRunTimeShapes.Sources[0] + ResizableProbe] };
+        var (applied, runtime) = InvokeTwice(testCase, ("Apply", [width, depth, withExtra]), ("RuntimeLinears", [width, depth, withExtra]));
+        // Every layer the runtime holds, in its order; "*" marks the adapted ones (targets "proj,gate": all of them).
+        Assert.Equal(string.Join(",", ((string)runtime!).Split(',').Select(p => p + "*")), (string)applied!);
+    }
+
+    private static IEnumerable<string> StoryTellerFileKeys()
+    {
+        foreach (int layer in new[] { 0, 2 })
+        {
+            foreach (var path in new[] { "self_attn.q_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj" })
+            {
+                string prefix = $"base_model.model.model.layers.{layer}.{path}";
+                yield return prefix + ".lora_A.weight";
+                yield return prefix + ".lora_B.weight";
+                yield return prefix + ".lora_magnitude_vector";
+            }
+        }
+    }
+
+    private static object? Invoke(GeneratorCase testCase, string method, params object[] arguments) =>
+        InvokeTwice(testCase, (method, arguments), null).First;
+
+    // Consumers compiled once per source: compiling dominates these tests' time.
+    private static readonly ConcurrentDictionary<string, Lazy<byte[]>> Compiled = new();
+
+    /// <summary>Compiles <paramref name="testCase"/> with the generator, loads it, and calls static methods of Demo.Probe.</summary>
+    private static (object? First, object? Second) InvokeTwice(GeneratorCase testCase, (string Name, object[] Arguments) first, (string Name, object[] Arguments)? second)
+    {
+        var image = Compiled.GetOrAdd(string.Join("\n", testCase.Sources), _ => new Lazy<byte[]>(() =>
+        {
+            var (output, _) = GeneratorHarness.Run(testCase);
+            using var stream = new MemoryStream();
+            var emitted = output.Emit(stream);
+            Assert.True(emitted.Success, string.Join("\n", emitted.Diagnostics.Where(d => d.Severity == DiagnosticSeverity.Error)));
+            return stream.ToArray();
+        })).Value;
+        var context = new AssemblyLoadContext("consumer", isCollectible: true);
+        try
+        {
+            using var stream = new MemoryStream(image);
+            var probe = context.LoadFromStream(stream).GetType("Demo.Probe", throwOnError: true)!;
+            object? Call((string Name, object[] Arguments) call)
+            {
+                try
+                {
+                    return probe.GetMethod(call.Name)!.Invoke(null, call.Arguments);
+                }
+                catch (TargetInvocationException e) when (e.InnerException != null)
+                {
+                    throw e.InnerException;
+                }
+            }
+            return (Call(first), second is { } s ? Call(s) : null);
+        }
+        finally
+        {
+            context.Unload();
+        }
+    }
+}
