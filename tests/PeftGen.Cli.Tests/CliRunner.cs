@@ -28,13 +28,8 @@ internal static class CliRunner
         }
     }
 
-    /// <summary>A fresh empty folder under the system temp folder.</summary>
-    public static string TempFolder(string name)
-    {
-        string folder = Path.Combine(Path.GetTempPath(), "peftgen-cli-tests", $"{name}-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(folder);
-        return folder;
-    }
+    /// <summary>A fresh empty folder under the system temp folder, deleted with everything in it on dispose.</summary>
+    public static TempDirectory TempFolder(string name) => new(Path.Combine(Path.GetTempPath(), "peftgen-cli-tests", $"{name}-{Guid.NewGuid():N}"));
 
     /// <summary>Vocabulary of <see cref="WriteTokenizer"/>: &lt;unk&gt;, &lt;s&gt;, &lt;/s&gt;, 256 byte tokens and the 95 printable ASCII characters.</summary>
     public const int TinyVocab = 3 + 256 + 95;
@@ -83,5 +78,36 @@ internal static class CliRunner
         for (int i = 0; i < lines; i++) text.Append($"{{\"text\": \"The robot Zip counts {i} {i + 1} {i + 2}.\"}}\n");
         File.WriteAllText(path, text.ToString());
         return path;
+    }
+}
+
+/// <summary>A temporary folder that deletes itself; converts to its path so tests use it as a string.</summary>
+internal sealed class TempDirectory : IDisposable
+{
+    public TempDirectory(string path)
+    {
+        Path = path;
+        Directory.CreateDirectory(path);
+    }
+
+    public string Path { get; }
+
+    public static implicit operator string(TempDirectory directory) => directory.Path;
+
+    public override string ToString() => Path;
+
+    public void Dispose()
+    {
+        try
+        {
+            Directory.Delete(Path, recursive: true);
+        }
+        catch (IOException)
+        {
+            // A file still mapped by a reader on another thread; the system's temp cleaning takes it later.
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
     }
 }

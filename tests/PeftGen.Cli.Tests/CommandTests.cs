@@ -19,7 +19,7 @@ public class CommandTests
     [Fact]
     public void Train_writes_adapter_metrics_and_loss_curve()
     {
-        string root = CliRunner.TempFolder("train");
+        using var root = CliRunner.TempFolder("train");
         string model = CliRunner.TinyModelFolder(Path.Combine(root, "model"));
         string data = CliRunner.TextDataset(Path.Combine(root, "data.jsonl"));
         string output = Path.Combine(root, "out");
@@ -63,7 +63,7 @@ public class CommandTests
     [Fact]
     public void Merged_folder_computes_the_logits_of_the_model_with_its_adapter()
     {
-        string root = CliRunner.TempFolder("merge");
+        using var root = CliRunner.TempFolder("merge");
         string model = CliRunner.TinyModelFolder(Path.Combine(root, "model"));
         string adapter = Path.Combine(root, "adapter");
         float[] expected;
@@ -98,7 +98,7 @@ public class CommandTests
     [Fact]
     public void Inspect_prints_tensors_shapes_dtypes_and_parameter_counts()
     {
-        string root = CliRunner.TempFolder("inspect");
+        using var root = CliRunner.TempFolder("inspect");
         string model = CliRunner.TinyModelFolder(Path.Combine(root, "model"));
         long parameters;
         using (var llama = new LlamaForCausalLM(CliRunner.TinyConfig, 1)) parameters = llama.CountParameters().Total;
@@ -140,7 +140,7 @@ public class CommandTests
     [Fact]
     public void Missing_files_exit_with_1_naming_the_file()
     {
-        string root = CliRunner.TempFolder("missing");
+        using var root = CliRunner.TempFolder("missing");
         string model = CliRunner.TinyModelFolder(Path.Combine(root, "model"));
         string data = CliRunner.TextDataset(Path.Combine(root, "data.jsonl"));
         var cases = new (string[] Args, string Named)[]
@@ -177,7 +177,7 @@ public class CommandTests
     [StoriesFact]
     public void Stories260K_converts_trains_and_generates_with_the_adapter()
     {
-        string root = CliRunner.TempFolder("stories");
+        using var root = CliRunner.TempFolder("stories");
         string folder = Path.Combine(root, "stories260K-hf");
         var convert = CliRunner.Run("convert", "--model", SharedModels.Stories260KCheckpoint!, "--output", folder);
         Assert.True(convert.Code == 0, convert.Stderr);

@@ -152,6 +152,9 @@ public sealed class PretrainedModel : IDisposable
             try
             {
                 File.Copy(from, temp);
+                // The copy is the user's file: it must not inherit a read-only mode from the source (e.g. a shared model folder).
+                if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(temp, File.GetUnixFileMode(temp) | UnixFileMode.UserWrite);
+                else File.SetAttributes(temp, File.GetAttributes(temp) & ~FileAttributes.ReadOnly);
                 File.Move(temp, to, overwrite: true);
             }
             catch
