@@ -1,3 +1,4 @@
+using System.Linq;
 using Microsoft.CodeAnalysis;
 
 namespace PeftGen.Generator.Parsing;
@@ -12,6 +13,7 @@ internal sealed class KnownSymbols
     public const string ModuleNameAttribute = "PeftGen.ModuleNameAttribute";
     public const string LoRAOverrideAttribute = "PeftGen.LoRAOverrideAttribute";
     public const string NoLoRAAttribute = "PeftGen.NoLoRAAttribute";
+    public const string AdapterSlotAttribute = "PeftGen.AdapterSlotAttribute";
 
     private KnownSymbols(Compilation compilation, INamedTypeSymbol module, INamedTypeSymbol linearBase, INamedTypeSymbol linear, INamedTypeSymbol moduleList)
     {
@@ -26,6 +28,7 @@ internal sealed class KnownSymbols
         ModuleName = compilation.GetTypeByMetadataName(ModuleNameAttribute);
         LoRAOverride = compilation.GetTypeByMetadataName(LoRAOverrideAttribute);
         NoLoRA = compilation.GetTypeByMetadataName(NoLoRAAttribute);
+        AdapterSlot = compilation.GetTypeByMetadataName(AdapterSlotAttribute);
     }
 
     public Compilation Compilation { get; }
@@ -47,6 +50,13 @@ internal sealed class KnownSymbols
     public INamedTypeSymbol? ModuleName { get; }
 
     public INamedTypeSymbol? LoRAOverride { get; }
+
+    /// <summary>Members carrying it hold adapters inserted later; module walks skip them.</summary>
+    public INamedTypeSymbol? AdapterSlot { get; }
+
+    /// <summary>Whether <paramref name="member"/> is an adapter slot (see <c>PeftGen.AdapterSlotAttribute</c>).</summary>
+    public bool IsAdapterSlot(ISymbol member) =>
+        AdapterSlot != null && member.GetAttributes().Any(a => SymbolEqualityComparer.Default.Equals(a.AttributeClass, AdapterSlot));
 
     public INamedTypeSymbol? NoLoRA { get; }
 

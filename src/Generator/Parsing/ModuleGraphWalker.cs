@@ -121,7 +121,8 @@ internal sealed class ModuleGraphWalker
             IPropertySymbol { IsStatic: false, IsIndexer: false } p => p.Type,
             _ => null,
         };
-        return type is INamedTypeSymbol named && KnownSymbols.DerivesFrom(named, _known.Module) ? named : null;
+        // Adapter slots are empty in the base model: not part of its shape, never targets.
+        return type is INamedTypeSymbol named && KnownSymbols.DerivesFrom(named, _known.Module) && !_known.IsAdapterSlot(member) ? named : null;
     }
 
     private string? ModuleName(ISymbol member) =>

@@ -90,6 +90,7 @@ internal static class Backend
     public static IBackend Of(Tensor t) => t.Device.Type switch
     {
         DeviceType.Cpu => CpuBackend.Instance,
+        DeviceType.Cuda => Cuda.CudaBackend.For(t.Device),
         _ => throw new NotSupportedException($"No backend for device {t.Device} ({t.DescribeForError()})."),
     };
 }

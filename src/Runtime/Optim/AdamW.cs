@@ -1,4 +1,5 @@
 using PeftGen.Backends;
+using PeftGen.Backends.Cuda;
 using PeftGen.Tensors;
 
 namespace PeftGen.Optim;
@@ -32,6 +33,8 @@ public sealed class AdamW : AdamWBase
     {
     }
 
+    private readonly List<(Device Device, AdamWTensor Tensor)> _pending = []; // GPU updates of the current step
+
     private protected override string StateKind => "AdamW";
 
     private protected override OptimizerMoments CreateMoments(Tensor p) => new FullMoments(p, Paged);
@@ -39,6 +42,20 @@ public sealed class AdamW : AdamWBase
     private protected override void Update(Tensor p, Tensor grad, OptimizerMoments moments, float lr, float weightDecay, float bc1, float bc2)
     {
         var full = (FullMoments)moments;
+        if (p.Device.Type == DeviceType.Cuda && p.IsContiguous && grad.IsContiguous)
+        {
+            // GPU tensors are updated together in one multi-tensor launch per device at the end of the step.
+            _pending.Add((p.Device, new AdamWTensor(CudaStorage.AddressOf(p), CudaStorage.AddressOf(grad), CudaStorage.AddressOf(full.M),
+                CudaStorage.AddressOf(full.V), p.Count, lr, weightDecay)));
+            return;
+        }
         Backend.Of(p).AdamWStep(p, grad, full.M, full.V, lr, Beta1, Beta2, Eps, weightDecay, bc1, bc2);
+    }
+
+    private protected override void FlushUpdates(float bc1, float bc2)
+    {
+        foreach (var device in _pending.Select(e => e.Device).Distinct().ToArray())
+            CudaBackend.For(device).AdamWMultiStep(_pending.Where(e => e.Device == device).Select(e => e.Tensor).ToArray(), Beta1, Beta2, Eps, bc1, bc2);
+        _pending.Clear();
     }
 }

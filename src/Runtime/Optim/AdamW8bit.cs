@@ -83,7 +83,7 @@ public sealed unsafe class AdamW8bit : AdamWBase
     }
 
     private protected override OptimizerMoments CreateMoments(Tensor p) =>
-        p.Count >= MinElementsFor8Bit ? new QuantizedMoments(p.Count, Paged) : new FullMoments(p, Paged);
+        p.Count >= MinElementsFor8Bit ? new QuantizedMoments(p, Paged) : new FullMoments(p, Paged);
 
     private protected override void Update(Tensor p, Tensor grad, OptimizerMoments moments, float lr, float weightDecay, float bc1, float bc2)
     {
@@ -102,6 +102,13 @@ public sealed unsafe class AdamW8bit : AdamWBase
     {
         if (grad.Count != param.Count || !grad.IsContiguous)
             throw new InvalidOperationException($"The gradient of {param.DescribeForError()} is a {(grad.IsContiguous ? "" : "strided ")}{grad.DescribeForError()}; AdamW8bit needs a contiguous one of the parameter's size.");
+        if (param.Device.Type == DeviceType.Cuda)
+        {
+            // The same update in one kernel launch over the state in host-visible GPU memory.
+            Backends.Cuda.CudaBackend.For(param.Device).AdamW8bitStep(param, grad, state.DeviceAddress, state.Blocks, lr, Beta1, Beta2, Eps,
+                weightDecay, bc1, bc2);
+            return;
+        }
         float* p = param.Data, g = grad.Data;
         float* absmaxM = state.AbsmaxM, absmaxV = state.AbsmaxV;
         byte* codesM = state.CodesM, codesV = state.CodesV;
@@ -151,13 +158,19 @@ public sealed unsafe class AdamW8bit : AdamWBase
     {
         private readonly HostStorage _storage;
 
-        public QuantizedMoments(long count, bool paged)
+        public QuantizedMoments(Tensor p, bool paged)
         {
-            Count = count;
-            Blocks = DynamicMap.BlockCount(count, BlockSize);
-            long bytes = 2L * Blocks * sizeof(float) + 2 * count;
-            _storage = paged ? new MappedStorage(bytes) : new CpuStorage(bytes, zeroed: true);
+            Count = p.Count;
+            Blocks = DynamicMap.BlockCount(Count, BlockSize);
+            long bytes = 2L * Blocks * sizeof(float) + 2 * Count;
+            // On a GPU the state is host-visible device memory (managed, or mapped host memory when paged past the budget).
+            _storage = p.Device.Type == DeviceType.Cuda ? Backends.Cuda.CudaHostVisibleStorage.Allocate(p.Device, bytes, paged)
+                : paged ? new MappedStorage(bytes) : new CpuStorage(bytes, zeroed: true);
         }
+
+        /// <summary>The state's address for GPU kernels (GPU parameters only).</summary>
+        public ulong DeviceAddress => (_storage as Backends.Cuda.CudaHostVisibleStorage)?.DeviceAddress
+            ?? throw new InvalidOperationException("This 8-bit optimizer state is in host memory; its parameter is not on a GPU.");
 
         public long Count { get; }
 

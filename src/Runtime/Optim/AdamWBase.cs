@@ -88,6 +88,12 @@ public abstract class AdamWBase : IOptimizer
                 Update(p, p.Grad, moments, lr, decay, bc1, bc2);
             }
         }
+        FlushUpdates(bc1, bc2);
+    }
+
+    /// <summary>Runs updates that <see cref="Update"/> deferred to batch them (one launch for a GPU's tensors).</summary>
+    private protected virtual void FlushUpdates(float bc1, float bc2)
+    {
     }
 
     /// <summary>Drops every parameter's gradient (set to none), ready for the next accumulation.</summary>

@@ -40,14 +40,22 @@ internal sealed unsafe class FullMoments(Tensor p, bool paged) : OptimizerMoment
 
     public override void Write(Stream stream)
     {
-        WriteBytes(stream, (byte*)M.Data, M.Count * sizeof(float));
-        WriteBytes(stream, (byte*)V.Data, V.Count * sizeof(float));
+        foreach (var moment in (Tensor[])[M, V])
+        {
+            // GPU moments go through a host copy (the file format is the same).
+            using var host = moment.Device.Type == DeviceType.Cpu ? null : moment.To(Device.Cpu);
+            WriteBytes(stream, (byte*)(host ?? moment).Data, moment.Count * sizeof(float));
+        }
     }
 
     public override void Read(Stream stream)
     {
-        ReadBytes(stream, (byte*)M.Data, M.Count * sizeof(float));
-        ReadBytes(stream, (byte*)V.Data, V.Count * sizeof(float));
+        foreach (var moment in (Tensor[])[M, V])
+        {
+            using var host = moment.Device.Type == DeviceType.Cpu ? null : Tensor.Create(moment.ShapeArray, DType.Float32, zeroed: false, scoped: false);
+            ReadBytes(stream, (byte*)(host ?? moment).Data, moment.Count * sizeof(float));
+            if (host != null) moment.CopyFrom(host);
+        }
     }
 
     public override void Dispose()
@@ -57,6 +65,8 @@ internal sealed unsafe class FullMoments(Tensor p, bool paged) : OptimizerMoment
     }
 
     private static Tensor NewMoment(Tensor p, bool paged) =>
-        paged && p.Device.Type == DeviceType.Cpu ? PagedMemory.Zeros(p.ShapeArray)
-            : Tensor.Create(p.ShapeArray, DType.Float32, zeroed: true, scoped: false, device: p.Device);
+        p.Device.Type == DeviceType.Cuda
+            ? paged ? Backends.Cuda.CudaPagedMemory.Zeros(p.Device, p.ShapeArray)
+                : Tensor.Create(p.ShapeArray, DType.Float32, zeroed: true, scoped: false, device: p.Device)
+            : paged ? PagedMemory.Zeros(p.ShapeArray) : Tensor.Create(p.ShapeArray, DType.Float32, zeroed: true, scoped: false);
 }

@@ -142,7 +142,7 @@ public class SparseFineTuningTests(Xunit.Abstractions.ITestOutputHelper output)
             using var model = new LlamaForCausalLM(Tiny, seed: 3);
             var sparse = Scored(model, SparseScore.GradientTimesWeight, 0.1f, steps: [1]);
             IReadOnlyList<float> losses;
-            using (var trainer = Trainer(model, sparse, new TrainerOptions { MaxSteps = 40, LearningRate = 2e-2f, MaxGradNorm = 1f }, steps: [1]))
+            using (var trainer = Trainer(model, sparse, new TrainerOptions { MaxSteps = 30, LearningRate = 3e-2f, MaxGradNorm = 1f }, steps: [1]))
                 losses = trainer.Train().Losses;
             float first = losses.Take(3).Average(), last = losses.TakeLast(3).Average();
             output.WriteLine($"loss {first:F4} → {last:F4} training {sparse.TrainableEntries:N0} entries");

@@ -78,6 +78,12 @@ internal sealed class CudaCachingAllocator : IDisposable
         }
     }
 
+    /// <summary>Starts a new peak: <see cref="AllocatorStats.PeakAllocatedBytes"/> becomes the bytes allocated now.</summary>
+    public void ResetPeak()
+    {
+        lock (_lock) _peak = _allocated;
+    }
+
     /// <summary>A block of at least <paramref name="bytes"/> bytes for use on <paramref name="stream"/>.</summary>
     /// <exception cref="CudaOutOfMemoryException">The device is out of memory even after releasing the cache.</exception>
     public DeviceBlock Allocate(long bytes, IntPtr stream)

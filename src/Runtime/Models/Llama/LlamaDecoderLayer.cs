@@ -41,10 +41,12 @@ public sealed class LlamaDecoderLayer : Module
 
     /// <summary>Module applied to the attention block's output before the residual add ("attn_adapter"), or null.</summary>
     [ModuleName("attn_adapter")]
+    [AdapterSlot]
     public Module<Tensor, Tensor>? AttentionAdapter { get; private set; }
 
     /// <summary>Module applied to the MLP's output before the residual add ("mlp_adapter"), or null.</summary>
     [ModuleName("mlp_adapter")]
+    [AdapterSlot]
     public Module<Tensor, Tensor>? MlpAdapter { get; private set; }
 
     /// <summary>
