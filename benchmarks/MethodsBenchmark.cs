@@ -115,15 +115,15 @@ internal static class MethodsBenchmark
     // ---- one method --------------------------------------------------------------------------------------------
 
     /// <summary>A method applied to a model: what to train, and what the trainer needs besides.</summary>
-    private sealed class Applied : IDisposable
+    private sealed class Applied
     {
         public required long Trainable { get; init; }
         public float LoRAPlusRatio { get; init; }
         public float LayerwiseDecay { get; init; } = 1f;
         public IReadOnlyList<Rng> Rngs { get; init; } = [];
         public Action<Trainer>? Attach { get; init; }
-        public IDisposable? Owner { get; init; }
-        public void Dispose() => Owner?.Dispose();
+        /// <summary>The module whose trainable parameters train (the model itself unless the method keeps them beside it).</summary>
+        public Module? Trainee { get; init; }
     }
 
     private static Applied Apply(string method, LlamaForCausalLM model, Func<Batch, Tensor> loss, IBatchSource calibration, int rank, int dim)
@@ -186,7 +186,7 @@ internal static class MethodsBenchmark
         Applied PromptLearning(PromptLearningConfig config)
         {
             var prompt = PeftModel.Create(model, config);
-            return new Applied { Trainable = prompt.TrainableParameters().Sum(p => p.Count), Owner = prompt };
+            return new Applied { Trainable = prompt.TrainableParameters().Sum(p => p.Count), Trainee = prompt };
         }
     }
 
@@ -203,9 +203,9 @@ internal static class MethodsBenchmark
         using var model = HuggingFaceLlama.Load(baseFolder);
         Func<Batch, Tensor> loss = b => model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length);
         var train = BatchSource.FromFunction(p => DigitBatch(p, down: true, seed: 2));
-        using var applied = Apply(method, model, loss, train, rank: 8, dim: DigitsConfig.HiddenSize);
+        var applied = Apply(method, model, loss, train, rank: 8, dim: DigitsConfig.HiddenSize);
         float before = EvalLoss(model, loss);
-        using var trainer = new Trainer(model, loss, train, new TrainerOptions
+        using var trainer = new Trainer(applied.Trainee ?? model, loss, train, new TrainerOptions
         {
             MaxSteps = steps, LearningRate = LearningRate(method), Schedule = "cosine", WarmupSteps = 10, MaxGradNorm = 1f,
             LoRAPlusRatio = applied.LoRAPlusRatio, LayerwiseLearningRateDecay = applied.LayerwiseDecay,
@@ -254,8 +254,8 @@ internal static class MethodsBenchmark
         var targets = Enumerable.Range(0, batch * length).Select(_ => random.Next(config.VocabSize)).ToArray();
         Func<Batch, Tensor> loss = b => model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length);
         var source = BatchSource.FromFunction(_ => new Batch(inputs, targets, batch, length));
-        using var applied = Apply(method, model, loss, source, rank: 8, dim: config.HiddenSize);
-        using var trainer = new Trainer(model, loss, source, new TrainerOptions
+        var applied = Apply(method, model, loss, source, rank: 8, dim: config.HiddenSize);
+        using var trainer = new Trainer(applied.Trainee ?? model, loss, source, new TrainerOptions
         {
             MaxSteps = 3, LearningRate = 1e-4f, LoRAPlusRatio = applied.LoRAPlusRatio, LayerwiseLearningRateDecay = applied.LayerwiseDecay,
         }, rngs: applied.Rngs);

@@ -8,6 +8,7 @@ return args.FirstOrDefault() switch
     "generator" => GeneratorBenchmark.Run(args[1..]),
     "io" => IoBenchmark.Run(args[1..]),
     "quickstart" => QuickStartBenchmark.Run(args[1..]),
+    "methods" => MethodsBenchmark.Run(args[1..]),
     "cuda-train" => CudaTrainBenchmark.Run(args[1..]),
     "cuda-peft-export" => CudaTrainBenchmark.Export(args[1..]),
     _ => Usage(),
@@ -22,6 +23,7 @@ static int Usage()
           generator                              source generator ms on a Llama-2-7B model: full run, incremental after an unrelated edit
           io                                     1 GiB safetensors open + read one tensor (vs full read); tokenizer encode MB/s
           quickstart                             wall time of the README main command (dotnet run of samples/QuickStart)
+          methods [--steps 150]                  every fine-tuning method on one task: parameters, memory, tokens/s, loss -> docs/methods.md
           cuda-train --device cuda:0             QLoRA tokens/s, MFU, peak GPU memory of a TinyLlama-1.1B shape (seq 1024, 2048) vs PEFT bf16 LoRA
           cuda-peft-export --out DIR             a base + PeftGen-trained LoRA adapter + logits for peers/peft_roundtrip_check.py
         """);

@@ -10,8 +10,9 @@ using PeftGen.Generator.Parsing;
 namespace PeftGen.Analyzers;
 
 /// <summary>
-/// Checks the class that carries PeftGen attributes: [Quantize], [LoRAPlus] and [ModelConfig] need a [LoRA] (PEFT011);
-/// an adapter class must be partial (PEFT001) and its adapters need distinct names (PEFT012).
+/// Checks the class that carries PeftGen attributes: the companions ([Quantize], [LoRAPlus], [ModelConfig], [DeltaLoRA],
+/// [LayerDrop], [LayerwiseLearningRate]) need a method attribute they work with (PEFT011); an adapter class must be
+/// partial (PEFT001) and its adapters need distinct names (PEFT012).
 /// </summary>
 [DiagnosticAnalyzer(LanguageNames.CSharp)]
 public sealed class AdapterClassAnalyzer : DiagnosticAnalyzer
@@ -36,14 +37,11 @@ public sealed class AdapterClassAnalyzer : DiagnosticAnalyzer
     {
         var type = (INamedTypeSymbol)context.Symbol;
         var adapters = AdapterDeclaration.All(type);
-        var companions = new[] { known.Quantize, known.LoRAPlus, known.ModelConfig }
-            .Select(c => ModelAnalysis.Find(type, c))
-            .Where(a => a != null)
-            .Select(a => a!)
-            .ToList();
-        if (adapters.IsEmpty && companions.Count == 0) return;
+        var methods = MethodParser.MethodAttributes(type);
+        var companions = type.GetAttributes().Where(a => Companion(a.AttributeClass, known) != null).ToList();
+        if (methods.Count == 0 && companions.Count == 0) return;
 
-        if (adapters.IsEmpty)
+        if (methods.Count == 0)
         {
             foreach (var companion in companions)
             {
@@ -52,12 +50,26 @@ public sealed class AdapterClassAnalyzer : DiagnosticAnalyzer
                     AttributeArguments.Of(companion, context.CancellationToken).Location,
                     "[" + ShortName(companion) + "]",
                     "a class without [LoRA]",
-                    Purpose(companion, known) + "; add a [LoRA(rank, targets)] attribute or remove [" + ShortName(companion) + "]"));
+                    Companion(companion.AttributeClass, known) + "; add a [LoRA(rank, targets)] (or another method) attribute or remove [" + ShortName(companion) + "]"));
             }
             return;
         }
 
-        // Without [LoRA] nothing is generated, so only adapter classes need to be partial.
+        // The class's method is its first method attribute; companions that only apply to other methods are errors.
+        string method = MethodParser.ShortName(methods[0]);
+        foreach (var companion in companions)
+        {
+            string? supported = SupportedWith(companion.AttributeClass, known);
+            if (supported == null || supported.Split(',').Contains(method)) continue;
+            context.ReportDiagnostic(Diagnostic.Create(
+                DiagnosticCatalog.IncompatibleSettings,
+                AttributeArguments.Of(companion, context.CancellationToken).Location,
+                "[" + ShortName(companion) + "]",
+                "[" + method + "]",
+                "it applies to " + string.Join(" and ", supported.Split(',').Select(m => "[" + m + "]")) + " only; remove it or change the method"));
+        }
+
+        // Without a method attribute nothing is generated, so only adapter classes need to be partial.
         if (!type.IsGenericType && !IsPartial(type) && Identifier(type, context) is { } identifier)
             context.ReportDiagnostic(Diagnostic.Create(DiagnosticCatalog.ClassNotPartial, identifier, type.Name));
 
@@ -95,8 +107,23 @@ public sealed class AdapterClassAnalyzer : DiagnosticAnalyzer
         return name.EndsWith("Attribute", System.StringComparison.Ordinal) ? name.Substring(0, name.Length - "Attribute".Length) : name;
     }
 
-    private static string Purpose(AttributeData attribute, KnownSymbols known) =>
-        KnownSymbols.Is(attribute.AttributeClass, known.Quantize) ? "it quantizes the layers the adapters target, and there are none"
-        : KnownSymbols.Is(attribute.AttributeClass, known.LoRAPlus) ? "it sets the learning rate of the adapters' B matrices, and there are none"
-        : "it gives the shapes the adapters are checked and planned against, and there are none";
+    /// <summary>What a companion attribute is for (its PEFT011 reason), or null when the attribute is no companion.</summary>
+    private static string? Companion(INamedTypeSymbol? attribute, KnownSymbols known) =>
+        KnownSymbols.Is(attribute, known.Quantize) ? "it quantizes the layers the adapters target, and there are none"
+        : KnownSymbols.Is(attribute, known.LoRAPlus) ? "it sets the learning rate of the adapters' B matrices, and there are none"
+        : KnownSymbols.Is(attribute, known.ModelConfig) ? "it gives the shapes the adapters are checked and planned against, and there are none"
+        : attribute?.ToDisplayString() switch
+        {
+            KnownSymbols.DeltaLoRAAttribute => "it moves the base weights by the adapters' updates, and there are none",
+            KnownSymbols.LayerDropAttribute => "it skips decoder layers while a PEFT method trains, and none is declared",
+            KnownSymbols.LayerwiseLearningRateAttribute => "it scales the learning rate of a PEFT method's parameters by depth, and none is declared",
+            _ => null,
+        };
+
+    /// <summary>The methods a companion works with (comma-separated short names), or null when it works with all.</summary>
+    private static string? SupportedWith(INamedTypeSymbol? attribute, KnownSymbols known) =>
+        KnownSymbols.Is(attribute, known.Quantize) ? "LoRA,VeRA"
+        : KnownSymbols.Is(attribute, known.LoRAPlus) ? "LoRA"
+        : attribute?.ToDisplayString() == KnownSymbols.DeltaLoRAAttribute ? "LoRA"
+        : null;
 }

@@ -90,12 +90,46 @@ internal static class DiagnosticCatalog
         "LoRA override has no effect",
         "[{0}] on '{1}' has no effect: {2}; move it to a targeted layer, fix it, or remove it");
 
+    public static readonly DiagnosticDescriptor MultipleMethods = Error("PEFT019", Usage,
+        "More than one PEFT method on a class",
+        "'{0}' declares both [{1}] and [{2}]; a class declares one PEFT method, so switching methods means changing that one attribute: remove [{2}] or [{1}]");
+
+    public static readonly DiagnosticDescriptor DeltaLoRAOnQuantizedBase = Error("PEFT020", Configuration,
+        "Delta-LoRA on a 4-bit base",
+        "[DeltaLoRA] moves the base weights after every step, but [Quantize] stores them in 4 bits, where updates of ≈ λ·s·ΔBA are far below one quantization step and would round away; PeftGen does not re-quantize: remove [Quantize] to train a float base, or [DeltaLoRA] to train plain QLoRA");
+
+    public static readonly DiagnosticDescriptor IncompatibleLoRAVariants = Error("PEFT021", Configuration,
+        "LoRA variants cannot be combined",
+        "{0} cannot be combined with {1}: {2}");
+
+    public static readonly DiagnosticDescriptor InvalidMethodSetting = Error("PEFT022", Configuration,
+        "PEFT method setting out of range",
+        "{0} {1} is invalid: {2}");
+
+    public static readonly DiagnosticDescriptor FeedForwardNotTargeted = Error("PEFT023", Configuration,
+        "IA3 feed-forward layer is not a target",
+        "IA3 feed-forward module '{0}' is not in the target list ({1}): feed-forward modules must be a subset of the targets; add '{0}' to the targets or remove it from FeedForward");
+
+    public static readonly DiagnosticDescriptor VirtualTokensOutOfRange = Error("PEFT024", Configuration,
+        "Virtual token count out of range",
+        "{0} virtual tokens are invalid: {1}");
+
+    public static readonly DiagnosticDescriptor BottleneckTooWide = Error("PEFT025", Configuration,
+        "Bottleneck does not fit the model",
+        "{0}; a bottleneck must be 1 to {1} channels wide (the hidden size of '{2}')");
+
+    public static readonly DiagnosticDescriptor MethodNeedsLlama = Error("PEFT026", Usage,
+        "PEFT method needs a Llama model",
+        "[{0}] works on a LlamaForCausalLM's decoder stack, but '{1}' does not derive from LlamaForCausalLM; derive from it or choose a method that adapts linear layers ([LoRA], [VeRA], [IA3])");
+
     /// <summary>Every descriptor, for analyzers' SupportedDiagnostics and the docs test.</summary>
     public static readonly DiagnosticDescriptor[] All =
     [
         ClassNotPartial, InvalidRank, RankTooLarge, InvalidAlpha, InvalidDropout, UnknownTarget, TargetNotLinear,
         ReadOnlyTarget, InvalidBlockSize, BlockSizeDoesNotDivide, IncompatibleSettings, DuplicateAdapterName,
         UnusualScaling, QLoRAOnFewTargets, ModelConfigNotFound, InvalidModelConfig, InvalidTargetRegex, OverrideWithoutEffect,
+        MultipleMethods, DeltaLoRAOnQuantizedBase, IncompatibleLoRAVariants, InvalidMethodSetting, FeedForwardNotTargeted,
+        VirtualTokensOutOfRange, BottleneckTooWide, MethodNeedsLlama,
     ];
 
     private static DiagnosticDescriptor Error(string id, string category, string title, string message) =>

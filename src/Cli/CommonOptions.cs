@@ -41,7 +41,7 @@ internal static class CommonOptions
         return option;
     }
 
-    /// <summary>Applies --threads and checks --device (through <see cref="ComputeDevice.Resolve"/>, where CUDA will be wired).</summary>
+    /// <summary>Applies --threads and checks --device (through <see cref="ComputeDevice.Resolve"/>: a CUDA device must have its libraries, driver and device).</summary>
     public static Tensors.Device Prepare(ParseResult parse, Option<string> device, Option<int?> threads)
     {
         if (parse.GetValue(threads) is int n)

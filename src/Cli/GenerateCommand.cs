@@ -28,7 +28,7 @@ internal static class GenerateCommand
         };
         command.SetAction((parse, cancellationToken) => Task.FromResult(CliErrors.Run(() =>
         {
-            var target = CommonOptions.Prepare(parse, device, threads);
+            var target = ComputeDevice.RequireForGeneration(CommonOptions.Prepare(parse, device, threads));
             var options = new SamplingOptions
             {
                 MaxNewTokens = parse.GetValue(maxTokens),

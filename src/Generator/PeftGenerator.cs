@@ -10,11 +10,14 @@ using PeftGen.Generator.Spec;
 namespace PeftGen.Generator;
 
 /// <summary>
-/// Generates adapter code for <c>partial</c> model classes marked <c>[LoRA]</c>: the adapter configurations, the
-/// quantization settings, the LoRA+ ratio, <c>ApplyAdapters()</c> (with run-time rank checks where shapes are not
-/// known at compile time), the compile-time adapter plan and PEFT file keys, a typed walk of the linear layers, the
-/// adapter parameters, and PEFT-format <c>SaveAdapter</c>/<c>LoadAdapter</c>, all without reflection. Pipeline: parse
-/// symbols into an equatable spec, resolve it against config.json additional files, emit text.
+/// Generates adapter code for <c>partial</c> model classes marked with a method attribute (<c>[LoRA]</c>, <c>[VeRA]</c>,
+/// <c>[IA3]</c>, <c>[PromptTuning]</c>, <c>[PrefixTuning]</c>, <c>[PTuning]</c>, <c>[Bottleneck]</c>,
+/// <c>[SparseFineTuning]</c>): the method's configuration, <c>ApplyAdapters()</c> returning the runtime's object for that
+/// method, the compile-time plan and trainable-parameter count where shapes are known, a <c>CreateTrainer</c> where the
+/// method or its companions (<c>[LoRAPlus]</c>, <c>[DeltaLoRA]</c>, <c>[LayerDrop]</c>, <c>[LayerwiseLearningRate]</c>)
+/// need trainer wiring, and for LoRA the typed layer walk, adapter parameters, PEFT file keys and PEFT-format
+/// <c>SaveAdapter</c>/<c>LoadAdapter</c>, all without reflection. Pipeline: parse symbols into an equatable spec, resolve
+/// it against config.json additional files, emit text.
 /// </summary>
 [Generator(LanguageNames.CSharp)]
 public sealed class PeftGenerator : IIncrementalGenerator
@@ -35,15 +38,6 @@ public sealed class PeftGenerator : IIncrementalGenerator
     /// <inheritdoc />
     public void Initialize(IncrementalGeneratorInitializationContext context)
     {
-        var models = context.SyntaxProvider
-            .ForAttributeWithMetadataName(
-                KnownSymbols.LoRAAttribute,
-                static (node, _) => node is ClassDeclarationSyntax,
-                static (syntax, cancellationToken) => ModelParser.Parse(syntax, cancellationToken))
-            .Where(static model => model != null)
-            .Select(static (model, _) => model!)
-            .WithTrackingName(Steps.Models);
-
         var configs = context.AdditionalTextsProvider
             .Where(static file => file.Path.EndsWith(".json", StringComparison.OrdinalIgnoreCase))
             .Select(static (file, cancellationToken) => ModelConfigReader.Read(file.Path, file.GetText(cancellationToken)?.ToString()))
@@ -53,12 +47,25 @@ public sealed class PeftGenerator : IIncrementalGenerator
             .Select(static (found, _) => found.ToEquatableArray())
             .WithTrackingName(Steps.ModelConfigs);
 
-        var plans = models
-            .Combine(configs)
-            .Select(static (pair, _) => AdapterPlanner.Plan(pair.Left, pair.Right))
-            .WithTrackingName(Steps.Plans);
+        // One pipeline per method attribute (a class declares one method; its first method attribute generates it).
+        foreach (var attribute in KnownSymbols.MethodAttributes)
+        {
+            var models = context.SyntaxProvider
+                .ForAttributeWithMetadataName(
+                    attribute,
+                    static (node, _) => node is ClassDeclarationSyntax,
+                    static (syntax, cancellationToken) => ModelParser.Parse(syntax, cancellationToken))
+                .Where(static model => model != null)
+                .Select(static (model, _) => model!)
+                .WithTrackingName(Steps.Models);
 
-        context.RegisterSourceOutput(plans, static (output, plan) =>
-            output.AddSource(plan.Model.HintName, SourceText.From(ModelEmitter.Emit(plan), Encoding.UTF8)));
+            var plans = models
+                .Combine(configs)
+                .Select(static (pair, _) => AdapterPlanner.Plan(pair.Left, pair.Right))
+                .WithTrackingName(Steps.Plans);
+
+            context.RegisterSourceOutput(plans, static (output, plan) =>
+                output.AddSource(plan.Model.HintName, SourceText.From(ModelEmitter.Emit(plan), Encoding.UTF8)));
+        }
     }
 }

@@ -170,7 +170,15 @@ public class CommandTests
         var (code, stdout, stderr) = CliRunner.Run("generate", "--model", "/nonexistent/model.bin", "--device", "cuda");
         Assert.Equal(4, code);
         Assert.Empty(stdout);
-        Assert.Contains("--device cpu", stderr);
+        bool cuda = PeftGen.Backends.Cuda.DeviceSelection.IsAvailable(Tensors.Device.Parse("cuda"), out _);
+        // Without CUDA the message lists what was searched; with it, generation says it runs on the CPU only.
+        Assert.Contains(cuda ? "--device cpu" : "libcuda.so.1", stderr);
+        if (!cuda)
+        {
+            var train = CliRunner.Run("train", "--model", "/nonexistent/model.bin", "--data", "d.jsonl", "--device", "cuda:0");
+            Assert.Equal(4, train.Code);
+            Assert.Contains("libcuda.so.1", train.Stderr);
+        }
         Assert.Equal(1, CliRunner.Run("train", "--model", "m", "--data", "d", "--device", "tpu").Code);
     }
 

@@ -28,24 +28,33 @@ internal static class ModelEmitter
         foreach (var type in model.ContainingTypes) w.Line("partial " + type.Keyword + " " + type.Name).Open();
         w.Line("partial " + model.Type.Keyword + " " + model.Type.Name).Open();
 
-        foreach (var adapter in spec.Adapters) WriteConfig(w, adapter);
-        WriteQuantization(w, model.Quantize);
-        if (model.LoRAPlusRatio is { } ratio)
+        if (spec.Method != null)
         {
-            w.Line("/// <summary>")
-             .Line("/// LoRA+ (from <c>[LoRAPlus]</c>): each B matrix trains with this many times the learning rate of A. Pass it as")
-             .Line("/// <see cref=\"global::PeftGen.Training.TrainerOptions.LoRAPlusRatio\"/>.")
-             .Line("/// </summary>")
-             .Line("public const float LoRAPlusRatio = " + Float((float)ratio) + ";")
-             .Line();
+            MethodEmitter.Write(w, spec);
         }
-        foreach (var adapter in spec.Adapters.Where(a => a.Plan != null)) WritePlan(w, adapter);
-        foreach (var adapter in spec.Adapters.Where(a => a.FileKeys != null)) WriteFileKeys(w, adapter);
-        WriteApplyAdapters(w, spec);
-        WriteLinearLayers(w, model);
-        WriteAdapterParameters(w, spec);
-        WriteSaveLoad(w, spec);
-        WriteHelpers(w, spec);
+        else
+        {
+            foreach (var adapter in spec.Adapters) WriteConfig(w, adapter, model.Training?.DeltaLoRA);
+            WriteQuantization(w, model.Quantize);
+            if (model.LoRAPlusRatio is { } ratio)
+            {
+                w.Line("/// <summary>")
+                 .Line("/// LoRA+ (from <c>[LoRAPlus]</c>): each B matrix trains with this many times the learning rate of A. Pass it as")
+                 .Line("/// <see cref=\"global::PeftGen.Training.TrainerOptions.LoRAPlusRatio\"/>" + (NeedsTrainer(spec) ? " (<see cref=\"CreateTrainer\"/> does)." : "."))
+                 .Line("/// </summary>")
+                 .Line("public const float LoRAPlusRatio = " + Float((float)ratio) + ";")
+                 .Line();
+            }
+            WriteTrainingSettings(w, model);
+            foreach (var adapter in spec.Adapters.Where(a => a.Plan != null)) WritePlan(w, adapter);
+            foreach (var adapter in spec.Adapters.Where(a => a.FileKeys != null)) WriteFileKeys(w, adapter);
+            WriteApplyAdapters(w, spec);
+            WriteCreateTrainer(w, spec, Adapters + "PeftModel<" + model.FullyQualifiedName + ">", "peft");
+            WriteLinearLayers(w, model);
+            WriteAdapterParameters(w, spec);
+            WriteSaveLoad(w, spec);
+            WriteHelpers(w, spec);
+        }
 
         w.Close();
         foreach (var _ in model.ContainingTypes) w.Close();
@@ -53,7 +62,7 @@ internal static class ModelEmitter
         return w.ToString();
     }
 
-    private static void WriteConfig(IndentedWriter w, AdapterOutputSpec output)
+    private static void WriteConfig(IndentedWriter w, AdapterOutputSpec output, DeltaLoRASpec? delta)
     {
         var a = output.Adapter;
         w.Line("/// <summary>The " + Quote(a.Name) + " adapter's settings, from this class's <c>[LoRA]</c> attribute.</summary>")
@@ -65,6 +74,13 @@ internal static class ModelEmitter
         if (a.Dropout != 0) w.Line("Dropout = " + Float((float)a.Dropout) + ",");
         if (a.UseRsLoRA) w.Line("UseRsLoRA = true,");
         if (a.UseDoRA) w.Line("UseDoRA = true,");
+        if (a.UseLoRAFA) w.Line("UseLoRAFA = true,");
+        if (a.LoRAFAGradientCorrection) w.Line("LoRAFAGradientCorrection = true,");
+        if (delta != null)
+        {
+            w.Line("DeltaLoRA = new " + Adapters + "DeltaLoRAOptions { StartStep = " + Int(delta.StartStep) + ", UpdateRatio = "
+                + Float((float)delta.UpdateRatio) + " },");
+        }
         if (a.Init.Value != 0) w.Line("Init = " + Enum(a.Init) + ",");
         if (a.Bias.Value != 0) w.Line("Bias = " + Enum(a.Bias) + ",");
         if (output.Exclude.Count > 0) w.Line("Exclude = new string[] { " + string.Join(", ", output.Exclude.Select(Quote)) + " },");
@@ -85,7 +101,7 @@ internal static class ModelEmitter
         w.Close(";").Line();
     }
 
-    private static void WriteQuantization(IndentedWriter w, QuantizeSpec? q)
+    internal static void WriteQuantization(IndentedWriter w, QuantizeSpec? q)
     {
         w.Line("/// <summary>How adapted layers store their base weights (from <c>[Quantize]</c>); null keeps them in full precision.</summary>");
         if (q == null)
@@ -143,7 +159,8 @@ internal static class ModelEmitter
         foreach (var adapter in spec.Adapters.Where(a => a.Plan == null))
             w.Line("ThrowIfRankExceedsLayer(" + adapter.MemberPrefix + "LoRAConfig);");
         string create = Adapters + "PeftModel.Create(this, " + first.MemberPrefix + "LoRAConfig, QuantizationConfig, " + Quote(first.Adapter.Name) + ");";
-        if (spec.Adapters.Count == 1)
+        bool layerDrop = HasLayerDrop(spec.Model);
+        if (spec.Adapters.Count == 1 && !layerDrop)
         {
             w.Line("return " + create).Close().Line();
             return;
@@ -151,7 +168,90 @@ internal static class ModelEmitter
         w.Line("var peft = " + create);
         foreach (var adapter in spec.Adapters.Skip(1))
             w.Line("peft.AddAdapter(" + Quote(adapter.Adapter.Name) + ", " + adapter.MemberPrefix + "LoRAConfig);");
+        if (layerDrop) w.Line(Adapters + "LayerDrop.Apply(this, LayerDropConfig);");
         w.Line("return peft;").Close().Line();
+    }
+
+    /// <summary>Layer drop is installed only on Llama models (PEFT026 reports it elsewhere).</summary>
+    internal static bool HasLayerDrop(ModelSpec model) => model.Training?.LayerDrop != null && model.IsLlama;
+
+    /// <summary>Whether the method or its companions need trainer wiring, so <c>CreateTrainer</c> is emitted.</summary>
+    internal static bool NeedsTrainer(GenerationSpec spec) =>
+        spec.Method?.Method is SparseSpec
+        || (spec.Method?.Method is not PromptSpec
+            && (spec.Model.LoRAPlusRatio != null || HasLayerDrop(spec.Model) || spec.Model.Training?.LayerwiseDecay != null
+                || (spec.Method == null && spec.Model.Training?.DeltaLoRA != null)));
+
+    /// <summary>The <c>[LayerwiseLearningRate]</c> decay and the <c>[LayerDrop]</c> settings.</summary>
+    internal static void WriteTrainingSettings(IndentedWriter w, ModelSpec model)
+    {
+        if (model.Training?.LayerwiseDecay is { } decay)
+        {
+            w.Line("/// <summary>")
+             .Line("/// Layer-wise learning-rate decay γ (from <c>[LayerwiseLearningRate]</c>): decoder layer i of L trains at lr·γ^(L−1−i).")
+             .Line("/// Pass it as <see cref=\"global::PeftGen.Training.TrainerOptions.LayerwiseLearningRateDecay\"/>"
+                + (model.Method is PromptSpec ? "." : " (<see cref=\"CreateTrainer\"/> does)."))
+             .Line("/// </summary>")
+             .Line("public const float LayerwiseLearningRateDecay = " + Float((float)decay) + ";")
+             .Line();
+        }
+        if (model.Training?.LayerDrop is { } drop && model.IsLlama)
+        {
+            w.Line("/// <summary>The layer drop settings (from <c>[LayerDrop]</c>); <see cref=\"ApplyAdapters\"/> installs them.</summary>")
+             .Line("public static " + Adapters + "LayerDropConfig LayerDropConfig { get; } = new " + Adapters + "LayerDropConfig")
+             .Open()
+             .Line("Probability = " + Float((float)drop.Probability) + ",");
+            if (drop.Schedule.Value != 0) w.Line("Schedule = " + Enum(drop.Schedule) + ",");
+            if (drop.Layers is { } layers) w.Line("Layers = new int[] { " + string.Join(", ", layers.Select(Int)) + " },");
+            if (drop.Seed != 0) w.Line("Seed = " + Int(drop.Seed) + ",");
+            w.Close(";").Line();
+        }
+    }
+
+    /// <summary>
+    /// <c>CreateTrainer</c>, when the method or its companions need wiring: the options with the LoRA+ ratio and the
+    /// layer-wise decay, the random generators to checkpoint (dropout, layer drop), and the after-step hooks and gradient
+    /// masks (Delta-LoRA, sparse fine-tuning).
+    /// </summary>
+    internal static void WriteCreateTrainer(IndentedWriter w, GenerationSpec spec, string? adaptedType, string? adaptedName)
+    {
+        if (!NeedsTrainer(spec)) return;
+        var model = spec.Model;
+        const string Training = "global::PeftGen.Training.";
+        bool peft = adaptedType != null && adaptedType.StartsWith(Adapters + "PeftModel<", System.StringComparison.Ordinal);
+        bool delta = spec.Method == null && model.Training?.DeltaLoRA != null;
+        w.Line("/// <summary>")
+         .Line("/// Creates the trainer of this model with the wiring its attributes declare:");
+        if (model.LoRAPlusRatio != null) w.Line("/// the LoRA+ ratio (<see cref=\"LoRAPlusRatio\"/>),");
+        if (model.Training?.LayerwiseDecay != null) w.Line("/// the layer-wise learning-rate decay (<see cref=\"LayerwiseLearningRateDecay\"/>),");
+        if (delta) w.Line("/// the Delta-LoRA base update of the " + Quote(spec.Adapters[0].Adapter.Name).Replace("\"", "") + " adapter after each step,");
+        if (spec.Method?.Method is SparseSpec) w.Line("/// the sparse gradient masks and the restore of untrained entries after each step,");
+        if (peft || HasLayerDrop(model)) w.Line("/// the random generators of " + (peft && HasLayerDrop(model) ? "dropout and layer drop" : peft ? "dropout" : "layer drop") + " (saved in checkpoints),");
+        w.Line("/// and the rest of <paramref name=\"options\"/> as given.")
+         .Line("/// </summary>");
+        if (adaptedName != null) w.Line("/// <param name=\"" + adaptedName + "\">The result of <see cref=\"ApplyAdapters\"/>.</param>");
+        w.Line("/// <param name=\"loss\">Computes a batch's scalar loss with the model.</param>")
+         .Line("/// <param name=\"train\">The training batches.</param>")
+         .Line("/// <param name=\"options\">The training settings.</param>")
+         .Line("/// <param name=\"eval\">Evaluation batches, or null.</param>");
+        string parameters = (adaptedType != null ? adaptedType + " " + adaptedName + ", " : "")
+            + "global::System.Func<" + Training + "Batch, " + Tensor + "> loss, " + Training + "IBatchSource train, "
+            + Training + "TrainerOptions options, " + Training + "IBatchSource? eval = null";
+        w.Line("public " + Training + "Trainer CreateTrainer(" + parameters + ")").Open();
+        if (adaptedName != null) w.Line("global::System.ArgumentNullException.ThrowIfNull(" + adaptedName + ");");
+        w.Line("global::System.ArgumentNullException.ThrowIfNull(options);");
+        var settings = new List<string>();
+        if (model.LoRAPlusRatio != null) settings.Add("LoRAPlusRatio = LoRAPlusRatio");
+        if (model.Training?.LayerwiseDecay != null) settings.Add("LayerwiseLearningRateDecay = LayerwiseLearningRateDecay");
+        string options = settings.Count == 0 ? "options" : "options with { " + string.Join(", ", settings) + " }";
+        var rngs = new List<string>();
+        if (peft) rngs.Add(adaptedName + ".DropoutRng");
+        if (HasLayerDrop(model)) rngs.Add("this.Model.LayerDrop!.Rng");
+        string rngArgument = rngs.Count == 0 ? "" : ", new global::PeftGen.Tensors.Rng[] { " + string.Join(", ", rngs) + " }";
+        w.Line("var trainer = new " + Training + "Trainer(this, loss, train, " + options + ", eval" + rngArgument + ");");
+        if (delta) w.Line("trainer.AfterStepHooks.Add(" + Adapters + "DeltaLoRAUpdater.Create(" + adaptedName + ", " + Quote(spec.Adapters[0].Adapter.Name) + "));");
+        if (spec.Method?.Method is SparseSpec) w.Line(adaptedName + ".AttachTo(trainer);");
+        w.Line("return trainer;").Close().Line();
     }
 
     private static void WriteFileKeys(IndentedWriter w, AdapterOutputSpec output)
@@ -376,7 +476,7 @@ internal static class ModelEmitter
         static string Interpolated(string text) => SymbolDisplay.FormatLiteral(text, quote: false).Replace("{", "{{").Replace("}", "}}");
     }
 
-    private static string Targets(TargetSpec targets) => targets.Kind switch
+    internal static string Targets(TargetSpec targets) => targets.Kind switch
     {
         TargetKind.AllLinear => Adapters + "TargetModules.AllLinear",
         TargetKind.List => Adapters + "TargetModules.List(" + string.Join(", ", targets.Names.Select(Quote)) + ")",
@@ -384,22 +484,22 @@ internal static class ModelEmitter
         _ => Adapters + "TargetModules.Parse(" + Quote(targets.Text) + ")",
     };
 
-    private static string Enum(EnumValueSpec value) =>
+    internal static string Enum(EnumValueSpec value) =>
         value.MemberName != null
             ? value.TypeName + "." + value.MemberName
             : "(" + value.TypeName + ")" + value.Value.ToString(CultureInfo.InvariantCulture);
 
-    private static string Quote(string text) => SymbolDisplay.FormatLiteral(text, quote: true);
+    internal static string Quote(string text) => SymbolDisplay.FormatLiteral(text, quote: true);
 
     // Regexes read as written when their backslashes are not doubled.
     private static string Verbatim(string text) =>
         text.IndexOf('\\') >= 0 && text.IndexOfAny(new[] { '"', '\n', '\r' }) < 0 ? "@\"" + text + "\"" : Quote(text);
 
-    private static string Int(int value) => value.ToString(CultureInfo.InvariantCulture);
+    internal static string Int(int value) => value.ToString(CultureInfo.InvariantCulture);
 
-    private static string Bool(bool value) => value ? "true" : "false";
+    internal static string Bool(bool value) => value ? "true" : "false";
 
-    private static string Float(float value) =>
+    internal static string Float(float value) =>
         float.IsNaN(value) ? "float.NaN"
         : float.IsPositiveInfinity(value) ? "float.PositiveInfinity"
         : float.IsNegativeInfinity(value) ? "float.NegativeInfinity"

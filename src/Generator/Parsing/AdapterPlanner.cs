@@ -20,6 +20,7 @@ internal static class AdapterPlanner
     {
         var config = FindConfig(model.ModelConfigPath, configs);
         var concrete = Expand(model.Layers, config);
+        if (model.Method is { } method) return new GenerationSpec(model, EquatableArray<AdapterOutputSpec>.Empty, PlanMethod(model, method, concrete, config));
         var prefixes = new HashSet<string>(StringComparer.Ordinal);
         var adapters = model.Adapters.Select(adapter =>
         {
@@ -166,26 +167,45 @@ internal static class AdapterPlanner
     {
         var adapter = output.Adapter;
         if (adapter.Rank < 1) return null;
+        var selected = Select(adapter.Targets, output.Exclude, adapter.Layers, layers);
+        if (selected == null) return null;
+
+        return selected.Select(l =>
+        {
+            int rank = output.RankPattern.Where(p => MatchesName(l.Path, p.Key)).Select(p => (int?)p.Value).FirstOrDefault() ?? adapter.Rank;
+            float alpha = (float)(output.AlphaPattern.Where(p => MatchesName(l.Path, p.Key)).Select(p => (double?)p.Value).FirstOrDefault() ?? adapter.Alpha);
+            // The runtime computes the scaling in float: alpha / r, or alpha / √r with rsLoRA.
+            float scaling = adapter.UseRsLoRA ? alpha / (float)Math.Sqrt(rank) : alpha / rank;
+            int inFeatures = l.InFeatures!.Value, outFeatures = l.OutFeatures!.Value;
+            // LoRA-FA freezes A: only B [out, r] trains.
+            long trainable = (adapter.UseLoRAFA ? (long)rank * outFeatures : (long)rank * (inFeatures + outFeatures)) + (adapter.UseDoRA ? outFeatures : 0);
+            return new PlanRowSpec(l.Path, inFeatures, outFeatures, rank, alpha, scaling, quantize && l.IsFloatLinear, trainable);
+        }).ToEquatableArray();
+    }
+
+    /// <summary>
+    /// The layers <paramref name="targets"/> select, minus exclusions, within <paramref name="indices"/>' decoder layers, with
+    /// the runtime's rules; null when a listed name matches nothing, the regex is invalid, nothing is selected or a
+    /// selected shape is unknown.
+    /// </summary>
+    private static List<ConcreteLayer>? Select(TargetSpec targets, IEnumerable<string> exclude, EquatableArray<int>? indices, List<ConcreteLayer> layers)
+    {
         var paths = layers.Select(l => l.Path).ToList();
         List<ConcreteLayer> selected;
-        switch (adapter.Targets.Kind)
+        switch (targets.Kind)
         {
             case TargetKind.AllLinear:
                 selected = layers.Where(l => !(l.Path == "lm_head" || l.Path.EndsWith(".lm_head", StringComparison.Ordinal))).ToList();
                 break;
             case TargetKind.List:
-                if (adapter.Targets.Names.Any(n => !paths.Any(p => MatchesName(p, n)))) return null;
-                selected = layers.Where(l => adapter.Targets.Names.Any(n => MatchesName(l.Path, n))).ToList();
+                if (targets.Names.Any(n => !paths.Any(p => MatchesName(p, n)))) return null;
+                selected = layers.Where(l => targets.Names.Any(n => MatchesName(l.Path, n))).ToList();
                 break;
             case TargetKind.Regex:
+                if (ToRegex(targets.Text) is not { } regex) return null;
                 try
                 {
-                    var regex = new Regex("^(?:" + adapter.Targets.Text + ")$", RegexOptions.None, RegexTimeout);
                     selected = layers.Where(l => regex.IsMatch(l.Path)).ToList();
-                }
-                catch (ArgumentException)
-                {
-                    return null;
                 }
                 catch (RegexMatchTimeoutException)
                 {
@@ -195,21 +215,115 @@ internal static class AdapterPlanner
             default:
                 return null;
         }
-        selected = selected.Where(l => !output.Exclude.Any(e => MatchesName(l.Path, e))).ToList();
-        if (adapter.Layers is { } indices)
-            selected = selected.Where(l => indices.Any(i => l.Path.Contains("layers." + i.ToString(System.Globalization.CultureInfo.InvariantCulture) + "."))).ToList();
+        var excluded = exclude.ToList();
+        selected = selected.Where(l => !excluded.Any(e => MatchesName(l.Path, e))).ToList();
+        if (indices is { } only)
+            selected = selected.Where(l => only.Any(i => l.Path.Contains("layers." + i.ToString(System.Globalization.CultureInfo.InvariantCulture) + "."))).ToList();
         if (selected.Count == 0 || selected.Any(l => l.InFeatures == null || l.OutFeatures == null)) return null;
+        return selected;
+    }
 
-        return selected.Select(l =>
+    private static Regex? ToRegex(string text)
+    {
+        try
         {
-            int rank = output.RankPattern.Where(p => MatchesName(l.Path, p.Key)).Select(p => (int?)p.Value).FirstOrDefault() ?? adapter.Rank;
-            float alpha = (float)(output.AlphaPattern.Where(p => MatchesName(l.Path, p.Key)).Select(p => (double?)p.Value).FirstOrDefault() ?? adapter.Alpha);
-            // The runtime computes the scaling in float: alpha / r, or alpha / √r with rsLoRA.
-            float scaling = adapter.UseRsLoRA ? alpha / (float)Math.Sqrt(rank) : alpha / rank;
-            int inFeatures = l.InFeatures!.Value, outFeatures = l.OutFeatures!.Value;
-            long trainable = (long)rank * (inFeatures + outFeatures) + (adapter.UseDoRA ? outFeatures : 0);
-            return new PlanRowSpec(l.Path, inFeatures, outFeatures, rank, alpha, scaling, quantize && l.IsFloatLinear, trainable);
-        }).ToEquatableArray();
+            return new Regex("^(?:" + text + ")$", RegexOptions.None, RegexTimeout);
+        }
+        catch (ArgumentException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// The plan of a method other than LoRA, with each method's formula where every size is known: VeRA out + r per
+    /// layer; IA3 in (feed-forward) or out channels per layer; prompt tuning n·hidden; prefix tuning layers·2·n·kv_dim
+    /// (with projection: n·kv_dim + kv_dim·H + H + H·layers·2·kv_dim + layers·2·kv_dim); P-tuning n·hidden plus its
+    /// three-layer MLP; bottleneck 2·d·m (+ d + m with biases) per site. Sparse fine-tuning depends on calibration.
+    /// </summary>
+    private static MethodPlanSpec PlanMethod(ModelSpec model, MethodSpec method, List<ConcreteLayer>? concrete, ModelConfigSpec? config)
+    {
+        switch (method)
+        {
+            case VeraSpec vera:
+            {
+                var layers = vera.Rank >= 1 && concrete != null ? Select(vera.Targets, vera.Exclude, vera.Layers, concrete) : null;
+                var rows = layers?.Select(l => new MethodPlanRowSpec(l.Path, l.InFeatures!.Value, l.OutFeatures!.Value, vera.Rank,
+                    model.Quantize != null && l.IsFloatLinear, (long)l.OutFeatures!.Value + vera.Rank)).ToEquatableArray();
+                return new MethodPlanSpec(method, rows, rows?.Sum(r => r.TrainableParameters));
+            }
+            case IA3Spec ia3:
+            {
+                var layers = concrete != null ? Select(ia3.Targets, ia3.Exclude, null, concrete) : null;
+                Regex? feedForwardRegex = ia3.FeedForward is { Kind: TargetKind.Regex } ffr ? ToRegex(ffr.Text) : null;
+                if (ia3.FeedForward is { Kind: TargetKind.Regex } && feedForwardRegex == null) layers = null;
+                var rows = layers?.Select(l =>
+                {
+                    bool ff = ia3.FeedForward is { } f && (f.Kind == TargetKind.AllLinear
+                        || (f.Kind == TargetKind.List && f.Names.Any(n => MatchesName(l.Path, n)))
+                        || (feedForwardRegex != null && feedForwardRegex.IsMatch(l.Path)));
+                    return new MethodPlanRowSpec(l.Path, l.InFeatures!.Value, l.OutFeatures!.Value, 0, ff, ff ? l.InFeatures!.Value : l.OutFeatures!.Value);
+                }).ToEquatableArray();
+                return new MethodPlanSpec(method, rows, rows?.Sum(r => r.TrainableParameters));
+            }
+            case PromptSpec prompt:
+                return new MethodPlanSpec(method, null, model.IsLlama ? PromptParameters(prompt, config) : null);
+            case BottleneckSpec bottleneck:
+            {
+                var rows = model.IsLlama ? BottleneckSites(bottleneck, config) : null;
+                return new MethodPlanSpec(method, rows, rows?.Sum(r => r.TrainableParameters));
+            }
+            default:
+                return new MethodPlanSpec(method, null, null);
+        }
+    }
+
+    private static long? PromptParameters(PromptSpec prompt, ModelConfigSpec? config)
+    {
+        int? hidden = Resolve(DimensionSpec.Config(ConfigDimension.HiddenSize), config);
+        int? kvDim = Resolve(DimensionSpec.Config(ConfigDimension.KeyValueWidth), config);
+        int? layers = Resolve(DimensionSpec.Config(ConfigDimension.NumHiddenLayers), config);
+        long n = prompt.VirtualTokens;
+        if (hidden is not int d || kvDim is not int kv || layers is not int l || n < 1) return null;
+        switch (prompt.Kind)
+        {
+            case PeftMethod.PromptTuning:
+                return n * d;                                                       // embedding [n, hidden]
+            case PeftMethod.PrefixTuning:
+            {
+                long output = (long)l * 2 * kv;
+                if (!prompt.Projection) return n * output;                          // table [n, layers · 2 · kv_dim]
+                long h = prompt.EncoderHiddenSize > 0 ? prompt.EncoderHiddenSize : kv;
+                return n * kv + (kv * h + h) + (h * output + output);               // embedding [n, kv_dim] + MLP
+            }
+            case PeftMethod.PTuning:
+            {
+                long h = prompt.EncoderHiddenSize > 0 ? prompt.EncoderHiddenSize : d;
+                return n * d + (d * h + h) + (h * h + h) + (h * d + d);             // embedding [n, hidden] + MLP
+            }
+            default:
+                return null;
+        }
+    }
+
+    private static EquatableArray<MethodPlanRowSpec>? BottleneckSites(BottleneckSpec bottleneck, ModelConfigSpec? config)
+    {
+        if (Resolve(DimensionSpec.Config(ConfigDimension.HiddenSize), config) is not int d
+            || Resolve(DimensionSpec.Config(ConfigDimension.NumHiddenLayers), config) is not int layers) return null;
+        int m = bottleneck.Size > 0 ? bottleneck.Size : bottleneck.ReductionFactor >= 1 ? d / bottleneck.ReductionFactor : 0;
+        if (m < 1 || m > d || bottleneck.Layers is { } only && only.Any(i => i < 0 || i >= layers)) return null;
+        long perSite = 2L * d * m + (bottleneck.Bias ? d + m : 0);
+        // BottleneckPlacement: Attention = 0, Mlp = 1, Both = 2.
+        long placement = bottleneck.Placement.Value;
+        var rows = new List<MethodPlanRowSpec>();
+        for (int i = 0; i < layers; i++)
+        {
+            if (bottleneck.Layers is { } selected && !selected.Contains(i)) continue;
+            string prefix = "model.layers." + i.ToString(System.Globalization.CultureInfo.InvariantCulture) + ".";
+            if (placement is 0 or 2) rows.Add(new MethodPlanRowSpec(prefix + "attn_adapter", d, d, m, false, perSite));
+            if (placement is 1 or 2) rows.Add(new MethodPlanRowSpec(prefix + "mlp_adapter", d, d, m, false, perSite));
+        }
+        return rows.ToEquatableArray();
     }
 
     /// <summary>PEFT's file key prefix: PeftModel wraps the model as "base_model", LoraModel keeps it as "model".</summary>

@@ -14,6 +14,26 @@ internal sealed class KnownSymbols
     public const string LoRAOverrideAttribute = "PeftGen.LoRAOverrideAttribute";
     public const string NoLoRAAttribute = "PeftGen.NoLoRAAttribute";
     public const string AdapterSlotAttribute = "PeftGen.AdapterSlotAttribute";
+    public const string VeRAAttribute = "PeftGen.VeRAAttribute";
+    public const string IA3Attribute = "PeftGen.IA3Attribute";
+    public const string PromptTuningAttribute = "PeftGen.PromptTuningAttribute";
+    public const string PrefixTuningAttribute = "PeftGen.PrefixTuningAttribute";
+    public const string PTuningAttribute = "PeftGen.PTuningAttribute";
+    public const string BottleneckAttribute = "PeftGen.BottleneckAttribute";
+    public const string SparseFineTuningAttribute = "PeftGen.SparseFineTuningAttribute";
+    public const string DeltaLoRAAttribute = "PeftGen.DeltaLoRAAttribute";
+    public const string LayerDropAttribute = "PeftGen.LayerDropAttribute";
+    public const string LayerwiseLearningRateAttribute = "PeftGen.LayerwiseLearningRateAttribute";
+
+    /// <summary>The attributes that each declare one PEFT method (a class declares one method), [LoRA] first.</summary>
+    public static readonly string[] MethodAttributes =
+    [
+        LoRAAttribute, VeRAAttribute, IA3Attribute, PromptTuningAttribute, PrefixTuningAttribute, PTuningAttribute,
+        BottleneckAttribute, SparseFineTuningAttribute,
+    ];
+
+    /// <summary>The runtime's Llama model, which prompt learning and layer drop need.</summary>
+    public const string LlamaForCausalLM = "PeftGen.Models.Llama.LlamaForCausalLM";
 
     private KnownSymbols(Compilation compilation, INamedTypeSymbol module, INamedTypeSymbol linearBase, INamedTypeSymbol linear, INamedTypeSymbol moduleList)
     {

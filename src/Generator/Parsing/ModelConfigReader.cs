@@ -27,7 +27,8 @@ internal static class ModelConfigReader
             Int("num_hidden_layers"),
             Int("vocab_size"),
             Int("head_dim"),
-            values.TryGetValue("tie_word_embeddings", out var tie) && tie is true);
+            values.TryGetValue("tie_word_embeddings", out var tie) && tie is true,
+            Int("max_position_embeddings"));
 
         int? Int(string key) =>
             values.TryGetValue(key, out var v) && v is double d && d >= 1 && d <= int.MaxValue && d == Math.Floor(d) ? (int)d : null;

@@ -12,7 +12,8 @@ internal static class ModelParser
 {
     /// <summary>
     /// The spec of the class <paramref name="context"/> points at, or null when there is nothing to generate: the class
-    /// (or a containing type) is not partial, is generic, is not a module, or this is not its first [LoRA] declaration.
+    /// (or a containing type) is not partial, is generic, is not a module, or <paramref name="context"/> is not its first
+    /// method attribute (a class declares one method; several [LoRA]s are its adapters, generated once).
     /// </summary>
     public static ModelSpec? Parse(GeneratorAttributeSyntaxContext context, CancellationToken cancellationToken)
     {
@@ -20,9 +21,13 @@ internal static class ModelParser
         var known = KnownSymbols.From(context.SemanticModel.Compilation);
         if (known == null || !KnownSymbols.DerivesFrom(type, known.Module)) return null;
 
-        var loraAttributes = type.GetAttributes().Where(a => a.AttributeClass?.ToDisplayString() == KnownSymbols.LoRAAttribute).ToList();
-        // A partial class may carry [LoRA] on several declarations; generate once, from the first of them.
-        if (!SameApplication(loraAttributes[0], context.Attributes[0])) return null;
+        var methods = MethodParser.MethodAttributes(type);
+        // A partial class may carry its attributes on several declarations; generate once, from the first of them.
+        if (methods.Count == 0 || !SameApplication(methods[0], context.Attributes[0])) return null;
+        bool isLoRA = methods[0].AttributeClass?.ToDisplayString() == KnownSymbols.LoRAAttribute;
+        var loraAttributes = isLoRA ? methods.Where(a => a.AttributeClass?.ToDisplayString() == KnownSymbols.LoRAAttribute).ToList() : new List<AttributeData>();
+        var method = isLoRA ? null : MethodParser.Read(methods[0]);
+        if (!isLoRA && method == null) return null;
 
         var containing = new List<TypeDeclarationSpec>();
         for (var t = type; t != null; t = t.ContainingType)
@@ -34,7 +39,7 @@ internal static class ModelParser
         containing.RemoveAt(containing.Count - 1);
 
         var adapters = loraAttributes.Select(ReadAdapter).Where(a => a != null).Select(a => a!).ToEquatableArray();
-        if (adapters.Count == 0) return null;
+        if (isLoRA && adapters.Count == 0) return null;
 
         var walker = new ModuleGraphWalker(known, cancellationToken);
         walker.Walk(type);
@@ -52,8 +57,15 @@ internal static class ModelParser
             Find(type, known.LoRAPlus) is { } plus && plus.ConstructorArguments.Length == 1 ? ToDouble(plus.ConstructorArguments[0]) : null,
             Find(type, known.ModelConfig) is { } config && config.ConstructorArguments.Length == 1 ? config.ConstructorArguments[0].Value as string : null,
             walker.Layers.ToEquatableArray(),
-            walker.Overrides.ToEquatableArray());
+            walker.Overrides.ToEquatableArray(),
+            method,
+            MethodParser.ReadTraining(type),
+            IsLlama(type, context.SemanticModel.Compilation));
     }
+
+    /// <summary>Whether <paramref name="type"/> derives from the runtime's <c>LlamaForCausalLM</c>.</summary>
+    internal static bool IsLlama(INamedTypeSymbol type, Compilation compilation) =>
+        compilation.GetTypeByMetadataName(KnownSymbols.LlamaForCausalLM) is { } llama && KnownSymbols.DerivesFrom(type, llama);
 
     private static bool SameApplication(AttributeData a, AttributeData b) =>
         a.ApplicationSyntaxReference is { } x && b.ApplicationSyntaxReference is { } y
@@ -111,6 +123,8 @@ internal static class ModelParser
                 "Layers" => spec with { Layers = value.IsNull ? null : value.Values.Select(v => v.Value is int n ? n : 0).ToEquatableArray() },
                 "Name" => spec with { Name = value.Value as string ?? "default" },
                 "Seed" => spec with { Seed = value.Value is int s ? s : 0 },
+                "UseLoRAFA" => spec with { UseLoRAFA = value.Value is true },
+                "LoRAFAGradientCorrection" => spec with { LoRAFAGradientCorrection = value.Value is true },
                 _ => spec,
             };
         }
@@ -146,7 +160,7 @@ internal static class ModelParser
     private static EnumValueSpec EnumValue(TypedConstant constant) =>
         EnumValue(constant.Type as INamedTypeSymbol, constant.Value is { } v ? System.Convert.ToInt64(v, System.Globalization.CultureInfo.InvariantCulture) : 0);
 
-    private static EnumValueSpec EnumValue(INamedTypeSymbol? enumType, long value)
+    internal static EnumValueSpec EnumValue(INamedTypeSymbol? enumType, long value)
     {
         string typeName = enumType?.ToDisplayString(SymbolDisplayFormat.FullyQualifiedFormat) ?? "";
         var member = enumType?.GetMembers().OfType<IFieldSymbol>().FirstOrDefault(f =>

@@ -1,7 +1,10 @@
 namespace PeftGen.Generator.Spec;
 
 /// <summary>A model with its adapters resolved against the model config: what the emitter writes.</summary>
-internal sealed record GenerationSpec(ModelSpec Model, EquatableArray<AdapterOutputSpec> Adapters);
+/// <param name="Model">The parsed class.</param>
+/// <param name="Adapters">The <c>[LoRA]</c> adapters; empty for another method.</param>
+/// <param name="Method">The plan of a method other than LoRA, or null for LoRA.</param>
+internal sealed record GenerationSpec(ModelSpec Model, EquatableArray<AdapterOutputSpec> Adapters, MethodPlanSpec? Method = null);
 
 /// <summary>One adapter ready to emit.</summary>
 /// <param name="Adapter">The attribute's values.</param>

@@ -12,6 +12,9 @@ namespace PeftGen.Generator.Spec;
 /// <param name="ModelConfigPath">The <c>[ModelConfig]</c> path, or null.</param>
 /// <param name="Layers">Every linear layer reachable from the class, in registration (declaration) order.</param>
 /// <param name="Overrides">Member-level <c>[LoRAOverride]</c> and <c>[NoLoRA]</c> settings.</param>
+/// <param name="Method">The method attribute when it is not <c>[LoRA]</c> (then <paramref name="Adapters"/> is empty), or null.</param>
+/// <param name="Training">The training companions: <c>[DeltaLoRA]</c>, <c>[LayerDrop]</c>, <c>[LayerwiseLearningRate]</c>.</param>
+/// <param name="IsLlama">The class derives from the runtime's <c>LlamaForCausalLM</c>.</param>
 internal sealed record ModelSpec(
     string? Namespace,
     EquatableArray<TypeDeclarationSpec> ContainingTypes,
@@ -23,7 +26,10 @@ internal sealed record ModelSpec(
     double? LoRAPlusRatio,
     string? ModelConfigPath,
     EquatableArray<LayerSpec> Layers,
-    EquatableArray<MemberOverrideSpec> Overrides);
+    EquatableArray<MemberOverrideSpec> Overrides,
+    MethodSpec? Method = null,
+    TrainingSpec? Training = null,
+    bool IsLlama = false);
 
 /// <summary>A type declaration to reopen as <c>partial</c>.</summary>
 /// <param name="Keyword">"class", "struct", "record", "record struct" or "interface".</param>
@@ -46,7 +52,9 @@ internal sealed record AdapterSpec(
     EnumValueSpec Bias,
     EquatableArray<string> Exclude,
     EquatableArray<int>? Layers,
-    int Seed);
+    int Seed,
+    bool UseLoRAFA = false,
+    bool LoRAFAGradientCorrection = false);
 
 /// <summary>How the targets text reads under the runtime's <c>TargetModules.Parse</c> rules.</summary>
 internal enum TargetKind
@@ -144,4 +152,5 @@ internal sealed record ModelConfigSpec(
     int? NumHiddenLayers,
     int? VocabSize,
     int? HeadDim,
-    bool TieWordEmbeddings);
+    bool TieWordEmbeddings,
+    int? MaxPositionEmbeddings = null);

@@ -16,16 +16,22 @@ namespace PeftGen.Adapters;
 /// 0..n−1, the input at n…); prefix tuning adds n keys/values per layer and the input also starts at position n, as
 /// transformers places tokens after a cache of n entries. Logits and losses cover the real tokens only (PEFT labels the
 /// virtual positions −100). One adapter is active at a time; all adapters share one method, as in PEFT.
+/// As a <see cref="Module"/> its parameters are the encoders' (<c>prompt_encoder.…</c>), so a
+/// <see cref="Training.Trainer"/> built on it trains and checkpoints exactly them while the loss runs the base model.
 /// </summary>
-public sealed class PromptLearningModel : IPromptLearning, IDisposable
+public sealed class PromptLearningModel : Module, IPromptLearning
 {
-    private readonly ModuleDict<PromptLearningEncoder> _encoders = new();
+    private readonly ModuleDict<PromptLearningEncoder> _encoders;
     private readonly Dictionary<string, PromptLearningConfig> _configs = new(StringComparer.Ordinal);
     private readonly HashSet<string> _loaded = new(StringComparer.Ordinal);
     private string? _active;
     private bool _disabled;
 
-    private PromptLearningModel(LlamaForCausalLM model) => Model = model;
+    private PromptLearningModel(LlamaForCausalLM model)
+    {
+        Model = model;
+        _encoders = RegisterModule("prompt_encoder", new ModuleDict<PromptLearningEncoder>());
+    }
 
     /// <summary>The base model (frozen; its <see cref="LlamaModel.PromptLearning"/> is this object).</summary>
     public LlamaForCausalLM Model { get; }
@@ -136,12 +142,6 @@ public sealed class PromptLearningModel : IPromptLearning, IDisposable
         return Model;
     }
 
-    /// <summary>The encoders' parameters with PEFT's paths, e.g. prompt_encoder.default.embedding.weight.</summary>
-    public IEnumerable<(string Path, Tensor Tensor)> NamedParameters() => _encoders.NamedParameters("prompt_encoder");
-
-    /// <summary>Parameters that train (the active adapter's encoder).</summary>
-    public IEnumerable<Tensor> TrainableParameters() => NamedParameters().Select(p => p.Tensor).Where(t => t.RequiresGrad);
-
     /// <summary>Trainable parameters of an adapter: its table plus its MLP, if any.</summary>
     public long ParameterCount(string adapter) => Encoder(adapter).NamedParameters().Sum(p => p.Tensor.Count);
 
@@ -173,10 +173,10 @@ public sealed class PromptLearningModel : IPromptLearning, IDisposable
         return Tensor.FromArray(values, shape);
     }
 
-    /// <summary>Unplugs prompt learning and disposes the encoders and the model.</summary>
-    public void Dispose()
+    /// <summary>Unplugs prompt learning and disposes the model; the base class disposes the encoders.</summary>
+    protected override void Dispose(bool disposing)
     {
-        Unload();
+        if (ReferenceEquals(Model.Model.PromptLearning, this)) Model.Model.PromptLearning = null;
         Model.Dispose();
     }
 

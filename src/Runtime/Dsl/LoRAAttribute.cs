@@ -64,6 +64,15 @@ public sealed class LoRAAttribute : Attribute
     /// <summary>DoRA: learn a per-row magnitude over the normalised adapted weight (adds out parameters per layer).</summary>
     public bool UseDoRA { get; set; }
 
+    /// <summary>
+    /// LoRA-FA (Zhang et al. 2023): A stays frozen at its initialisation and only B trains (r·out parameters per layer),
+    /// so the backward pass needs only A·x, not the layer's input x. Cannot be combined with <see cref="UseDoRA"/>.
+    /// </summary>
+    public bool UseLoRAFA { get; set; }
+
+    /// <summary>LoRA-FA's optional correction of B's gradient by (A·Aᵀ)⁻¹ (needs <see cref="UseLoRAFA"/>).</summary>
+    public bool LoRAFAGradientCorrection { get; set; }
+
     /// <summary>How A is initialised (B always starts at zero); Kaiming-uniform by default, like PEFT.</summary>
     public LoRAInit Init { get; set; } = LoRAInit.KaimingUniform;
 

@@ -50,6 +50,7 @@ public static class FineTuneSession
         try
         {
             var peft = PeftModel.Create(pretrained.Model, options.LoRA, options.Quantization);
+            ComputeDevice.Place(peft.Model, options.Device);
             return new FineTuneSession<LlamaForCausalLM>(peft, pretrained.Tokenizer, options, ownsModel: true);
         }
         catch
@@ -76,7 +77,7 @@ public static class FineTuneSession
         ArgumentNullException.ThrowIfNull(tokenizer);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        ComputeDevice.Require(options.Device);
+        ComputeDevice.Place(peft.Model, ComputeDevice.Require(options.Device));
         return new FineTuneSession<TModel>(peft, tokenizer, options, ownsModel: false);
     }
 }

@@ -6,6 +6,7 @@ using PeftGen.IO;
 using PeftGen.Models.Llama;
 using PeftGen.Tensors;
 using PeftGen.Tests.Autograd;
+using PeftGen.Training;
 using Xunit;
 using static PeftGen.Tests.Adapters.PromptTuningSupport;
 
@@ -111,6 +112,24 @@ public class PromptTuningTests(Xunit.Abstractions.ITestOutputHelper output)
         var (first, last) = Train(model, peft.TrainableParameters(), steps: 25, learningRate: 0.1f);
         output.WriteLine(FormattableString.Invariant($"PromptTuning: loss {first:F4} -> {last:F4}"));
         Assert.True(last < 0.9f * first, $"prompt tuning: loss {first:F4} → {last:F4}");
+    }
+
+    [Fact]
+    public void The_trainer_trains_and_checkpoints_only_the_prompt_encoder()
+    {
+        using var model = new LlamaForCausalLM(Tiny, seed: 7);
+        using var peft = PeftModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 4 });
+        var random = new Random(3);
+        var inputs = Enumerable.Range(0, 4 * 6).Select(_ => random.Next(16)).ToArray();
+        var targets = inputs.Select(i => (3 * i + 1) % 16).ToArray();
+        var embedBefore = model.Model.EmbedTokens.Weight.ToArray();
+        using var trainer = new Trainer(peft, b => model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length),
+            BatchSource.FromFunction(_ => new Batch(inputs, targets, 4, 6)), new TrainerOptions { MaxSteps = 25, LearningRate = 0.1f, MaxGradNorm = 0 });
+        var result = trainer.Train();
+        output.WriteLine(FormattableString.Invariant($"PromptTuning via Trainer: loss {result.Losses[0]:F4} -> {result.Losses[^1]:F4}"));
+        Assert.True(result.Losses[^1] < 0.9f * result.Losses[0], $"prompt tuning via Trainer: loss {result.Losses[0]:F4} → {result.Losses[^1]:F4}");
+        Assert.Equal(["prompt_encoder.default.embedding.weight"], peft.NamedParameters().Select(p => p.Path).ToArray());
+        Assert.Equal(embedBefore, model.Model.EmbedTokens.Weight.ToArray());
     }
 
     [Fact]
