@@ -116,7 +116,7 @@ internal static class DiagnosticCatalog
 
     public static readonly DiagnosticDescriptor BottleneckTooWide = Error("PEFT025", Configuration,
         "Bottleneck does not fit the model",
-        "{0}; a bottleneck must be 1 to {1} channels wide (the hidden size of '{2}')");
+        "{0}; a bottleneck must be 1 to {1} channels wide (the hidden size in '{2}')");
 
     public static readonly DiagnosticDescriptor MethodNeedsLlama = Error("PEFT026", Usage,
         "PEFT method needs a Llama model",

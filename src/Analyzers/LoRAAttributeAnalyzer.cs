@@ -17,6 +17,7 @@ namespace PeftGen.Analyzers;
 /// Checks each [LoRA] the way <c>LoRAConfig.Validate</c> and <c>PeftModel</c> would at run time: rank, alpha and
 /// dropout (PEFT002, PEFT004, PEFT005), the targets against the model's layers (PEFT006, PEFT007, PEFT017), the rank
 /// against each planned layer's shape (PEFT003), and the advice warnings on scaling and QLoRA targets (PEFT013, PEFT014).
+/// The targets of [VeRA], [IA3] and [SparseFineTuning] get the same target checks.
 /// </summary>
 [DiagnosticAnalyzer(LanguageNames.CSharp)]
 public sealed class LoRAAttributeAnalyzer : DiagnosticAnalyzer
@@ -49,7 +50,11 @@ public sealed class LoRAAttributeAnalyzer : DiagnosticAnalyzer
     {
         var type = (INamedTypeSymbol)context.Symbol;
         var adapters = AdapterDeclaration.All(type);
-        if (adapters.IsEmpty) return;
+        if (adapters.IsEmpty)
+        {
+            AnalyzeOtherMethod(context, type, peft);
+            return;
+        }
         bool quantized = ModelAnalysis.Find(type, peft.Known.Quantize) != null;
         var model = ModelAnalysis.Create(type, peft, context.CancellationToken);
         for (int i = 0; i < adapters.Length; i++)
@@ -57,7 +62,7 @@ public sealed class LoRAAttributeAnalyzer : DiagnosticAnalyzer
             var adapter = adapters[i];
             var arguments = AttributeArguments.Of(adapter.Data, context.CancellationToken);
             CheckValues(context, adapter.Spec, arguments);
-            CheckTargets(context, adapter.Spec, arguments, quantized, model);
+            CheckTargets(context, adapter.Spec.Targets, arguments.Constructor("targets"), arguments, quantized, model?.Tree);
             if (model?.Plan.Adapters[i].Plan is { } rows) CheckRanks(context, adapter.Spec, arguments, rows, model, peft.Known.LoRAOverride);
         }
     }
@@ -84,10 +89,33 @@ public sealed class LoRAAttributeAnalyzer : DiagnosticAnalyzer
         }
     }
 
-    private static void CheckTargets(SymbolAnalysisContext context, AdapterSpec spec, AttributeArguments arguments, bool quantized, ModelAnalysis? model)
+    /// <summary>
+    /// The targets of [VeRA] and [IA3] (layers, as LoRA's) and of [SparseFineTuning] (parameters, so only a regex is
+    /// checked there), with the same diagnostics and code fix as [LoRA]'s; the first method attribute is the class's method.
+    /// </summary>
+    private static void AnalyzeOtherMethod(SymbolAnalysisContext context, INamedTypeSymbol type, PeftCompilation peft)
     {
-        var targetsSyntax = arguments.Constructor("targets");
-        var targets = spec.Targets;
+        var methods = MethodParser.MethodAttributes(type);
+        if (methods.Count == 0 || !KnownSymbols.DerivesFrom(type, peft.Known.Module)) return;
+        var arguments = AttributeArguments.Of(methods[0], context.CancellationToken);
+        var tree = new System.Lazy<ModuleTree>(() => ModuleTree.Walk(type, peft.Known, context.CancellationToken));
+        switch (MethodParser.Read(methods[0]))
+        {
+            case VeraSpec vera:
+                CheckTargets(context, vera.Targets, arguments.Constructor("targets"), arguments, false, tree.Value);
+                break;
+            case IA3Spec ia3 when arguments.Constructor("targets") is { } syntax:
+                CheckTargets(context, ia3.Targets, syntax, arguments, false, tree.Value);
+                break;
+            case SparseSpec { Targets.Kind: TargetKind.Regex } sparse:
+                CheckTargets(context, sparse.Targets, arguments.Constructor("targets"), arguments, false, null);
+                break;
+        }
+    }
+
+    private static void CheckTargets(SymbolAnalysisContext context, TargetSpec targets, ExpressionSyntax? targetsSyntax, AttributeArguments arguments,
+        bool quantized, ModuleTree? tree)
+    {
         var at = arguments.At(targetsSyntax);
         string typeName = context.Symbol.Name;
         switch (targets.Kind)
@@ -109,7 +137,7 @@ public sealed class LoRAAttributeAnalyzer : DiagnosticAnalyzer
             case TargetKind.List:
                 if (quantized && targets.Names.All(n => AttentionQueryValue.Contains(TargetNames.LeafName(n))))
                     context.ReportDiagnostic(Diagnostic.Create(DiagnosticCatalog.QLoRAOnFewTargets, at, string.Join(", ", targets.Names)));
-                if (model is { Tree.IsComplete: true }) CheckNames(context, targets, targetsSyntax, at, model.Tree);
+                if (tree is { IsComplete: true }) CheckNames(context, targets, targetsSyntax, at, tree);
                 return;
         }
     }

@@ -124,6 +124,8 @@ internal sealed class AdapterDeclaration
                 "Exclude" => spec with { Exclude = TargetParser.SplitList(value.Value as string) },
                 "Layers" => spec with { Layers = value.IsNull ? null : value.Values.Select(v => v.Value is int n ? n : 0).ToEquatableArray() },
                 "Name" => spec with { Name = value.Value as string ?? "default" },
+                "UseLoRAFA" => spec with { UseLoRAFA = value.Value is true },
+                "LoRAFAGradientCorrection" => spec with { LoRAFAGradientCorrection = value.Value is true },
                 _ => spec,
             };
         }

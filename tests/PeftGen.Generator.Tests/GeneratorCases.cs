@@ -246,6 +246,89 @@ internal static class GeneratorCases
         }
         """);
 
+    /// <summary>A Llama subclass <paramref name="name"/> under <paramref name="attributes"/>, its shapes from the tiny config.</summary>
+    public static GeneratorCase Llama(string name, string attributes) => new(
+        [
+            $$"""
+            using PeftGen;
+            using PeftGen.Adapters;
+            using PeftGen.Models.Llama;
+            using PeftGen.Quantization;
+
+            namespace Demo;
+
+            {{attributes}}
+            [ModelConfig("tiny/config.json")]
+            internal partial class {{name}} : LlamaForCausalLM
+            {
+                public {{name}}(LlamaConfig config) : base(config, seed: 1) { }
+            }
+            """,
+        ],
+        [("/repo/models/tiny/config.json", TinyConfig)]);
+
+    /// <summary>LoRA-FA with its gradient correction, LoRA+, layer drop and layer-wise decay: a CreateTrainer with every option.</summary>
+    public static GeneratorCase LoRAFAWithTraining { get; } = Llama("FrugalChat", """
+        [LoRA(rank: 4, targets: "all-linear", UseLoRAFA = true, LoRAFAGradientCorrection = true)]
+        [LoRAPlus(16)]
+        [LayerDrop(0.2, Schedule = LayerDropSchedule.Linear, Layers = new[] { 1, 2 }, Seed = 5)]
+        [LayerwiseLearningRate(0.9)]
+        """);
+
+    /// <summary>Delta-LoRA next to [LoRA]: the options on the config and the updater in CreateTrainer.</summary>
+    public static GeneratorCase DeltaLoRA { get; } = Llama("MovingChat", """
+        [LoRA(rank: 8, alpha: 16, targets: "q_proj,v_proj")]
+        [DeltaLoRA(startStep: 100, updateRatio: 0.5)]
+        """);
+
+    /// <summary>VeRA with every option over a 4-bit base.</summary>
+    public static GeneratorCase VeRAAllOptions { get; } = Llama("VeraChat", """
+        [VeRA(rank: 32, targets: "q_proj,k_proj,v_proj,o_proj", DInitial = 0.2, ProjectionSeed = 7, SaveProjection = false,
+            Dropout = 0.1, Exclude = "k_proj", Layers = new[] { 0, 1 }, Seed = 3)]
+        [Quantize(QuantType.NF4)]
+        """);
+
+    /// <summary>(IA)³ with PEFT's Llama defaults.</summary>
+    public static GeneratorCase IA3Defaults { get; } = Llama("ScaledChat", "[IA3]");
+
+    /// <summary>(IA)³ with explicit targets, feed-forward layers, exclusions and a random start.</summary>
+    public static GeneratorCase IA3AllOptions { get; } = Llama("ScaledChat", """
+        [IA3("k_proj,v_proj,up_proj,down_proj", FeedForward = "up_proj,down_proj", Exclude = "model.layers.0.self_attn.k_proj", InitWeights = false, Seed = 9)]
+        """);
+
+    /// <summary>Prompt tuning started from a text, with layer-wise decay (no trainer wiring for prompt learning).</summary>
+    public static GeneratorCase PromptTuningText { get; } = Llama("PromptedChat", """
+        [PromptTuning(virtualTokens: 8, InitText = "Classify the sentiment:", Seed = 2)]
+        [LayerwiseLearningRate(0.95)]
+        """);
+
+    /// <summary>Prefix tuning with the projection MLP.</summary>
+    public static GeneratorCase PrefixTuningProjection { get; } = Llama("PrefixedChat", """
+        [PrefixTuning(virtualTokens: 6, Projection = true, EncoderHiddenSize = 24, Seed = 4)]
+        """);
+
+    /// <summary>P-tuning with an encoder width and layer drop.</summary>
+    public static GeneratorCase PTuningEncoder { get; } = Llama("EncodedChat", """
+        [PTuning(virtualTokens: 5, encoderHiddenSize: 32, Seed = 6)]
+        [LayerDrop(0.1)]
+        """);
+
+    /// <summary>Bottleneck adapters with every option.</summary>
+    public static GeneratorCase BottleneckAllOptions { get; } = Llama("NarrowChat", """
+        [Bottleneck(8, Placement = BottleneckPlacement.Mlp, Activation = BottleneckActivation.Gelu, Bias = false, Layers = new[] { 0, 2 }, Seed = 11)]
+        """);
+
+    /// <summary>Bottleneck width from the reduction factor, with layer-wise decay.</summary>
+    public static GeneratorCase BottleneckReduction { get; } = Llama("NarrowChat", """
+        [Bottleneck(ReductionFactor = 4)]
+        [LayerwiseLearningRate(0.8)]
+        """);
+
+    /// <summary>Sparse fine-tuning of a regex's parameters, with its trainer wiring.</summary>
+    public static GeneratorCase SparseRegex { get; } = Llama("SparseChat", """
+        [SparseFineTuning(0.05, @"model\.layers\.\d+\.mlp\..*", Score = SparseScore.GradientTimesWeight, CalibrationBatches = 2)]
+        """);
+
     public static IReadOnlyDictionary<string, GeneratorCase> All { get; } = new Dictionary<string, GeneratorCase>
     {
         [nameof(LlamaAllOptions)] = LlamaAllOptions,
@@ -254,6 +337,17 @@ internal static class GeneratorCases
         [nameof(UserModuleOverrides)] = UserModuleOverrides,
         [nameof(UserModuleList)] = UserModuleList,
         [nameof(UserModuleRunTimeShapes)] = UserModuleRunTimeShapes,
+        [nameof(LoRAFAWithTraining)] = LoRAFAWithTraining,
+        [nameof(DeltaLoRA)] = DeltaLoRA,
+        [nameof(VeRAAllOptions)] = VeRAAllOptions,
+        [nameof(IA3Defaults)] = IA3Defaults,
+        [nameof(IA3AllOptions)] = IA3AllOptions,
+        [nameof(PromptTuningText)] = PromptTuningText,
+        [nameof(PrefixTuningProjection)] = PrefixTuningProjection,
+        [nameof(PTuningEncoder)] = PTuningEncoder,
+        [nameof(BottleneckAllOptions)] = BottleneckAllOptions,
+        [nameof(BottleneckReduction)] = BottleneckReduction,
+        [nameof(SparseRegex)] = SparseRegex,
     };
 
     public static TheoryData<string> Names => new(All.Keys);

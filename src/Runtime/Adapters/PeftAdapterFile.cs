@@ -1,4 +1,5 @@
 using System.Text.Json;
+using PeftGen.Adapters.Formats;
 using PeftGen.IO;
 using PeftGen.Nn;
 using PeftGen.Tensors;
@@ -20,11 +21,10 @@ public static class PeftAdapterFile
     /// <summary>Name of the adapter weights file.</summary>
     public const string WeightsFileName = "adapter_model.safetensors";
 
-    private const string KeyPrefix = "base_model.model.";
+    private const string KeyPrefix = AdapterFolder.KeyPrefix;
     private const string SuffixA = ".lora_A.weight";
     private const string SuffixB = ".lora_B.weight";
     private const string SuffixMagnitude = ".lora_magnitude_vector";
-    private const long MaxConfigBytes = 16 << 20;
 
     /// <summary>Writes an (IA)³ adapter in PEFT's format (see <see cref="Formats.IA3AdapterFile"/>).</summary>
     public static void Save<TModel>(IA3Model<TModel> ia3, string folder, string adapter = "default", string? baseModelNameOrPath = null)
@@ -86,9 +86,7 @@ public static class PeftAdapterFile
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(folder);
         ArgumentNullException.ThrowIfNull(expected);
-        string weightsPath = Path.Combine(folder, WeightsFileName);
-        if (!File.Exists(weightsPath)) throw new FileNotFoundException($"No {WeightsFileName} in {folder}.", weightsPath);
-        var file = SafetensorsFile.Open(weightsPath);
+        var file = AdapterFolder.OpenWeights(folder, RopeOrder.Of(model), OutputRows);
         try
         {
             CheckKeys(model, expected, file);
@@ -118,24 +116,13 @@ public static class PeftAdapterFile
     private static void WriteFolder(Module model, LoRAConfig config, List<(string, Tensor)> tensors, IEnumerable<string> adaptedPaths, string folder, string? baseModelNameOrPath)
     {
         foreach (var (path, bias) in SavedBiases(model, config.Bias)) tensors.Add((KeyPrefix + path, bias));
-
-        Directory.CreateDirectory(folder);
-        string weightsPath = Path.Combine(folder, WeightsFileName), configPath = Path.Combine(folder, ConfigFileName);
-        string weightsTemp = AtomicFile.TempPathFor(weightsPath), configTemp = AtomicFile.TempPathFor(configPath);
-        try
-        {
-            Safetensors.Save(weightsTemp, tensors, new Dictionary<string, string> { ["format"] = "pt" });
-            AtomicFile.WriteAllBytes(configTemp, ConfigJson(config, adaptedPaths, baseModelNameOrPath));
-            File.Move(weightsTemp, weightsPath, overwrite: true);
-            File.Move(configTemp, configPath, overwrite: true);
-        }
-        catch
-        {
-            AtomicFile.TryDelete(weightsTemp);
-            AtomicFile.TryDelete(configTemp);
-            throw;
-        }
+        AdapterFolder.Write(folder, tensors, ConfigJson(config, adaptedPaths, baseModelNameOrPath), RopeOrder.Of(model), OutputRows);
     }
+
+    /// <summary>The tensors whose rows are a layer's output features: B, DoRA's magnitude and biases (reordered for interleaved RoPE).</summary>
+    internal static Reorder? OutputRows(RopeOrder rope, string key, IReadOnlyList<int> shape) =>
+        key.EndsWith(SuffixB, StringComparison.Ordinal) || key.EndsWith(SuffixMagnitude, StringComparison.Ordinal) || key.EndsWith(".bias", StringComparison.Ordinal)
+            ? rope.Rows(key, shape) : null;
 
     /// <summary>
     /// Adds the adapter in <paramref name="folder"/> to <paramref name="peft"/> as <paramref name="adapterName"/>
@@ -168,30 +155,7 @@ public static class PeftAdapterFile
 
     /// <summary>Reads <c>adapter_config.json</c> into a <see cref="LoRAConfig"/>, defaulting missing keys as PEFT does.</summary>
     /// <exception cref="InvalidDataException">The file is not a valid LoRA config; the message names the key.</exception>
-    public static LoRAConfig ReadConfig(string path)
-    {
-        ArgumentNullException.ThrowIfNull(path);
-        if (!File.Exists(path)) throw new FileNotFoundException($"PEFT adapter config not found: {path}", path);
-        long length = new FileInfo(path).Length;
-        if (length > MaxConfigBytes) throw new InvalidDataException($"{path}: {length:N0} bytes is too large for an adapter config.");
-        var bytes = File.ReadAllBytes(path);
-        if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw new InvalidDataException($"{path}: not valid UTF-8.");
-        try
-        {
-            using var document = JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 16 });
-            var config = ParseConfig(path, document.RootElement);
-            config.Validate();
-            return config;
-        }
-        catch (JsonException e)
-        {
-            throw new InvalidDataException($"{path}: not valid JSON ({e.Message}).", e);
-        }
-        catch (ArgumentException e)
-        {
-            throw new InvalidDataException($"{path}: {e.Message}", e);
-        }
-    }
+    public static LoRAConfig ReadConfig(string path) => AdapterConfigJson.Read(path, root => ParseConfig(path, root), c => c.Validate());
 
     // ---- loading ------------------------------------------------------------------------------------------------
 
@@ -199,19 +163,11 @@ public static class PeftAdapterFile
     {
         ArgumentNullException.ThrowIfNull(folder);
         ArgumentNullException.ThrowIfNull(adapterName);
-        var config = ReadConfig(Path.Combine(folder, ConfigFileName));
-        string weightsPath = Path.Combine(folder, WeightsFileName);
-        if (!File.Exists(weightsPath)) throw new FileNotFoundException($"No {WeightsFileName} in {folder}.", weightsPath);
-        using var file = SafetensorsFile.Open(weightsPath);
+        string configPath = Path.Combine(folder, ConfigFileName);
+        var config = ReadConfig(configPath);
+        using var file = AdapterFolder.OpenWeights(folder, RopeOrder.Of(model), OutputRows);
         var biases = CheckFits(model, config, file);
-        try
-        {
-            addAdapter(config);
-        }
-        catch (ArgumentException e)
-        {
-            throw new InvalidDataException($"{Path.Combine(folder, ConfigFileName)}: {e.Message}", e);
-        }
+        AdapterFolder.AddFromConfig(configPath, () => addAdapter(config));
         foreach (var (path, module) in model.NamedModules())
         {
             if (module is not LoRALinear layer || !layer.AdapterNames.Contains(adapterName)) continue;
@@ -235,7 +191,7 @@ public static class PeftAdapterFile
             .ToDictionary(m => m.Path, m => (LinearBase)m.Module, StringComparer.Ordinal);
         foreach (var (path, layer) in linears)
         {
-            if (!IsSelected(config, path)) continue;
+            if (!PeftModel.Adapts(config, path)) continue;
             int rank = config.RankFor(path);
             expected[KeyPrefix + path + SuffixA] = [rank, layer.InFeatures];
             expected[KeyPrefix + path + SuffixB] = [layer.OutFeatures, rank];
@@ -250,35 +206,16 @@ public static class PeftAdapterFile
         var problems = new List<string>();
         var parameters = model.StateDict();
         var biases = new List<(string, Tensor)>();
-        foreach (var key in file.TensorNames)
+        AdapterFolder.CompareKeys(file, expected, problems, (key, _) =>
         {
-            var info = file.GetInfo(key);
-            int[]? shape = expected.TryGetValue(key, out var s) ? s : null;
-            if (shape == null && key.StartsWith(KeyPrefix, StringComparison.Ordinal) && key.EndsWith(".bias", StringComparison.Ordinal)
-                && parameters.TryGetValue(key[KeyPrefix.Length..], out var bias))
-            {
-                shape = bias.ShapeArray;
-                biases.Add((key, bias));
-            }
-            if (shape == null)
-                problems.Add($"key '{key}' {ShapeUtil.Format(info.Shape)} matches no layer the config adapts");
-            else if (!info.Shape.AsSpan().SequenceEqual(shape))
-                problems.Add($"key '{key}': expected {ShapeUtil.Format(shape)}, found {ShapeUtil.Format(info.Shape)}");
-            else if (info.DType == null)
-                problems.Add($"key '{key}' is stored as {info.DTypeName}; adapter weights must be F32, BF16 or F16");
-        }
-        foreach (var (key, shape) in expected)
-            if (!file.Contains(key)) problems.Add($"key '{key}' {ShapeUtil.Format(shape)} is missing (its layer is targeted)");
-        if (problems.Count > 0)
-            throw new InvalidDataException($"{file.FilePath} does not fit the model ({problems.Count} mismatches): {string.Join("; ", problems)}.");
+            if (!key.StartsWith(KeyPrefix, StringComparison.Ordinal) || !key.EndsWith(".bias", StringComparison.Ordinal)
+                || !parameters.TryGetValue(key[KeyPrefix.Length..], out var bias)) return null;
+            biases.Add((key, bias));
+            return bias.ShapeArray;
+        });
+        AdapterFolder.ThrowIfAny(file.FilePath, problems);
         return biases;
     }
-
-    /// <summary>The same selection PEFT applies: targets, then exclusions, then the layer filter.</summary>
-    private static bool IsSelected(LoRAConfig config, string path) =>
-        config.Targets.Matches(path)
-        && !config.Exclude.Any(e => TargetModules.MatchesName(path, e))
-        && (config.Layers is not { } layers || layers.Any(i => path.Contains($"layers.{i}.", StringComparison.Ordinal)));
 
     private static bool IsInsideAdapter(string path) =>
         path.Contains(".lora_A.", StringComparison.Ordinal) || path.Contains(".lora_B.", StringComparison.Ordinal)
@@ -286,8 +223,7 @@ public static class PeftAdapterFile
 
     private static LoRAConfig ParseConfig(string path, JsonElement root)
     {
-        if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: the config must be a JSON object, found {root.ValueKind}.");
-        string peftType = GetString(path, root, "peft_type")
+        string peftType = AdapterConfigJson.GetString(path, root, "peft_type")
             ?? throw new InvalidDataException($"{path}: \"peft_type\" is missing; only \"LORA\" adapters load here.");
         if (peftType != "LORA") throw new InvalidDataException($"{path}: peft_type \"{peftType}\" is not supported; only \"LORA\" adapters load here{peftType switch
         {
@@ -295,12 +231,10 @@ public static class PeftAdapterFile
             "PROMPT_TUNING" or "PREFIX_TUNING" or "P_TUNING" => " (load prompt-learning adapters with Formats.PromptLearningAdapterFile)",
             _ => "",
         }}.");
-        if (GetBool(path, root, "fan_in_fan_out") == true)
-            throw new InvalidDataException($"{path}: fan_in_fan_out = true (Conv1D weights stored [in, out]) is not supported; Llama linears are [out, in].");
-        if (root.TryGetProperty("modules_to_save", out var toSave) && toSave.ValueKind == JsonValueKind.Array && toSave.GetArrayLength() > 0)
-            throw new InvalidDataException($"{path}: modules_to_save (full copies of non-LoRA modules) is not supported.");
+        AdapterConfigJson.RejectFanInFanOut(path, root);
+        AdapterConfigJson.RejectModulesToSave(path, root, "non-LoRA");
 
-        var bias = (GetString(path, root, "bias") ?? "none") switch
+        var bias = (AdapterConfigJson.GetString(path, root, "bias") ?? "none") switch
         {
             "none" => LoRABias.None,
             "all" => LoRABias.All,
@@ -311,91 +245,20 @@ public static class PeftAdapterFile
             && initValue.GetString() == "gaussian" ? LoRAInit.Gaussian : LoRAInit.KaimingUniform;
         return new LoRAConfig
         {
-            Rank = GetInt(path, root, "r") ?? 8,
-            Alpha = GetFloat(path, root, "lora_alpha") ?? 8f,
-            Dropout = GetFloat(path, root, "lora_dropout") ?? 0f,
-            UseRsLoRA = GetBool(path, root, "use_rslora") ?? false,
-            UseDoRA = GetBool(path, root, "use_dora") ?? false,
+            Rank = AdapterConfigJson.GetInt(path, root, "r") ?? 8,
+            Alpha = AdapterConfigJson.GetFloat(path, root, "lora_alpha") ?? 8f,
+            Dropout = AdapterConfigJson.GetFloat(path, root, "lora_dropout") ?? 0f,
+            UseRsLoRA = AdapterConfigJson.GetBool(path, root, "use_rslora") ?? false,
+            UseDoRA = AdapterConfigJson.GetBool(path, root, "use_dora") ?? false,
             Bias = bias,
             Init = init,
-            Targets = ParseTargets(path, root),
-            Exclude = ParseExclude(path, root),
-            Layers = ParseLayers(path, root),
-            RankPattern = ParsePattern<int>(path, root, "rank_pattern", v => v.TryGetInt32(out int r) ? r : null),
-            AlphaPattern = ParsePattern<float>(path, root, "alpha_pattern", v => v.TryGetDouble(out double a) ? (float)a : null),
+            Targets = AdapterConfigJson.GetTargets(path, root, "target_modules") ?? TargetModules.List("q_proj", "v_proj"), // PEFT's default for Llama
+            Exclude = AdapterConfigJson.GetExclude(path, root),
+            Layers = AdapterConfigJson.GetLayers(path, root),
+            RankPattern = AdapterConfigJson.GetPattern<int>(path, root, "rank_pattern", v => v.TryGetInt32(out int r) ? r : null),
+            AlphaPattern = AdapterConfigJson.GetPattern<float>(path, root, "alpha_pattern", v => v.TryGetDouble(out double a) ? (float)a : null),
         };
     }
-
-    private static TargetModules ParseTargets(string path, JsonElement root)
-    {
-        if (!root.TryGetProperty("target_modules", out var value) || value.ValueKind == JsonValueKind.Null)
-            return TargetModules.List("q_proj", "v_proj"); // PEFT's default for Llama models
-        if (value.ValueKind == JsonValueKind.String)
-        {
-            string text = value.GetString()!;
-            return text == "all-linear" ? TargetModules.AllLinear : TargetModules.Regex(text);
-        }
-        return TargetModules.List(StringList(path, value, "target_modules"));
-    }
-
-    private static IReadOnlyList<string> ParseExclude(string path, JsonElement root)
-    {
-        if (!root.TryGetProperty("exclude_modules", out var value) || value.ValueKind == JsonValueKind.Null) return [];
-        if (value.ValueKind == JsonValueKind.String)
-            throw new InvalidDataException($"{path}: exclude_modules as a regular expression is not supported; list the module names instead.");
-        return StringList(path, value, "exclude_modules");
-    }
-
-    private static IReadOnlyList<int>? ParseLayers(string path, JsonElement root)
-    {
-        if (!root.TryGetProperty("layers_to_transform", out var value) || value.ValueKind == JsonValueKind.Null) return null;
-        if (value.ValueKind == JsonValueKind.Number) return [ToInt(path, value, "layers_to_transform")];
-        if (value.ValueKind != JsonValueKind.Array)
-            throw new InvalidDataException($"{path}: layers_to_transform must be null, an integer or a list of integers, found {value.ValueKind}.");
-        return value.EnumerateArray().Select(v => ToInt(path, v, "layers_to_transform")).ToList();
-    }
-
-    private static Dictionary<string, T> ParsePattern<T>(string path, JsonElement root, string key, Func<JsonElement, T?> read) where T : struct
-    {
-        var result = new Dictionary<string, T>(StringComparer.Ordinal);
-        if (!root.TryGetProperty(key, out var value) || value.ValueKind == JsonValueKind.Null) return result;
-        if (value.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: {key} must be an object, found {value.ValueKind}.");
-        foreach (var entry in value.EnumerateObject())
-            result[entry.Name] = (entry.Value.ValueKind == JsonValueKind.Number ? read(entry.Value) : null)
-                ?? throw new InvalidDataException($"{path}: {key}['{entry.Name}'] must be a number, found {entry.Value}.");
-        return result;
-    }
-
-    private static string[] StringList(string path, JsonElement value, string key)
-    {
-        if (value.ValueKind != JsonValueKind.Array)
-            throw new InvalidDataException($"{path}: {key} must be a list of names or a string, found {value.ValueKind}.");
-        return value.EnumerateArray().Select(v => v.ValueKind == JsonValueKind.String
-            ? v.GetString()!
-            : throw new InvalidDataException($"{path}: {key} must hold strings, found {v.ValueKind}.")).ToArray();
-    }
-
-    private static string? GetString(string path, JsonElement root, string key) =>
-        !root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null ? null
-        : v.ValueKind == JsonValueKind.String ? v.GetString()
-        : throw new InvalidDataException($"{path}: {key} must be a string, found {v.ValueKind}.");
-
-    private static bool? GetBool(string path, JsonElement root, string key) =>
-        !root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null ? null
-        : v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean()
-        : throw new InvalidDataException($"{path}: {key} must be true or false, found {v.ValueKind}.");
-
-    private static int? GetInt(string path, JsonElement root, string key) =>
-        !root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null ? null : ToInt(path, v, key);
-
-    private static int ToInt(string path, JsonElement v, string key) =>
-        v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) ? i
-        : throw new InvalidDataException($"{path}: {key} must be an integer, found {v}.");
-
-    private static float? GetFloat(string path, JsonElement root, string key) =>
-        !root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null ? null
-        : v.ValueKind == JsonValueKind.Number && v.TryGetDouble(out double d) ? (float)d
-        : throw new InvalidDataException($"{path}: {key} must be a number, found {v.ValueKind}.");
 
     // ---- saving -------------------------------------------------------------------------------------------------
 
@@ -404,61 +267,29 @@ public static class PeftAdapterFile
         mode == LoRABias.None ? [] : model.NamedParameters().Where(p => p.Path.EndsWith(".bias", StringComparison.Ordinal)
             && (mode == LoRABias.All || p.Path.Contains(".base_layer.", StringComparison.Ordinal)));
 
-    private static byte[] ConfigJson(LoRAConfig config, IEnumerable<string> adaptedPaths, string? baseModel)
+    private static byte[] ConfigJson(LoRAConfig config, IEnumerable<string> adaptedPaths, string? baseModel) => AdapterConfigJson.Build(w =>
     {
-        var buffer = new MemoryStream();
-        using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
-        {
-            w.WriteStartObject();
-            w.WriteString("peft_type", "LORA");
-            w.WriteString("task_type", "CAUSAL_LM");
-            if (baseModel == null) w.WriteNull("base_model_name_or_path");
-            else w.WriteString("base_model_name_or_path", baseModel);
-            w.WriteNumber("r", config.Rank);
-            w.WriteNumber("lora_alpha", config.Alpha);
-            w.WriteNumber("lora_dropout", config.Dropout);
-            w.WritePropertyName("target_modules");
-            if (config.Targets.Pattern != null) w.WriteStringValue(config.Targets.Pattern);
-            else
-            {
-                // The distinct leaf names actually adapted: what PEFT records after resolving "all-linear" or suffixes.
-                w.WriteStartArray();
-                foreach (var leaf in adaptedPaths.Select(p => p[(p.LastIndexOf('.') + 1)..]).Distinct().Order(StringComparer.Ordinal))
-                    w.WriteStringValue(leaf);
-                w.WriteEndArray();
-            }
-            w.WritePropertyName("exclude_modules");
-            if (config.Exclude.Count == 0) w.WriteNullValue();
-            else
-            {
-                w.WriteStartArray();
-                foreach (var e in config.Exclude) w.WriteStringValue(e);
-                w.WriteEndArray();
-            }
-            w.WriteString("bias", config.Bias switch { LoRABias.All => "all", LoRABias.LoraOnly => "lora_only", _ => "none" });
-            w.WriteBoolean("use_rslora", config.UseRsLoRA);
-            w.WriteBoolean("use_dora", config.UseDoRA);
-            w.WriteBoolean("fan_in_fan_out", false);
-            w.WriteBoolean("inference_mode", true);
-            if (config.Init == LoRAInit.Gaussian) w.WriteString("init_lora_weights", "gaussian");
-            else w.WriteBoolean("init_lora_weights", true);
-            w.WriteStartObject("rank_pattern");
-            foreach (var (key, r) in config.RankPattern) w.WriteNumber(key, r);
-            w.WriteEndObject();
-            w.WriteStartObject("alpha_pattern");
-            foreach (var (key, a) in config.AlphaPattern) w.WriteNumber(key, a);
-            w.WriteEndObject();
-            w.WritePropertyName("layers_to_transform");
-            if (config.Layers == null) w.WriteNullValue();
-            else
-            {
-                w.WriteStartArray();
-                foreach (int i in config.Layers) w.WriteNumberValue(i);
-                w.WriteEndArray();
-            }
-            w.WriteNull("modules_to_save");
-            w.WriteEndObject();
-        }
-        return buffer.ToArray();
-    }
+        AdapterConfigJson.WriteHeader(w, "LORA", baseModel);
+        w.WriteNumber("r", config.Rank);
+        w.WriteNumber("lora_alpha", config.Alpha);
+        w.WriteNumber("lora_dropout", config.Dropout);
+        // The distinct leaf names actually adapted: what PEFT records after resolving "all-linear" or suffixes.
+        AdapterConfigJson.WriteTargets(w, "target_modules", config.Targets, adaptedPaths.Select(AdapterConfigJson.Leaf));
+        AdapterConfigJson.WriteNamesOrNull(w, "exclude_modules", config.Exclude);
+        w.WriteString("bias", config.Bias switch { LoRABias.All => "all", LoRABias.LoraOnly => "lora_only", _ => "none" });
+        w.WriteBoolean("use_rslora", config.UseRsLoRA);
+        w.WriteBoolean("use_dora", config.UseDoRA);
+        w.WriteBoolean("fan_in_fan_out", false);
+        w.WriteBoolean("inference_mode", true);
+        if (config.Init == LoRAInit.Gaussian) w.WriteString("init_lora_weights", "gaussian");
+        else w.WriteBoolean("init_lora_weights", true);
+        w.WriteStartObject("rank_pattern");
+        foreach (var (key, r) in config.RankPattern) w.WriteNumber(key, r);
+        w.WriteEndObject();
+        w.WriteStartObject("alpha_pattern");
+        foreach (var (key, a) in config.AlphaPattern) w.WriteNumber(key, a);
+        w.WriteEndObject();
+        AdapterConfigJson.WriteIntsOrNull(w, "layers_to_transform", config.Layers);
+        w.WriteNull("modules_to_save");
+    });
 }

@@ -131,17 +131,7 @@ public sealed partial class PeftModel<TModel>
         {
             using var w = layer.EffectiveWeight();
             if (layer.MergedAdapters.Count > 0) layer.Unmerge();
-            var plain = new Linear(layer.InFeatures, layer.OutFeatures, hasBias: layer.Bias != null);
-            if (storageType == DType.Float32) plain.Weight.CopyFrom(w);
-            else
-            {
-                using var narrow = w.To(storageType);
-                using var wide = narrow.To(DType.Float32);
-                plain.Weight.CopyFrom(wide);
-            }
-            if (layer.Bias != null) plain.Bias!.CopyFrom(layer.Bias);
-            plain.Freeze();
-            Model.ReplaceModule(path, plain).Dispose();
+            ReplaceWithPlain(path, layer, w, storageType);
         }
         _veraConfigs.Clear();
     }

@@ -231,21 +231,27 @@ public sealed partial class PeftModel<TModel> : IDisposable where TModel : Modul
         {
             using var w = layer.EffectiveWeight();
             if (layer.MergedAdapters.Count > 0) layer.Unmerge();
-            var plain = new Linear(layer.InFeatures, layer.OutFeatures, hasBias: layer.Bias != null);
-            if (storageType == DType.Float32) plain.Weight.CopyFrom(w);
-            else
-            {
-                using var narrow = w.To(storageType);
-                using var wide = narrow.To(DType.Float32);
-                plain.Weight.CopyFrom(wide);
-            }
-            if (layer.Bias != null) plain.Bias!.CopyFrom(layer.Bias);
-            plain.Freeze();
-            Model.ReplaceModule(path, plain).Dispose();
+            ReplaceWithPlain(path, layer, w, storageType);
         }
         MergeAndUnloadVera(storageType);
         _configs.Clear();
         return Model;
+    }
+
+    /// <summary>Puts a frozen plain <see cref="Linear"/> holding <paramref name="weight"/> [out, in] (rounded to <paramref name="storageType"/>) and the layer's bias in place of <paramref name="layer"/>.</summary>
+    private void ReplaceWithPlain(string path, LinearBase layer, Tensor weight, DType storageType)
+    {
+        var plain = new Linear(layer.InFeatures, layer.OutFeatures, hasBias: layer.Bias != null);
+        if (storageType == DType.Float32) plain.Weight.CopyFrom(weight);
+        else
+        {
+            using var narrow = weight.To(storageType);
+            using var wide = narrow.To(DType.Float32);
+            plain.Weight.CopyFrom(wide);
+        }
+        if (layer.Bias != null) plain.Bias!.CopyFrom(layer.Bias);
+        plain.Freeze();
+        Model.ReplaceModule(path, plain).Dispose();
     }
 
     /// <summary>Parameters that train (the active adapters', plus biases per the bias mode).</summary>
@@ -390,9 +396,7 @@ public static partial class PeftModel
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(path);
-        return config.Targets.Matches(path)
-            && !config.Exclude.Any(e => TargetModules.MatchesName(path, e))
-            && (config.Layers is not { } layers || layers.Any(i => path.Contains($"layers.{i}.", StringComparison.Ordinal)));
+        return TargetModules.Selects(config.Targets, config.Exclude, config.Layers, path);
     }
 
     /// <summary>The rank <paramref name="config"/> gives the layer at <paramref name="path"/>: its rank_pattern entry, else its rank.</summary>

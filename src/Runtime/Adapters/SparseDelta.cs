@@ -79,36 +79,20 @@ public sealed class SparseDelta
     public void Save(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
-        var entries = new List<(string Name, string DType, long[] Shape, byte[] Data)>();
+        var entries = new List<SafetensorsEntry>();
         foreach (var t in Tensors)
         {
             string key = KeyPrefix + t.Path;
-            entries.Add((key + IndicesSuffix, "I64", [t.Indices.Length], MemoryMarshal.AsBytes(t.Indices.AsSpan()).ToArray()));
-            entries.Add((key + ValuesSuffix, "F32", [t.Values.Length], MemoryMarshal.AsBytes(t.Values.AsSpan()).ToArray()));
-            entries.Add((key + ShapeSuffix, "I64", [t.Shape.Count], MemoryMarshal.AsBytes(t.Shape.Select(d => (long)d).ToArray().AsSpan()).ToArray()));
+            entries.Add(SafetensorsEntry.FromInt64(key + IndicesSuffix, t.Indices));                          // I64 [k]
+            entries.Add(SafetensorsEntry.FromFloat32(key + ValuesSuffix, t.Values));                          // F32 [k]
+            entries.Add(SafetensorsEntry.FromInt64(key + ShapeSuffix, t.Shape.Select(d => (long)d).ToArray())); // I64 [rank]
         }
-        entries.Sort((a, b) => string.CompareOrdinal(a.Name, b.Name));
-        var header = Header(entries);
-        string full = Path.GetFullPath(path);
-        string temp = AtomicFile.TempPathFor(full);
-        try
+        Safetensors.Save(path, entries, new Dictionary<string, string>
         {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
-            {
-                Span<byte> length = stackalloc byte[8];
-                BitConverter.TryWriteBytes(length, (ulong)header.Length);
-                stream.Write(length);
-                stream.Write(header);
-                foreach (var e in entries) stream.Write(e.Data);
-                stream.Flush(flushToDisk: true);
-            }
-            File.Move(temp, full, overwrite: true);
-        }
-        catch
-        {
-            AtomicFile.TryDelete(temp);
-            throw;
-        }
+            ["format"] = "pt",
+            ["peftgen_format"] = "1",
+            ["peftgen_type"] = FileType,
+        });
     }
 
     /// <summary>Reads a delta written by <see cref="Save"/>.</summary>
@@ -173,37 +157,5 @@ public sealed class SparseDelta
             if (i > 0 && t.Indices[i] <= t.Indices[i - 1]) return $"indices must be strictly ascending; position {i} holds {t.Indices[i]} after {t.Indices[i - 1]}";
         }
         return null;
-    }
-
-    private static byte[] Header(List<(string Name, string DType, long[] Shape, byte[] Data)> entries)
-    {
-        var buffer = new MemoryStream();
-        using (var writer = new Utf8JsonWriter(buffer))
-        {
-            writer.WriteStartObject();
-            writer.WriteStartObject("__metadata__");
-            writer.WriteString("format", "pt");
-            writer.WriteString("peftgen_format", "1");
-            writer.WriteString("peftgen_type", FileType);
-            writer.WriteEndObject();
-            long offset = 0;
-            foreach (var (name, dtype, shape, data) in entries)
-            {
-                writer.WriteStartObject(name);
-                writer.WriteString("dtype", dtype);
-                writer.WriteStartArray("shape");
-                foreach (long d in shape) writer.WriteNumberValue(d);
-                writer.WriteEndArray();
-                writer.WriteStartArray("data_offsets");
-                writer.WriteNumberValue(offset);
-                writer.WriteNumberValue(offset + data.Length);
-                writer.WriteEndArray();
-                writer.WriteEndObject();
-                offset += data.Length;
-            }
-            writer.WriteEndObject();
-        }
-        while ((8 + buffer.Length) % 8 != 0) buffer.WriteByte((byte)' '); // data starts 8-byte aligned, as Safetensors.Save does
-        return buffer.ToArray();
     }
 }

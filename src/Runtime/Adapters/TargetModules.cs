@@ -77,6 +77,15 @@ public sealed record TargetModules
     internal static bool MatchesName(string path, string name) =>
         path == name || path.EndsWith("." + name, StringComparison.Ordinal);
 
+    /// <summary>
+    /// PEFT's layer selection: <paramref name="targets"/> match <paramref name="path"/>, no name in
+    /// <paramref name="exclude"/> does, and the layer filter (indices of "layers.&lt;i&gt;.") keeps it.
+    /// </summary>
+    internal static bool Selects(TargetModules targets, IReadOnlyList<string> exclude, IReadOnlyList<int>? layers, string path) =>
+        targets.Matches(path)
+        && !exclude.Any(e => MatchesName(path, e))
+        && (layers is null || layers.Any(i => path.Contains($"layers.{i}.", StringComparison.Ordinal)));
+
     internal static bool IsOutputHead(string path) => path == "lm_head" || path.EndsWith(".lm_head", StringComparison.Ordinal);
 
     /// <inheritdoc />

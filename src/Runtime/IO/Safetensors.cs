@@ -24,23 +24,38 @@ public static unsafe class Safetensors
     {
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(tensors);
+        Save(path, tensors.Select(t => SafetensorsEntry.FromTensor(t.Name, t.Tensor, storeAs)).ToList(), metadata);
+    }
+
+    /// <summary>
+    /// Writes <paramref name="entries"/> (runtime tensors and integer or float arrays, see <see cref="SafetensorsEntry"/>)
+    /// to <paramref name="path"/>, exactly as <see cref="Save(string, IEnumerable{ValueTuple{string, Tensor}}, IReadOnlyDictionary{string, string}?, DType?)"/>
+    /// does: sorted by name, 8-byte aligned data, written atomically.
+    /// </summary>
+    /// <exception cref="ArgumentException">A name repeats, is empty or is "__metadata__", or a tensor is not on the CPU.</exception>
+    /// <exception cref="ObjectDisposedException">A tensor was disposed.</exception>
+    public static void Save(string path, IEnumerable<SafetensorsEntry> entries, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        ArgumentNullException.ThrowIfNull(entries);
         if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("safetensors data is little-endian; this machine is big-endian.");
 
         // Everything that can be checked is checked before a byte is written, so bad input leaves no file at all.
-        var entries = tensors.OrderBy(t => t.Name, StringComparer.Ordinal).ToList();
-        for (int i = 0; i < entries.Count; i++)
+        var sorted = entries.OrderBy(e => e.Name, StringComparer.Ordinal).ToList();
+        for (int i = 0; i < sorted.Count; i++)
         {
-            var (name, tensor) = entries[i];
+            var entry = sorted[i];
+            string name = entry.Name;
             if (string.IsNullOrEmpty(name) || name == "__metadata__")
-                throw new ArgumentException($"Saving {path}: '{name}' cannot name a tensor.", nameof(tensors));
-            if (i > 0 && entries[i - 1].Name == name)
-                throw new ArgumentException($"Saving {path}: tensor name '{name}' appears twice.", nameof(tensors));
-            ArgumentNullException.ThrowIfNull(tensor, $"tensors['{name}']");
+                throw new ArgumentException($"Saving {path}: '{name}' cannot name a tensor.", nameof(entries));
+            if (i > 0 && sorted[i - 1].Name == name)
+                throw new ArgumentException($"Saving {path}: tensor name '{name}' appears twice.", nameof(entries));
+            if (entry.Tensor is not { } tensor) continue;
             if (tensor.IsDisposed) throw new ObjectDisposedException($"Saving {path}: tensor '{name}' was disposed.");
             if (tensor.Device.Type != DeviceType.Cpu)
-                throw new ArgumentException($"Saving {path}: tensor '{name}' is on {tensor.Device}; copy it to the CPU first.", nameof(tensors));
+                throw new ArgumentException($"Saving {path}: tensor '{name}' is on {tensor.Device}; copy it to the CPU first.", nameof(entries));
         }
-        var header = BuildHeader(entries, metadata, storeAs);
+        var header = BuildHeader(sorted, metadata);
 
         string full = Path.GetFullPath(path);
         string temp = AtomicFile.TempPathFor(full);
@@ -52,7 +67,11 @@ public static unsafe class Safetensors
                 BitConverter.TryWriteBytes(length, (ulong)header.Length);
                 stream.Write(length);
                 stream.Write(header);
-                foreach (var (_, tensor) in entries) WriteData(stream, tensor, storeAs ?? tensor.DType);
+                foreach (var entry in sorted)
+                {
+                    if (entry.Tensor is { } tensor) WriteData(stream, tensor, entry.StoreAs ?? tensor.DType);
+                    else stream.Write(entry.ArrayBytes);
+                }
                 stream.Flush(flushToDisk: true);
             }
             File.Move(temp, full, overwrite: true);
@@ -83,7 +102,7 @@ public static unsafe class Safetensors
         _ => null,
     };
 
-    private static byte[] BuildHeader(List<(string Name, Tensor Tensor)> entries, IReadOnlyDictionary<string, string>? metadata, DType? storeAs)
+    private static byte[] BuildHeader(List<SafetensorsEntry> entries, IReadOnlyDictionary<string, string>? metadata)
     {
         var buffer = new MemoryStream();
         using (var writer = new Utf8JsonWriter(buffer))
@@ -96,14 +115,13 @@ public static unsafe class Safetensors
                 writer.WriteEndObject();
             }
             long offset = 0;
-            foreach (var (name, tensor) in entries)
+            foreach (var entry in entries)
             {
-                var dtype = storeAs ?? tensor.DType;
-                long end = offset + tensor.Count * dtype.ElementSize();
-                writer.WriteStartObject(name);
-                writer.WriteString("dtype", dtype.SafetensorsName());
+                long end = offset + entry.ByteLength;
+                writer.WriteStartObject(entry.Name);
+                writer.WriteString("dtype", entry.DTypeName);
                 writer.WriteStartArray("shape");
-                foreach (int d in tensor.Shape) writer.WriteNumberValue(d);
+                foreach (long d in entry.Shape) writer.WriteNumberValue(d);
                 writer.WriteEndArray();
                 writer.WriteStartArray("data_offsets");
                 writer.WriteNumberValue(offset);

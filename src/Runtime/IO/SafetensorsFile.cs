@@ -154,6 +154,17 @@ public sealed unsafe class SafetensorsFile : IDisposable
         CopyConverted(info, source, destination);
     }
 
+    /// <summary>
+    /// The stored bytes of tensor <paramref name="name"/> in this reader's private copy-on-write mapping: a write changes
+    /// what later reads through this reader return (adapter formats reorder q/k rows into a model's layout this way),
+    /// never the file.
+    /// </summary>
+    internal Span<byte> MappedBytes(string name)
+    {
+        var info = GetInfo(name);
+        return new Span<byte>(Mapping.Pointer + DataStart + info.Begin, checked((int)(info.End - info.Begin)));
+    }
+
     /// <summary>Unmaps the file once no zero-copy tensor still uses it.</summary>
     public void Dispose()
     {

@@ -30,7 +30,7 @@ namespace Demo
 
         /// <summary>
         /// LoRA+ (from <c>[LoRAPlus]</c>): each B matrix trains with this many times the learning rate of A. Pass it as
-        /// <see cref="global::PeftGen.Training.TrainerOptions.LoRAPlusRatio"/>.
+        /// <see cref="global::PeftGen.Training.TrainerOptions.LoRAPlusRatio"/> (<see cref="CreateTrainer"/> does).
         /// </summary>
         public const float LoRAPlusRatio = 16f;
 
@@ -112,6 +112,25 @@ namespace Demo
         public global::PeftGen.Adapters.PeftModel<global::Demo.StoryTeller> ApplyAdapters()
         {
             return global::PeftGen.Adapters.PeftModel.Create(this, LoRAConfig, QuantizationConfig, "default");
+        }
+
+        /// <summary>
+        /// Creates the trainer of this model with the wiring its attributes declare:
+        /// the LoRA+ ratio (<see cref="LoRAPlusRatio"/>),
+        /// the random generators of dropout (saved in checkpoints),
+        /// and the rest of <paramref name="options"/> as given.
+        /// </summary>
+        /// <param name="peft">The result of <see cref="ApplyAdapters"/>.</param>
+        /// <param name="loss">Computes a batch's scalar loss with the model.</param>
+        /// <param name="train">The training batches.</param>
+        /// <param name="options">The training settings.</param>
+        /// <param name="eval">Evaluation batches, or null.</param>
+        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Adapters.PeftModel<global::Demo.StoryTeller> peft, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
+        {
+            global::System.ArgumentNullException.ThrowIfNull(peft);
+            global::System.ArgumentNullException.ThrowIfNull(options);
+            var trainer = new global::PeftGen.Training.Trainer(this, loss, train, options with { LoRAPlusRatio = LoRAPlusRatio }, eval, new global::PeftGen.Tensors.Rng[] { peft.DropoutRng });
+            return trainer;
         }
 
         /// <summary>

@@ -1,4 +1,5 @@
 using System.Globalization;
+using PeftGen.Adapters.Formats;
 using PeftGen.IO;
 using PeftGen.Nn;
 using PeftGen.Tensors;
@@ -17,7 +18,7 @@ public static class DeltaLoRAFile
     /// <summary>Name of the base-change file.</summary>
     public const string BaseDeltaFileName = "delta_lora_base.safetensors";
 
-    private const string KeyPrefix = "base_model.model.";
+    private const string KeyPrefix = AdapterFolder.KeyPrefix;
     private const string SuffixA = ".delta_lora_A";
     private const string SuffixB = ".delta_lora_B";
 
@@ -37,14 +38,14 @@ public static class DeltaLoRAFile
                 tensors.Add((KeyPrefix + path + SuffixB, Tensor.FromArray(deltaB, deltaB.Length / rank, rank)));   // [out, 2r]
             }
             Directory.CreateDirectory(folder);
-            Safetensors.Save(Path.Combine(folder, BaseDeltaFileName), tensors, new Dictionary<string, string>
+            AdapterFolder.SaveWeights(Path.Combine(folder, BaseDeltaFileName), tensors, new Dictionary<string, string>
             {
                 ["format"] = "pt",
                 ["method"] = "DELTA_LORA",
                 ["update_ratio"] = updater.Options.UpdateRatio.ToString("R", CultureInfo.InvariantCulture),
                 ["start_step"] = updater.Options.StartStep.ToString(CultureInfo.InvariantCulture),
                 ["updates_applied"] = updater.UpdatesApplied.ToString(CultureInfo.InvariantCulture),
-            });
+            }, RopeOrder.Of(peft.Model), DeltaRows);
         }
         finally
         {
@@ -64,7 +65,7 @@ public static class DeltaLoRAFile
         ArgumentNullException.ThrowIfNull(folder);
         string deltaPath = Path.Combine(folder, BaseDeltaFileName);
         if (!File.Exists(deltaPath)) throw new FileNotFoundException($"No {BaseDeltaFileName} in {folder}: this is not a Delta-LoRA folder (a plain LoRA adapter loads with PeftAdapterFile).", deltaPath);
-        using var file = SafetensorsFile.Open(deltaPath);
+        using var file = AdapterFolder.Open(deltaPath, RopeOrder.Of(model), DeltaRows);
         if (!file.Metadata.TryGetValue("method", out var method) || method != "DELTA_LORA")
             throw new InvalidDataException($"{deltaPath}: metadata \"method\" must be \"DELTA_LORA\".");
         var problems = new List<string>();
@@ -116,4 +117,8 @@ public static class DeltaLoRAFile
         }
         return peft;
     }
+
+    /// <summary>ΔW's left factor [out, 2r] has the layer's output rows (reordered for interleaved RoPE); the right factor does not.</summary>
+    private static Reorder? DeltaRows(RopeOrder rope, string key, IReadOnlyList<int> shape) =>
+        key.EndsWith(SuffixB, StringComparison.Ordinal) ? rope.Rows(key, shape) : null;
 }

@@ -14,7 +14,7 @@ namespace PeftGen.Adapters.Formats;
 /// </summary>
 public static class IA3AdapterFile
 {
-    private const string KeyPrefix = "base_model.model.";
+    private const string KeyPrefix = AdapterFolder.KeyPrefix;
     private const string Suffix = ".ia3_l";
 
     /// <summary>Writes adapter <paramref name="adapter"/> of <paramref name="ia3"/> to <paramref name="folder"/> (atomically, both files renamed into place).</summary>
@@ -30,28 +30,18 @@ public static class IA3AdapterFile
         var tensors = layers.Select(l => (KeyPrefix + l.Path + Suffix, l.Layer.Vector(adapter).Reshape(PeftShape(l.Layer)))).ToList();
         var json = AdapterConfigJson.Build(w =>
         {
-            w.WriteString("peft_type", "IA3");
-            w.WriteString("task_type", "CAUSAL_LM");
-            if (baseModelNameOrPath == null) w.WriteNull("base_model_name_or_path");
-            else w.WriteString("base_model_name_or_path", baseModelNameOrPath);
+            AdapterConfigJson.WriteHeader(w, "IA3", baseModelNameOrPath);
             w.WriteNull("revision");
             w.WriteBoolean("inference_mode", true);
             // The distinct leaf names actually adapted: what PEFT records after resolving suffixes.
-            AdapterConfigJson.WriteTargets(w, "target_modules", config.Targets, layers.Select(l => Leaf(l.Path)));
-            AdapterConfigJson.WriteTargets(w, "feedforward_modules", config.FeedForward, layers.Where(l => l.Layer.IsFeedForward).Select(l => Leaf(l.Path)));
-            w.WritePropertyName("exclude_modules");
-            if (config.Exclude.Count == 0) w.WriteNullValue();
-            else
-            {
-                w.WriteStartArray();
-                foreach (var e in config.Exclude) w.WriteStringValue(e);
-                w.WriteEndArray();
-            }
+            AdapterConfigJson.WriteTargets(w, "target_modules", config.Targets, layers.Select(l => AdapterConfigJson.Leaf(l.Path)));
+            AdapterConfigJson.WriteTargets(w, "feedforward_modules", config.FeedForward, layers.Where(l => l.Layer.IsFeedForward).Select(l => AdapterConfigJson.Leaf(l.Path)));
+            AdapterConfigJson.WriteNamesOrNull(w, "exclude_modules", config.Exclude);
             w.WriteBoolean("fan_in_fan_out", false);
             w.WriteBoolean("init_ia3_weights", config.InitWeights);
             w.WriteNull("modules_to_save");
         });
-        AdapterConfigJson.WriteFolder(folder, tensors, json);
+        AdapterFolder.Write(folder, tensors, json, RopeOrder.Of(ia3.Model), OutputRows);
     }
 
     /// <summary>
@@ -81,17 +71,12 @@ public static class IA3AdapterFile
     {
         using var document = AdapterConfigJson.Open(path, "IA3");
         var root = document.RootElement;
-        if (AdapterConfigJson.GetBool(path, root, "fan_in_fan_out") == true)
-            throw new InvalidDataException($"{path}: fan_in_fan_out = true (Conv1D weights stored [in, out]) is not supported; Llama linears are [out, in].");
+        AdapterConfigJson.RejectFanInFanOut(path, root);
         var config = new IA3Config
         {
             Targets = AdapterConfigJson.GetTargets(path, root, "target_modules") ?? new IA3Config().Targets,
             FeedForward = root.TryGetProperty("feedforward_modules", out _) ? AdapterConfigJson.GetTargets(path, root, "feedforward_modules") : new IA3Config().FeedForward,
-            Exclude = root.TryGetProperty("exclude_modules", out var exclude) && exclude.ValueKind == JsonValueKind.Array
-                ? AdapterConfigJson.StringList(path, exclude, "exclude_modules")
-                : exclude.ValueKind == JsonValueKind.String
-                    ? throw new InvalidDataException($"{path}: exclude_modules as a regular expression is not supported; list the module names instead.")
-                    : [],
+            Exclude = AdapterConfigJson.GetExclude(path, root),
             InitWeights = AdapterConfigJson.GetBool(path, root, "init_ia3_weights") ?? true,
         };
         try
@@ -111,16 +96,9 @@ public static class IA3AdapterFile
         ArgumentNullException.ThrowIfNull(adapterName);
         string configPath = Path.Combine(folder, PeftAdapterFile.ConfigFileName);
         var config = ReadConfig(configPath);
-        using var file = AdapterConfigJson.OpenWeights(folder);
+        using var file = AdapterFolder.OpenWeights(folder, RopeOrder.Of(model), OutputRows);
         CheckFits(model, config, file);
-        try
-        {
-            addAdapter(config);
-        }
-        catch (ArgumentException e)
-        {
-            throw new InvalidDataException($"{configPath}: {e.Message}", e);
-        }
+        AdapterFolder.AddFromConfig(configPath, () => addAdapter(config));
         foreach (var (path, module) in model.NamedModules())
             if (module is IA3Linear layer && layer.AdapterNames.Contains(adapterName))
                 file.ReadInto(KeyPrefix + path + Suffix, layer.Vector(adapterName));
@@ -137,23 +115,13 @@ public static class IA3AdapterFile
             expected[KeyPrefix + path + Suffix] = config.IsFeedForward(path) ? [1, layer.InFeatures] : [layer.OutFeatures, 1];
         }
         var problems = new List<string>();
-        foreach (var key in file.TensorNames)
-        {
-            var info = file.GetInfo(key);
-            if (!expected.TryGetValue(key, out var shape))
-                problems.Add($"key '{key}' {ShapeUtil.Format(info.Shape)} matches no layer the config adapts");
-            else if (!info.Shape.AsSpan().SequenceEqual(shape))
-                problems.Add($"key '{key}': expected {ShapeUtil.Format(shape)}, found {ShapeUtil.Format(info.Shape)}");
-            else if (info.DType == null)
-                problems.Add($"key '{key}' is stored as {info.DTypeName}; adapter weights must be F32, BF16 or F16");
-        }
-        foreach (var (key, shape) in expected)
-            if (!file.Contains(key)) problems.Add($"key '{key}' {ShapeUtil.Format(shape)} is missing (its layer is targeted)");
-        if (problems.Count > 0)
-            throw new InvalidDataException($"{file.FilePath} does not fit the model ({problems.Count} mismatches): {string.Join("; ", problems)}.");
+        AdapterFolder.CompareKeys(file, expected, problems);
+        AdapterFolder.ThrowIfAny(file.FilePath, problems);
     }
 
-    private static int[] PeftShape(IA3Linear layer) => layer.IsFeedForward ? [1, layer.InFeatures] : [layer.OutFeatures, 1];
+    /// <summary>An output vector [out, 1] of q_proj/k_proj follows their rows (reordered for interleaved RoPE); an input vector [1, in] does not.</summary>
+    private static Reorder? OutputRows(RopeOrder rope, string key, IReadOnlyList<int> shape) =>
+        key.EndsWith(Suffix, StringComparison.Ordinal) ? rope.Rows(key, shape) : null;
 
-    private static string Leaf(string path) => path[(path.LastIndexOf('.') + 1)..];
+    private static int[] PeftShape(IA3Linear layer) => layer.IsFeedForward ? [1, layer.InFeatures] : [layer.OutFeatures, 1];
 }

@@ -29,10 +29,7 @@ public static class PromptLearningAdapterFile
         using var embeddings = peft.PromptEmbeddings(adapter);                                // [n, token_dim] or [n, layers · 2 · token_dim]
         var json = AdapterConfigJson.Build(w =>
         {
-            w.WriteString("peft_type", config.PeftType);
-            w.WriteString("task_type", "CAUSAL_LM");
-            if (baseModelNameOrPath == null) w.WriteNull("base_model_name_or_path");
-            else w.WriteString("base_model_name_or_path", baseModelNameOrPath);
+            AdapterConfigJson.WriteHeader(w, config.PeftType, baseModelNameOrPath);
             w.WriteNull("revision");
             w.WriteBoolean("inference_mode", true);
             w.WriteNumber("num_virtual_tokens", config.NumVirtualTokens);
@@ -62,7 +59,7 @@ public static class PromptLearningAdapterFile
                     break;
             }
         });
-        AdapterConfigJson.WriteFolder(folder, [(EmbeddingsKey, embeddings)], json);
+        AdapterFolder.Write(folder, [(EmbeddingsKey, embeddings)], json, RopeOrder.Of(peft.Model), KeyColumns(config));
     }
 
     /// <summary>
@@ -154,17 +151,12 @@ public static class PromptLearningAdapterFile
             config = ParseConfig(configPath, document.RootElement);
             CheckModelFields(configPath, document.RootElement, ModelShape.Of(model.Config, config));
         }
-        using var file = AdapterConfigJson.OpenWeights(folder);
-        var expected = ExpectedShape(model.Config, config);
-        CheckTensor(file, expected);
-        try
-        {
-            addAdapter(config);
-        }
-        catch (ArgumentException e)
-        {
-            throw new InvalidDataException($"{configPath}: {e.Message}", e);
-        }
+        using var file = AdapterFolder.OpenWeights(folder, RopeOrder.Of(model), KeyColumns(config));
+        var problems = new List<string>();
+        AdapterFolder.CompareKeys(file, new Dictionary<string, int[]> { [EmbeddingsKey] = ExpectedShape(model.Config, config) }, problems,
+            unmatched: $"is unexpected (a prompt-learning adapter holds only '{EmbeddingsKey}')", missingNote: "");
+        AdapterFolder.ThrowIfAny(file.FilePath, problems);
+        AdapterFolder.AddFromConfig(configPath, () => addAdapter(config));
         var peft = (PromptLearningModel)model.Model.PromptLearning!;
         file.ReadInto(EmbeddingsKey, peft.Encoder(adapterName).Embedding.Weight);
     }
@@ -187,23 +179,12 @@ public static class PromptLearningAdapterFile
             throw new InvalidDataException($"{path} was made for another model: {string.Join("; ", problems)}.");
     }
 
-    private static void CheckTensor(SafetensorsFile file, int[] expected)
-    {
-        var problems = new List<string>();
-        foreach (var key in file.TensorNames)
-            if (key != EmbeddingsKey) problems.Add($"unexpected key '{key}' (a prompt-learning adapter holds only '{EmbeddingsKey}')");
-        if (!file.Contains(EmbeddingsKey)) problems.Add($"key '{EmbeddingsKey}' {ShapeUtil.Format(expected)} is missing");
-        else
-        {
-            var info = file.GetInfo(EmbeddingsKey);
-            if (!info.Shape.AsSpan().SequenceEqual(expected))
-                problems.Add($"key '{EmbeddingsKey}': expected {ShapeUtil.Format(expected)}, found {ShapeUtil.Format(info.Shape)}");
-            else if (info.DType == null)
-                problems.Add($"key '{EmbeddingsKey}' is stored as {info.DTypeName}; adapter weights must be F32, BF16 or F16");
-        }
-        if (problems.Count > 0)
-            throw new InvalidDataException($"{file.FilePath} does not fit the model ({problems.Count} mismatches): {string.Join("; ", problems)}.");
-    }
+    /// <summary>
+    /// Prefix tuning's keys are rotated keys, in the model's q/k feature order: they are stored in Hugging Face's order
+    /// (reordered for interleaved RoPE). Prompt tuning and P-tuning tables are input embeddings, which keep theirs.
+    /// </summary>
+    private static AdapterFolder.Reordering? KeyColumns(PromptLearningConfig config) =>
+        config is PrefixTuningConfig ? (rope, key, shape) => key == EmbeddingsKey ? rope.PrefixKeys(shape) : null : null;
 
     private static int[] ExpectedShape(LlamaConfig model, PromptLearningConfig config)
     {

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using PeftGen.Adapters.Formats;
 using PeftGen.IO;
 using PeftGen.Nn;
 using PeftGen.Quantization;
@@ -17,14 +18,13 @@ namespace PeftGen.Adapters;
 /// </summary>
 public static class VeraAdapterFile
 {
-    private const string KeyPrefix = "base_model.model.";
+    private const string KeyPrefix = AdapterFolder.KeyPrefix;
     private const string SuffixB = ".vera_lambda_b";
     private const string SuffixD = ".vera_lambda_d";
     private const string KeyA = "base_model.vera_A";
     private const string KeyB = "base_model.vera_B";
     private const string GeneratorKey = "peftgen_vera_projections";
     private const string GeneratorValue = "xoshiro256**-kaiming-uniform-v1";
-    private const long MaxConfigBytes = 16 << 20;
 
     /// <summary>Writes VeRA adapter <paramref name="adapter"/> of <paramref name="peft"/> to <paramref name="folder"/>, both files atomically.</summary>
     /// <exception cref="KeyNotFoundException"><paramref name="adapter"/> is not a VeRA adapter of the model.</exception>
@@ -54,22 +54,9 @@ public static class VeraAdapterFile
                 throw new InvalidOperationException($"VeRA adapter '{adapter}' uses projections loaded from a file, which its seed cannot regenerate: save it with SaveProjection = true.");
             metadata[GeneratorKey] = GeneratorValue;
         }
-        Directory.CreateDirectory(folder);
-        string weightsPath = Path.Combine(folder, PeftAdapterFile.WeightsFileName), configPath = Path.Combine(folder, PeftAdapterFile.ConfigFileName);
-        string weightsTemp = AtomicFile.TempPathFor(weightsPath), configTemp = AtomicFile.TempPathFor(configPath);
-        try
-        {
-            Safetensors.Save(weightsTemp, tensors, metadata);
-            AtomicFile.WriteAllBytes(configTemp, ConfigJson(config, layers.Select(l => l.Path), baseModelNameOrPath));
-            File.Move(weightsTemp, weightsPath, overwrite: true);
-            File.Move(configTemp, configPath, overwrite: true);
-        }
-        catch
-        {
-            AtomicFile.TryDelete(weightsTemp);
-            AtomicFile.TryDelete(configTemp);
-            throw;
-        }
+        ThrowIfRotaryRows(peft.Model, layers.Select(l => (l.Path, l.Layer.OutFeatures)), path =>
+            new InvalidOperationException($"VeRA adapter '{adapter}' adapts '{path}' of a model with interleaved RoPE (llama2.c): " + RotaryRowsReason));
+        AdapterFolder.Write(folder, tensors, ConfigJson(config, layers.Select(l => l.Path), baseModelNameOrPath), metadata: metadata);
     }
 
     /// <summary>
@@ -132,30 +119,7 @@ public static class VeraAdapterFile
 
     /// <summary>Reads a PEFT <c>adapter_config.json</c> of peft_type "VERA", defaulting missing keys as PEFT does.</summary>
     /// <exception cref="InvalidDataException">The file is not a valid VeRA config; the message names the key.</exception>
-    public static VeraConfig ReadConfig(string path)
-    {
-        ArgumentNullException.ThrowIfNull(path);
-        if (!File.Exists(path)) throw new FileNotFoundException($"PEFT adapter config not found: {path}", path);
-        long length = new FileInfo(path).Length;
-        if (length > MaxConfigBytes) throw new InvalidDataException($"{path}: {length:N0} bytes is too large for an adapter config.");
-        var bytes = File.ReadAllBytes(path);
-        if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw new InvalidDataException($"{path}: not valid UTF-8.");
-        try
-        {
-            using var document = JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 16 });
-            var config = ParseConfig(path, document.RootElement);
-            config.Validate();
-            return config;
-        }
-        catch (JsonException e)
-        {
-            throw new InvalidDataException($"{path}: not valid JSON ({e.Message}).", e);
-        }
-        catch (ArgumentException e)
-        {
-            throw new InvalidDataException($"{path}: {e.Message}", e);
-        }
-    }
+    public static VeraConfig ReadConfig(string path) => AdapterConfigJson.Read(path, root => ParseConfig(path, root), c => c.Validate());
 
     // ---- loading ------------------------------------------------------------------------------------------------
 
@@ -163,15 +127,17 @@ public static class VeraAdapterFile
     private static (VeraConfig Config, SafetensorsFile File, VeraProjections Projections) Open(Module model, string folder, VeraProjections? existing)
     {
         ArgumentNullException.ThrowIfNull(folder);
-        var config = ReadConfig(Path.Combine(folder, PeftAdapterFile.ConfigFileName));
-        string weightsPath = Path.Combine(folder, PeftAdapterFile.WeightsFileName);
-        if (!File.Exists(weightsPath)) throw new FileNotFoundException($"No {PeftAdapterFile.WeightsFileName} in {folder}.", weightsPath);
-        var file = SafetensorsFile.Open(weightsPath);
+        string configPath = Path.Combine(folder, PeftAdapterFile.ConfigFileName);
+        var config = ReadConfig(configPath);
+        var layers = model.NamedModules()
+            .Where(m => m.Module is LinearBase && !m.Path.EndsWith(".base_layer", StringComparison.Ordinal)
+                && TargetModules.Selects(config.Targets, config.Exclude, config.Layers, m.Path))
+            .Select(m => (m.Path, Layer: (LinearBase)m.Module)).ToList();
+        ThrowIfRotaryRows(model, layers.Select(l => (l.Path, l.Layer.OutFeatures)), path =>
+            new InvalidDataException($"{configPath}: the adapter targets '{path}' and the model uses interleaved RoPE (llama2.c): " + RotaryRowsReason));
+        var file = AdapterFolder.OpenWeights(folder);
         try
         {
-            var layers = model.NamedModules()
-                .Where(m => m.Module is LinearBase && !m.Path.EndsWith(".base_layer", StringComparison.Ordinal) && IsSelected(config, m.Path))
-                .Select(m => (m.Path, Layer: (LinearBase)m.Module)).ToList();
             var problems = new List<string>();
             var expected = new Dictionary<string, int[]>(StringComparer.Ordinal);
             foreach (var (path, layer) in layers)
@@ -181,25 +147,15 @@ public static class VeraAdapterFile
             }
             if (layers.Count == 0) problems.Add($"the targets '{config.Targets}' match no linear layer of the model");
             bool hasProjections = file.Contains(KeyA) || file.Contains(KeyB);
-            foreach (var key in file.TensorNames)
+            AdapterFolder.CompareKeys(file, expected, problems, (key, info) =>
             {
-                var info = file.GetInfo(key);
-                if (key is KeyA or KeyB)
-                {
-                    if (info.Shape.Length != 2) problems.Add($"key '{key}' must be a matrix, found {ShapeUtil.Format(info.Shape)}");
-                }
-                else if (!expected.TryGetValue(key, out var shape))
-                    problems.Add($"key '{key}' {ShapeUtil.Format(info.Shape)} matches no layer the config adapts");
-                else if (!info.Shape.AsSpan().SequenceEqual(shape))
-                    problems.Add($"key '{key}': expected {ShapeUtil.Format(shape)}, found {ShapeUtil.Format(info.Shape)}");
-                if (info.DType == null) problems.Add($"key '{key}' is stored as {info.DTypeName}; VeRA weights must be F32, BF16 or F16");
-            }
-            foreach (var (key, shape) in expected)
-                if (!file.Contains(key)) problems.Add($"key '{key}' {ShapeUtil.Format(shape)} is missing (its layer is targeted)");
+                if (key is not (KeyA or KeyB)) return null;
+                if (info.Shape.Length != 2) problems.Add($"key '{key}' must be a matrix, found {ShapeUtil.Format(info.Shape)}");
+                return info.Shape;
+            });
             if (hasProjections && !(file.Contains(KeyA) && file.Contains(KeyB)))
                 problems.Add($"only one of '{KeyA}' and '{KeyB}' is present");
-            if (problems.Count > 0)
-                throw new InvalidDataException($"{file.FilePath} does not fit the model ({problems.Count} mismatches): {string.Join("; ", problems)}.");
+            AdapterFolder.ThrowIfAny(file.FilePath, problems);
 
             VeraProjections projections;
             if (hasProjections)
@@ -253,140 +209,59 @@ public static class VeraAdapterFile
         }
     }
 
-    private static bool IsSelected(VeraConfig config, string path) =>
-        config.Targets.Matches(path)
-        && !config.Exclude.Any(e => TargetModules.MatchesName(path, e))
-        && (config.Layers is not { } layers || layers.Any(i => path.Contains($"layers.{i}.", StringComparison.Ordinal)));
+    private const string RotaryRowsReason =
+        "VeRA cannot store its q_proj/k_proj vectors in Hugging Face's rotate-half row order, because the vera_B rows they scale are shared by every " +
+        "layer. Target other layers (v_proj, o_proj, the MLP), or convert the model with HuggingFaceLlama.ConvertLlama2C and use the converted one.";
+
+    /// <summary>VeRA on q/k of an interleaved-RoPE model has no Hugging Face form (its projections are shared): refuse it.</summary>
+    private static void ThrowIfRotaryRows(Module model, IEnumerable<(string Path, int OutFeatures)> layers, Func<string, Exception> error)
+    {
+        if (RopeOrder.Of(model) is not { } rope) return;
+        foreach (var (path, outFeatures) in layers)
+            if (rope.Rows(KeyPrefix + path + SuffixB, [outFeatures]) != null) throw error(path);
+    }
 
     private static VeraConfig ParseConfig(string path, JsonElement root)
     {
-        if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: the config must be a JSON object, found {root.ValueKind}.");
-        string peftType = GetString(path, root, "peft_type")
+        string peftType = AdapterConfigJson.GetString(path, root, "peft_type")
             ?? throw new InvalidDataException($"{path}: \"peft_type\" is missing; VeraAdapterFile reads \"VERA\" adapters.");
         if (peftType != "VERA") throw new InvalidDataException($"{path}: peft_type \"{peftType}\" is not \"VERA\"; LoRA adapters load with PeftAdapterFile.");
-        if (GetBool(path, root, "fan_in_fan_out") == true)
-            throw new InvalidDataException($"{path}: fan_in_fan_out = true (Conv1D weights stored [in, out]) is not supported; Llama linears are [out, in].");
-        if (root.TryGetProperty("modules_to_save", out var toSave) && toSave.ValueKind == JsonValueKind.Array && toSave.GetArrayLength() > 0)
-            throw new InvalidDataException($"{path}: modules_to_save (full copies of non-VeRA modules) is not supported.");
-        var bias = GetString(path, root, "bias") ?? "none";
+        AdapterConfigJson.RejectFanInFanOut(path, root);
+        AdapterConfigJson.RejectModulesToSave(path, root, "non-VeRA");
+        var bias = AdapterConfigJson.GetString(path, root, "bias") ?? "none";
         if (bias != "none") throw new InvalidDataException($"{path}: bias \"{bias}\" is not supported for VeRA; only \"none\" loads.");
-        if (GetBool(path, root, "init_weights") == false)
+        if (AdapterConfigJson.GetBool(path, root, "init_weights") == false)
             throw new InvalidDataException($"{path}: init_weights = false (random b and d) is not supported; the saved vectors are loaded over the default init anyway, so set it to true.");
         return new VeraConfig
         {
-            Rank = GetInt(path, root, "r") ?? 256,
-            Targets = ParseTargets(path, root),
-            Exclude = ParseExclude(path, root),
-            Layers = ParseLayers(path, root),
-            ProjectionSeed = GetInt(path, root, "projection_prng_key") ?? 0,
-            SaveProjection = GetBool(path, root, "save_projection") ?? true,
-            Dropout = GetFloat(path, root, "vera_dropout") ?? 0f,
-            DInitial = GetFloat(path, root, "d_initial") ?? 0.1f,
+            Rank = AdapterConfigJson.GetInt(path, root, "r") ?? 256,
+            Targets = AdapterConfigJson.GetTargets(path, root, "target_modules") ?? TargetModules.List("q_proj", "v_proj"), // PEFT's VeRA default for Llama
+            Exclude = AdapterConfigJson.GetExclude(path, root),
+            Layers = AdapterConfigJson.GetLayers(path, root),
+            ProjectionSeed = AdapterConfigJson.GetInt(path, root, "projection_prng_key") ?? 0,
+            SaveProjection = AdapterConfigJson.GetBool(path, root, "save_projection") ?? true,
+            Dropout = AdapterConfigJson.GetFloat(path, root, "vera_dropout") ?? 0f,
+            DInitial = AdapterConfigJson.GetFloat(path, root, "d_initial") ?? 0.1f,
         };
     }
 
-    private static TargetModules ParseTargets(string path, JsonElement root)
-    {
-        if (!root.TryGetProperty("target_modules", out var value) || value.ValueKind == JsonValueKind.Null)
-            return TargetModules.List("q_proj", "v_proj"); // PEFT's VeRA default for Llama models
-        if (value.ValueKind == JsonValueKind.String)
-        {
-            string text = value.GetString()!;
-            return text == "all-linear" ? TargetModules.AllLinear : TargetModules.Regex(text);
-        }
-        return TargetModules.List(StringList(path, value, "target_modules"));
-    }
-
-    private static IReadOnlyList<string> ParseExclude(string path, JsonElement root)
-    {
-        if (!root.TryGetProperty("exclude_modules", out var value) || value.ValueKind == JsonValueKind.Null) return [];
-        if (value.ValueKind == JsonValueKind.String)
-            throw new InvalidDataException($"{path}: exclude_modules as a regular expression is not supported; list the module names instead.");
-        return StringList(path, value, "exclude_modules");
-    }
-
-    private static IReadOnlyList<int>? ParseLayers(string path, JsonElement root)
-    {
-        if (!root.TryGetProperty("layers_to_transform", out var value) || value.ValueKind == JsonValueKind.Null) return null;
-        if (value.ValueKind == JsonValueKind.Number) return [ToInt(path, value, "layers_to_transform")];
-        if (value.ValueKind != JsonValueKind.Array)
-            throw new InvalidDataException($"{path}: layers_to_transform must be null, an integer or a list of integers, found {value.ValueKind}.");
-        return value.EnumerateArray().Select(v => ToInt(path, v, "layers_to_transform")).ToList();
-    }
-
-    private static string[] StringList(string path, JsonElement value, string key)
-    {
-        if (value.ValueKind != JsonValueKind.Array)
-            throw new InvalidDataException($"{path}: {key} must be a list of names or a string, found {value.ValueKind}.");
-        return value.EnumerateArray().Select(v => v.ValueKind == JsonValueKind.String
-            ? v.GetString()!
-            : throw new InvalidDataException($"{path}: {key} must hold strings, found {v.ValueKind}.")).ToArray();
-    }
-
-    private static string? GetString(string path, JsonElement root, string key) =>
-        !root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null ? null
-        : v.ValueKind == JsonValueKind.String ? v.GetString()
-        : throw new InvalidDataException($"{path}: {key} must be a string, found {v.ValueKind}.");
-
-    private static bool? GetBool(string path, JsonElement root, string key) =>
-        !root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null ? null
-        : v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean()
-        : throw new InvalidDataException($"{path}: {key} must be true or false, found {v.ValueKind}.");
-
-    private static int? GetInt(string path, JsonElement root, string key) =>
-        !root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null ? null : ToInt(path, v, key);
-
-    private static int ToInt(string path, JsonElement v, string key) =>
-        v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) ? i
-        : throw new InvalidDataException($"{path}: {key} must be an integer, found {v}.");
-
-    private static float? GetFloat(string path, JsonElement root, string key) =>
-        !root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null ? null
-        : v.ValueKind == JsonValueKind.Number && v.TryGetDouble(out double d) ? (float)d
-        : throw new InvalidDataException($"{path}: {key} must be a number, found {v.ValueKind}.");
-
     // ---- saving -------------------------------------------------------------------------------------------------
 
-    private static byte[] ConfigJson(VeraConfig config, IEnumerable<string> adaptedPaths, string? baseModel)
+    private static byte[] ConfigJson(VeraConfig config, IEnumerable<string> adaptedPaths, string? baseModel) => AdapterConfigJson.Build(w =>
     {
-        var buffer = new MemoryStream();
-        using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
-        {
-            w.WriteStartObject();
-            w.WriteString("peft_type", "VERA");
-            w.WriteString("task_type", "CAUSAL_LM");
-            if (baseModel == null) w.WriteNull("base_model_name_or_path");
-            else w.WriteString("base_model_name_or_path", baseModel);
-            w.WriteNumber("r", config.Rank);
-            w.WritePropertyName("target_modules");
-            if (config.Targets.Pattern != null) w.WriteStringValue(config.Targets.Pattern);
-            else
-            {
-                w.WriteStartArray();
-                foreach (var leaf in adaptedPaths.Select(p => p[(p.LastIndexOf('.') + 1)..]).Distinct().Order(StringComparer.Ordinal))
-                    w.WriteStringValue(leaf);
-                w.WriteEndArray();
-            }
-            w.WriteNumber("projection_prng_key", config.ProjectionSeed);
-            w.WriteBoolean("save_projection", config.SaveProjection);
-            w.WriteNumber("vera_dropout", config.Dropout);
-            w.WriteNumber("d_initial", config.DInitial);
-            w.WriteBoolean("fan_in_fan_out", false);
-            w.WriteString("bias", "none");
-            w.WriteNull("modules_to_save");
-            w.WriteBoolean("init_weights", true);
-            w.WritePropertyName("layers_to_transform");
-            if (config.Layers == null) w.WriteNullValue();
-            else
-            {
-                w.WriteStartArray();
-                foreach (int i in config.Layers) w.WriteNumberValue(i);
-                w.WriteEndArray();
-            }
-            w.WriteNull("layers_pattern");
-            w.WriteBoolean("inference_mode", true);
-            w.WriteEndObject();
-        }
-        return buffer.ToArray();
-    }
+        AdapterConfigJson.WriteHeader(w, "VERA", baseModel);
+        w.WriteNumber("r", config.Rank);
+        AdapterConfigJson.WriteTargets(w, "target_modules", config.Targets, adaptedPaths.Select(AdapterConfigJson.Leaf));
+        w.WriteNumber("projection_prng_key", config.ProjectionSeed);
+        w.WriteBoolean("save_projection", config.SaveProjection);
+        w.WriteNumber("vera_dropout", config.Dropout);
+        w.WriteNumber("d_initial", config.DInitial);
+        w.WriteBoolean("fan_in_fan_out", false);
+        w.WriteString("bias", "none");
+        w.WriteNull("modules_to_save");
+        w.WriteBoolean("init_weights", true);
+        AdapterConfigJson.WriteIntsOrNull(w, "layers_to_transform", config.Layers);
+        w.WriteNull("layers_pattern");
+        w.WriteBoolean("inference_mode", true);
+    });
 }

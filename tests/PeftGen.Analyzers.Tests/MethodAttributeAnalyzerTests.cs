@@ -1,0 +1,169 @@
+using PeftGen.Analyzers.Tests.TestSupport;
+
+namespace PeftGen.Analyzers.Tests;
+
+public sealed class MethodAttributeAnalyzerTests
+{
+    private const string Config = """
+        {
+          "hidden_size": 64,
+          "intermediate_size": 172,
+          "num_hidden_layers": 3,
+          "num_attention_heads": 8,
+          "num_key_value_heads": 4,
+          "vocab_size": 512,
+          "max_position_embeddings": 128
+        }
+        """;
+
+    /// <summary>A second Llama class, to append to a <see cref="Sources.Llama"/> source.</summary>
+    private static string Another(string name, string attributes) => $$"""
+
+        {{attributes}}
+        internal partial class {{name}} : LlamaForCausalLM
+        {
+            public {{name}}(LlamaConfig config) : base(config) { }
+        }
+        """;
+
+    [Fact]
+    public Task PEFT019_on_a_second_method() =>
+        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+            [LoRA(rank: 8, targets: "all-linear")]
+            [{|PEFT019:VeRA(rank: 64, targets: "q_proj,v_proj")|}]
+            """));
+
+    [Fact]
+    public Task No_PEFT019_for_several_LoRA_adapters() =>
+        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+            [LoRA(rank: 8, targets: "all-linear")]
+            [LoRA(rank: 4, targets: "q_proj", Name = "second")]
+            """));
+
+    [Fact]
+    public Task PEFT020_on_Delta_LoRA_over_a_4_bit_base() =>
+        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+            [LoRA(rank: 8, targets: "all-linear")]
+            [{|PEFT020:DeltaLoRA(100, 2)|}]
+            [Quantize(QuantType.NF4)]
+            """));
+
+    [Fact]
+    public Task PEFT021_on_LoRA_FA_with_DoRA_and_a_correction_without_LoRA_FA() =>
+        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+            [LoRA(rank: 8, targets: "all-linear", UseDoRA = true, UseLoRAFA = {|PEFT021:true|})]
+            [LoRA(rank: 8, targets: "all-linear", Name = "b", LoRAFAGradientCorrection = {|PEFT021:true|})]
+            """));
+
+    [Fact]
+    public async Task PEFT021_on_Delta_LoRA_with_dropout()
+    {
+        var diagnostics = await AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+            [LoRA(rank: 8, targets: "all-linear", Dropout = 0.05)]
+            [{|PEFT021:DeltaLoRA|}]
+            """));
+        Assert.Contains("[DeltaLoRA] cannot be combined with Dropout", Assert.Single(diagnostics).GetMessage());
+    }
+
+    [Fact]
+    public Task PEFT022_on_settings_out_of_range() =>
+        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+            [VeRA(rank: {|PEFT022:0|}, targets: "q_proj", DInitial = {|PEFT022:0|}, Dropout = {|PEFT022:1|})]
+            [LayerDrop({|PEFT022:1.0|})]
+            [LayerwiseLearningRate({|PEFT022:0|})]
+            """));
+
+    [Theory]
+    [InlineData("0")]
+    [InlineData("1.5")]
+    [InlineData("-0.1")]
+    public Task PEFT022_on_a_sparse_fraction_outside_0_1(string fraction) =>
+        AnalyzerVerifier.VerifyAsync(Sources.Llama($$"""
+            [SparseFineTuning({|PEFT022:{{fraction}}|})]
+            """));
+
+    [Fact]
+    public Task PEFT022_on_Delta_LoRA_values_and_a_zero_bottleneck() =>
+        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+            [LoRA(rank: 8, targets: "all-linear")]
+            [DeltaLoRA({|PEFT022:-1|}, {|PEFT022:0|})]
+            """) + Another("Narrow", "[Bottleneck({|PEFT022:0|})]"));
+
+    [Fact]
+    public Task PEFT023_on_a_feed_forward_layer_outside_the_targets() =>
+        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+            [IA3("k_proj,v_proj", FeedForward = "k_proj,{|PEFT023:down_proj|}")]
+            """));
+
+    [Fact]
+    public Task No_PEFT023_for_the_default_feed_forward_layer() =>
+        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+            [IA3("k_proj,v_proj")]
+            """));
+
+    [Fact]
+    public Task PEFT024_on_no_virtual_tokens_or_more_than_the_positions() =>
+        AnalyzerVerifier.VerifyAsync(
+            Sources.Llama("""
+                [PromptTuning({|PEFT024:128|})]
+                [ModelConfig("config.json")]
+                """) + Another("Prefixed", "[PrefixTuning(virtualTokens: {|PEFT024:0|})]"),
+            ("/repo/config.json", Config));
+
+    [Fact]
+    public Task No_PEFT024_below_the_positions() =>
+        AnalyzerVerifier.VerifyAsync(
+            Sources.Llama("""
+                [PTuning(127, 32)]
+                [ModelConfig("config.json")]
+                """),
+            ("/repo/config.json", Config));
+
+    [Fact]
+    public Task PEFT025_on_a_bottleneck_wider_than_the_model() =>
+        AnalyzerVerifier.VerifyAsync(
+            Sources.Llama("""
+                [Bottleneck({|PEFT025:65|})]
+                [ModelConfig("config.json")]
+                """),
+            ("/repo/config.json", Config));
+
+    [Fact]
+    public Task PEFT025_on_a_reduction_factor_that_leaves_no_channel() =>
+        AnalyzerVerifier.VerifyAsync(
+            Sources.Llama("""
+                [Bottleneck(ReductionFactor = {|PEFT025:128|})]
+                [ModelConfig("config.json")]
+                """),
+            ("/repo/config.json", Config));
+
+    [Fact]
+    public Task PEFT026_on_prompt_learning_and_layer_drop_outside_Llama() =>
+        AnalyzerVerifier.VerifyAsync(Sources.Attention("""
+            [{|PEFT026:PromptTuning(8)|}]
+            [{|PEFT026:LayerDrop(0.1)|}]
+            """));
+
+    [Fact]
+    public Task New_method_targets_reuse_the_target_diagnostics() =>
+        AnalyzerVerifier.VerifyAsync(Sources.Attention("""
+            [VeRA(rank: 16, targets: "q_proj,{|PEFT006:v_prj|}")]
+            """));
+
+    [Fact]
+    public Task PEFT011_on_companions_the_method_does_not_support() =>
+        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+            [IA3]
+            [{|PEFT011:Quantize(QuantType.NF4)|}]
+            [{|PEFT011:DeltaLoRA|}]
+            """));
+
+    [Fact]
+    public Task Every_method_with_valid_settings_is_clean() =>
+        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+            [VeRA(rank: 256, targets: "all-linear", DInitial = 0.1)]
+            [Quantize(QuantType.NF4)]
+            [LayerDrop(0.1, Schedule = PeftGen.Adapters.LayerDropSchedule.Linear)]
+            [LayerwiseLearningRate(0.9)]
+            """));
+}
