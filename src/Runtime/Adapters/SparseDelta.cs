@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using System.Text.Json;
 using PeftGen.IO;
 using PeftGen.Nn;
 using PeftGen.Tensors;
