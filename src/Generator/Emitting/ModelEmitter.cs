@@ -329,19 +329,8 @@ internal static class ModelEmitter
          .Line("/// while the adapter is active. Empty until <see cref=\"ApplyAdapters\"/> or <see cref=\"LoadAdapter\"/> wraps the layers.")
          .Line("/// </summary>")
          .Line("/// <param name=\"adapter\">The adapter's name.</param>")
-         .Line("public " + Generic + "IReadOnlyList<(string Path, " + Tensor + " Tensor)> NamedAdapterParameters(string adapter = " + first + ")")
-         .Open()
-         .Line("var parameters = new " + Generic + "List<(string Path, " + Tensor + " Tensor)>();")
-         .Line("foreach (var (path, layer) in LinearLayers())")
-         .Open()
-         .Line("if (layer is not " + LoRALinear + " lora || !global::System.Linq.Enumerable.Contains(lora.AdapterNames, adapter)) continue;")
-         .Line("parameters.Add((path + \".lora_A.\" + adapter + \".weight\", lora.LoraA(adapter)));                    // [r, in]")
-         .Line("parameters.Add((path + \".lora_B.\" + adapter + \".weight\", lora.LoraB(adapter)));                    // [out, r]")
-         .Line("if (lora.Magnitude(adapter) is { } magnitude)")
-         .Line("    parameters.Add((path + \".lora_magnitude_vector.\" + adapter + \".weight\", magnitude));           // [out]")
-         .Close()
-         .Line("return parameters;")
-         .Close()
+         .Line("public " + Generic + "IReadOnlyList<(string Path, " + Tensor + " Tensor)> NamedAdapterParameters(string adapter = " + first + ") =>")
+         .Line("    " + Adapters + "AdapterLayers.NamedParameters(LinearLayers(), adapter);")
          .Line();
     }
 
@@ -362,7 +351,8 @@ internal static class ModelEmitter
          .Line("public static void SaveAdapter(" + peftType + " peft, string folder, string adapter = " + first + ", string? baseModelNameOrPath = null)")
          .Open()
          .Line("global::System.ArgumentNullException.ThrowIfNull(peft);")
-         .Line(Adapters + "PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), peft.Model.AdapterFileTensors(adapter), folder, baseModelNameOrPath);")
+         .Line("var tensors = " + Adapters + "AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);")
+         .Line(Adapters + "PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);")
          .Close()
          .Line()
          .Line("/// <summary>")
@@ -374,57 +364,12 @@ internal static class ModelEmitter
          .Line("/// <param name=\"folder\">The adapter folder.</param>")
          .Line("/// <param name=\"adapter\">The name the adapter gets.</param>")
          .Line("/// <exception cref=\"global::System.IO.InvalidDataException\">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>")
-         .Line("public " + peftType + " LoadAdapter(string folder, string adapter = " + first + ")")
-         .Open()
-         .Line("global::System.ArgumentNullException.ThrowIfNull(folder);")
-         .Line("string configPath = global::System.IO.Path.Combine(folder, " + Adapters + "PeftAdapterFile.ConfigFileName);")
-         .Line("var config = " + Adapters + "PeftAdapterFile.ReadConfig(configPath);")
-         .Line("var expected = new " + Generic + "Dictionary<string, int[]>(global::System.StringComparer.Ordinal);")
-         .Line("foreach (var (path, layer) in LinearLayers())")
-         .Open()
-         .Line("if (!" + Adapters + "PeftModel.Adapts(config, path)) continue;")
-         .Line("int rank = " + Adapters + "PeftModel.RankFor(config, path);")
-         .Line("expected.Add(\"" + FileKeyPrefix + "\" + path + \".lora_A.weight\", new[] { rank, layer.InFeatures });          // [r, in]")
-         .Line("expected.Add(\"" + FileKeyPrefix + "\" + path + \".lora_B.weight\", new[] { layer.OutFeatures, rank });         // [out, r]")
-         .Line("if (config.UseDoRA) expected.Add(\"" + FileKeyPrefix + "\" + path + \".lora_magnitude_vector\", new[] { layer.OutFeatures }); // [out]")
-         .Close()
-         .Line("using var weights = " + Adapters + "PeftAdapterFile.OpenWeights(this, folder, expected);")
-         .Line(peftType + " peft;")
-         .Line("try")
-         .Open()
-         .Line("peft = " + Adapters + "PeftModel.Create(this, config, QuantizationConfig, adapter);")
-         .Close()
-         .Line("catch (global::System.ArgumentException e)")
-         .Open()
-         .Line("throw new global::System.IO.InvalidDataException(configPath + \": \" + e.Message, e);")
-         .Close()
-         .Line("foreach (var (key, tensor) in AdapterFileTensors(adapter))")
-         .Open()
-         .Line("using var value = weights.ReadTensor(key);")
-         .Line("tensor.CopyFrom(value);")
-         .Close()
-         .Line(Adapters + "PeftAdapterFile.ReadBiases(this, weights);")
-         .Line("return peft;")
-         .Close()
-         .Line();
+         .Line("public " + peftType + " LoadAdapter(string folder, string adapter = " + first + ") =>")
+         .Line("    " + Adapters + "AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);");
     }
 
     private static void WriteHelpers(IndentedWriter w, GenerationSpec spec)
     {
-        w.Line("// The adapter's tensors by PEFT file key (the adapter name is not part of the key).")
-         .Line("private " + Generic + "List<(string Key, " + Tensor + " Tensor)> AdapterFileTensors(string adapter)")
-         .Open()
-         .Line("var tensors = new " + Generic + "List<(string Key, " + Tensor + " Tensor)>();")
-         .Line("foreach (var (path, layer) in LinearLayers())")
-         .Open()
-         .Line("if (layer is not " + LoRALinear + " lora || !global::System.Linq.Enumerable.Contains(lora.AdapterNames, adapter)) continue;")
-         .Line("tensors.Add((\"" + FileKeyPrefix + "\" + path + \".lora_A.weight\", lora.LoraA(adapter)));          // [r, in]")
-         .Line("tensors.Add((\"" + FileKeyPrefix + "\" + path + \".lora_B.weight\", lora.LoraB(adapter)));          // [out, r]")
-         .Line("if (lora.Magnitude(adapter) is { } magnitude)")
-         .Line("    tensors.Add((\"" + FileKeyPrefix + "\" + path + \".lora_magnitude_vector\", magnitude));        // [out]")
-         .Close()
-         .Line("return tensors;")
-         .Close();
         if (spec.Adapters.All(a => a.Plan != null)) return;
         w.Line()
          .Line("// Ranks the compiler could not check (a shape or a list length is only known at run time), with PEFT003's text.")
@@ -445,7 +390,6 @@ internal static class ModelEmitter
          .Close();
     }
 
-    private const string FileKeyPrefix = Parsing.AdapterPlanner.FileKeyPrefix;
 
     /// <summary>The part of <paramref name="template"/> before its <paramref name="list"/>-th "{i}" (the list's path plus ".").</summary>
     private static string ListPrefix(string template, int list)

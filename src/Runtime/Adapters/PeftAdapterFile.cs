@@ -21,10 +21,10 @@ public static class PeftAdapterFile
     /// <summary>Name of the adapter weights file.</summary>
     public const string WeightsFileName = "adapter_model.safetensors";
 
-    private const string KeyPrefix = AdapterFolder.KeyPrefix;
-    private const string SuffixA = ".lora_A.weight";
-    private const string SuffixB = ".lora_B.weight";
-    private const string SuffixMagnitude = ".lora_magnitude_vector";
+    internal const string KeyPrefix = AdapterFolder.KeyPrefix;
+    internal const string SuffixA = ".lora_A.weight";
+    internal const string SuffixB = ".lora_B.weight";
+    internal const string SuffixMagnitude = ".lora_magnitude_vector";
 
     /// <summary>Writes an (IA)³ adapter in PEFT's format (see <see cref="Formats.IA3AdapterFile"/>).</summary>
     public static void Save<TModel>(IA3Model<TModel> ia3, string folder, string adapter = "default", string? baseModelNameOrPath = null)
@@ -44,15 +44,8 @@ public static class PeftAdapterFile
         ArgumentNullException.ThrowIfNull(peft);
         ArgumentNullException.ThrowIfNull(folder);
         var config = peft.GetConfig(adapter);
-        var layers = peft.LoRALayers.Where(l => l.Layer.AdapterNames.Contains(adapter)).ToList();
-        var tensors = new List<(string, Tensor)>();
-        foreach (var (path, layer) in layers)
-        {
-            tensors.Add((KeyPrefix + path + SuffixA, layer.LoraA(adapter)));
-            tensors.Add((KeyPrefix + path + SuffixB, layer.LoraB(adapter)));
-            if (layer.Magnitude(adapter) is { } magnitude) tensors.Add((KeyPrefix + path + SuffixMagnitude, magnitude));
-        }
-        WriteFolder(peft.Model, config, tensors, layers.Select(l => l.Path), folder, baseModelNameOrPath);
+        var layers = peft.LoRALayers.Where(l => l.Layer.AdapterNames.Contains(adapter)).Select(l => (l.Path, (LinearBase)l.Layer)).ToList();
+        WriteFolder(peft.Model, config, [.. AdapterLayers.FileTensors(layers, adapter)], layers.Select(l => l.Path), folder, baseModelNameOrPath);
     }
 
     /// <summary>

@@ -189,19 +189,8 @@ namespace Demo
         /// while the adapter is active. Empty until <see cref="ApplyAdapters"/> or <see cref="LoadAdapter"/> wraps the layers.
         /// </summary>
         /// <param name="adapter">The adapter's name.</param>
-        public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Tensors.Tensor Tensor)> NamedAdapterParameters(string adapter = "default")
-        {
-            var parameters = new global::System.Collections.Generic.List<(string Path, global::PeftGen.Tensors.Tensor Tensor)>();
-            foreach (var (path, layer) in LinearLayers())
-            {
-                if (layer is not global::PeftGen.Adapters.LoRALinear lora || !global::System.Linq.Enumerable.Contains(lora.AdapterNames, adapter)) continue;
-                parameters.Add((path + ".lora_A." + adapter + ".weight", lora.LoraA(adapter)));                    // [r, in]
-                parameters.Add((path + ".lora_B." + adapter + ".weight", lora.LoraB(adapter)));                    // [out, r]
-                if (lora.Magnitude(adapter) is { } magnitude)
-                    parameters.Add((path + ".lora_magnitude_vector." + adapter + ".weight", magnitude));           // [out]
-            }
-            return parameters;
-        }
+        public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Tensors.Tensor Tensor)> NamedAdapterParameters(string adapter = "default") =>
+            global::PeftGen.Adapters.AdapterLayers.NamedParameters(LinearLayers(), adapter);
 
         /// <summary>
         /// Writes adapter <paramref name="adapter"/> of <paramref name="peft"/> to <paramref name="folder"/> in Hugging Face PEFT
@@ -216,7 +205,8 @@ namespace Demo
         public static void SaveAdapter(global::PeftGen.Adapters.PeftModel<global::Demo.FrugalChat> peft, string folder, string adapter = "default", string? baseModelNameOrPath = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(peft);
-            global::PeftGen.Adapters.PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), peft.Model.AdapterFileTensors(adapter), folder, baseModelNameOrPath);
+            var tensors = global::PeftGen.Adapters.AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);
+            global::PeftGen.Adapters.PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);
         }
 
         /// <summary>
@@ -228,52 +218,7 @@ namespace Demo
         /// <param name="folder">The adapter folder.</param>
         /// <param name="adapter">The name the adapter gets.</param>
         /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>
-        public global::PeftGen.Adapters.PeftModel<global::Demo.FrugalChat> LoadAdapter(string folder, string adapter = "default")
-        {
-            global::System.ArgumentNullException.ThrowIfNull(folder);
-            string configPath = global::System.IO.Path.Combine(folder, global::PeftGen.Adapters.PeftAdapterFile.ConfigFileName);
-            var config = global::PeftGen.Adapters.PeftAdapterFile.ReadConfig(configPath);
-            var expected = new global::System.Collections.Generic.Dictionary<string, int[]>(global::System.StringComparer.Ordinal);
-            foreach (var (path, layer) in LinearLayers())
-            {
-                if (!global::PeftGen.Adapters.PeftModel.Adapts(config, path)) continue;
-                int rank = global::PeftGen.Adapters.PeftModel.RankFor(config, path);
-                expected.Add("base_model.model." + path + ".lora_A.weight", new[] { rank, layer.InFeatures });          // [r, in]
-                expected.Add("base_model.model." + path + ".lora_B.weight", new[] { layer.OutFeatures, rank });         // [out, r]
-                if (config.UseDoRA) expected.Add("base_model.model." + path + ".lora_magnitude_vector", new[] { layer.OutFeatures }); // [out]
-            }
-            using var weights = global::PeftGen.Adapters.PeftAdapterFile.OpenWeights(this, folder, expected);
-            global::PeftGen.Adapters.PeftModel<global::Demo.FrugalChat> peft;
-            try
-            {
-                peft = global::PeftGen.Adapters.PeftModel.Create(this, config, QuantizationConfig, adapter);
-            }
-            catch (global::System.ArgumentException e)
-            {
-                throw new global::System.IO.InvalidDataException(configPath + ": " + e.Message, e);
-            }
-            foreach (var (key, tensor) in AdapterFileTensors(adapter))
-            {
-                using var value = weights.ReadTensor(key);
-                tensor.CopyFrom(value);
-            }
-            global::PeftGen.Adapters.PeftAdapterFile.ReadBiases(this, weights);
-            return peft;
-        }
-
-        // The adapter's tensors by PEFT file key (the adapter name is not part of the key).
-        private global::System.Collections.Generic.List<(string Key, global::PeftGen.Tensors.Tensor Tensor)> AdapterFileTensors(string adapter)
-        {
-            var tensors = new global::System.Collections.Generic.List<(string Key, global::PeftGen.Tensors.Tensor Tensor)>();
-            foreach (var (path, layer) in LinearLayers())
-            {
-                if (layer is not global::PeftGen.Adapters.LoRALinear lora || !global::System.Linq.Enumerable.Contains(lora.AdapterNames, adapter)) continue;
-                tensors.Add(("base_model.model." + path + ".lora_A.weight", lora.LoraA(adapter)));          // [r, in]
-                tensors.Add(("base_model.model." + path + ".lora_B.weight", lora.LoraB(adapter)));          // [out, r]
-                if (lora.Magnitude(adapter) is { } magnitude)
-                    tensors.Add(("base_model.model." + path + ".lora_magnitude_vector", magnitude));        // [out]
-            }
-            return tensors;
-        }
+        public global::PeftGen.Adapters.PeftModel<global::Demo.FrugalChat> LoadAdapter(string folder, string adapter = "default") =>
+            global::PeftGen.Adapters.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
     }
 }
