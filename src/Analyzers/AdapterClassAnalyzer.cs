@@ -11,7 +11,8 @@ namespace PeftGen.Analyzers;
 
 /// <summary>
 /// Checks the class that carries PeftGen attributes: the companions ([Quantize], [LoRAPlus], [ModelConfig], [DeltaLoRA],
-/// [LayerDrop], [LayerwiseLearningRate]) need a method attribute they work with (PEFT011); an adapter class must be
+/// [LayerDrop], [LayerwiseLearningRate]) need a method attribute they work with (PEFT011; [LayerwiseLearningRate] does not
+/// work with prompt learning, whose encoder lies outside the decoder layers); an adapter class must be
 /// partial (PEFT001) and its adapters need distinct names (PEFT012).
 /// </summary>
 [DiagnosticAnalyzer(LanguageNames.CSharp)]
@@ -66,7 +67,9 @@ public sealed class AdapterClassAnalyzer : DiagnosticAnalyzer
                 AttributeArguments.Of(companion, context.CancellationToken).Location,
                 "[" + ShortName(companion) + "]",
                 "[" + method + "]",
-                "it applies to " + string.Join(" and ", supported.Split(',').Select(m => "[" + m + "]")) + " only; remove it or change the method"));
+                (companion.AttributeClass?.ToDisplayString() == KnownSymbols.LayerwiseLearningRateAttribute ? PromptEncoderHasNoDepth
+                    : "it applies to " + string.Join(" and ", supported.Split(',').Select(m => "[" + m + "]")) + " only")
+                + "; remove it or change the method"));
         }
 
         // Without a method attribute nothing is generated, so only adapter classes need to be partial.
@@ -120,10 +123,15 @@ public sealed class AdapterClassAnalyzer : DiagnosticAnalyzer
             _ => null,
         };
 
+    /// <summary>Why [LayerwiseLearningRate] does not work with prompt learning (the trainer would refuse the decay).</summary>
+    private const string PromptEncoderHasNoDepth =
+        "prompt learning trains only the virtual tokens' encoder, which lies outside the decoder layers, so there is no depth to scale its learning rate by";
+
     /// <summary>The methods a companion works with (comma-separated short names), or null when it works with all.</summary>
     private static string? SupportedWith(INamedTypeSymbol? attribute, KnownSymbols known) =>
         KnownSymbols.Is(attribute, known.Quantize) ? "LoRA,VeRA"
         : KnownSymbols.Is(attribute, known.LoRAPlus) ? "LoRA"
         : attribute?.ToDisplayString() == KnownSymbols.DeltaLoRAAttribute ? "LoRA"
+        : attribute?.ToDisplayString() == KnownSymbols.LayerwiseLearningRateAttribute ? "LoRA,VeRA,IA3,Bottleneck,SparseFineTuning"
         : null;
 }

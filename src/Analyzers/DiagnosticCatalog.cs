@@ -38,13 +38,14 @@ internal static class DiagnosticCatalog
         "LoRA dropout must be in [0, 1)",
         "LoRA dropout {0} is invalid: use a probability in [0, 1) (0.05 is typical; 0.1 for small models)");
 
+    // PEFT006, PEFT007 and PEFT017 fire on the targets of [LoRA], [VeRA], [IA3] and [SparseFineTuning]: {0} names the method.
     public static readonly DiagnosticDescriptor UnknownTarget = Error("PEFT006", Configuration,
-        "LoRA target matches no layer",
-        "LoRA target '{0}' matches no linear layer of '{1}'.{2}");
+        "Target matches no layer",
+        "{0} target '{1}' matches no linear layer of '{2}'.{3}");
 
     public static readonly DiagnosticDescriptor TargetNotLinear = Error("PEFT007", Configuration,
-        "LoRA target is not an adaptable layer",
-        "LoRA target '{0}' matches '{1}' of type {2}, which is not a linear layer; LoRA adapts linear layers only: name the linear layers inside it or use \"all-linear\"");
+        "Target is not an adaptable layer",
+        "{0} target '{1}' matches '{2}' of type {3}, which is not a linear layer; {0} adapts linear layers only: name the linear layers inside it or use \"all-linear\"");
 
     public static readonly DiagnosticDescriptor ReadOnlyTarget = Error("PEFT008", Usage,
         "Targeted layer field is read-only",
@@ -83,8 +84,8 @@ internal static class DiagnosticCatalog
         "{0}: {1}");
 
     public static readonly DiagnosticDescriptor InvalidTargetRegex = Error("PEFT017", Configuration,
-        "LoRA target regex is invalid",
-        "LoRA target regex '{0}' is invalid: {1}");
+        "Target regex is invalid",
+        "{0} target regex '{1}' is invalid: {2}");
 
     public static readonly DiagnosticDescriptor OverrideWithoutEffect = Warning("PEFT018", Configuration,
         "LoRA override has no effect",

@@ -62,7 +62,7 @@ public sealed class LoRAAttributeAnalyzer : DiagnosticAnalyzer
             var adapter = adapters[i];
             var arguments = AttributeArguments.Of(adapter.Data, context.CancellationToken);
             CheckValues(context, adapter.Spec, arguments);
-            CheckTargets(context, adapter.Spec.Targets, arguments.Constructor("targets"), arguments, quantized, model?.Tree);
+            CheckTargets(context, "LoRA", adapter.Spec.Targets, arguments.Constructor("targets"), arguments, quantized, model?.Tree);
             if (model?.Plan.Adapters[i].Plan is { } rows) CheckRanks(context, adapter.Spec, arguments, rows, model, peft.Known.LoRAOverride);
         }
     }
@@ -102,18 +102,19 @@ public sealed class LoRAAttributeAnalyzer : DiagnosticAnalyzer
         switch (MethodParser.Read(methods[0]))
         {
             case VeraSpec vera:
-                CheckTargets(context, vera.Targets, arguments.Constructor("targets"), arguments, false, tree.Value);
+                CheckTargets(context, "VeRA", vera.Targets, arguments.Constructor("targets"), arguments, false, tree.Value);
                 break;
             case IA3Spec ia3 when arguments.Constructor("targets") is { } syntax:
-                CheckTargets(context, ia3.Targets, syntax, arguments, false, tree.Value);
+                CheckTargets(context, "IA3", ia3.Targets, syntax, arguments, false, tree.Value);
                 break;
             case SparseSpec { Targets.Kind: TargetKind.Regex } sparse:
-                CheckTargets(context, sparse.Targets, arguments.Constructor("targets"), arguments, false, null);
+                CheckTargets(context, "Sparse fine-tuning", sparse.Targets, arguments.Constructor("targets"), arguments, false, null);
                 break;
         }
     }
 
-    private static void CheckTargets(SymbolAnalysisContext context, TargetSpec targets, ExpressionSyntax? targetsSyntax, AttributeArguments arguments,
+    // method: the method as the messages name it ("LoRA", "VeRA", "IA3" or "Sparse fine-tuning").
+    private static void CheckTargets(SymbolAnalysisContext context, string method, TargetSpec targets, ExpressionSyntax? targetsSyntax, AttributeArguments arguments,
         bool quantized, ModuleTree? tree)
     {
         var at = arguments.At(targetsSyntax);
@@ -121,7 +122,7 @@ public sealed class LoRAAttributeAnalyzer : DiagnosticAnalyzer
         switch (targets.Kind)
         {
             case TargetKind.Invalid:
-                context.ReportDiagnostic(Diagnostic.Create(DiagnosticCatalog.UnknownTarget, at, targets.Text, typeName,
+                context.ReportDiagnostic(Diagnostic.Create(DiagnosticCatalog.UnknownTarget, at, method, targets.Text, typeName,
                     " Name at least one layer, e.g. \"q_proj,v_proj\", or use \"all-linear\"."));
                 return;
             case TargetKind.Regex:
@@ -131,18 +132,18 @@ public sealed class LoRAAttributeAnalyzer : DiagnosticAnalyzer
                 }
                 catch (ArgumentException e)
                 {
-                    context.ReportDiagnostic(Diagnostic.Create(DiagnosticCatalog.InvalidTargetRegex, at, targets.Text, e.Message));
+                    context.ReportDiagnostic(Diagnostic.Create(DiagnosticCatalog.InvalidTargetRegex, at, method, targets.Text, e.Message));
                 }
                 return;
             case TargetKind.List:
                 if (quantized && targets.Names.All(n => AttentionQueryValue.Contains(TargetNames.LeafName(n))))
                     context.ReportDiagnostic(Diagnostic.Create(DiagnosticCatalog.QLoRAOnFewTargets, at, string.Join(", ", targets.Names)));
-                if (tree is { IsComplete: true }) CheckNames(context, targets, targetsSyntax, at, tree);
+                if (tree is { IsComplete: true }) CheckNames(context, method, targets, targetsSyntax, at, tree);
                 return;
         }
     }
 
-    private static void CheckNames(SymbolAnalysisContext context, TargetSpec targets, ExpressionSyntax? syntax, Location at, ModuleTree tree)
+    private static void CheckNames(SymbolAnalysisContext context, string method, TargetSpec targets, ExpressionSyntax? syntax, Location at, ModuleTree tree)
     {
         var leafNames = tree.Linears.Select(n => TargetNames.LeafName(n.Path)).Distinct(StringComparer.Ordinal).ToList();
         foreach (var name in targets.Names)
@@ -151,7 +152,7 @@ public sealed class LoRAAttributeAnalyzer : DiagnosticAnalyzer
             var entry = TargetNames.EntryLocation(syntax, name);
             if (tree.Nodes.FirstOrDefault(n => TargetNames.Matches(n.Path, name)) is { } module)
             {
-                context.ReportDiagnostic(Diagnostic.Create(DiagnosticCatalog.TargetNotLinear, entry ?? at, name, module.Path, module.Type.Name));
+                context.ReportDiagnostic(Diagnostic.Create(DiagnosticCatalog.TargetNotLinear, entry ?? at, method, name, module.Path, module.Type.Name));
                 continue;
             }
             var suggestion = TargetNames.Closest(name, leafNames);
@@ -160,7 +161,7 @@ public sealed class LoRAAttributeAnalyzer : DiagnosticAnalyzer
             // The code fix finds the entry in the literal's source text by the Target property and puts the suggestion there.
             var properties = ImmutableDictionary<string, string?>.Empty.Add(DiagnosticCatalog.TargetProperty, name);
             if (suggestion != null) properties = properties.Add(DiagnosticCatalog.SuggestionProperty, suggestion);
-            context.ReportDiagnostic(Diagnostic.Create(DiagnosticCatalog.UnknownTarget, entry ?? at, properties, name, context.Symbol.Name, hint));
+            context.ReportDiagnostic(Diagnostic.Create(DiagnosticCatalog.UnknownTarget, entry ?? at, properties, method, name, context.Symbol.Name, hint));
         }
     }
 

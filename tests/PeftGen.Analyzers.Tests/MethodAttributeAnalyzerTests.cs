@@ -151,6 +151,41 @@ public sealed class MethodAttributeAnalyzerTests
             """));
 
     [Fact]
+    public async Task PEFT006_names_the_method_whose_target_it_is()
+    {
+        var vera = Assert.Single(await AnalyzerVerifier.VerifyAsync(Sources.Attention("""
+            [VeRA(rank: 16, targets: "q_proj,{|PEFT006:v_prj|}")]
+            """)));
+        Assert.Equal("VeRA target 'v_prj' matches no linear layer of 'Attention'. Did you mean 'v_proj'? Linear layers here: q_proj, v_proj.", vera.GetMessage());
+        Assert.Equal("v_proj", vera.Properties[DiagnosticCatalog.SuggestionProperty]);
+
+        var ia3 = Assert.Single(await AnalyzerVerifier.VerifyAsync(Sources.Attention("""
+            [IA3("{|PEFT006:q_prj|},v_proj", FeedForward = "v_proj")]
+            """)));
+        Assert.Equal("IA3 target 'q_prj' matches no linear layer of 'Attention'. Did you mean 'q_proj'? Linear layers here: q_proj, v_proj.", ia3.GetMessage());
+    }
+
+    [Fact]
+    public async Task PEFT017_names_sparse_fine_tuning()
+    {
+        var diagnostic = Assert.Single(await AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+            [SparseFineTuning(0.01, {|PEFT017:"mlp\\.(up"|})]
+            """)));
+        Assert.StartsWith("Sparse fine-tuning target regex 'mlp\\.(up' is invalid: ", diagnostic.GetMessage());
+    }
+
+    [Fact]
+    public async Task PEFT011_on_a_layerwise_learning_rate_with_prompt_learning()
+    {
+        var diagnostic = Assert.Single(await AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+            [PrefixTuning(8)]
+            [{|PEFT011:LayerwiseLearningRate(0.9)|}]
+            """)));
+        Assert.Equal("[LayerwiseLearningRate] cannot be combined with [PrefixTuning]: prompt learning trains only the virtual tokens' encoder, "
+            + "which lies outside the decoder layers, so there is no depth to scale its learning rate by; remove it or change the method", diagnostic.GetMessage());
+    }
+
+    [Fact]
     public Task PEFT011_on_companions_the_method_does_not_support() =>
         AnalyzerVerifier.VerifyAsync(Sources.Llama("""
             [IA3]

@@ -28,6 +28,10 @@ public sealed class FixTargetNameCodeFixTests
     /// misspelled name travels in the message, and in the "Target" property too when <paramref name="withTargetProperty"/>.
     /// </summary>
     private static CodeFixHarness.DiagnosticFactory Unknown(bool withTargetProperty, params (string Target, string? Suggestion)[] misspellings) =>
+        Unknown("LoRA", withTargetProperty, misspellings);
+
+    /// <summary>As above, for the targets of <paramref name="method"/> ("LoRA", "VeRA", "IA3"), which the message names first.</summary>
+    private static CodeFixHarness.DiagnosticFactory Unknown(string method, bool withTargetProperty, params (string Target, string? Suggestion)[] misspellings) =>
         (tree, spans) => misspellings.Select(misspelling =>
         {
             var properties = ImmutableDictionary<string, string?>.Empty;
@@ -37,7 +41,7 @@ public sealed class FixTargetNameCodeFixTests
                 properties = properties.Add(FixTargetNameCodeFix.TargetProperty, misspelling.Target);
             var hint = misspelling.Suggestion == null ? "" : $" Did you mean '{misspelling.Suggestion}'?";
             return Diagnostic.Create(Catalog.UnknownTarget, Location.Create(tree, spans.Single()), properties,
-                misspelling.Target, "StoryTeller", hint);
+                method, misspelling.Target, "StoryTeller", hint);
         });
 
     private static CodeFixHarness.DiagnosticFactory Unknown(params (string Target, string? Suggestion)[] misspellings) =>
@@ -116,5 +120,27 @@ public sealed class FixTargetNameCodeFixTests
             Model("""[LoRA(rank: 8, targets: [|"q_prj, k_proj, v_prj"|])]"""), Unknown(("q_prj", "q_proj"), ("v_prj", "v_proj")));
 
         Assert.Equal(Model("""[LoRA(rank: 8, targets: "q_proj, k_proj, v_proj")]"""), text);
+    }
+
+    [Fact]
+    public async Task MisspelledVeRATargetIsFixed()
+    {
+        // The analyzer reports it with "VeRA target 'v_prj' …"; the fix reads the target, not the method, from the message.
+        var result = await CodeFixHarness.FixAsync(new FixTargetNameCodeFix(),
+            Model("""[VeRA(rank: 16, targets: "q_proj, [|v_prj|], o_proj")]"""), Unknown("VeRA", false, ("v_prj", "v_proj")));
+
+        Assert.Equal("Change target 'v_prj' to 'v_proj'", result.Title);
+        Assert.Equal(Model("""[VeRA(rank: 16, targets: "q_proj, v_proj, o_proj")]"""), result.Text);
+    }
+
+    [Fact]
+    public async Task MisspelledIA3TargetIsFixedWithoutTheTargetProperty()
+    {
+        // Without the Target property the fix takes the first quoted name of the message, which follows the method's name.
+        var result = await CodeFixHarness.FixAsync(new FixTargetNameCodeFix(),
+            Model("""[IA3("k_proj,[|v_prj|],o_proj", FeedForward = "o_proj")]"""), Unknown("IA3", false, ("v_prj", "v_proj")), useAnalyzer: false);
+
+        Assert.Equal("Change target 'v_prj' to 'v_proj'", result.Title);
+        Assert.Equal(Model("""[IA3("k_proj,v_proj,o_proj", FeedForward = "o_proj")]"""), result.Text);
     }
 }

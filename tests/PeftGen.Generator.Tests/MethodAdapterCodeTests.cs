@@ -1,21 +1,25 @@
+using System.Globalization;
 using System.Reflection;
 using System.Runtime.Loader;
 using Microsoft.CodeAnalysis;
 using PeftGen.Generator.Tests.TestSupport;
+using Xunit.Abstractions;
 
 namespace PeftGen.Generator.Tests;
 
 /// <summary>
 /// Runs the generated <c>ApplyAdapters()</c> of every method on the tiny Llama: the trainable parameters the returned
 /// object holds equal the compile-time <c>TrainableParameterCount</c> and the runtime's own plan or count, and the
-/// generated <c>CreateTrainer</c> wires what the attributes declare. One compilation holds every method's class.
+/// generated <c>CreateTrainer</c> wires what the attributes declare, and the generated <c>SaveAdapter</c> →
+/// <c>LoadAdapter</c> on a fresh model gives back the adapted model's logits. One compilation holds every method's class.
 /// </summary>
-public class MethodAdapterCodeTests
+public class MethodAdapterCodeTests(ITestOutputHelper output)
 {
     private const string Probe = """
         using System.Linq;
         using PeftGen.Adapters;
         using PeftGen.Models.Llama;
+        using PeftGen.Optim;
         using PeftGen.Training;
 
         namespace Demo;
@@ -78,7 +82,143 @@ public class MethodAdapterCodeTests
                 var selection = sparse.ApplyAdapters();
                 using var sparseTrainer = sparse.CreateTrainer(selection, _ => throw new System.InvalidOperationException(), Batches, options);
                 string third = $"masks {sparseTrainer.GradientMasks.Count} entries {selection.TrainableEntries}";
-                return first + "; " + second + "; " + third;
+
+                // Prompt learning trains the PromptLearningModel (the base is frozen); [LayerDrop] is installed on the base.
+                using var encoded = new EncodedChat(Config());
+                using var prompt = encoded.ApplyAdapters();
+                using var promptTrainer = encoded.CreateTrainer(prompt, _ => throw new System.InvalidOperationException(), Batches, options);
+                string fourth = $"prompt {promptTrainer.Optimizer.AllParameters().Sum(t => t.Count)} of {EncodedChat.TrainableParameterCount} drop {encoded.Model.LayerDrop?.Probabilities[0]}";
+                return first + "; " + second + "; " + third + "; " + fourth;
+            }
+
+            private static float[] Logits(LlamaForCausalLM model)
+            {
+                model.Eval();
+                using var noGrad = PeftGen.Autograd.GradMode.Disable();
+                using var scope = PeftGen.Tensors.TensorScope.Begin();
+                int[] ids = { 1, 5, 9, 200, 33, 7, 411, 2 };
+                return model.Forward(ids, 1, ids.Length).ToArray();
+            }
+
+            private static double MaxDiff(float[] a, float[] b)
+            {
+                if (a.Length != b.Length) return double.PositiveInfinity;
+                double max = 0;
+                for (int i = 0; i < a.Length; i++) max = System.Math.Max(max, System.Math.Abs((double)a[i] - b[i]));
+                return max;
+            }
+
+            // Moves every trainable tensor off its initial value (B = 0, up = 0, ones…), so the adapter changes the logits.
+            private static void Perturb(PeftGen.Nn.Module module, int seed)
+            {
+                var random = new System.Random(seed);
+                foreach (var (_, tensor) in module.NamedParameters().Where(p => p.Tensor.RequiresGrad))
+                {
+                    var values = tensor.AsSpan();
+                    for (int i = 0; i < values.Length; i++) values[i] += (float)(random.NextDouble() - 0.5) * 0.2f;
+                }
+            }
+
+            // "method loaded-vs-adapted adapter-effect" per round trip, in max |Δlogit|.
+            private static string Line(string method, float[] adapted, float[] baseline, float[] loaded) =>
+                System.FormattableString.Invariant($"{method} {MaxDiff(adapted, loaded):G6} {MaxDiff(adapted, baseline):G6}");
+
+            public static string[] RoundTrips(string folder)
+            {
+                var lines = new System.Collections.Generic.List<string>();
+                string Dir(string name) => System.IO.Path.Combine(folder, name);
+
+                {
+                    var source = new VeraChat(Config());
+                    var baseline = Logits(source);
+                    using var peft = source.ApplyAdapters();
+                    Perturb(source, 1);
+                    var adapted = Logits(source);
+                    VeraChat.SaveAdapter(peft, Dir("vera"));
+                    var fresh = new VeraChat(Config());
+                    using (fresh.LoadAdapter(Dir("vera"))) lines.Add(Line("VeRA", adapted, baseline, Logits(fresh)));
+                    var viaRuntime = new VeraChat(Config());
+                    using (VeraAdapterFile.LoadInto(viaRuntime, Dir("vera"), VeraChat.QuantizationConfig))
+                        lines.Add(Line("VeRA-runtime-load", adapted, baseline, Logits(viaRuntime)));
+                }
+                {
+                    var source = new ScaledChat(Config());
+                    var baseline = Logits(source);
+                    using var ia3 = source.ApplyAdapters();
+                    Perturb(source, 2);
+                    var adapted = Logits(source);
+                    ScaledChat.SaveAdapter(ia3, Dir("ia3"));
+                    var fresh = new ScaledChat(Config());
+                    using (fresh.LoadAdapter(Dir("ia3"))) lines.Add(Line("IA3", adapted, baseline, Logits(fresh)));
+                    var viaRuntime = new ScaledChat(Config());
+                    using (PeftGen.Adapters.Formats.IA3AdapterFile.LoadInto(viaRuntime, Dir("ia3")))
+                        lines.Add(Line("IA3-runtime-load", adapted, baseline, Logits(viaRuntime)));
+                }
+                {
+                    var source = new NarrowChat(Config());
+                    var baseline = Logits(source);
+                    using var bottleneck = source.ApplyAdapters();
+                    Perturb(source, 3);
+                    var adapted = Logits(source);
+                    NarrowChat.SaveAdapter(bottleneck, Dir("bottleneck"));
+                    var fresh = new NarrowChat(Config());
+                    using (fresh.LoadAdapter(Dir("bottleneck"))) lines.Add(Line("Bottleneck", adapted, baseline, Logits(fresh)));
+                }
+                {
+                    var source = new RandomPrompt(Config());
+                    var baseline = Logits(source);
+                    using var prompt = source.ApplyAdapters();
+                    Perturb(prompt, 4);
+                    var adapted = Logits(source);
+                    RandomPrompt.SaveAdapter(prompt, Dir("prompt"));
+                    var fresh = new RandomPrompt(Config());
+                    using (fresh.LoadAdapter(Dir("prompt"))) lines.Add(Line("PromptTuning", adapted, baseline, Logits(fresh)));
+                }
+                {
+                    var source = new PrefixedChat(Config());
+                    var baseline = Logits(source);
+                    using var prompt = source.ApplyAdapters();
+                    Perturb(prompt, 5);
+                    var adapted = Logits(source);
+                    PrefixedChat.SaveAdapter(prompt, Dir("prefix"));
+                    var fresh = new PrefixedChat(Config());
+                    using (fresh.LoadAdapter(Dir("prefix"))) lines.Add(Line("PrefixTuning", adapted, baseline, Logits(fresh)));
+                }
+                {
+                    var source = new EncodedChat(Config());
+                    var baseline = Logits(source);
+                    using var prompt = source.ApplyAdapters();
+                    Perturb(prompt, 6);
+                    var adapted = Logits(source);
+                    EncodedChat.SaveAdapter(prompt, Dir("ptuning"));
+                    var fresh = new EncodedChat(Config());
+                    using (fresh.LoadAdapter(Dir("ptuning"))) lines.Add(Line("PTuning", adapted, baseline, Logits(fresh)));
+                }
+                {
+                    // Delta-LoRA: one base update past StartStep (100), then the LoRA folder plus the base change.
+                    var source = new MovingChat(Config());
+                    var baseline = Logits(source);
+                    using var peft = source.ApplyAdapters();
+                    using var trainer = source.CreateTrainer(peft, _ => throw new System.InvalidOperationException(), Batches, new TrainerOptions { MaxSteps = 1 });
+                    Perturb(source, 7);
+                    trainer.AfterStepHooks[0].AfterStep(101);
+                    var adapted = Logits(source);
+                    MovingChat.SaveAdapter(peft, trainer, Dir("delta"));
+                    var fresh = new MovingChat(Config());
+                    using (fresh.LoadAdapter(Dir("delta"))) lines.Add(Line("DeltaLoRA", adapted, baseline, Logits(fresh)));
+                }
+                {
+                    var source = new SparseChat(Config());
+                    var baseline = Logits(source);
+                    var selection = source.ApplyAdapters();
+                    Perturb(source, 8);
+                    var adapted = Logits(source);
+                    SparseChat.SaveAdapter(selection, Dir("sparse"));
+                    using var fresh = new SparseChat(Config());
+                    fresh.LoadAdapter(Dir("sparse"));
+                    lines.Add(Line("Sparse", adapted, baseline, Logits(fresh)));
+                }
+                return lines.ToArray();
             }
         }
         """;
@@ -126,10 +266,36 @@ public class MethodAdapterCodeTests
     {
         string wiring = (string)Call("Trainers")!;
         // Sparse: every gate_proj entry, 64·172 per layer × 3.
-        Assert.Equal("lora+ 16 decay 0.9 drop 0.2; hooks 1 DeltaLoRAUpdater; masks 1 entries 33024", wiring);
+        // Prompt: the trainer's parameters are exactly P-tuning's 5568 (the encoder), the base's layer drop 0.1 installed.
+        Assert.Equal("lora+ 16 decay 0.9 drop 0.2; hooks 1 DeltaLoRAUpdater; masks 1 entries 33024; prompt 5568 of 5568 drop 0.1", wiring);
     }
 
-    private static object? Call(string method)
+    [Fact]
+    public void GeneratedSaveAndLoadRoundTripEveryMethod()
+    {
+        string folder = Path.Combine(Path.GetTempPath(), "peftgen-method-roundtrip-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var lines = (string[])Call("RoundTrips", folder)!;
+            Assert.Equal(["VeRA", "VeRA-runtime-load", "IA3", "IA3-runtime-load", "Bottleneck", "PromptTuning", "PrefixTuning", "PTuning", "DeltaLoRA", "Sparse"],
+                lines.Select(l => l.Split(' ')[0]));
+            foreach (var line in lines)
+            {
+                output.WriteLine("method, max |Δlogit| reloaded vs adapted, adapter effect: " + line);
+                var parts = line.Split(' ');
+                double loaded = double.Parse(parts[1], CultureInfo.InvariantCulture), effect = double.Parse(parts[2], CultureInfo.InvariantCulture);
+                // The reloaded model must reproduce the adapted one, and the adapter must matter, else the comparison proves nothing.
+                Assert.True(loaded <= 1e-5, $"{parts[0]}: reloaded logits differ from the adapted model's by up to {loaded} (adapter effect {effect})");
+                Assert.True(effect >= 1e-3, $"{parts[0]}: the adapter moves the logits by only {effect}, too little for the round trip to show anything (reload error {loaded})");
+            }
+        }
+        finally
+        {
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    private static object? Call(string method, params object[] arguments)
     {
         var context = new AssemblyLoadContext("methods", isCollectible: true);
         try
@@ -138,7 +304,7 @@ public class MethodAdapterCodeTests
             var probe = context.LoadFromStream(stream).GetType("Demo.Probe", throwOnError: true)!;
             try
             {
-                return probe.GetMethod(method)!.Invoke(null, null);
+                return probe.GetMethod(method)!.Invoke(null, arguments);
             }
             catch (TargetInvocationException e) when (e.InnerException != null)
             {

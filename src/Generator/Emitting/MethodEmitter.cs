@@ -8,11 +8,14 @@ namespace PeftGen.Generator.Emitting;
 /// <summary>
 /// Writes the members of a class that declares a method other than LoRA: the method's configuration, the compile-time
 /// plan and trainable-parameter count where shapes are known, <c>ApplyAdapters</c> returning the runtime's object for
-/// the method, and <c>CreateTrainer</c> where training needs wiring.
+/// the method, <c>CreateTrainer</c> where training needs wiring, and <c>SaveAdapter</c>/<c>LoadAdapter</c> delegating to
+/// the method's runtime file format.
 /// </summary>
 internal static class MethodEmitter
 {
     private const string Adapters = "global::PeftGen.Adapters.";
+    private const string Formats = Adapters + "Formats.";
+    private const string InvalidData = "global::System.IO.InvalidDataException";
 
     public static void Write(IndentedWriter w, GenerationSpec spec)
     {
@@ -33,6 +36,14 @@ internal static class MethodEmitter
                         + (model.Quantize != null ? ", storing their base weights in 4 bits" : "") + ".",
                     Adapters + "PeftModel<" + self + ">", "", Adapters + "PeftModel.Create(this, VeraConfig, QuantizationConfig)", model);
                 WriteCreateTrainer(w, spec, Adapters + "PeftModel<" + self + ">", "peft");
+                WriteSave(w, "VeRA adapter <paramref name=\"adapter\"/> of", "Hugging Face PEFT format (<see cref=\"" + Adapters + "VeraAdapterFile\"/>)",
+                    "the b and d vectors of each layer and, when <see cref=\"VeraConfig\"/> saves them, the shared projections",
+                    Adapters + "PeftModel<" + self + ">", "peft", named: true,
+                    Adapters + "VeraAdapterFile.Save(peft, folder, adapter, baseModelNameOrPath)");
+                WriteLoad(w, "the VeRA adapter in <paramref name=\"folder\"/> onto this model as <paramref name=\"adapter\"/>, with the folder's",
+                    "<c>adapter_config.json</c> and projections, quantizing the adapted layers' bases per <see cref=\"QuantizationConfig\"/>;",
+                    Adapters + "PeftModel<" + self + ">", named: true, Adapters + "VeraAdapterFile.LoadInto(this, folder, QuantizationConfig, adapter)",
+                    "The config is invalid, keys and layers disagree (every mismatch listed), or the projections are missing.");
                 break;
             case IA3Spec ia3:
                 WriteIA3Config(w, ia3);
@@ -44,6 +55,13 @@ internal static class MethodEmitter
                 WriteApply(w, "Freezes this model and adds (IA)³ vectors to the layers <see cref=\"IA3Config\"/> targets.",
                     Adapters + "IA3Model<" + self + ">", "", Adapters + "IA3Model<" + self + ">.Create(this, IA3Config)", model);
                 WriteCreateTrainer(w, spec, null, null);
+                WriteSave(w, "(IA)³ adapter <paramref name=\"adapter\"/> of", "Hugging Face PEFT format (<see cref=\"" + Formats + "IA3AdapterFile\"/>)",
+                    "one <c>ia3_l</c> vector per adapted layer", Adapters + "IA3Model<" + self + ">", "ia3", named: true,
+                    Formats + "IA3AdapterFile.Save(ia3, folder, adapter, baseModelNameOrPath)");
+                WriteLoad(w, "the (IA)³ adapter in <paramref name=\"folder\"/> onto this model as <paramref name=\"adapter\"/>, with the folder's",
+                    "<c>adapter_config.json</c>;", Adapters + "IA3Model<" + self + ">", named: true,
+                    Formats + "IA3AdapterFile.LoadInto(this, folder, adapter)",
+                    "The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.");
                 break;
             case PromptSpec prompt:
             {
@@ -70,6 +88,15 @@ internal static class MethodEmitter
                     "global::PeftGen.Text.ITokenizer? tokenizer = null",
                     Adapters + "PeftModel.Create(this, " + configType + ", tokenizer)", model,
                     text ? "tokenizer\">The tokenizer of <see cref=\"PromptTuningConfig\"/>'s InitText; required." : "tokenizer\">A tokenizer (needed only for a text initialisation); may be null.");
+                WriteCreateTrainer(w, spec, Adapters + "PromptLearningModel", "prompt");
+                WriteSave(w, Describe(prompt.Kind) + " adapter <paramref name=\"adapter\"/> of", "Hugging Face PEFT format (<see cref=\"" + Formats + "PromptLearningAdapterFile\"/>)",
+                    "the virtual tokens' embeddings as the encoder computes them, one tensor <c>prompt_embeddings</c>",
+                    Adapters + "PromptLearningModel", "prompt", named: true,
+                    Formats + "PromptLearningAdapterFile.Save(prompt, folder, adapter, baseModelNameOrPath)");
+                WriteLoad(w, "the " + Describe(prompt.Kind) + " adapter in <paramref name=\"folder\"/> onto this model as <paramref name=\"adapter\"/>, with the",
+                    "folder's <c>adapter_config.json</c>, active and frozen (PEFT's inference mode);", Adapters + "PromptLearningModel", named: true,
+                    Formats + "PromptLearningAdapterFile.LoadInto(this, folder, adapter)",
+                    "The config is invalid or describes another model, or the tensor is missing or misshapen.");
                 break;
             }
             case BottleneckSpec bottleneck:
@@ -81,6 +108,13 @@ internal static class MethodEmitter
                 WriteApply(w, "Freezes this model and inserts bottleneck adapters into its decoder layers per <see cref=\"BottleneckConfig\"/>.",
                     Adapters + "BottleneckModel<" + self + ">", "", Adapters + "BottleneckModel<" + self + ">.Create(this, BottleneckConfig)", model);
                 WriteCreateTrainer(w, spec, null, null);
+                WriteSave(w, "the bottleneck adapters of", "PeftGen's PEFT-style format (<see cref=\"" + Adapters + "BottleneckAdapterFile\"/>, <c>peft_type</c> BOTTLENECK)",
+                    "each adapter's down and up projections", Adapters + "BottleneckModel<" + self + ">", "bottleneck", named: false,
+                    Adapters + "BottleneckAdapterFile.Save(bottleneck, folder, baseModelNameOrPath)");
+                WriteLoad(w, "the bottleneck adapters in <paramref name=\"folder\"/> into this model's decoder layers, with the folder's",
+                    "<c>adapter_config.json</c>;", Adapters + "BottleneckModel<" + self + ">", named: false,
+                    Adapters + "BottleneckAdapterFile.LoadInto(this, folder)",
+                    "The config is invalid, or keys and adapters disagree; every mismatch is listed.");
                 break;
             case SparseSpec sparse:
                 WriteSparseConfig(w, sparse);
@@ -93,6 +127,7 @@ internal static class MethodEmitter
                     "loss\">Computes a calibration batch's loss (needed when the score is not None).",
                     "calibration\">The calibration batches (needed when the score is not None).");
                 WriteCreateTrainer(w, spec, Adapters + "SparseFineTuning", "sparse");
+                WriteSparseSaveLoad(w);
                 break;
         }
     }
@@ -230,5 +265,85 @@ internal static class MethodEmitter
             w.Line("return " + create + ";");
         }
         w.Close().Line();
+    }
+
+    /// <summary>
+    /// <c>SaveAdapter</c> with LoRA's shape: the object <c>ApplyAdapters</c> returned, a folder, the adapter's name where the
+    /// method has named adapters, and the config's <c>base_model_name_or_path</c>; one delegation to the runtime.
+    /// </summary>
+    private static void WriteSave(IndentedWriter w, string what, string format, string contents, string adaptedType, string adaptedName, bool named, string call)
+    {
+        w.Line("/// <summary>")
+         .Line("/// Writes " + what + " <paramref name=\"" + adaptedName + "\"/> to <paramref name=\"folder\"/> in")
+         .Line("/// " + format + ":")
+         .Line("/// <c>adapter_config.json</c> and <c>adapter_model.safetensors</c> with " + contents + ".")
+         .Line("/// Both files are written in full under temporary names, then renamed into place.")
+         .Line("/// </summary>")
+         .Line("/// <param name=\"" + adaptedName + "\">The adapted model (from <see cref=\"ApplyAdapters\"/> or <see cref=\"LoadAdapter\"/>).</param>")
+         .Line("/// <param name=\"folder\">The adapter folder, created when missing.</param>");
+        if (named) w.Line("/// <param name=\"adapter\">The adapter to save.</param>");
+        w.Line("/// <param name=\"baseModelNameOrPath\">The config's <c>base_model_name_or_path</c>, or null.</param>")
+         .Line("public static void SaveAdapter(" + adaptedType + " " + adaptedName + ", string folder, " + (named ? "string adapter = \"default\", " : "")
+            + "string? baseModelNameOrPath = null) =>")
+         .Line("    " + call + ";")
+         .Line();
+    }
+
+    /// <summary><c>LoadAdapter</c> with LoRA's shape: a folder (and a name), checked before the model changes; one delegation.</summary>
+    private static void WriteLoad(IndentedWriter w, string what, string with, string returnType, bool named, string call, string invalid)
+    {
+        w.Line("/// <summary>")
+         .Line("/// Loads " + what)
+         .Line("/// " + with)
+         .Line("/// the files are checked against this model first, and nothing changes when they do not fit. The model is owned by the result.")
+         .Line("/// </summary>")
+         .Line("/// <param name=\"folder\">The adapter folder.</param>");
+        if (named) w.Line("/// <param name=\"adapter\">The name the adapter gets.</param>");
+        w.Line("/// <exception cref=\"" + InvalidData + "\">" + invalid + "</exception>")
+         .Line("public " + returnType + " LoadAdapter(string folder" + (named ? ", string adapter = \"default\"" : "") + ") =>")
+         .Line("    " + call + ";")
+         .Line();
+    }
+
+    /// <summary>
+    /// Sparse fine-tuning saves no adapter but a sparse delta of the base weights (<c>SparseDelta</c>, PeftGen's own
+    /// safetensors format, no config); the generated pair keeps the folder shape with the file name in a constant, and
+    /// loading adds the delta to this model's weights (returning it, so that <c>ApplyTo(model, -1)</c> takes it back out).
+    /// </summary>
+    private static void WriteSparseSaveLoad(IndentedWriter w)
+    {
+        const string Delta = Adapters + "SparseDelta";
+        w.Line("/// <summary>The file <see cref=\"SaveAdapter\"/> writes in its folder: the sparse delta, in PeftGen's own safetensors format.</summary>")
+         .Line("public const string SparseDeltaFileName = \"sparse_delta.safetensors\";")
+         .Line()
+         .Line("/// <summary>")
+         .Line("/// Writes the change of every trainable entry of <paramref name=\"sparse\"/> (<see cref=\"" + Adapters + "SparseFineTuning.Delta\"/>) to")
+         .Line("/// <paramref name=\"folder\"/> as <see cref=\"SparseDeltaFileName\"/> (<see cref=\"" + Delta + "\"/>'s format: indices, values and")
+         .Line("/// shape per parameter), written in full under a temporary name, then renamed into place. Sparse fine-tuning has no PEFT")
+         .Line("/// adapter config, so there is no <c>adapter_config.json</c>.")
+         .Line("/// </summary>")
+         .Line("/// <param name=\"sparse\">The selection from <see cref=\"ApplyAdapters\"/>, after training.</param>")
+         .Line("/// <param name=\"folder\">The folder, created when missing.</param>")
+         .Line("public static void SaveAdapter(" + Adapters + "SparseFineTuning sparse, string folder)")
+         .Open()
+         .Line("global::System.ArgumentNullException.ThrowIfNull(sparse);")
+         .Line("global::System.IO.Directory.CreateDirectory(folder);")
+         .Line("sparse.Delta().Save(global::System.IO.Path.Combine(folder, SparseDeltaFileName));")
+         .Close()
+         .Line()
+         .Line("/// <summary>")
+         .Line("/// Adds the sparse delta in <paramref name=\"folder\"/> (<see cref=\"SparseDeltaFileName\"/>) to this model's weights; every")
+         .Line("/// parameter is checked first, and nothing changes when one is missing or has another shape. Returns the delta:")
+         .Line("/// <c>ApplyTo(model, -1)</c> takes it back out.")
+         .Line("/// </summary>")
+         .Line("/// <param name=\"folder\">The folder <see cref=\"SaveAdapter\"/> wrote.</param>")
+         .Line("/// <exception cref=\"" + InvalidData + "\">The file is not a sparse delta, or it does not fit this model; every mismatch is listed.</exception>")
+         .Line("public " + Delta + " LoadAdapter(string folder)")
+         .Open()
+         .Line("var delta = " + Delta + ".Load(global::System.IO.Path.Combine(folder, SparseDeltaFileName));")
+         .Line("delta.ApplyTo(this);")
+         .Line("return delta;")
+         .Close()
+         .Line();
     }
 }

@@ -175,12 +175,18 @@ internal static class ModelEmitter
     /// <summary>Layer drop is installed only on Llama models (PEFT026 reports it elsewhere).</summary>
     internal static bool HasLayerDrop(ModelSpec model) => model.Training?.LayerDrop != null && model.IsLlama;
 
-    /// <summary>Whether the method or its companions need trainer wiring, so <c>CreateTrainer</c> is emitted.</summary>
-    internal static bool NeedsTrainer(GenerationSpec spec) =>
-        spec.Method?.Method is SparseSpec
-        || (spec.Method?.Method is not PromptSpec
-            && (spec.Model.LoRAPlusRatio != null || HasLayerDrop(spec.Model) || spec.Model.Training?.LayerwiseDecay != null
-                || (spec.Method == null && spec.Model.Training?.DeltaLoRA != null)));
+    /// <summary>
+    /// Whether the method or its companions need trainer wiring, so <c>CreateTrainer</c> is emitted. Prompt learning always
+    /// gets one (on Llama models, where it applies): its trainer must be built on the <c>PromptLearningModel</c>, whose
+    /// parameters are the encoder's, not on the frozen base model.
+    /// </summary>
+    internal static bool NeedsTrainer(GenerationSpec spec) => spec.Method?.Method switch
+    {
+        SparseSpec => true,
+        PromptSpec => spec.Model.IsLlama,
+        _ => spec.Model.LoRAPlusRatio != null || HasLayerDrop(spec.Model) || spec.Model.Training?.LayerwiseDecay != null
+            || (spec.Method == null && spec.Model.Training?.DeltaLoRA != null),
+    };
 
     /// <summary>The <c>[LayerwiseLearningRate]</c> decay and the <c>[LayerDrop]</c> settings.</summary>
     internal static void WriteTrainingSettings(IndentedWriter w, ModelSpec model)
@@ -189,8 +195,9 @@ internal static class ModelEmitter
         {
             w.Line("/// <summary>")
              .Line("/// Layer-wise learning-rate decay γ (from <c>[LayerwiseLearningRate]</c>): decoder layer i of L trains at lr·γ^(L−1−i).")
-             .Line("/// Pass it as <see cref=\"global::PeftGen.Training.TrainerOptions.LayerwiseLearningRateDecay\"/>"
-                + (model.Method is PromptSpec ? "." : " (<see cref=\"CreateTrainer\"/> does)."))
+             .Line(model.Method is PromptSpec
+                ? "/// It does not apply to prompt learning, whose encoder trains outside the decoder layers (PEFT011): CreateTrainer does not pass it."
+                : "/// Pass it as <see cref=\"global::PeftGen.Training.TrainerOptions.LayerwiseLearningRateDecay\"/> (<see cref=\"CreateTrainer\"/> does).")
              .Line("/// </summary>")
              .Line("public const float LayerwiseLearningRateDecay = " + Float((float)decay) + ";")
              .Line();
@@ -220,10 +227,13 @@ internal static class ModelEmitter
         const string Training = "global::PeftGen.Training.";
         bool peft = adaptedType != null && adaptedType.StartsWith(Adapters + "PeftModel<", System.StringComparison.Ordinal);
         bool delta = spec.Method == null && model.Training?.DeltaLoRA != null;
+        bool prompt = spec.Method?.Method is PromptSpec;
+        bool decay = model.Training?.LayerwiseDecay != null && !prompt;
         w.Line("/// <summary>")
          .Line("/// Creates the trainer of this model with the wiring its attributes declare:");
+        if (prompt) w.Line("/// the trainer built on <paramref name=\"" + adaptedName + "\"/>, whose parameters are exactly the prompt encoder's (the base model stays frozen),");
         if (model.LoRAPlusRatio != null) w.Line("/// the LoRA+ ratio (<see cref=\"LoRAPlusRatio\"/>),");
-        if (model.Training?.LayerwiseDecay != null) w.Line("/// the layer-wise learning-rate decay (<see cref=\"LayerwiseLearningRateDecay\"/>),");
+        if (decay) w.Line("/// the layer-wise learning-rate decay (<see cref=\"LayerwiseLearningRateDecay\"/>),");
         if (delta) w.Line("/// the Delta-LoRA base update of the " + Quote(spec.Adapters[0].Adapter.Name).Replace("\"", "") + " adapter after each step,");
         if (spec.Method?.Method is SparseSpec) w.Line("/// the sparse gradient masks and the restore of untrained entries after each step,");
         if (peft || HasLayerDrop(model)) w.Line("/// the random generators of " + (peft && HasLayerDrop(model) ? "dropout and layer drop" : peft ? "dropout" : "layer drop") + " (saved in checkpoints),");
@@ -242,13 +252,13 @@ internal static class ModelEmitter
         w.Line("global::System.ArgumentNullException.ThrowIfNull(options);");
         var settings = new List<string>();
         if (model.LoRAPlusRatio != null) settings.Add("LoRAPlusRatio = LoRAPlusRatio");
-        if (model.Training?.LayerwiseDecay != null) settings.Add("LayerwiseLearningRateDecay = LayerwiseLearningRateDecay");
+        if (decay) settings.Add("LayerwiseLearningRateDecay = LayerwiseLearningRateDecay");
         string options = settings.Count == 0 ? "options" : "options with { " + string.Join(", ", settings) + " }";
         var rngs = new List<string>();
         if (peft) rngs.Add(adaptedName + ".DropoutRng");
         if (HasLayerDrop(model)) rngs.Add("this.Model.LayerDrop!.Rng");
         string rngArgument = rngs.Count == 0 ? "" : ", new global::PeftGen.Tensors.Rng[] { " + string.Join(", ", rngs) + " }";
-        w.Line("var trainer = new " + Training + "Trainer(this, loss, train, " + options + ", eval" + rngArgument + ");");
+        w.Line("var trainer = new " + Training + "Trainer(" + (prompt ? adaptedName : "this") + ", loss, train, " + options + ", eval" + rngArgument + ");");
         if (delta) w.Line("trainer.AfterStepHooks.Add(" + Adapters + "DeltaLoRAUpdater.Create(" + adaptedName + ", " + Quote(spec.Adapters[0].Adapter.Name) + "));");
         if (spec.Method?.Method is SparseSpec) w.Line(adaptedName + ".AttachTo(trainer);");
         w.Line("return trainer;").Close().Line();
@@ -338,6 +348,11 @@ internal static class ModelEmitter
     {
         string first = Quote(spec.Adapters[0].Adapter.Name);
         string peftType = Adapters + "PeftModel<" + spec.Model.FullyQualifiedName + ">";
+        if (spec.Model.Training?.DeltaLoRA != null)
+        {
+            WriteDeltaSaveLoad(w, spec, peftType);
+            return;
+        }
         w.Line("/// <summary>")
          .Line("/// Writes adapter <paramref name=\"adapter\"/> of <paramref name=\"peft\"/> to <paramref name=\"folder\"/> in Hugging Face PEFT")
          .Line("/// format: <c>adapter_config.json</c> and <c>adapter_model.safetensors</c> with keys such as")
@@ -366,6 +381,46 @@ internal static class ModelEmitter
          .Line("/// <exception cref=\"global::System.IO.InvalidDataException\">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>")
          .Line("public " + peftType + " LoadAdapter(string folder, string adapter = " + first + ") =>")
          .Line("    " + Adapters + "AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);");
+    }
+
+    /// <summary>
+    /// Delta-LoRA's pair: the PEFT LoRA folder plus the base change the trainer's <c>DeltaLoRAUpdater</c> applied
+    /// (<c>DeltaLoRAFile</c>). It replaces the plain LoRA pair, which would drop the base change and load a different model.
+    /// </summary>
+    private static void WriteDeltaSaveLoad(IndentedWriter w, GenerationSpec spec, string peftType)
+    {
+        const string Updater = Adapters + "DeltaLoRAUpdater";
+        string first = Quote(spec.Adapters[0].Adapter.Name);
+        w.Line("/// <summary>")
+         .Line("/// Writes the Delta-LoRA result of <paramref name=\"peft\"/> to <paramref name=\"folder\"/> (<see cref=\"" + Adapters + "DeltaLoRAFile\"/>): the")
+         .Line("/// " + first.Replace("\"", "") + " adapter as a Hugging Face PEFT LoRA folder (<c>adapter_config.json</c>, <c>adapter_model.safetensors</c>) and")
+         .Line("/// <c>delta_lora_base.safetensors</c>, the base change the <see cref=\"" + Updater + "\"/> of <paramref name=\"trainer\"/>")
+         .Line("/// applied, factored per layer. Each file is written in full under a temporary name, then renamed into place.")
+         .Line("/// </summary>")
+         .Line("/// <param name=\"peft\">The model with its adapters (from <see cref=\"ApplyAdapters\"/>).</param>")
+         .Line("/// <param name=\"trainer\">The trainer from <see cref=\"CreateTrainer\"/>, which holds the Delta-LoRA updater.</param>")
+         .Line("/// <param name=\"folder\">The adapter folder, created when missing.</param>")
+         .Line("/// <param name=\"baseModelNameOrPath\">The config's <c>base_model_name_or_path</c>, or null.</param>")
+         .Line("/// <exception cref=\"global::System.ArgumentException\"><paramref name=\"trainer\"/> has no Delta-LoRA updater among its after-step hooks.</exception>")
+         .Line("public static void SaveAdapter(" + peftType + " peft, global::PeftGen.Training.Trainer trainer, string folder, string? baseModelNameOrPath = null)")
+         .Open()
+         .Line("global::System.ArgumentNullException.ThrowIfNull(trainer);")
+         .Line("var updater = global::System.Linq.Enumerable.FirstOrDefault(global::System.Linq.Enumerable.OfType<" + Updater + ">(trainer.AfterStepHooks))")
+         .Line("    ?? throw new global::System.ArgumentException(\"The trainer has no DeltaLoRAUpdater among its AfterStepHooks: create it with CreateTrainer, which adds one.\", nameof(trainer));")
+         .Line(Adapters + "DeltaLoRAFile.Save(peft, updater, folder, baseModelNameOrPath);")
+         .Close()
+         .Line()
+         .Line("/// <summary>")
+         .Line("/// Loads a Delta-LoRA folder onto this model: adds the saved base change to the float base weights, then wraps the adapted")
+         .Line("/// layers with the saved LoRA adapter as <paramref name=\"adapter\"/> (plain LoRA from then on). The files are checked against")
+         .Line("/// this model first, and nothing changes when they do not fit. The model is owned by the result.")
+         .Line("/// </summary>")
+         .Line("/// <param name=\"folder\">The folder <see cref=\"SaveAdapter\"/> wrote.</param>")
+         .Line("/// <param name=\"adapter\">The name the adapter gets.</param>")
+         .Line("/// <exception cref=\"global::System.IO.FileNotFoundException\">The folder has no <c>delta_lora_base.safetensors</c> (a plain LoRA folder).</exception>")
+         .Line("/// <exception cref=\"global::System.IO.InvalidDataException\">The files do not fit this model; every mismatch is listed.</exception>")
+         .Line("public " + peftType + " LoadAdapter(string folder, string adapter = " + first + ") =>")
+         .Line("    " + Adapters + "DeltaLoRAFile.LoadInto(this, folder, adapter);");
     }
 
     private static void WriteHelpers(IndentedWriter w, GenerationSpec spec)

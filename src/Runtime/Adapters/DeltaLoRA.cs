@@ -118,10 +118,11 @@ public sealed class DeltaLoRAUpdater : IAfterStepHook, IDisposable
         return result;
     }
 
-    /// <summary>Releases the snapshots.</summary>
+    /// <summary>Releases the snapshots (once; a trainer it was added to disposes it too).</summary>
     public void Dispose()
     {
         foreach (var s in _layers) s.Dispose();
+        _layers.Clear();
     }
 
     private sealed class LayerState : IDisposable

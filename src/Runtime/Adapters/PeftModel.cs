@@ -331,7 +331,7 @@ public sealed partial class PeftModel<TModel> : IDisposable where TModel : Modul
         var leafNames = linears.Select(p => p[(p.LastIndexOf('.') + 1)..]).Distinct().ToList();
         var closest = leafNames.OrderBy(n => Levenshtein(n, name)).FirstOrDefault();
         var hint = closest != null && Levenshtein(closest, name) <= Math.Max(2, name.Length / 3) ? $" Did you mean '{closest}'?" : "";
-        return $"LoRA target '{name}' matches no linear layer.{hint} Linear layers here: {string.Join(", ", leafNames)}.";
+        return $"Target '{name}' matches no linear layer.{hint} Linear layers here: {string.Join(", ", leafNames)}.";
     }
 
     internal static int Levenshtein(string a, string b)

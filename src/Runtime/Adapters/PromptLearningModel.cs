@@ -173,6 +173,9 @@ public sealed class PromptLearningModel : Module, IPromptLearning
         return Tensor.FromArray(values, shape);
     }
 
+    /// <summary>The base model follows this module's training mode (layer drop and dropout in the base depend on it).</summary>
+    protected override void OnTrainingModeChanged(bool training) => Model.Train(training);
+
     /// <summary>Unplugs prompt learning and disposes the model; the base class disposes the encoders.</summary>
     protected override void Dispose(bool disposing)
     {

@@ -133,8 +133,18 @@ public abstract class Module : IDisposable
     /// <summary>Switches this module and its children to training mode (or evaluation mode when false).</summary>
     public void Train(bool training = true)
     {
-        foreach (var (_, m) in NamedModules()) m.IsTraining = training;
+        foreach (var (_, m) in NamedModules())
+        {
+            m.IsTraining = training;
+            m.OnTrainingModeChanged(training);
+        }
     }
+
+    /// <summary>
+    /// Called on every module of the tree after <see cref="Train"/> or <see cref="Eval"/> set its mode; a module that drives
+    /// modules outside its tree (a PEFT wrapper beside its base model) passes the mode on here.
+    /// </summary>
+    protected virtual void OnTrainingModeChanged(bool training) { }
 
     /// <summary>Switches to evaluation mode (no dropout).</summary>
     public void Eval() => Train(false);

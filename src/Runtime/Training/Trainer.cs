@@ -83,7 +83,7 @@ public sealed class Trainer : IDisposable
     /// <summary>The optimizer (for inspection).</summary>
     public IOptimizer Optimizer => _optimizer;
 
-    /// <summary>Called after every applied optimizer step, in order (e.g. a <c>DeltaLoRAUpdater</c> moving the base).</summary>
+    /// <summary>Called after every applied optimizer step, in order (e.g. a <c>DeltaLoRAUpdater</c> moving the base); disposed with the trainer when disposable.</summary>
     public IList<IAfterStepHook> AfterStepHooks { get; } = new List<IAfterStepHook>();
 
     /// <summary>Called once per step after backward and before clipping, in order (e.g. sparse fine-tuning's mask).</summary>
@@ -392,8 +392,13 @@ public sealed class Trainer : IDisposable
 
     private static bool IsLoraB(string path) => path.Contains(".lora_B.", StringComparison.Ordinal);
 
-    /// <summary>Releases the optimizer state.</summary>
-    public void Dispose() => _optimizer.Dispose();
+    /// <summary>Releases the optimizer state and the hooks and masks that are <see cref="IDisposable"/> (the trainer owns what it runs).</summary>
+    public void Dispose()
+    {
+        _optimizer.Dispose();
+        foreach (var hook in AfterStepHooks.OfType<IDisposable>()) hook.Dispose();
+        foreach (var mask in GradientMasks.OfType<IDisposable>()) mask.Dispose();
+    }
 }
 
 internal sealed class CheckpointState

@@ -38,5 +38,27 @@ namespace Demo
             return global::PeftGen.Adapters.BottleneckModel<global::Demo.NarrowChat>.Create(this, BottleneckConfig);
         }
 
+        /// <summary>
+        /// Writes the bottleneck adapters of <paramref name="bottleneck"/> to <paramref name="folder"/> in
+        /// PeftGen's PEFT-style format (<see cref="global::PeftGen.Adapters.BottleneckAdapterFile"/>, <c>peft_type</c> BOTTLENECK):
+        /// <c>adapter_config.json</c> and <c>adapter_model.safetensors</c> with each adapter's down and up projections.
+        /// Both files are written in full under temporary names, then renamed into place.
+        /// </summary>
+        /// <param name="bottleneck">The adapted model (from <see cref="ApplyAdapters"/> or <see cref="LoadAdapter"/>).</param>
+        /// <param name="folder">The adapter folder, created when missing.</param>
+        /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
+        public static void SaveAdapter(global::PeftGen.Adapters.BottleneckModel<global::Demo.NarrowChat> bottleneck, string folder, string? baseModelNameOrPath = null) =>
+            global::PeftGen.Adapters.BottleneckAdapterFile.Save(bottleneck, folder, baseModelNameOrPath);
+
+        /// <summary>
+        /// Loads the bottleneck adapters in <paramref name="folder"/> into this model's decoder layers, with the folder's
+        /// <c>adapter_config.json</c>;
+        /// the files are checked against this model first, and nothing changes when they do not fit. The model is owned by the result.
+        /// </summary>
+        /// <param name="folder">The adapter folder.</param>
+        /// <exception cref="global::System.IO.InvalidDataException">The config is invalid, or keys and adapters disagree; every mismatch is listed.</exception>
+        public global::PeftGen.Adapters.BottleneckModel<global::Demo.NarrowChat> LoadAdapter(string folder) =>
+            global::PeftGen.Adapters.BottleneckAdapterFile.LoadInto(this, folder);
+
     }
 }

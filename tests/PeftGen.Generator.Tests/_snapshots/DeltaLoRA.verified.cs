@@ -124,32 +124,34 @@ namespace Demo
             global::PeftGen.Adapters.AdapterLayers.NamedParameters(LinearLayers(), adapter);
 
         /// <summary>
-        /// Writes adapter <paramref name="adapter"/> of <paramref name="peft"/> to <paramref name="folder"/> in Hugging Face PEFT
-        /// format: <c>adapter_config.json</c> and <c>adapter_model.safetensors</c> with keys such as
-        /// <c>base_model.model.&lt;layer path&gt;.lora_A.weight</c>, the tensors read through this class's members.
-        /// Both files are written in full under temporary names, then renamed into place.
+        /// Writes the Delta-LoRA result of <paramref name="peft"/> to <paramref name="folder"/> (<see cref="global::PeftGen.Adapters.DeltaLoRAFile"/>): the
+        /// default adapter as a Hugging Face PEFT LoRA folder (<c>adapter_config.json</c>, <c>adapter_model.safetensors</c>) and
+        /// <c>delta_lora_base.safetensors</c>, the base change the <see cref="global::PeftGen.Adapters.DeltaLoRAUpdater"/> of <paramref name="trainer"/>
+        /// applied, factored per layer. Each file is written in full under a temporary name, then renamed into place.
         /// </summary>
-        /// <param name="peft">The model with its adapters (from <see cref="ApplyAdapters"/> or <see cref="LoadAdapter"/>).</param>
+        /// <param name="peft">The model with its adapters (from <see cref="ApplyAdapters"/>).</param>
+        /// <param name="trainer">The trainer from <see cref="CreateTrainer"/>, which holds the Delta-LoRA updater.</param>
         /// <param name="folder">The adapter folder, created when missing.</param>
-        /// <param name="adapter">The adapter to save.</param>
         /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
-        public static void SaveAdapter(global::PeftGen.Adapters.PeftModel<global::Demo.MovingChat> peft, string folder, string adapter = "default", string? baseModelNameOrPath = null)
+        /// <exception cref="global::System.ArgumentException"><paramref name="trainer"/> has no Delta-LoRA updater among its after-step hooks.</exception>
+        public static void SaveAdapter(global::PeftGen.Adapters.PeftModel<global::Demo.MovingChat> peft, global::PeftGen.Training.Trainer trainer, string folder, string? baseModelNameOrPath = null)
         {
-            global::System.ArgumentNullException.ThrowIfNull(peft);
-            var tensors = global::PeftGen.Adapters.AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);
-            global::PeftGen.Adapters.PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);
+            global::System.ArgumentNullException.ThrowIfNull(trainer);
+            var updater = global::System.Linq.Enumerable.FirstOrDefault(global::System.Linq.Enumerable.OfType<global::PeftGen.Adapters.DeltaLoRAUpdater>(trainer.AfterStepHooks))
+                ?? throw new global::System.ArgumentException("The trainer has no DeltaLoRAUpdater among its AfterStepHooks: create it with CreateTrainer, which adds one.", nameof(trainer));
+            global::PeftGen.Adapters.DeltaLoRAFile.Save(peft, updater, folder, baseModelNameOrPath);
         }
 
         /// <summary>
-        /// Loads the Hugging Face PEFT adapter in <paramref name="folder"/> onto this model as <paramref name="adapter"/>, with
-        /// the folder's <c>adapter_config.json</c>: first checks that the keys and shapes of <c>adapter_model.safetensors</c> fit
-        /// this model's layers (nothing changes when they do not), then freezes the model, wraps the adapted layers
-        /// (quantizing their base per <see cref="QuantizationConfig"/>) and reads the weights. The model is owned by the result.
+        /// Loads a Delta-LoRA folder onto this model: adds the saved base change to the float base weights, then wraps the adapted
+        /// layers with the saved LoRA adapter as <paramref name="adapter"/> (plain LoRA from then on). The files are checked against
+        /// this model first, and nothing changes when they do not fit. The model is owned by the result.
         /// </summary>
-        /// <param name="folder">The adapter folder.</param>
+        /// <param name="folder">The folder <see cref="SaveAdapter"/> wrote.</param>
         /// <param name="adapter">The name the adapter gets.</param>
-        /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>
+        /// <exception cref="global::System.IO.FileNotFoundException">The folder has no <c>delta_lora_base.safetensors</c> (a plain LoRA folder).</exception>
+        /// <exception cref="global::System.IO.InvalidDataException">The files do not fit this model; every mismatch is listed.</exception>
         public global::PeftGen.Adapters.PeftModel<global::Demo.MovingChat> LoadAdapter(string folder, string adapter = "default") =>
-            global::PeftGen.Adapters.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
+            global::PeftGen.Adapters.DeltaLoRAFile.LoadInto(this, folder, adapter);
     }
 }

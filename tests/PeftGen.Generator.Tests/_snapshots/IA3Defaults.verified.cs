@@ -41,5 +41,29 @@ namespace Demo
             return global::PeftGen.Adapters.IA3Model<global::Demo.ScaledChat>.Create(this, IA3Config);
         }
 
+        /// <summary>
+        /// Writes (IA)³ adapter <paramref name="adapter"/> of <paramref name="ia3"/> to <paramref name="folder"/> in
+        /// Hugging Face PEFT format (<see cref="global::PeftGen.Adapters.Formats.IA3AdapterFile"/>):
+        /// <c>adapter_config.json</c> and <c>adapter_model.safetensors</c> with one <c>ia3_l</c> vector per adapted layer.
+        /// Both files are written in full under temporary names, then renamed into place.
+        /// </summary>
+        /// <param name="ia3">The adapted model (from <see cref="ApplyAdapters"/> or <see cref="LoadAdapter"/>).</param>
+        /// <param name="folder">The adapter folder, created when missing.</param>
+        /// <param name="adapter">The adapter to save.</param>
+        /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
+        public static void SaveAdapter(global::PeftGen.Adapters.IA3Model<global::Demo.ScaledChat> ia3, string folder, string adapter = "default", string? baseModelNameOrPath = null) =>
+            global::PeftGen.Adapters.Formats.IA3AdapterFile.Save(ia3, folder, adapter, baseModelNameOrPath);
+
+        /// <summary>
+        /// Loads the (IA)³ adapter in <paramref name="folder"/> onto this model as <paramref name="adapter"/>, with the folder's
+        /// <c>adapter_config.json</c>;
+        /// the files are checked against this model first, and nothing changes when they do not fit. The model is owned by the result.
+        /// </summary>
+        /// <param name="folder">The adapter folder.</param>
+        /// <param name="adapter">The name the adapter gets.</param>
+        /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>
+        public global::PeftGen.Adapters.IA3Model<global::Demo.ScaledChat> LoadAdapter(string folder, string adapter = "default") =>
+            global::PeftGen.Adapters.Formats.IA3AdapterFile.LoadInto(this, folder, adapter);
+
     }
 }

@@ -34,5 +34,48 @@ namespace Demo
             return adapted;
         }
 
+        /// <summary>
+        /// Creates the trainer of this model with the wiring its attributes declare:
+        /// the trainer built on <paramref name="prompt"/>, whose parameters are exactly the prompt encoder's (the base model stays frozen),
+        /// the random generators of layer drop (saved in checkpoints),
+        /// and the rest of <paramref name="options"/> as given.
+        /// </summary>
+        /// <param name="prompt">The result of <see cref="ApplyAdapters"/>.</param>
+        /// <param name="loss">Computes a batch's scalar loss with the model.</param>
+        /// <param name="train">The training batches.</param>
+        /// <param name="options">The training settings.</param>
+        /// <param name="eval">Evaluation batches, or null.</param>
+        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Adapters.PromptLearningModel prompt, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
+        {
+            global::System.ArgumentNullException.ThrowIfNull(prompt);
+            global::System.ArgumentNullException.ThrowIfNull(options);
+            var trainer = new global::PeftGen.Training.Trainer(prompt, loss, train, options, eval, new global::PeftGen.Tensors.Rng[] { this.Model.LayerDrop!.Rng });
+            return trainer;
+        }
+
+        /// <summary>
+        /// Writes P-tuning adapter <paramref name="adapter"/> of <paramref name="prompt"/> to <paramref name="folder"/> in
+        /// Hugging Face PEFT format (<see cref="global::PeftGen.Adapters.Formats.PromptLearningAdapterFile"/>):
+        /// <c>adapter_config.json</c> and <c>adapter_model.safetensors</c> with the virtual tokens' embeddings as the encoder computes them, one tensor <c>prompt_embeddings</c>.
+        /// Both files are written in full under temporary names, then renamed into place.
+        /// </summary>
+        /// <param name="prompt">The adapted model (from <see cref="ApplyAdapters"/> or <see cref="LoadAdapter"/>).</param>
+        /// <param name="folder">The adapter folder, created when missing.</param>
+        /// <param name="adapter">The adapter to save.</param>
+        /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
+        public static void SaveAdapter(global::PeftGen.Adapters.PromptLearningModel prompt, string folder, string adapter = "default", string? baseModelNameOrPath = null) =>
+            global::PeftGen.Adapters.Formats.PromptLearningAdapterFile.Save(prompt, folder, adapter, baseModelNameOrPath);
+
+        /// <summary>
+        /// Loads the P-tuning adapter in <paramref name="folder"/> onto this model as <paramref name="adapter"/>, with the
+        /// folder's <c>adapter_config.json</c>, active and frozen (PEFT's inference mode);
+        /// the files are checked against this model first, and nothing changes when they do not fit. The model is owned by the result.
+        /// </summary>
+        /// <param name="folder">The adapter folder.</param>
+        /// <param name="adapter">The name the adapter gets.</param>
+        /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or describes another model, or the tensor is missing or misshapen.</exception>
+        public global::PeftGen.Adapters.PromptLearningModel LoadAdapter(string folder, string adapter = "default") =>
+            global::PeftGen.Adapters.Formats.PromptLearningAdapterFile.LoadInto(this, folder, adapter);
+
     }
 }

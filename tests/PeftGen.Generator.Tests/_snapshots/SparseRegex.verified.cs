@@ -44,5 +44,37 @@ namespace Demo
             return trainer;
         }
 
+        /// <summary>The file <see cref="SaveAdapter"/> writes in its folder: the sparse delta, in PeftGen's own safetensors format.</summary>
+        public const string SparseDeltaFileName = "sparse_delta.safetensors";
+
+        /// <summary>
+        /// Writes the change of every trainable entry of <paramref name="sparse"/> (<see cref="global::PeftGen.Adapters.SparseFineTuning.Delta"/>) to
+        /// <paramref name="folder"/> as <see cref="SparseDeltaFileName"/> (<see cref="global::PeftGen.Adapters.SparseDelta"/>'s format: indices, values and
+        /// shape per parameter), written in full under a temporary name, then renamed into place. Sparse fine-tuning has no PEFT
+        /// adapter config, so there is no <c>adapter_config.json</c>.
+        /// </summary>
+        /// <param name="sparse">The selection from <see cref="ApplyAdapters"/>, after training.</param>
+        /// <param name="folder">The folder, created when missing.</param>
+        public static void SaveAdapter(global::PeftGen.Adapters.SparseFineTuning sparse, string folder)
+        {
+            global::System.ArgumentNullException.ThrowIfNull(sparse);
+            global::System.IO.Directory.CreateDirectory(folder);
+            sparse.Delta().Save(global::System.IO.Path.Combine(folder, SparseDeltaFileName));
+        }
+
+        /// <summary>
+        /// Adds the sparse delta in <paramref name="folder"/> (<see cref="SparseDeltaFileName"/>) to this model's weights; every
+        /// parameter is checked first, and nothing changes when one is missing or has another shape. Returns the delta:
+        /// <c>ApplyTo(model, -1)</c> takes it back out.
+        /// </summary>
+        /// <param name="folder">The folder <see cref="SaveAdapter"/> wrote.</param>
+        /// <exception cref="global::System.IO.InvalidDataException">The file is not a sparse delta, or it does not fit this model; every mismatch is listed.</exception>
+        public global::PeftGen.Adapters.SparseDelta LoadAdapter(string folder)
+        {
+            var delta = global::PeftGen.Adapters.SparseDelta.Load(global::System.IO.Path.Combine(folder, SparseDeltaFileName));
+            delta.ApplyTo(this);
+            return delta;
+        }
+
     }
 }

@@ -52,5 +52,29 @@ namespace Demo
             return global::PeftGen.Adapters.PeftModel.Create(this, VeraConfig, QuantizationConfig);
         }
 
+        /// <summary>
+        /// Writes VeRA adapter <paramref name="adapter"/> of <paramref name="peft"/> to <paramref name="folder"/> in
+        /// Hugging Face PEFT format (<see cref="global::PeftGen.Adapters.VeraAdapterFile"/>):
+        /// <c>adapter_config.json</c> and <c>adapter_model.safetensors</c> with the b and d vectors of each layer and, when <see cref="VeraConfig"/> saves them, the shared projections.
+        /// Both files are written in full under temporary names, then renamed into place.
+        /// </summary>
+        /// <param name="peft">The adapted model (from <see cref="ApplyAdapters"/> or <see cref="LoadAdapter"/>).</param>
+        /// <param name="folder">The adapter folder, created when missing.</param>
+        /// <param name="adapter">The adapter to save.</param>
+        /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
+        public static void SaveAdapter(global::PeftGen.Adapters.PeftModel<global::Demo.VeraChat> peft, string folder, string adapter = "default", string? baseModelNameOrPath = null) =>
+            global::PeftGen.Adapters.VeraAdapterFile.Save(peft, folder, adapter, baseModelNameOrPath);
+
+        /// <summary>
+        /// Loads the VeRA adapter in <paramref name="folder"/> onto this model as <paramref name="adapter"/>, with the folder's
+        /// <c>adapter_config.json</c> and projections, quantizing the adapted layers' bases per <see cref="QuantizationConfig"/>;
+        /// the files are checked against this model first, and nothing changes when they do not fit. The model is owned by the result.
+        /// </summary>
+        /// <param name="folder">The adapter folder.</param>
+        /// <param name="adapter">The name the adapter gets.</param>
+        /// <exception cref="global::System.IO.InvalidDataException">The config is invalid, keys and layers disagree (every mismatch listed), or the projections are missing.</exception>
+        public global::PeftGen.Adapters.PeftModel<global::Demo.VeraChat> LoadAdapter(string folder, string adapter = "default") =>
+            global::PeftGen.Adapters.VeraAdapterFile.LoadInto(this, folder, QuantizationConfig, adapter);
+
     }
 }

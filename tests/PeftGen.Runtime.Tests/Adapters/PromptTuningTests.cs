@@ -133,6 +133,18 @@ public class PromptTuningTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     [Fact]
+    public void The_base_model_follows_the_prompt_models_training_mode()
+    {
+        using var model = new LlamaForCausalLM(Tiny, seed: 7);
+        using var peft = PeftModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 4 });
+        peft.Eval();
+        Assert.False(model.IsTraining);
+        Assert.False(model.Model.Layers[0].IsTraining);
+        peft.Train();
+        Assert.True(model.Model.Layers[0].IsTraining);
+    }
+
+    [Fact]
     public void Greedy_generation_with_the_kv_cache_equals_the_hand_built_reference()
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 15);
