@@ -11,24 +11,18 @@ namespace PeftGen.Adapters;
 /// frozen; only the vectors train. Children follow PEFT's in-memory names: "base_layer" and "ia3_l.&lt;adapter&gt;"
 /// (PEFT keeps the vector as a bare parameter [out, 1] or [1, in]; here it is the "weight" [channels] of a module).
 /// </summary>
-public sealed class IA3Linear : LinearBase
+public sealed class IA3Linear : AdaptedLinear
 {
     private readonly ModuleDict<IA3Vector> _vectors;
-    private readonly List<string> _merged = new();
-    private string[] _active = [];
     private Tensor? _unmergedWeight; // the base weight and bias before the first merge, restored exactly by Unmerge
     private Tensor? _unmergedBias;
 
     /// <summary>Wraps <paramref name="baseLayer"/>; <paramref name="feedForward"/> scales its input instead of its output.</summary>
-    public IA3Linear(LinearBase baseLayer, bool feedForward)
+    public IA3Linear(LinearBase baseLayer, bool feedForward) : base(baseLayer)
     {
-        BaseLayer = RegisterModule("base_layer", baseLayer ?? throw new ArgumentNullException(nameof(baseLayer)));
         IsFeedForward = feedForward;
         _vectors = RegisterModule("ia3_l", new ModuleDict<IA3Vector>());
     }
-
-    /// <summary>The frozen layer being adapted.</summary>
-    public LinearBase BaseLayer { get; }
 
     /// <summary>True when the vectors scale the input (a feed-forward layer), false when they scale the output.</summary>
     public bool IsFeedForward { get; }
@@ -37,25 +31,7 @@ public sealed class IA3Linear : LinearBase
     public int Channels => IsFeedForward ? InFeatures : OutFeatures;
 
     /// <inheritdoc />
-    public override int InFeatures => BaseLayer.InFeatures;
-
-    /// <inheritdoc />
-    public override int OutFeatures => BaseLayer.OutFeatures;
-
-    /// <inheritdoc />
-    public override Tensor? Bias => BaseLayer.Bias;
-
-    /// <summary>Adapter names, in the order they were added.</summary>
-    public IEnumerable<string> AdapterNames => _vectors.Names;
-
-    /// <summary>Adapters that contribute to the output.</summary>
-    public IReadOnlyList<string> ActiveAdapters => _active;
-
-    /// <summary>Adapters currently merged into the base weight.</summary>
-    public IReadOnlyList<string> MergedAdapters => _merged;
-
-    /// <summary>When true the layer returns the base output only (PEFT's disable_adapter).</summary>
-    public bool AdaptersDisabled { get; set; }
+    public override IEnumerable<string> AdapterNames => _vectors.Names;
 
     /// <summary>The vector l [channels] of an adapter.</summary>
     public Tensor Vector(string name) => _vectors[name].Weight;
@@ -73,24 +49,17 @@ public sealed class IA3Linear : LinearBase
         if (initOnes) values.AsSpan().Fill(1f);
         else using (var draw = Tensor.RandN([Channels], random!)) draw.AsSpan().CopyTo(values);
         _vectors.Add(name, new IA3Vector(values));
-        _active = [.. _active, name];
+        Activate(name);
     }
 
-    /// <summary>Chooses which adapters contribute (all must exist).</summary>
-    public void SetActiveAdapters(params string[] names)
-    {
-        ArgumentNullException.ThrowIfNull(names);
-        foreach (var n in names) _ = _vectors[n];
-        _active = names.ToArray();
-    }
+    /// <inheritdoc />
+    protected override void RequireAdapter(string name) => _ = _vectors[name];
 
     /// <summary>Removes an adapter (unmerge it first if merged).</summary>
     public void DeleteAdapter(string name)
     {
-        _ = _vectors[name];
-        if (_merged.Contains(name)) throw new InvalidOperationException($"Adapter '{name}' is merged; unmerge it before deleting.");
+        PrepareDelete(name);
         _vectors.Remove(name);
-        _active = _active.Where(a => a != name).ToArray();
     }
 
     /// <inheritdoc />
@@ -98,10 +67,10 @@ public sealed class IA3Linear : LinearBase
     {
         if (AdaptersDisabled)
         {
-            if (_merged.Count > 0) throw new InvalidOperationException("Adapters are merged into the base weight; unmerge before disabling them.");
+            if (Merged.Count > 0) throw new InvalidOperationException("Adapters are merged into the base weight; unmerge before disabling them.");
             return BaseLayer.Forward(input);                                                  // [..., out]
         }
-        var scales = _active.Where(n => !_merged.Contains(n)).Select(n => _vectors[n].Weight).ToList();
+        var scales = ActiveAdapters.Where(n => !Merged.Contains(n)).Select(n => _vectors[n].Weight).ToList();
         if (IsFeedForward)
         {
             var x = input;                                                                    // [..., in]
@@ -118,7 +87,7 @@ public sealed class IA3Linear : LinearBase
     {
         var w = BaseLayer.EffectiveWeight();                                                  // [out, in]
         if (!AdaptersDisabled)
-            foreach (var name in _active.Where(n => !_merged.Contains(n))) ScaleWeight(w, Vector(name));
+            foreach (var name in ActiveAdapters.Where(n => !Merged.Contains(n))) ScaleWeight(w, Vector(name));
         return w;
     }
 
@@ -128,7 +97,7 @@ public sealed class IA3Linear : LinearBase
         if (Bias == null) return null;
         var b = Tensor.FromArray(Bias.ToArray(), OutFeatures);
         if (!AdaptersDisabled && !IsFeedForward)
-            foreach (var name in _active.Where(n => !_merged.Contains(n)))
+            foreach (var name in ActiveAdapters.Where(n => !Merged.Contains(n)))
                 TensorPrimitives.Multiply(b.AsSpan(), Vector(name).AsSpan(), b.AsSpan());
         return b;
     }
@@ -141,9 +110,9 @@ public sealed class IA3Linear : LinearBase
     {
         var linear = BaseLayer as Linear
             ?? throw new InvalidOperationException($"The base of this layer is {BaseLayer.GetType().Name}; merging in place needs a float base. Use MergeAndUnload to merge into a new float layer.");
-        var pending = _active.Where(n => !_merged.Contains(n)).ToArray();
+        var pending = ActiveAdapters.Where(n => !Merged.Contains(n)).ToArray();
         if (pending.Length == 0) return;
-        if (_merged.Count == 0)
+        if (Merged.Count == 0)
         {
             _unmergedWeight = Tensor.Create(linear.Weight.ShapeArray, DType.Float32, false, scoped: false).CopyFrom(linear.Weight);
             if (linear.Bias != null) _unmergedBias = Tensor.Create(linear.Bias.ShapeArray, DType.Float32, false, scoped: false).CopyFrom(linear.Bias);
@@ -153,18 +122,18 @@ public sealed class IA3Linear : LinearBase
             ScaleWeight(linear.Weight, Vector(name));
             if (linear.Bias != null && !IsFeedForward)
                 TensorPrimitives.Multiply(linear.Bias.AsSpan(), Vector(name).AsSpan(), linear.Bias.AsSpan());
-            _merged.Add(name);
+            Merged.Add(name);
         }
     }
 
     /// <summary>Undoes <see cref="Merge"/>, restoring the base weight and bias exactly.</summary>
     public void Unmerge()
     {
-        if (_merged.Count == 0 || BaseLayer is not Linear linear) return;
+        if (Merged.Count == 0 || BaseLayer is not Linear linear) return;
         linear.Weight.CopyFrom(_unmergedWeight!);
         if (_unmergedBias != null) linear.Bias!.CopyFrom(_unmergedBias);
         ReleaseUnmerged();
-        _merged.Clear();
+        Merged.Clear();
     }
 
     /// <summary>w [out, in] ∘ l: columns for a feed-forward layer (l [in]), rows otherwise (l [out]).</summary>

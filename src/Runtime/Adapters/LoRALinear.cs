@@ -10,50 +10,26 @@ namespace PeftGen.Adapters;
 /// applied as two skinny matmuls, so B·A is never formed while training. Children follow PEFT's in-memory
 /// names: "base_layer", "lora_A.&lt;adapter&gt;", "lora_B.&lt;adapter&gt;", "lora_magnitude_vector.&lt;adapter&gt;".
 /// </summary>
-public sealed class LoRALinear : LinearBase
+public sealed class LoRALinear : AdaptedLinear
 {
     private readonly ModuleDict<Linear> _loraA;
     private readonly ModuleDict<Linear> _loraB;
     private readonly ModuleDict<DoRAMagnitude> _magnitude;
     private readonly Dictionary<string, AdapterSettings> _settings = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Tensor> _mergedBase = new(StringComparer.Ordinal); // DoRA: W0 before merging
-    private readonly List<string> _merged = new();
     private readonly Rng _dropoutRng;
-    private string[] _active = [];
 
     /// <summary>Wraps <paramref name="baseLayer"/>; dropout masks come from <paramref name="dropoutRng"/>.</summary>
-    public LoRALinear(LinearBase baseLayer, Rng dropoutRng)
+    public LoRALinear(LinearBase baseLayer, Rng dropoutRng) : base(baseLayer)
     {
-        BaseLayer = RegisterModule("base_layer", baseLayer ?? throw new ArgumentNullException(nameof(baseLayer)));
         _dropoutRng = dropoutRng ?? throw new ArgumentNullException(nameof(dropoutRng));
         _loraA = RegisterModule("lora_A", new ModuleDict<Linear>());
         _loraB = RegisterModule("lora_B", new ModuleDict<Linear>());
         _magnitude = RegisterModule("lora_magnitude_vector", new ModuleDict<DoRAMagnitude>());
     }
 
-    /// <summary>The frozen layer being adapted.</summary>
-    public LinearBase BaseLayer { get; }
-
     /// <inheritdoc />
-    public override int InFeatures => BaseLayer.InFeatures;
-
-    /// <inheritdoc />
-    public override int OutFeatures => BaseLayer.OutFeatures;
-
-    /// <inheritdoc />
-    public override Tensor? Bias => BaseLayer.Bias;
-
-    /// <summary>Adapter names, in the order they were added.</summary>
-    public IEnumerable<string> AdapterNames => _settings.Keys;
-
-    /// <summary>Adapters that contribute to the output.</summary>
-    public IReadOnlyList<string> ActiveAdapters => _active;
-
-    /// <summary>Adapters currently merged into the base weight.</summary>
-    public IReadOnlyList<string> MergedAdapters => _merged;
-
-    /// <summary>When true the layer returns the base output only (PEFT's disable_adapter).</summary>
-    public bool AdaptersDisabled { get; set; }
+    public override IEnumerable<string> AdapterNames => _settings.Keys;
 
     /// <summary>The rank, alpha-derived scaling and options of an adapter.</summary>
     public AdapterSettings GetSettings(string name) =>
@@ -99,7 +75,7 @@ public sealed class LoRALinear : LinearBase
             using var w = BaseLayer.EffectiveWeight();
             _magnitude.Add(name, new DoRAMagnitude(RowNorms(w)));                               // m = ‖W0‖ per row
         }
-        _active = [.. _active, name];
+        Activate(name);
     }
 
     /// <summary>Creates an adapter directly from factors (weighted combinations, loading files).</summary>
@@ -116,24 +92,17 @@ public sealed class LoRALinear : LinearBase
         _settings.Add(name, settings);
     }
 
-    /// <summary>Chooses which adapters contribute (all must exist).</summary>
-    public void SetActiveAdapters(params string[] names)
-    {
-        ArgumentNullException.ThrowIfNull(names);
-        foreach (var n in names) GetSettings(n);
-        _active = names.ToArray();
-    }
+    /// <inheritdoc />
+    protected override void RequireAdapter(string name) => GetSettings(name);
 
     /// <summary>Removes an adapter (unmerge it first if merged).</summary>
     public void DeleteAdapter(string name)
     {
-        GetSettings(name);
-        if (_merged.Contains(name)) throw new InvalidOperationException($"Adapter '{name}' is merged; unmerge it before deleting.");
+        PrepareDelete(name);
         _loraA.Remove(name);
         _loraB.Remove(name);
         if (_magnitude.Contains(name)) _magnitude.Remove(name);
         _settings.Remove(name);
-        _active = _active.Where(a => a != name).ToArray();
     }
 
     /// <inheritdoc />
@@ -143,12 +112,12 @@ public sealed class LoRALinear : LinearBase
         var y = baseOut;
         if (AdaptersDisabled)
         {
-            if (_merged.Count > 0) throw new InvalidOperationException("Adapters are merged into the base weight; unmerge before disabling them.");
+            if (Merged.Count > 0) throw new InvalidOperationException("Adapters are merged into the base weight; unmerge before disabling them.");
             return y;
         }
-        foreach (var name in _active)
+        foreach (var name in ActiveAdapters)
         {
-            if (_merged.Contains(name)) continue;
+            if (Merged.Contains(name)) continue;
             var s = _settings[name];
             var x = IsTraining && s.Dropout > 0 ? Ops.Dropout(input, s.Dropout, _dropoutRng) : input;
             var lora = s.UseLoRAFA
@@ -173,8 +142,8 @@ public sealed class LoRALinear : LinearBase
     public override Tensor EffectiveWeight()
     {
         var w = BaseLayer.EffectiveWeight();                                                     // [out, in]
-        foreach (var name in _active)
-            if (!_merged.Contains(name) && !AdaptersDisabled) ApplyUpdate(w, name);
+        foreach (var name in ActiveAdapters)
+            if (!Merged.Contains(name) && !AdaptersDisabled) ApplyUpdate(w, name);
         return w;
     }
 
@@ -187,11 +156,11 @@ public sealed class LoRALinear : LinearBase
     {
         var weight = (BaseLayer as Linear)?.Weight
             ?? throw new InvalidOperationException($"The base of this layer is {BaseLayer.GetType().Name}; merging in place needs a float base. Use MergeAndUnload to merge into a 16-bit copy.");
-        foreach (var name in _active.Where(n => !_merged.Contains(n)).ToArray())
+        foreach (var name in ActiveAdapters.Where(n => !Merged.Contains(n)).ToArray())
         {
             if (_settings[name].UseDoRA) _mergedBase[name] = Tensor.Create(weight.ShapeArray, DType.Float32, false, scoped: false).CopyFrom(weight);
             ApplyUpdate(weight, name);
-            _merged.Add(name);
+            Merged.Add(name);
         }
     }
 
@@ -199,9 +168,9 @@ public sealed class LoRALinear : LinearBase
     public void Unmerge()
     {
         var weight = (BaseLayer as Linear)?.Weight;
-        for (int i = _merged.Count - 1; i >= 0 && weight != null; i--)
+        for (int i = Merged.Count - 1; i >= 0 && weight != null; i--)
         {
-            var name = _merged[i];
+            var name = Merged[i];
             if (_mergedBase.Remove(name, out var original))
             {
                 weight.CopyFrom(original);
@@ -213,7 +182,7 @@ public sealed class LoRALinear : LinearBase
                 Backends.Backend.Of(weight).AddScaled(weight, 1f, delta, -1f, weight);
             }
         }
-        _merged.Clear();
+        Merged.Clear();
     }
 
     /// <summary>s·B·A [out, in] of an adapter, as a new tensor.</summary>

@@ -10,47 +10,23 @@ namespace PeftGen.Adapters;
 /// only b [out] and d [r] train. Children follow PEFT's in-memory names: "base_layer", "vera_lambda_b.&lt;adapter&gt;",
 /// "vera_lambda_d.&lt;adapter&gt;".
 /// </summary>
-public sealed class VeraLinear : LinearBase
+public sealed class VeraLinear : AdaptedLinear
 {
     private readonly ModuleDict<VeraVector> _lambdaB;
     private readonly ModuleDict<VeraVector> _lambdaD;
     private readonly Dictionary<string, VeraAdapterSettings> _settings = new(StringComparer.Ordinal);
-    private readonly List<string> _merged = new();
     private readonly Rng _dropoutRng;
-    private string[] _active = [];
 
     /// <summary>Wraps <paramref name="baseLayer"/>; dropout masks come from <paramref name="dropoutRng"/>.</summary>
-    public VeraLinear(LinearBase baseLayer, Rng dropoutRng)
+    public VeraLinear(LinearBase baseLayer, Rng dropoutRng) : base(baseLayer)
     {
-        BaseLayer = RegisterModule("base_layer", baseLayer ?? throw new ArgumentNullException(nameof(baseLayer)));
         _dropoutRng = dropoutRng ?? throw new ArgumentNullException(nameof(dropoutRng));
         _lambdaB = RegisterModule("vera_lambda_b", new ModuleDict<VeraVector>());
         _lambdaD = RegisterModule("vera_lambda_d", new ModuleDict<VeraVector>());
     }
 
-    /// <summary>The frozen layer being adapted.</summary>
-    public LinearBase BaseLayer { get; }
-
     /// <inheritdoc />
-    public override int InFeatures => BaseLayer.InFeatures;
-
-    /// <inheritdoc />
-    public override int OutFeatures => BaseLayer.OutFeatures;
-
-    /// <inheritdoc />
-    public override Tensor? Bias => BaseLayer.Bias;
-
-    /// <summary>Adapter names, in the order they were added.</summary>
-    public IEnumerable<string> AdapterNames => _settings.Keys;
-
-    /// <summary>Adapters that contribute to the output.</summary>
-    public IReadOnlyList<string> ActiveAdapters => _active;
-
-    /// <summary>Adapters currently merged into the base weight.</summary>
-    public IReadOnlyList<string> MergedAdapters => _merged;
-
-    /// <summary>When true the layer returns the base output only.</summary>
-    public bool AdaptersDisabled { get; set; }
+    public override IEnumerable<string> AdapterNames => _settings.Keys;
 
     /// <summary>The rank, dropout and shared projections of an adapter.</summary>
     public VeraAdapterSettings GetSettings(string name) =>
@@ -74,26 +50,19 @@ public sealed class VeraLinear : LinearBase
         _lambdaB.Add(name, new VeraVector(new float[OutFeatures]));                                   // b [out] = 0
         _lambdaD.Add(name, new VeraVector(Enumerable.Repeat(dInitial, rank).ToArray()));             // d [r] = d_initial
         _settings.Add(name, new VeraAdapterSettings(rank, dropout, projections));
-        _active = [.. _active, name];
+        Activate(name);
     }
 
-    /// <summary>Chooses which adapters contribute (all must exist).</summary>
-    public void SetActiveAdapters(params string[] names)
-    {
-        ArgumentNullException.ThrowIfNull(names);
-        foreach (var n in names) GetSettings(n);
-        _active = names.ToArray();
-    }
+    /// <inheritdoc />
+    protected override void RequireAdapter(string name) => GetSettings(name);
 
     /// <summary>Removes an adapter (unmerge it first if merged).</summary>
     public void DeleteAdapter(string name)
     {
-        GetSettings(name);
-        if (_merged.Contains(name)) throw new InvalidOperationException($"Adapter '{name}' is merged; unmerge it before deleting.");
+        PrepareDelete(name);
         _lambdaB.Remove(name);
         _lambdaD.Remove(name);
         _settings.Remove(name);
-        _active = _active.Where(a => a != name).ToArray();
     }
 
     /// <inheritdoc />
@@ -102,12 +71,12 @@ public sealed class VeraLinear : LinearBase
         var y = BaseLayer.Forward(input);                                                        // [..., out]
         if (AdaptersDisabled)
         {
-            if (_merged.Count > 0) throw new InvalidOperationException("Adapters are merged into the base weight; unmerge before disabling them.");
+            if (Merged.Count > 0) throw new InvalidOperationException("Adapters are merged into the base weight; unmerge before disabling them.");
             return y;
         }
-        foreach (var name in _active)
+        foreach (var name in ActiveAdapters)
         {
-            if (_merged.Contains(name)) continue;
+            if (Merged.Contains(name)) continue;
             var s = _settings[name];
             var x = IsTraining && s.Dropout > 0 ? Ops.Dropout(input, s.Dropout, _dropoutRng) : input;
             var at = SliceA(s);                                                                  // [in, r], a transposed view
@@ -124,8 +93,8 @@ public sealed class VeraLinear : LinearBase
     public override Tensor EffectiveWeight()
     {
         var w = BaseLayer.EffectiveWeight();                                                     // [out, in]
-        foreach (var name in _active)
-            if (!_merged.Contains(name) && !AdaptersDisabled) AddDelta(w, name, 1f);
+        foreach (var name in ActiveAdapters)
+            if (!Merged.Contains(name) && !AdaptersDisabled) AddDelta(w, name, 1f);
         return w;
     }
 
@@ -142,10 +111,10 @@ public sealed class VeraLinear : LinearBase
     {
         var weight = (BaseLayer as Linear)?.Weight
             ?? throw new InvalidOperationException($"The base of this layer is {BaseLayer.GetType().Name}; merging in place needs a float base. Use MergeAndUnload to merge into a 16-bit copy.");
-        foreach (var name in _active.Where(n => !_merged.Contains(n)).ToArray())
+        foreach (var name in ActiveAdapters.Where(n => !Merged.Contains(n)).ToArray())
         {
             AddDelta(weight, name, 1f);
-            _merged.Add(name);
+            Merged.Add(name);
         }
     }
 
@@ -153,8 +122,8 @@ public sealed class VeraLinear : LinearBase
     public void Unmerge()
     {
         var weight = (BaseLayer as Linear)?.Weight;
-        for (int i = _merged.Count - 1; i >= 0 && weight != null; i--) AddDelta(weight, _merged[i], -1f);
-        _merged.Clear();
+        for (int i = Merged.Count - 1; i >= 0 && weight != null; i--) AddDelta(weight, Merged[i], -1f);
+        Merged.Clear();
     }
 
     /// <summary>w [out, in] += sign · diag(b)·B_s·diag(d)·A_s, accumulated in double.</summary>
