@@ -106,6 +106,12 @@ public sealed class LoRALinear : AdaptedLinear
     }
 
     /// <inheritdoc />
+    /// <remarks>Plain LoRA reads x for dA = (g·B)ᵀ·x; LoRA-FA keeps only x·Aᵀ, so with a frozen base nothing reads x.</remarks>
+    internal override bool KeepsInputForBackward =>
+        BaseLayer.KeepsInputForBackward
+        || !AdaptersDisabled && ActiveAdapters.Any(name => !Merged.Contains(name) && !_settings[name].UseLoRAFA);
+
+    /// <inheritdoc />
     public override Tensor Forward(Tensor input)
     {
         var baseOut = BaseLayer.Forward(input);                                                  // [..., out]

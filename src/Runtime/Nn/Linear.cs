@@ -36,5 +36,8 @@ public class Linear : LinearBase
     public override Tensor Forward(Tensor input) => Ops.Linear(input, Weight, Bias); // [..., in] → [..., out]
 
     /// <inheritdoc />
+    internal override bool KeepsInputForBackward => Weight.RequiresGrad; // dx = g·W needs W only; dW = gᵀ·x needs x
+
+    /// <inheritdoc />
     public override Tensor EffectiveWeight() => Tensor.FromArray(Weight.ToArray(), OutFeatures, InFeatures);
 }

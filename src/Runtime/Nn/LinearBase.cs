@@ -23,4 +23,11 @@ public abstract class LinearBase : Module<Tensor, Tensor>
     /// has them). Used for merging, export and tests; not on the training path.
     /// </summary>
     public abstract Tensor EffectiveWeight();
+
+    /// <summary>
+    /// Whether the backward pass of <see cref="Module{TIn, TOut}.Forward"/> reads the input's values (a trainable weight's
+    /// gradient does: dW = gᵀ·x). When no consumer of an activation reads it, the model drops its values right after the
+    /// forward (<see cref="Tensor.ReleaseValues"/>). Unknown layers say true.
+    /// </summary>
+    internal virtual bool KeepsInputForBackward => true;
 }

@@ -53,6 +53,9 @@ public sealed class Linear4Bit : LinearBase
     /// <inheritdoc />
     public override Tensor Forward(Tensor input) => Ops.Linear4Bit(input, Weight, Bias); // [..., in] → [..., out]
 
+    /// <inheritdoc />
+    internal override bool KeepsInputForBackward => false; // frozen: backward returns g·dequant(W) only
+
     /// <summary>The dequantized weight [out, in] as a new float32 tensor.</summary>
     public override Tensor EffectiveWeight()
     {

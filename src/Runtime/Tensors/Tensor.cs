@@ -396,6 +396,18 @@ public sealed unsafe class Tensor : IDisposable
 
     // ---- lifetime ---------------------------------------------------------------------------------------
 
+    /// <summary>
+    /// Drops this activation's values but keeps the tensor as a node of the autograd graph (shape, device, gradient):
+    /// for an activation no backward closure reads, so its memory goes back to the pool before the step's scope ends
+    /// (LoRA-FA and frozen layers need only their output gradient). Views taken earlier keep the values alive.
+    /// </summary>
+    internal void ReleaseValues()
+    {
+        var storage = _storage;
+        if (storage == null || storage is ReleasedStorage) return;
+        Interlocked.Exchange(ref _storage, new ReleasedStorage(storage.Device))?.Release();
+    }
+
     /// <summary>Releases this tensor's hold on its storage (shared views keep it alive) and its gradient.</summary>
     public void Dispose()
     {

@@ -37,6 +37,15 @@ internal abstract class TensorStorage
     protected abstract void Free();
 }
 
+/// <summary>
+/// Stands in for the storage of a tensor whose values were dropped early (<see cref="Tensor.ReleaseValues"/>): it keeps
+/// the device, holds no memory, and is neither host nor device memory, so any kernel that tries to read it fails loudly.
+/// </summary>
+internal sealed class ReleasedStorage(Device device) : TensorStorage(0, device)
+{
+    protected override void Free() { }
+}
+
 /// <summary>Storage in host memory at a stable address, readable by the CPU kernels.</summary>
 internal abstract unsafe class HostStorage(long byteLength) : TensorStorage(byteLength, Device.Cpu)
 {
@@ -51,6 +60,7 @@ internal sealed unsafe class CpuStorage : HostStorage
 
     public CpuStorage(long byteLength, bool zeroed) : base(byteLength)
     {
+        HostMemoryStats.Allocated(byteLength);
         _buffer = CpuBufferPool.Rent(byteLength);
         if (zeroed) NativeMemory.Clear(Pointer, (nuint)byteLength);
     }
@@ -62,8 +72,34 @@ internal sealed unsafe class CpuStorage : HostStorage
     protected override void Free()
     {
         var buffer = Interlocked.Exchange(ref _buffer, null);
-        if (buffer != null) CpuBufferPool.Return(buffer);
+        if (buffer == null) return;
+        HostMemoryStats.Freed(ByteLength);
+        CpuBufferPool.Return(buffer);
     }
+}
+
+/// <summary>
+/// Bytes of tensor storage this thread holds in host memory now and at most since <see cref="ResetPeak"/>: what a
+/// training step's activations cost, measured where they are allocated (per thread, so parallel work does not mix in).
+/// </summary>
+internal static class HostMemoryStats
+{
+    [ThreadStatic] private static long t_live;
+    [ThreadStatic] private static long t_peak;
+
+    public static long Live => t_live;
+
+    public static long Peak => t_peak;
+
+    public static void ResetPeak() => t_peak = t_live;
+
+    public static void Allocated(long bytes)
+    {
+        t_live += bytes;
+        if (t_live > t_peak) t_peak = t_live;
+    }
+
+    public static void Freed(long bytes) => t_live -= bytes;
 }
 
 /// <summary>

@@ -212,4 +212,62 @@ public class LoRAFATests(ITestOutputHelper output)
             model.Train();
         }
     }
+
+    /// <summary>
+    /// One forward + backward of a QLoRA Llama (NF4 base, adapters on all seven projections): the peak of host tensor
+    /// memory on this thread and the B gradients.
+    /// </summary>
+    private static (long Peak, float[][] Grads, float Loss) TrainingStepMemory(bool loraFA, bool keepActivations)
+    {
+        var config = new LlamaConfig
+        {
+            VocabSize = 64, HiddenSize = 64, IntermediateSize = 192, NumHiddenLayers = 2, NumAttentionHeads = 4,
+            NumKeyValueHeads = 2, MaxPositionEmbeddings = 64, TieWordEmbeddings = true,
+        };
+        using var model = new LlamaForCausalLM(config, seed: 3);
+        var peft = PeftModel.Create(model, new LoRAConfig { Rank = 4, Alpha = 8, Targets = TargetModules.AllLinear, UseLoRAFA = loraFA },
+            new QuantizationConfig(global::PeftGen.Quantization.QuantType.NF4, DoubleQuant: true, BlockSize: 64));
+        foreach (var (_, layer) in peft.LoRALayers) Randomize(layer.LoraB("default"), 5, 0.05f);
+        var random = new Random(9);
+        int batch = 4, time = 48;
+        var inputs = Enumerable.Range(0, batch * time).Select(_ => random.Next(64)).ToArray();
+        var targets = Enumerable.Range(0, batch * time).Select(_ => random.Next(64)).ToArray();
+        LlamaDecoderLayer.t_keepActivations = keepActivations;
+        try
+        {
+            float loss;
+            using (TensorScope.Begin())
+            {
+                HostMemoryStats.ResetPeak();
+                long before = HostMemoryStats.Live;
+                var l = model.Loss(inputs, targets, batch, time);
+                loss = l.Item();
+                l.Backward();
+                long peak = HostMemoryStats.Peak - before;
+                var grads = peft.LoRALayers.Select(x => x.Layer.LoraB("default").Grad!.ToArray()).ToArray();
+                return (peak, grads, loss);
+            }
+        }
+        finally
+        {
+            LlamaDecoderLayer.t_keepActivations = false;
+        }
+    }
+
+    [Fact]
+    public void LoRAFA_on_a_4bit_base_drops_the_activations_nothing_reads_and_lowers_the_peak()
+    {
+        var kept = TrainingStepMemory(loraFA: true, keepActivations: true);
+        var dropped = TrainingStepMemory(loraFA: true, keepActivations: false);
+        var lora = TrainingStepMemory(loraFA: false, keepActivations: false);
+        // Per layer: the attention norm's output and the MLP norm's output [b, t, hidden] and SwiGLU's output [b, t, intermediate].
+        long expected = 2L * (2 * 4 * 48 * 64 + 4 * 48 * 192) * sizeof(float);
+        output.WriteLine($"peak host tensor memory of one step: LoRA {lora.Peak:N0} B, LoRA-FA keeping everything {kept.Peak:N0} B, LoRA-FA {dropped.Peak:N0} B; saved {kept.Peak - dropped.Peak:N0} B (activations nothing reads: {expected:N0} B)");
+        Assert.Equal(kept.Loss, dropped.Loss);
+        for (int i = 0; i < kept.Grads.Length; i++) Assert.Equal(kept.Grads[i], dropped.Grads[i]);
+        Assert.True(kept.Peak - dropped.Peak >= expected * 9 / 10, $"LoRA-FA saved {kept.Peak - dropped.Peak:N0} B of the {expected:N0} B nothing reads");
+        Assert.True(dropped.Peak < lora.Peak, $"LoRA-FA peak {dropped.Peak:N0} B is not below LoRA's {lora.Peak:N0} B");
+        // Plain LoRA reads x for dA, so its activations stay.
+        Assert.Equal(lora.Peak, TrainingStepMemory(loraFA: false, keepActivations: true).Peak);
+    }
 }

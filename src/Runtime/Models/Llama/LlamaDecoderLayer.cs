@@ -35,8 +35,27 @@ public sealed class LlamaDecoderLayer : Module
     /// <summary>Transforms x [b, t, hidden]; <paramref name="prefix"/> is this layer's prefix-tuning keys/values, if any.</summary>
     public Tensor Forward(Tensor x, KvCache? cache = null, Adapters.KeyValuePrefix? prefix = null)
     {
-        var h = x + Adapt(AttentionAdapter, SelfAttn.Forward(InputLayerNorm.Forward(x), cache, prefix)); // [b, t, hidden]
-        return h + Adapt(MlpAdapter, Mlp.Forward(PostAttentionLayerNorm.Forward(h)));     // [b, t, hidden]
+        var normed = InputLayerNorm.Forward(x);                                            // [b, t, hidden]
+        var attention = SelfAttn.Forward(normed, cache, prefix);                           // [b, t, hidden]
+        // RMSNorm's backward reads its input, not its output: when q/k/v do not read it either, drop it now.
+        ReleaseIfUnread(normed, SelfAttn.QProj, SelfAttn.KProj, SelfAttn.VProj);
+        var h = x + Adapt(AttentionAdapter, attention);                                    // [b, t, hidden]
+        var normedH = PostAttentionLayerNorm.Forward(h);                                   // [b, t, hidden]
+        var mlp = Mlp.Forward(normedH);                                                    // [b, t, hidden]
+        ReleaseIfUnread(normedH, Mlp.GateProj, Mlp.UpProj);
+        return h + Adapt(MlpAdapter, mlp);                                                 // [b, t, hidden]
+    }
+
+    /// <summary>Test hook: keeps every activation to the end of the step on this thread (the reference for the release).</summary>
+    [ThreadStatic] internal static bool t_keepActivations;
+
+    /// <summary>Drops <paramref name="activation"/>'s values when none of the layers it fed reads them in backward.</summary>
+    internal static void ReleaseIfUnread(Tensor activation, params LinearBase[] consumers)
+    {
+        if (t_keepActivations) return;
+        foreach (var consumer in consumers)
+            if (consumer.KeepsInputForBackward) return;
+        activation.ReleaseValues();
     }
 
     /// <summary>Module applied to the attention block's output before the residual add ("attn_adapter"), or null.</summary>

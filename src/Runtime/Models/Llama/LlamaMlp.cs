@@ -31,7 +31,10 @@ public sealed class LlamaMlp : Module<Tensor, Tensor>
     public override Tensor Forward(Tensor input)
     {
         var h = Ops.SwiGlu(GateProj.Forward(input), UpProj.Forward(input));               // [b, t, intermediate]
-        return DownProj.Forward(h);                                                        // [b, t, hidden]
+        var y = DownProj.Forward(h);                                                       // [b, t, hidden]
+        // SwiGLU's backward reads gate and up, not h: when down_proj does not read it either, drop it now.
+        LlamaDecoderLayer.ReleaseIfUnread(h, DownProj);
+        return y;
     }
 
     /// <inheritdoc />
