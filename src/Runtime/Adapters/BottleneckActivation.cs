@@ -15,8 +15,8 @@ public enum BottleneckActivation
 }
 
 /// <summary>
-/// The activations a bottleneck adapter applies, as differentiable ops. SiLU uses the backend's kernel; ReLU and GELU
-/// are elementwise loops over host memory (an adapter's [b, t, m] activations are small), so they need CPU tensors.
+/// The activations a bottleneck adapter applies, as differentiable ops: SiLU is the backend's kernel, ReLU is
+/// <see cref="Ops.Relu"/>, GELU an elementwise loop over host memory (an adapter's [b, t, m] activations are small).
 /// </summary>
 internal static class BottleneckActivations
 {
@@ -28,16 +28,14 @@ internal static class BottleneckActivations
     {
         ArgumentNullException.ThrowIfNull(x);
         if (activation == BottleneckActivation.Silu) return Ops.Silu(x);
+        if (activation == BottleneckActivation.Relu) return Ops.Relu(x);
         if (x.Device.Type != DeviceType.Cpu)
             throw new NotSupportedException($"The bottleneck activation {activation} runs on the CPU; {x.DescribeForError()} is on {x.Device}. Use Silu, which every backend implements.");
         x = x.Contiguous();
         var y = Tensor.Empty(x.ShapeArray);                                                // same shape as x
         var xs = x.AsSpan();
         var ys = y.AsSpan();
-        if (activation == BottleneckActivation.Relu)
-            for (int i = 0; i < xs.Length; i++) ys[i] = xs[i] > 0f ? xs[i] : 0f;
-        else
-            for (int i = 0; i < xs.Length; i++) ys[i] = xs[i] * NormalCdf(xs[i]);
+        for (int i = 0; i < xs.Length; i++) ys[i] = xs[i] * NormalCdf(xs[i]);             // GELU: x·Φ(x)
         if (Tape.ShouldRecord(x))
             Tape.Record(y, () =>
             {
@@ -47,9 +45,7 @@ internal static class BottleneckActivations
                 for (int i = 0; i < input.Length; i++)
                 {
                     float v = input[i];
-                    float slope = activation == BottleneckActivation.Relu
-                        ? (v > 0f ? 1f : 0f)
-                        : NormalCdf(v) + v * InvSqrt2Pi * MathF.Exp(-0.5f * v * v);      // Φ(x) + x·φ(x)
+                    float slope = NormalCdf(v) + v * InvSqrt2Pi * MathF.Exp(-0.5f * v * v);  // Φ(x) + x·φ(x)
                     dx[i] = acc ? dx[i] + g[i] * slope : g[i] * slope;
                 }
             });

@@ -62,33 +62,11 @@ public static partial class Ops
         ArgumentNullException.ThrowIfNull(q);
         ArgumentNullException.ThrowIfNull(k);
         ArgumentNullException.ThrowIfNull(v);
-        q = q.Contiguous();
         k = k.Contiguous();
         v = v.Contiguous();
-        if (q.Rank != 4 || k.Rank != 4 || !ShapeUtil.SameShape(k.Shape, v.Shape) || q.Size(0) != k.Size(0) || q.Size(3) != k.Size(3)
-            || q.Size(2) % k.Size(2) != 0 || q.Size(1) > k.Size(1))
-            throw new ArgumentException($"CausalAttentionWithPrefix: q {q.DescribeForError()}, k {k.DescribeForError()}, v {v.DescribeForError()} must be [b, t, heads, d] and [b, n + t, kvHeads, d] with heads a multiple of kvHeads.");
-        float scale = 1f / MathF.Sqrt(q.Size(3));
-        var y = Tensor.Empty(q.ShapeArray);                                                   // [b, t, hq, d]
-        bool record = GradMode.IsEnabled && (q.RequiresGrad || k.RequiresGrad || v.RequiresGrad);
-        var lse = record ? Tensor.Empty([q.Size(0), q.Size(2), q.Size(1)]) : null;          // [b, hq, t]
-        Backend.Of(q).AttentionForward(q, k, v, k.Size(1), y, lse, scale);
-        if (record)
-            Tape.Record(y, () =>
-            {
-                // The kernel overwrites all three gradients; accumulate through scratch where a buffer exists.
-                bool accQ = false, accK = false, accV = false;
-                var dq = q.RequiresGrad ? Grads.Buffer(q, out accQ) : null;
-                var dk = k.RequiresGrad ? Grads.Buffer(k, out accK) : null;
-                var dv = v.RequiresGrad ? Grads.Buffer(v, out accV) : null;
-                using var tq = dq == null || accQ ? Tensor.Empty(q.ShapeArray) : null;
-                using var tk = dk == null || accK ? Tensor.Empty(k.ShapeArray) : null;
-                using var tv = dv == null || accV ? Tensor.Empty(v.ShapeArray) : null;
-                Backend.Of(q).AttentionBackward(y.Grad!, q, k, v, y, lse!, tq ?? dq!, tk ?? dk!, tv ?? dv!, scale);
-                if (dq != null && tq != null) Backend.Of(q).CopyStrided(tq, dq, accumulate: true);
-                if (dk != null && tk != null) Backend.Of(q).CopyStrided(tk, dk, accumulate: true);
-                if (dv != null && tv != null) Backend.Of(q).CopyStrided(tv, dv, accumulate: true);
-            });
-        return y;
+        CheckAttentionShapes(q, k, v, k.Size(1));
+        if (q.Size(1) > k.Size(1))
+            throw new ArgumentException($"CausalAttentionWithPrefix: q {q.DescribeForError()} has more positions than keys {k.DescribeForError()}; the keys must be the n prefix positions plus the t queries.");
+        return TrainableAttention(q, k, v);
     }
 }

@@ -101,6 +101,12 @@ public static partial class Ops
         CheckAttentionShapes(q, k, v, k.Size(1));
         if (q.Size(1) != k.Size(1))
             throw new ArgumentException($"CausalAttention: {q.DescribeForError()} and keys {k.DescribeForError()} differ in length; use AttentionWithCache for decoding.");
+        return TrainableAttention(q, k, v);
+    }
+
+    /// <summary>Differentiable causal attention of q, the last tq of tk positions, over k and v [b, tk, kvHeads, d].</summary>
+    private static Tensor TrainableAttention(Tensor q, Tensor k, Tensor v)
+    {
         q = q.Contiguous();
         k = k.Contiguous();
         v = v.Contiguous();
