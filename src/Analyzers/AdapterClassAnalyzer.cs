@@ -67,7 +67,7 @@ public sealed class AdapterClassAnalyzer : DiagnosticAnalyzer
                 AttributeArguments.Of(companion, context.CancellationToken).Location,
                 "[" + ShortName(companion) + "]",
                 "[" + method + "]",
-                (companion.AttributeClass?.ToDisplayString() == KnownSymbols.LayerwiseLearningRateAttribute ? PromptEncoderHasNoDepth
+                (KnownSymbols.AttributeName(companion.AttributeClass) == KnownSymbols.LayerwiseLearningRateAttribute ? PromptEncoderHasNoDepth
                     : "it applies to " + string.Join(" and ", supported.Split(',').Select(m => "[" + m + "]")) + " only")
                 + "; remove it or change the method"));
         }
@@ -115,7 +115,7 @@ public sealed class AdapterClassAnalyzer : DiagnosticAnalyzer
         KnownSymbols.Is(attribute, known.Quantize) ? "it quantizes the layers the adapters target, and there are none"
         : KnownSymbols.Is(attribute, known.LoRAPlus) ? "it sets the learning rate of the adapters' B matrices, and there are none"
         : KnownSymbols.Is(attribute, known.ModelConfig) ? "it gives the shapes the adapters are checked and planned against, and there are none"
-        : attribute?.ToDisplayString() switch
+        : KnownSymbols.AttributeName(attribute) switch
         {
             KnownSymbols.DeltaLoRAAttribute => "it moves the base weights by the adapters' updates, and there are none",
             KnownSymbols.LayerDropAttribute => "it skips decoder layers while a PEFT method trains, and none is declared",
@@ -131,7 +131,7 @@ public sealed class AdapterClassAnalyzer : DiagnosticAnalyzer
     private static string? SupportedWith(INamedTypeSymbol? attribute, KnownSymbols known) =>
         KnownSymbols.Is(attribute, known.Quantize) ? "LoRA,VeRA"
         : KnownSymbols.Is(attribute, known.LoRAPlus) ? "LoRA"
-        : attribute?.ToDisplayString() == KnownSymbols.DeltaLoRAAttribute ? "LoRA"
-        : attribute?.ToDisplayString() == KnownSymbols.LayerwiseLearningRateAttribute ? "LoRA,VeRA,IA3,Bottleneck,SparseFineTuning"
+        : KnownSymbols.AttributeName(attribute) == KnownSymbols.DeltaLoRAAttribute ? "LoRA"
+        : KnownSymbols.AttributeName(attribute) == KnownSymbols.LayerwiseLearningRateAttribute ? "LoRA,VeRA,IA3,Bottleneck,SparseFineTuning"
         : null;
 }

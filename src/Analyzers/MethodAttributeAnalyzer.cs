@@ -82,7 +82,7 @@ public sealed class MethodAttributeAnalyzer : DiagnosticAnalyzer
         foreach (var attribute in type.GetAttributes())
         {
             var arguments = Arguments(attribute, context);
-            switch (attribute.AttributeClass?.ToDisplayString())
+            switch (KnownSymbols.AttributeName(attribute.AttributeClass))
             {
                 case KnownSymbols.DeltaLoRAAttribute when lora:
                 {

@@ -91,7 +91,7 @@ internal sealed class AdapterDeclaration
     /// <summary>The class's [LoRA] attributes in declaration order.</summary>
     public static ImmutableArray<AdapterDeclaration> All(INamedTypeSymbol type) =>
         type.GetAttributes()
-            .Where(a => a.AttributeClass?.ToDisplayString() == KnownSymbols.LoRAAttribute && a.AttributeConstructor != null)
+            .Where(a => KnownSymbols.AttributeName(a.AttributeClass) == KnownSymbols.LoRAAttribute && a.AttributeConstructor != null)
             .Select(a => new AdapterDeclaration(a, Read(a)))
             .ToImmutableArray();
 

@@ -41,6 +41,20 @@ public sealed class MethodAttributeAnalyzerTests
             """));
 
     [Fact]
+    public Task No_PEFT019_for_a_same_named_attribute_of_another_namespace() =>
+        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+            [LoRA(rank: 8, targets: "all-linear")]
+            [Mine.VeRA]
+            """) + """
+
+            namespace Mine
+            {
+                [System.AttributeUsage(System.AttributeTargets.Class)]
+                internal sealed class VeRAAttribute : System.Attribute { }
+            }
+            """);
+
+    [Fact]
     public Task PEFT020_on_Delta_LoRA_over_a_4_bit_base() =>
         AnalyzerVerifier.VerifyAsync(Sources.Llama("""
             [LoRA(rank: 8, targets: "all-linear")]

@@ -3,7 +3,11 @@ using Microsoft.CodeAnalysis;
 
 namespace PeftGen.Generator.Parsing;
 
-/// <summary>The runtime types the parser recognises, resolved once per parse.</summary>
+/// <summary>
+/// The runtime types the parser recognises, resolved once per parse from the PeftGen runtime assembly itself: a lookup in
+/// one metadata assembly, where the compilation-wide lookup searches every reference (about 180 in a .NET app) on
+/// every new compilation, that is on every keystroke.
+/// </summary>
 internal sealed class KnownSymbols
 {
     public const string LoRAAttribute = "PeftGen.LoRAAttribute";
@@ -35,23 +39,31 @@ internal sealed class KnownSymbols
     /// <summary>The runtime's Llama model, which prompt learning and layer drop need.</summary>
     public const string LlamaForCausalLM = "PeftGen.Models.Llama.LlamaForCausalLM";
 
-    private KnownSymbols(Compilation compilation, INamedTypeSymbol module, INamedTypeSymbol linearBase, INamedTypeSymbol linear, INamedTypeSymbol moduleList)
+    private KnownSymbols(Compilation compilation, IAssemblySymbol runtime, INamedTypeSymbol module, INamedTypeSymbol linearBase, INamedTypeSymbol linear, INamedTypeSymbol moduleList)
     {
         Compilation = compilation;
+        Runtime = runtime;
         Module = module;
         LinearBase = linearBase;
         Linear = linear;
         ModuleList = moduleList;
-        Quantize = compilation.GetTypeByMetadataName(QuantizeAttribute);
-        LoRAPlus = compilation.GetTypeByMetadataName(LoRAPlusAttribute);
-        ModelConfig = compilation.GetTypeByMetadataName(ModelConfigAttribute);
-        ModuleName = compilation.GetTypeByMetadataName(ModuleNameAttribute);
-        LoRAOverride = compilation.GetTypeByMetadataName(LoRAOverrideAttribute);
-        NoLoRA = compilation.GetTypeByMetadataName(NoLoRAAttribute);
-        AdapterSlot = compilation.GetTypeByMetadataName(AdapterSlotAttribute);
+        Quantize = runtime.GetTypeByMetadataName(QuantizeAttribute);
+        LoRAPlus = runtime.GetTypeByMetadataName(LoRAPlusAttribute);
+        ModelConfig = runtime.GetTypeByMetadataName(ModelConfigAttribute);
+        ModuleName = runtime.GetTypeByMetadataName(ModuleNameAttribute);
+        LoRAOverride = runtime.GetTypeByMetadataName(LoRAOverrideAttribute);
+        NoLoRA = runtime.GetTypeByMetadataName(NoLoRAAttribute);
+        AdapterSlot = runtime.GetTypeByMetadataName(AdapterSlotAttribute);
+        Llama = runtime.GetTypeByMetadataName(LlamaForCausalLM);
     }
 
     public Compilation Compilation { get; }
+
+    /// <summary>The PeftGen runtime assembly the compilation references.</summary>
+    public IAssemblySymbol Runtime { get; }
+
+    /// <summary>The runtime's <c>LlamaForCausalLM</c>.</summary>
+    public INamedTypeSymbol? Llama { get; }
 
     public INamedTypeSymbol Module { get; }
 
@@ -81,16 +93,29 @@ internal sealed class KnownSymbols
     public INamedTypeSymbol? NoLoRA { get; }
 
     /// <summary>The symbols, or null when the compilation does not reference the PeftGen runtime.</summary>
-    public static KnownSymbols? From(Compilation compilation)
+    public static KnownSymbols? From(Compilation compilation) =>
+        compilation.GetTypeByMetadataName("PeftGen.Nn.Module") is { } module ? From(compilation, module.ContainingAssembly) : null;
+
+    /// <summary>The symbols from <paramref name="runtime"/> (the assembly that declares a PeftGen attribute), or null when it is not the PeftGen runtime.</summary>
+    public static KnownSymbols? From(Compilation compilation, IAssemblySymbol runtime)
     {
-        var module = compilation.GetTypeByMetadataName("PeftGen.Nn.Module");
-        var linearBase = compilation.GetTypeByMetadataName("PeftGen.Nn.LinearBase");
-        var linear = compilation.GetTypeByMetadataName("PeftGen.Nn.Linear");
-        var moduleList = compilation.GetTypeByMetadataName("PeftGen.Nn.ModuleList`1");
+        var module = runtime.GetTypeByMetadataName("PeftGen.Nn.Module");
+        var linearBase = runtime.GetTypeByMetadataName("PeftGen.Nn.LinearBase");
+        var linear = runtime.GetTypeByMetadataName("PeftGen.Nn.Linear");
+        var moduleList = runtime.GetTypeByMetadataName("PeftGen.Nn.ModuleList`1");
         return module == null || linearBase == null || linear == null || moduleList == null
             ? null
-            : new KnownSymbols(compilation, module, linearBase, linear, moduleList);
+            : new KnownSymbols(compilation, runtime, module, linearBase, linear, moduleList);
     }
+
+    /// <summary>
+    /// "PeftGen.VeRAAttribute" for a type declared directly in the <c>PeftGen</c> namespace (where the attributes live),
+    /// null for any other type: the name the constants above hold, without the cost of a display string.
+    /// </summary>
+    public static string? AttributeName(INamedTypeSymbol? type) =>
+        type is { ContainingType: null, IsGenericType: false, ContainingNamespace: { Name: "PeftGen", ContainingNamespace.IsGlobalNamespace: true } }
+            ? "PeftGen." + type.Name
+            : null;
 
     public static bool Is(ITypeSymbol? type, INamedTypeSymbol? expected) =>
         expected != null && SymbolEqualityComparer.Default.Equals(type?.OriginalDefinition, expected);

@@ -17,7 +17,7 @@ internal static class MethodParser
 
     /// <summary>Whether <paramref name="attribute"/> is one of the method attributes.</summary>
     public static bool IsMethod(INamedTypeSymbol? attribute) =>
-        attribute != null && System.Array.IndexOf(KnownSymbols.MethodAttributes, attribute.ToDisplayString()) >= 0;
+        attribute != null && KnownSymbols.AttributeName(attribute) is { } name && System.Array.IndexOf(KnownSymbols.MethodAttributes, name) >= 0;
 
     /// <summary>The attribute's short name as written in C#: "VeRA" for <c>PeftGen.VeRAAttribute</c>.</summary>
     public static string ShortName(AttributeData attribute)
@@ -32,7 +32,7 @@ internal static class MethodParser
         if (attribute.AttributeConstructor is not { } constructor) return null;
         var v = new Values(attribute);
         var assembly = constructor.ContainingAssembly;
-        switch (attribute.AttributeClass?.ToDisplayString())
+        switch (KnownSymbols.AttributeName(attribute.AttributeClass))
         {
             case KnownSymbols.VeRAAttribute:
                 return new VeraSpec(
@@ -80,7 +80,7 @@ internal static class MethodParser
         {
             if (attribute.AttributeConstructor is not { } constructor) continue;
             var v = new Values(attribute);
-            switch (attribute.AttributeClass?.ToDisplayString())
+            switch (KnownSymbols.AttributeName(attribute.AttributeClass))
             {
                 case KnownSymbols.DeltaLoRAAttribute:
                     delta = new DeltaLoRASpec(v.Int("StartStep", 500), v.Double("UpdateRatio", 2));

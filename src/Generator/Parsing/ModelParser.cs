@@ -17,15 +17,16 @@ internal static class ModelParser
     /// </summary>
     public static ModelSpec? Parse(GeneratorAttributeSyntaxContext context, CancellationToken cancellationToken)
     {
-        if (context.TargetSymbol is not INamedTypeSymbol type || context.Attributes.IsEmpty) return null;
-        var known = KnownSymbols.From(context.SemanticModel.Compilation);
+        if (context.TargetSymbol is not INamedTypeSymbol type || context.Attributes.IsEmpty || context.Attributes[0].AttributeClass is not { } attribute)
+            return null;
+        var known = KnownSymbols.From(context.SemanticModel.Compilation, attribute.ContainingAssembly);
         if (known == null || !KnownSymbols.DerivesFrom(type, known.Module)) return null;
 
         var methods = MethodParser.MethodAttributes(type);
         // A partial class may carry its attributes on several declarations; generate once, from the first of them.
         if (methods.Count == 0 || !SameApplication(methods[0], context.Attributes[0])) return null;
-        bool isLoRA = methods[0].AttributeClass?.ToDisplayString() == KnownSymbols.LoRAAttribute;
-        var loraAttributes = isLoRA ? methods.Where(a => a.AttributeClass?.ToDisplayString() == KnownSymbols.LoRAAttribute).ToList() : new List<AttributeData>();
+        bool isLoRA = KnownSymbols.AttributeName(methods[0].AttributeClass) == KnownSymbols.LoRAAttribute;
+        var loraAttributes = isLoRA ? methods.Where(a => KnownSymbols.AttributeName(a.AttributeClass) == KnownSymbols.LoRAAttribute).ToList() : new List<AttributeData>();
         var method = isLoRA ? null : MethodParser.Read(methods[0]);
         if (!isLoRA && method == null) return null;
 
@@ -60,7 +61,7 @@ internal static class ModelParser
             walker.Overrides.ToEquatableArray(),
             method,
             MethodParser.ReadTraining(type),
-            IsLlama(type, context.SemanticModel.Compilation));
+            known.Llama != null && KnownSymbols.DerivesFrom(type, known.Llama));
     }
 
     /// <summary>Whether <paramref name="type"/> derives from the runtime's <c>LlamaForCausalLM</c>.</summary>

@@ -65,11 +65,10 @@ internal sealed class ModuleGraphWalker
                 if (!names.Add(name)) continue;
                 string path = prefix.Length == 0 ? name : prefix + "." + name;
                 ReadOverrides(member, path);
-                string declaringName = declaring.OriginalDefinition.ToDisplayString();
                 var memberReach = reach != null && CanRead(member, type) ? reach.Member(Identifier(member.Name), MayBeNull(member)) : null;
                 if (KnownSymbols.DerivesFrom(childType, _known.LinearBase))
                 {
-                    Layers.Add(Layer(member, declaring, declaringName, name, path, lists) with
+                    Layers.Add(Layer(member, declaring, name, path, lists) with
                     {
                         Access = memberReach?.Expression,
                         ListCountAccesses = counts.ToEquatableArray(),
@@ -77,7 +76,7 @@ internal sealed class ModuleGraphWalker
                 }
                 else if (KnownSymbols.Is(childType, _known.ModuleList) && childType.TypeArguments[0] is INamedTypeSymbol element)
                 {
-                    WalkType(element, path + ".{i}", lists.Add(KnownModelShapes.ListCount(declaringName, name)),
+                    WalkType(element, path + ".{i}", lists.Add(KnownModelShapes.ListCount(declaring, name)),
                         memberReach?.Element(), counts.Add(memberReach?.Count() ?? ""));
                 }
                 else
@@ -90,9 +89,21 @@ internal sealed class ModuleGraphWalker
     /// <summary>Whether generated code in the walked class can read <paramref name="member"/> through a <paramref name="receiver"/>.</summary>
     private bool CanRead(ISymbol member, INamedTypeSymbol receiver)
     {
-        if (_root == null || !_known.Compilation.IsSymbolAccessibleWithin(member, _root, receiver)) return false;
-        return member is not IPropertySymbol property
-            || property.GetMethod is { } getter && _known.Compilation.IsSymbolAccessibleWithin(getter, _root, receiver);
+        if (_root == null) return false;
+        var read = member is IPropertySymbol property ? property.GetMethod : member;
+        if (read == null) return false;
+        // Public members of public, non-generic types need no look at the compilation (its check costs microseconds a call).
+        if (IsPublic(member) && IsPublic(read)) return true;
+        return _known.Compilation.IsSymbolAccessibleWithin(member, _root, receiver)
+            && (ReferenceEquals(read, member) || _known.Compilation.IsSymbolAccessibleWithin(read, _root, receiver));
+    }
+
+    private static bool IsPublic(ISymbol member)
+    {
+        if (member.DeclaredAccessibility != Accessibility.Public) return false;
+        for (var type = member.ContainingType; type != null; type = type.ContainingType)
+            if (type.DeclaredAccessibility != Accessibility.Public || type.IsGenericType) return false;
+        return true;
     }
 
     private static bool MayBeNull(ISymbol member) => member switch
@@ -155,9 +166,9 @@ internal sealed class ModuleGraphWalker
         }
     }
 
-    private LayerSpec Layer(ISymbol member, INamedTypeSymbol declaring, string declaringName, string name, string path, ImmutableArray<DimensionSpec> lists)
+    private LayerSpec Layer(ISymbol member, INamedTypeSymbol declaring, string name, string path, ImmutableArray<DimensionSpec> lists)
     {
-        if (KnownModelShapes.Linear(declaringName, name) is var (inFeatures, outFeatures, presence))
+        if (KnownModelShapes.Linear(declaring, name) is var (inFeatures, outFeatures, presence))
             return new LayerSpec(path, lists.ToEquatableArray(), inFeatures, outFeatures, true, presence);
         var creations = Creations(member, declaring).ToList();
         var shapes = creations.Select(Shape).Distinct().ToList();
