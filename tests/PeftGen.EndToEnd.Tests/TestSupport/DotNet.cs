@@ -25,9 +25,16 @@ internal static class DotNet
     private static string Executable => Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet";
 
     /// <summary>Runs <c>dotnet</c> with <paramref name="arguments"/> in <paramref name="workingDirectory"/> and waits for it.</summary>
-    public static CommandResult Run(string workingDirectory, params string[] arguments)
+    public static CommandResult Run(string workingDirectory, params string[] arguments) =>
+        RunProcess(Executable, "dotnet", workingDirectory, arguments);
+
+    /// <summary>Runs a program a publish made (a native executable) in <paramref name="workingDirectory"/> and waits for it.</summary>
+    public static CommandResult RunProgram(string executable, string workingDirectory, params string[] arguments) =>
+        RunProcess(executable, executable, workingDirectory, arguments);
+
+    private static CommandResult RunProcess(string fileName, string displayName, string workingDirectory, string[] arguments)
     {
-        var start = new ProcessStartInfo(Executable)
+        var start = new ProcessStartInfo(fileName)
         {
             WorkingDirectory = workingDirectory,
             RedirectStandardOutput = true,
@@ -51,7 +58,7 @@ internal static class DotNet
         process.Start();
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        string commandLine = $"dotnet {string.Join(' ', arguments)}";
+        string commandLine = $"{displayName} {string.Join(' ', arguments)}";
         if (!process.WaitForExit(Timeout))
         {
             process.Kill(entireProcessTree: true);
