@@ -56,7 +56,7 @@ public sealed class LoRAAttributeAnalyzer : DiagnosticAnalyzer
             return;
         }
         bool quantized = ModelAnalysis.Find(type, peft.Known.Quantize) != null;
-        var model = ModelAnalysis.Create(type, peft, context.CancellationToken);
+        var model = peft.Model(type, context.CancellationToken);
         for (int i = 0; i < adapters.Length; i++)
         {
             var adapter = adapters[i];

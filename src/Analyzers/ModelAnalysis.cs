@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Concurrent;
 using System.Collections.Generic;
 using System.Collections.Immutable;
 using System.Linq;
@@ -133,10 +134,17 @@ internal sealed class AdapterDeclaration
     }
 }
 
-/// <summary>What every PeftGen analyzer needs once per compilation: the runtime's symbols and the config files.</summary>
+/// <summary>
+/// What every PeftGen analyzer needs once per compilation: the runtime's symbols, the config files and the analysis of
+/// each model class. The six analyzers share one instance per compilation (as roslyn-analyzers share their
+/// <c>WellKnownTypeProvider</c>), so a model's walk and 7B-sized plan are made once per edit, not once per analyzer.
+/// </summary>
 internal sealed class PeftCompilation
 {
+    private static readonly ConditionalWeakTable<Compilation, PeftCompilation> ByCompilation = new();
+
     private readonly ImmutableArray<AdditionalText> _files;
+    private readonly ConcurrentDictionary<INamedTypeSymbol, ModelAnalysis?> _models = new(SymbolEqualityComparer.Default);
     private StrongBox<EquatableArray<ModelConfigSpec>>? _configs;
 
     private PeftCompilation(KnownSymbols known, ImmutableArray<AdditionalText> files)
@@ -148,8 +156,22 @@ internal sealed class PeftCompilation
     public KnownSymbols Known { get; }
 
     /// <summary>The state for <paramref name="compilation"/>, or null when it does not reference the runtime.</summary>
-    public static PeftCompilation? From(Compilation compilation, AnalyzerOptions options) =>
-        KnownSymbols.From(compilation) is { } known ? new PeftCompilation(known, options.AdditionalFiles) : null;
+    public static PeftCompilation? From(Compilation compilation, AnalyzerOptions options)
+    {
+        if (ByCompilation.TryGetValue(compilation, out var shared) && shared._files == options.AdditionalFiles) return shared;
+        if (KnownSymbols.From(compilation) is not { } known) return null;
+        var created = new PeftCompilation(known, options.AdditionalFiles);
+        // The same compilation analysed with other additional files (another host's options) keeps state of its own.
+        var stored = ByCompilation.GetValue(compilation, _ => created);
+        return stored._files == options.AdditionalFiles ? stored : created;
+    }
+
+    /// <summary>
+    /// <see cref="ModelAnalysis.Create"/> for <paramref name="type"/>, made once per compilation. A cancelled analysis is
+    /// not stored; racing analyzers may both make one and keep the first.
+    /// </summary>
+    public ModelAnalysis? Model(INamedTypeSymbol type, CancellationToken cancellationToken) =>
+        _models.TryGetValue(type, out var model) ? model : _models.GetOrAdd(type, ModelAnalysis.Create(type, this, cancellationToken));
 
     /// <summary>The .json additional files that read as config objects, as the generator collects them.</summary>
     public EquatableArray<ModelConfigSpec> Configs(CancellationToken cancellationToken)

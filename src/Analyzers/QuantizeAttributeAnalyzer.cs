@@ -46,7 +46,7 @@ public sealed class QuantizeAttributeAnalyzer : DiagnosticAnalyzer
             return;
         }
 
-        var rows = ModelAnalysis.Create(type, peft, context.CancellationToken)?.Plan.Adapters
+        var rows = peft.Model(type, context.CancellationToken)?.Plan.Adapters
             .SelectMany(a => a.Plan ?? default)
             .Where(r => r.Quantized && (long)r.InFeatures * r.OutFeatures % blockSize != 0)
             .ToList();

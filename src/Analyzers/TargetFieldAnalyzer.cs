@@ -70,7 +70,7 @@ public sealed class TargetFieldAnalyzer : DiagnosticAnalyzer
 
         public void AnalyzeModel(SymbolAnalysisContext context)
         {
-            if (ModelAnalysis.Create((INamedTypeSymbol)context.Symbol, peft, context.CancellationToken) is not { } model) return;
+            if (peft.Model((INamedTypeSymbol)context.Symbol, context.CancellationToken) is not { } model) return;
             var adapters = model.Adapters.Select(a => a.Spec).ToList();
             foreach (var node in model.Tree.Nodes)
             {

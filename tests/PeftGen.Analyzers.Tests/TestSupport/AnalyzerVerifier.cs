@@ -30,14 +30,12 @@ internal static class AnalyzerVerifier
     public static async Task<ImmutableArray<Diagnostic>> VerifyAsync(string markup, params (string Path, string Text)[] additionalFiles)
     {
         var (source, expected) = Parse(markup);
-        var tree = CSharpSyntaxTree.ParseText(source, ParseOptions, path: "Source0.cs");
-        var compilation = CSharpCompilation.Create("Consumer", [tree], References,
-            new CSharpCompilationOptions(OutputKind.DynamicallyLinkedLibrary, nullableContextOptions: NullableContextOptions.Enable));
+        var compilation = Compile(source);
         Assert.Empty(compilation.GetDiagnostics().Where(d => d.Severity == DiagnosticSeverity.Error));
 
         var exceptions = new List<Exception>();
         var options = new CompilationWithAnalyzersOptions(
-            new AnalyzerOptions(additionalFiles.Select(f => (AdditionalText)new InMemoryAdditionalText(f.Path, f.Text)).ToImmutableArray()),
+            Options(additionalFiles),
             (exception, _, _) =>
             {
                 lock (exceptions) exceptions.Add(exception);
@@ -53,6 +51,15 @@ internal static class AnalyzerVerifier
             "Expected:\n  " + string.Join("\n  ", wanted) + "\nActual:\n  " + string.Join("\n  ", diagnostics.Select(d => Describe(source, d.Id, d.Location.SourceSpan) + ": " + d.GetMessage())));
         return diagnostics;
     }
+
+    /// <summary>A consumer compilation of <paramref name="source"/> that references the PeftGen runtime.</summary>
+    public static CSharpCompilation Compile(string source) =>
+        CSharpCompilation.Create("Consumer", [CSharpSyntaxTree.ParseText(source, ParseOptions, path: "Source0.cs")], References,
+            new CSharpCompilationOptions(OutputKind.DynamicallyLinkedLibrary, nullableContextOptions: NullableContextOptions.Enable));
+
+    /// <summary>Analyzer options carrying <paramref name="additionalFiles"/> as in-memory additional files.</summary>
+    public static AnalyzerOptions Options(params (string Path, string Text)[] additionalFiles) =>
+        new(additionalFiles.Select(f => (AdditionalText)new InMemoryAdditionalText(f.Path, f.Text)).ToImmutableArray());
 
     private static (string Source, List<(string Id, TextSpan Span)> Expected) Parse(string markup)
     {

@@ -1,0 +1,58 @@
+using Microsoft.CodeAnalysis;
+using PeftGen.Analyzers.Tests.TestSupport;
+
+namespace PeftGen.Analyzers.Tests;
+
+/// <summary>The per-compilation state the six analyzers share: one instance per compilation and options, one analysis per model.</summary>
+public sealed class PeftCompilationTests
+{
+    private const string Config = """
+        { "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 3, "num_attention_heads": 8,
+          "num_key_value_heads": 4, "vocab_size": 512, "max_position_embeddings": 128 }
+        """;
+
+    private static readonly string Source = Sources.Llama("""
+        [LoRA(rank: 8, targets: "all-linear")]
+        [ModelConfig("config.json")]
+        """);
+
+    [Fact]
+    public void Analyzers_of_one_compilation_share_its_state_and_each_models_analysis()
+    {
+        var compilation = AnalyzerVerifier.Compile(Source);
+        var options = AnalyzerVerifier.Options(("/src/config.json", Config));
+        var first = PeftCompilation.From(compilation, options)!;
+        var chat = compilation.GetTypeByMetadataName("Chat")!;
+
+        Assert.Same(first, PeftCompilation.From(compilation, options));
+        var model = first.Model(chat, CancellationToken.None);
+        Assert.NotNull(model);
+        Assert.Same(model, first.Model(chat, CancellationToken.None));
+        // The shared analysis is the one an analyzer would make itself: 3 layers × 7 projections planned.
+        Assert.Equal(ModelAnalysis.Create(chat, first, CancellationToken.None)!.Plan, model!.Plan);
+        Assert.Equal(21, model.Plan.Adapters[0].Plan!.Value.Count);
+    }
+
+    [Fact]
+    public void Other_options_or_another_compilation_get_state_of_their_own()
+    {
+        var compilation = AnalyzerVerifier.Compile(Source);
+        var withConfig = PeftCompilation.From(compilation, AnalyzerVerifier.Options(("/src/config.json", Config)))!;
+        var withoutConfig = PeftCompilation.From(compilation, AnalyzerVerifier.Options())!;
+        Assert.NotSame(withConfig, withoutConfig);
+        Assert.Single(withConfig.Configs(CancellationToken.None));
+        Assert.Empty(withoutConfig.Configs(CancellationToken.None));
+
+        var edited = compilation.AddSyntaxTrees(Microsoft.CodeAnalysis.CSharp.CSharpSyntaxTree.ParseText("class Other { }"));
+        Assert.NotSame(withConfig, PeftCompilation.From(edited, AnalyzerVerifier.Options(("/src/config.json", Config))));
+    }
+
+    [Fact]
+    public void A_compilation_without_the_runtime_has_no_state()
+    {
+        var plain = Microsoft.CodeAnalysis.CSharp.CSharpCompilation.Create("Plain",
+            [Microsoft.CodeAnalysis.CSharp.CSharpSyntaxTree.ParseText("class C { }")],
+            [MetadataReference.CreateFromFile(typeof(object).Assembly.Location)]);
+        Assert.Null(PeftCompilation.From(plain, AnalyzerVerifier.Options()));
+    }
+}
