@@ -49,7 +49,7 @@ public sealed class MethodAttributeAnalyzer : DiagnosticAnalyzer
                 Arguments(other, context).Location, type.Name, method, MethodParser.ShortName(other)));
         }
 
-        bool llama = ModelParser.IsLlama(type, context.Compilation);
+        bool llama = peft.Known.IsLlama(type);
         var config = ModelAnalysis.Find(type, peft.Known.ModelConfig) is { ConstructorArguments.Length: 1 } c
             ? AdapterPlanner.FindConfig(c.ConstructorArguments[0].Value as string, peft.Configs(context.CancellationToken))
             : null;

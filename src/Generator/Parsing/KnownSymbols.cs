@@ -42,7 +42,6 @@ internal sealed class KnownSymbols
     private KnownSymbols(Compilation compilation, IAssemblySymbol runtime, INamedTypeSymbol module, INamedTypeSymbol linearBase, INamedTypeSymbol linear, INamedTypeSymbol moduleList)
     {
         Compilation = compilation;
-        Runtime = runtime;
         Module = module;
         LinearBase = linearBase;
         Linear = linear;
@@ -59,11 +58,11 @@ internal sealed class KnownSymbols
 
     public Compilation Compilation { get; }
 
-    /// <summary>The PeftGen runtime assembly the compilation references.</summary>
-    public IAssemblySymbol Runtime { get; }
-
     /// <summary>The runtime's <c>LlamaForCausalLM</c>.</summary>
     public INamedTypeSymbol? Llama { get; }
+
+    /// <summary>Whether <paramref name="type"/> derives from the runtime's <c>LlamaForCausalLM</c> (prompt learning and layer drop need it).</summary>
+    public bool IsLlama(INamedTypeSymbol type) => Llama != null && DerivesFrom(type, Llama);
 
     public INamedTypeSymbol Module { get; }
 

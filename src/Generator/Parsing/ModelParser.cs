@@ -61,12 +61,8 @@ internal static class ModelParser
             walker.Overrides.ToEquatableArray(),
             method,
             MethodParser.ReadTraining(type),
-            known.Llama != null && KnownSymbols.DerivesFrom(type, known.Llama));
+            known.IsLlama(type));
     }
-
-    /// <summary>Whether <paramref name="type"/> derives from the runtime's <c>LlamaForCausalLM</c>.</summary>
-    internal static bool IsLlama(INamedTypeSymbol type, Compilation compilation) =>
-        compilation.GetTypeByMetadataName(KnownSymbols.LlamaForCausalLM) is { } llama && KnownSymbols.DerivesFrom(type, llama);
 
     private static bool SameApplication(AttributeData a, AttributeData b) =>
         a.ApplicationSyntaxReference is { } x && b.ApplicationSyntaxReference is { } y
