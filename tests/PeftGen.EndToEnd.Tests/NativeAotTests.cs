@@ -87,8 +87,8 @@ public sealed class NativeAotTests(PackageFeedFixture fixture)
     public void NativeAotPublishHasNoTrimOrAotWarningsAndTheNativeProgramTrainsSavesAndReloads()
     {
         string folder = fixture.NewFolder("native-aot-consumer");
-        // gcc links as well as clang, which the NativeAOT targets ask for by default.
-        string linker = NativeToolchainFactAttribute.HasClang ? "" : "<CppCompilerAndLinker>gcc</CppCompilerAndLinker>";
+        // gcc (with the system's ld) where there is one: clang, the NativeAOT default, may lack the lld it links with.
+        string linker = NativeToolchainFactAttribute.HasGcc ? "<CppCompilerAndLinker>gcc</CppCompilerAndLinker>" : "";
         Consumer.Write(folder, $"""
               <PropertyGroup>
                 <PublishAot>true</PublishAot>
