@@ -22,51 +22,18 @@ public static class HuggingFaceLlama
     /// <summary>Name of a sharded checkpoint's index.</summary>
     public const string IndexFileName = "model.safetensors.index.json";
 
-    /// <summary>Loads a Hugging Face Llama folder into a new float32 model.</summary>
+    /// <summary>
+    /// Loads a Hugging Face Llama folder into a new float32 model, reading one tensor at a time.
+    /// <see cref="ModelLoader.Load(string, ModelLoadOptions?)"/> loads it with 4-bit or 16-bit weights instead.
+    /// </summary>
     /// <exception cref="FileNotFoundException">config.json or the weights are missing.</exception>
     /// <exception cref="InvalidDataException">The config is invalid, or tensors are missing, unexpected or mis-shaped (all listed together).</exception>
     /// <exception cref="SafetensorsFormatException">A weights file breaks the safetensors format.</exception>
     public static LlamaForCausalLM Load(string folder)
     {
         ArgumentNullException.ThrowIfNull(folder);
-        string configPath = Path.Combine(folder, ConfigFileName);
-        if (!File.Exists(configPath)) throw new FileNotFoundException($"No {ConfigFileName} in {folder}.", configPath);
-        var config = LlamaConfig.Load(configPath) with { RopeInterleaved = false };
-
-        string single = Path.Combine(folder, WeightsFileName), index = Path.Combine(folder, IndexFileName);
-        SafetensorsFile? file = null;
-        SafetensorsIndex? sharded = null;
-        if (File.Exists(single)) file = SafetensorsFile.Open(single);
-        else if (File.Exists(index)) sharded = SafetensorsIndex.Open(index);
-        else throw new FileNotFoundException($"No {WeightsFileName} or {IndexFileName} in {folder}.", single);
-        try
-        {
-            string source = file?.FilePath ?? sharded!.FilePath;
-            var names = file?.TensorNames ?? sharded!.TensorNames;
-            Func<string, SafetensorsTensorInfo> info = file != null ? file.GetInfo : sharded!.GetInfo;
-            // Check every name and shape against the config before allocating the model, so a config that disagrees
-            // with its weights (or a doctored one) is reported instead of allocating whatever it asks for.
-            var expected = ExpectedShapes(config);
-            CheckTensors(source, expected, names, info, config.TieWordEmbeddings);
-
-            var model = new LlamaForCausalLM(config);
-            try
-            {
-                foreach (var (name, parameter) in model.NamedParameters())
-                    (file ?? sharded!.ShardOf(name)).ReadInto(name, parameter);
-                return model;
-            }
-            catch
-            {
-                model.Dispose();
-                throw;
-            }
-        }
-        finally
-        {
-            file?.Dispose();
-            sharded?.Dispose();
-        }
+        if (!Directory.Exists(folder)) throw new FileNotFoundException($"No {ConfigFileName} in {folder}.", Path.Combine(folder, ConfigFileName));
+        return ModelLoader.Load(folder);
     }
 
     /// <summary>
@@ -143,7 +110,7 @@ public static class HuggingFaceLlama
         return shapes;
     }
 
-    private static void CheckTensors(string source, IReadOnlyDictionary<string, int[]> expected, IReadOnlyList<string> names,
+    internal static void CheckTensors(string source, IReadOnlyDictionary<string, int[]> expected, IReadOnlyList<string> names,
         Func<string, SafetensorsTensorInfo> info, bool tied)
     {
         var present = new HashSet<string>(names, StringComparer.Ordinal);

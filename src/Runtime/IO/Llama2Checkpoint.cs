@@ -1,6 +1,5 @@
 using System.Runtime.InteropServices;
 using PeftGen.Models.Llama;
-using PeftGen.Tensors;
 
 namespace PeftGen.IO;
 
@@ -11,61 +10,32 @@ namespace PeftGen.IO;
 /// </summary>
 public static class Llama2Checkpoint
 {
-    private const int HeaderBytes = 7 * sizeof(int);
+    /// <summary>Bytes of the header: seven int32.</summary>
+    internal const int HeaderBytes = 7 * sizeof(int);
 
     /// <summary>Reads only the header and returns the model configuration it describes.</summary>
-    public static LlamaConfig ReadConfig(string path)
-    {
-        using var stream = OpenRead(path);
-        return ReadHeader(stream, path).Config;
-    }
+    public static LlamaConfig ReadConfig(string path) => ReadHeader(path, out _).Config;
 
-    /// <summary>Loads a checkpoint into a new <see cref="LlamaForCausalLM"/> (RoPE on interleaved pairs, as llama2.c).</summary>
+    /// <summary>
+    /// Loads a checkpoint into a new float32 <see cref="LlamaForCausalLM"/> (RoPE on interleaved pairs, as llama2.c),
+    /// reading one tensor at a time. <see cref="ModelLoader.Load(string, ModelLoadOptions?)"/> loads it with 4-bit or
+    /// 16-bit weights instead.
+    /// </summary>
     /// <exception cref="InvalidDataException">The file is truncated or its header is inconsistent; the message names the file.</exception>
     public static LlamaForCausalLM Load(string path)
     {
-        using var stream = OpenRead(path);
-        var (config, sharedClassifier) = ReadHeader(stream, path);
-        int dim = config.HiddenSize, hidden = config.IntermediateSize, layers = config.NumHiddenLayers;
-        int kvDim = config.KeyValueHeads * config.HeadDim, headSize = config.HeadDim;
-        long weights = (long)config.VocabSize * dim + layers * (2L * dim + 2L * dim * dim + 2L * kvDim * dim + 3L * dim * hidden) + dim;
-        long ropeTables = (long)config.MaxPositionEmbeddings * headSize; // two tables of seq_len · head_size / 2
-        long classifier = sharedClassifier ? 0 : (long)config.VocabSize * dim;
-        long expected = HeaderBytes + 4 * (weights + ropeTables + classifier);
-        if (stream.Length < expected)
-            throw new InvalidDataException(
-                $"{path}: truncated llama2.c checkpoint: the header (dim {dim}, hidden {hidden}, layers {layers}, vocab {config.VocabSize}, seq_len {config.MaxPositionEmbeddings}) needs {expected:N0} bytes, the file has {stream.Length:N0}.");
-
-        var model = new LlamaForCausalLM(config);
-        try
-        {
-            // llama2.c stores each kind of weight for all layers together, in this order (w1 = gate, w2 = down, w3 = up).
-            var parameters = model.StateDict();
-            Read(stream, parameters["model.embed_tokens.weight"]);
-            foreach (var name in (string[])["input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                         "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj"])
-                for (int i = 0; i < layers; i++) Read(stream, parameters[$"model.layers.{i}.{name}.weight"]);
-            Read(stream, parameters["model.norm.weight"]);
-            stream.Seek(4 * ropeTables, SeekOrigin.Current); // llama2.c recomputes RoPE; the stored tables are unused
-            if (!sharedClassifier) Read(stream, parameters["lm_head.weight"]);
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        ArgumentNullException.ThrowIfNull(path);
+        if (!File.Exists(path)) throw new FileNotFoundException($"llama2.c checkpoint not found: {path}", path);
+        return ModelLoader.Load(path);
     }
 
-    private static FileStream OpenRead(string path)
+    /// <summary>The configuration in the header of <paramref name="path"/> and whether the classifier is the shared embedding.</summary>
+    internal static (LlamaConfig Config, bool SharedClassifier) ReadHeader(string path, out long fileLength)
     {
         ArgumentNullException.ThrowIfNull(path);
         if (!File.Exists(path)) throw new FileNotFoundException($"llama2.c checkpoint not found: {path}", path);
-        return new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
-    }
-
-    private static (LlamaConfig Config, bool SharedClassifier) ReadHeader(FileStream stream, string path)
-    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1);
+        fileLength = stream.Length;
         if (stream.Length < HeaderBytes)
             throw new InvalidDataException($"{path}: {stream.Length} bytes is too short for a llama2.c header ({HeaderBytes} bytes).");
         Span<int> h = stackalloc int[7];
@@ -86,7 +56,4 @@ public static class Llama2Checkpoint
         config.Validate($"{path} (llama2.c header)");
         return (config, shared);
     }
-
-    private static void Read(FileStream stream, Tensor target) =>
-        stream.ReadExactly(MemoryMarshal.AsBytes(target.AsSpan()));
 }

@@ -39,6 +39,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
     private readonly Dictionary<string, SafetensorsTensorInfo> _tensors;
     private readonly List<string> _order;
     private SharedMapping? _mapping;
+    private Microsoft.Win32.SafeHandles.SafeFileHandle? _handle;
 
     private SafetensorsFile(string path, Dictionary<string, SafetensorsTensorInfo> tensors, List<string> order,
         IReadOnlyDictionary<string, string> metadata, long dataStart, SharedMapping mapping)
@@ -100,7 +101,18 @@ public sealed unsafe class SafetensorsFile : IDisposable
         var (tensors, order, metadata) = ParseHeader(path, header, fileLength - dataStart);
 
         var mapping = SharedMapping.Create(stream, fileLength);
-        return new SafetensorsFile(path, tensors, order, metadata, dataStart, mapping);
+        try
+        {
+            return new SafetensorsFile(path, tensors, order, metadata, dataStart, mapping)
+            {
+                _handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read),
+            };
+        }
+        catch
+        {
+            mapping.Release();
+            throw;
+        }
     }
 
     /// <summary>
@@ -165,10 +177,77 @@ public sealed unsafe class SafetensorsFile : IDisposable
         return new Span<byte>(Mapping.Pointer + DataStart + info.Begin, checked((int)(info.End - info.Begin)));
     }
 
-    /// <summary>Unmaps the file once no zero-copy tensor still uses it.</summary>
+    /// <summary>
+    /// Reads elements [<paramref name="first"/>, first + destination.Length) of tensor <paramref name="name"/> as float32,
+    /// widening 16-bit data. Reads go through the file, not the mapping, so the data read does not stay in this process's
+    /// resident set: loaders stream multi-gigabyte checkpoints through a small scratch buffer.
+    /// </summary>
+    /// <exception cref="SafetensorsFormatException">The stored dtype is not F32, BF16 or F16, or the file ends early.</exception>
+    internal void ReadElements(string name, long first, Span<float> destination)
+    {
+        var info = GetInfo(name);
+        var source = RequireComputeType(info);
+        CheckRange(info, first, destination.Length);
+        int size = source.ElementSize();
+        if (source == DType.Float32)
+        {
+            ReadFileBytes(info, first * size, MemoryMarshal.AsBytes(destination));
+            return;
+        }
+        const int Chunk = 1 << 18;                                                          // elements per read: 512 KiB of 16-bit data
+        var scratch = System.Buffers.ArrayPool<ushort>.Shared.Rent(Math.Min(Chunk, destination.Length));
+        try
+        {
+            for (int done = 0; done < destination.Length; done += Chunk)
+            {
+                int n = Math.Min(Chunk, destination.Length - done);
+                var bits = scratch.AsSpan(0, n);
+                ReadFileBytes(info, (first + done) * size, MemoryMarshal.AsBytes(bits));
+                Float16Conversions.Widen(bits, destination.Slice(done, n), source);
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<ushort>.Shared.Return(scratch);
+        }
+    }
+
+    /// <summary>Reads the stored bytes of tensor <paramref name="name"/>, as they are in the file (no conversion), through the file rather than the mapping.</summary>
+    /// <exception cref="SafetensorsFormatException">The file ends early.</exception>
+    internal void ReadStoredBytes(string name, Span<byte> destination)
+    {
+        var info = GetInfo(name);
+        if (destination.Length != info.End - info.Begin)
+            throw new ArgumentException($"{FilePath}: '{name}' holds {info.End - info.Begin} bytes, not {destination.Length}.", nameof(destination));
+        ReadFileBytes(info, 0, destination);
+    }
+
+    private void CheckRange(SafetensorsTensorInfo info, long first, int length)
+    {
+        if (first < 0 || first + length > info.Count)
+            throw new ArgumentOutOfRangeException(nameof(first), $"{FilePath}: '{info.Name}' has {info.Count} elements; elements {first}..{first + length - 1} do not exist.");
+    }
+
+    private void ReadFileBytes(SafetensorsTensorInfo info, long offsetInTensor, Span<byte> destination)
+    {
+        var handle = _handle ?? throw new ObjectDisposedException(nameof(SafetensorsFile), $"{FilePath} was closed.");
+        long position = DataStart + info.Begin + offsetInTensor;
+        while (!destination.IsEmpty)
+        {
+            int read = RandomAccess.Read(handle, destination, position);
+            if (read <= 0)
+                throw new SafetensorsFormatException(FilePath,
+                    $"the file ends at byte {position:N0}, inside tensor '{info.Name}' (bytes {DataStart + info.Begin:N0}..{DataStart + info.End:N0}): it was truncated or is being written. Copy or download it again.");
+            destination = destination[read..];
+            position += read;
+        }
+    }
+
+    /// <summary>Unmaps the file once no zero-copy tensor still uses it, and closes the file.</summary>
     public void Dispose()
     {
         Interlocked.Exchange(ref _mapping, null)?.Release();
+        Interlocked.Exchange(ref _handle, null)?.Dispose();
     }
 
     private SharedMapping Mapping => _mapping ?? throw new ObjectDisposedException(nameof(SafetensorsFile), $"{FilePath} was closed.");

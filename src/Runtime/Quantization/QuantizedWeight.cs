@@ -139,35 +139,87 @@ public sealed unsafe class QuantizedWeight
         long count = CheckShape(rows, cols, type, blockSize);
         if (weight.Length != count)
             throw new ArgumentException($"The weight holds {weight.Length} values; a [{rows}, {cols}] matrix needs {count}.", nameof(weight));
-        int blocks = BlockCountOf(count, blockSize);
-        int shift = BitOperations.Log2((uint)blockSize);
-        var packed = GC.AllocateUninitializedArray<byte>(checked((int)((count + 1) / 2)), pinned: true);
-        var absmax = new float[blocks];
-        long firstBad = long.MaxValue;
-        fixed (float* w = weight)
-        fixed (byte* p = packed)
-        fixed (float* a = absmax)
+        var builder = new Builder(rows, cols, type, blockSize, count);
+        fixed (float* w = weight) builder.Append(w, count);
+        return builder.Build(doubleQuant);
+    }
+
+    /// <summary>
+    /// Quantizes a weight [rows, cols] that is read in pieces, never whole: <paramref name="read"/> fills elements
+    /// [first, first + destination.Length) of the flattened weight as float32, one chunk of at most
+    /// <paramref name="chunkElements"/> at a time (a checkpoint tensor read from disk, widened from 16 bits). The result
+    /// is bit-identical to <see cref="Quantize(ReadOnlySpan{float}, int, int, QuantType, int, bool)"/> of the whole weight:
+    /// blocks never straddle chunks, and double quantization needs only the block scales, which are kept.
+    /// </summary>
+    /// <exception cref="ArgumentException">Bad shape or block size, or a non-finite weight.</exception>
+    internal static QuantizedWeight Quantize(int rows, int cols, QuantType type, int blockSize, bool doubleQuant,
+        WeightChunkReader read, int chunkElements = 1 << 20)
+    {
+        ArgumentNullException.ThrowIfNull(read);
+        long count = CheckShape(rows, cols, type, blockSize);
+        var builder = new Builder(rows, cols, type, blockSize, count);
+        int chunk = (int)Math.Min(count, Math.Max(blockSize, chunkElements / blockSize * blockSize));
+        // A tensor, so host-memory accounting (HostMemoryStats) sees the one full-precision buffer a streamed load holds.
+        using var scratch = Tensors.Tensor.Create([chunk], Tensors.DType.Float32, zeroed: false, scoped: false); // [chunk] one piece, widened
+        var w = scratch.AsSpan();
+        for (long first = 0; first < count; first += chunk)
         {
-            float* wp = w, ap = a;
-            byte* pp = p;
-            CpuParallel.ForRange(blocks, Math.Max(1, 16384 >> shift), (b0, b1) =>
-            {
-                for (int b = b0; b < b1; b++)
-                {
-                    long start = (long)b << shift;
-                    int length = (int)Math.Min(blockSize, count - start);
-                    long bad = QuantizeBlock(wp + start, length, type, pp + (start >> 1), out ap[b]);
-                    if (bad >= 0) InterlockedMin(ref firstBad, start + bad);
-                }
-            });
+            int n = (int)Math.Min(chunk, count - first);
+            read(first, w[..n]);
+            fixed (float* p = w) builder.Append(p, n);
         }
-        if (firstBad != long.MaxValue)
-            throw new ArgumentException(
-                $"Weight [{firstBad / cols}, {firstBad % cols}] is {weight[(int)firstBad]}: 4-bit quantization needs finite values.", nameof(weight));
-        if (!doubleQuant)
-            return new QuantizedWeight(rows, cols, type, blockSize, packed, absmax, [], [], 0f);
-        var (codes, scales, offset) = QuantizeAbsmax(absmax);
-        return new QuantizedWeight(rows, cols, type, blockSize, packed, [], codes, scales, offset);
+        return builder.Build(doubleQuant);
+    }
+
+    /// <summary>Fills <paramref name="destination"/> with elements [first, first + destination.Length) of a flattened weight.</summary>
+    internal delegate void WeightChunkReader(long first, Span<float> destination);
+
+    /// <summary>Packs a weight's codes and block scales piece by piece, in order (pieces start on block boundaries).</summary>
+    private sealed class Builder(int rows, int cols, QuantType type, int blockSize, long count)
+    {
+        private readonly byte[] _packed = GC.AllocateUninitializedArray<byte>(checked((int)((count + 1) / 2)), pinned: true);
+        private readonly float[] _absmax = new float[BlockCountOf(count, blockSize)];
+        private long _done;
+
+        /// <summary>Quantizes the next <paramref name="length"/> elements (a whole number of blocks unless it is the last piece).</summary>
+        public void Append(float* w, long length)
+        {
+            int shift = BitOperations.Log2((uint)blockSize);
+            long start = _done;
+            int firstBlock = (int)(start >> shift), blocks = BlockCountOf(length, blockSize);
+            long firstBad = long.MaxValue;
+            fixed (byte* p = _packed)
+            fixed (float* a = _absmax)
+            {
+                float* ap = a;
+                byte* pp = p;
+                CpuParallel.ForRange(blocks, Math.Max(1, 16384 >> shift), (b0, b1) =>
+                {
+                    for (int b = b0; b < b1; b++)
+                    {
+                        long offset = (long)b << shift;
+                        int n = (int)Math.Min(blockSize, length - offset);
+                        long bad = QuantizeBlock(w + offset, n, type, pp + ((start + offset) >> 1), out ap[firstBlock + b]);
+                        if (bad >= 0) InterlockedMin(ref firstBad, offset + bad);
+                    }
+                });
+            }
+            if (firstBad != long.MaxValue)
+            {
+                long e = start + firstBad;
+                throw new ArgumentException($"Weight [{e / cols}, {e % cols}] is {w[firstBad]}: 4-bit quantization needs finite values.", "weight");
+            }
+            _done += length;
+        }
+
+        public QuantizedWeight Build(bool doubleQuant)
+        {
+            if (_done != count) throw new InvalidOperationException($"Quantized {_done} of {count} weights.");
+            if (!doubleQuant)
+                return new QuantizedWeight(rows, cols, type, blockSize, _packed, _absmax, [], [], 0f);
+            var (codes, scales, offset) = QuantizeAbsmax(_absmax);
+            return new QuantizedWeight(rows, cols, type, blockSize, _packed, [], codes, scales, offset);
+        }
     }
 
     /// <summary>

@@ -41,7 +41,7 @@ public sealed unsafe class Tensor : IDisposable
     public long Count { get; }
 
     /// <summary>Element type.</summary>
-    public DType DType { get; }
+    public DType DType { get; private set; }
 
     /// <summary>Where the data lives.</summary>
     public Device Device => Storage.Device;
@@ -54,6 +54,9 @@ public sealed unsafe class Tensor : IDisposable
 
     /// <summary>True once <see cref="Dispose"/> released this tensor's hold on its storage.</summary>
     public bool IsDisposed => _storage == null;
+
+    /// <summary>True for a parameter built under <see cref="EmptyWeights.Scope"/> that no loader has filled yet: it has a shape but no memory.</summary>
+    public bool IsEmpty => _storage is EmptyStorage;
 
     /// <summary>Size of dimension <paramref name="dim"/>; negative counts from the end.</summary>
     public int Size(int dim) => _shape[ShapeUtil.NormalizeDim(dim, Rank)];
@@ -106,13 +109,20 @@ public sealed unsafe class Tensor : IDisposable
         get
         {
             RequireCpu(DType.Float32);
-            return (float*)((HostStorage)Storage).Pointer + Offset;
+            return (float*)HostPointer + Offset;
         }
     }
 
     /// <summary>Pointer to the first element of a CPU tensor, any dtype.</summary>
-    internal byte* RawData => (Storage as HostStorage ?? throw new InvalidOperationException(
-        $"{DescribeForError()} is on {Device}; this operation needs a CPU tensor: copy it with To(Device.Cpu).")).Pointer + Offset * DType.ElementSize();
+    internal byte* RawData => HostPointer + Offset * DType.ElementSize();
+
+    private byte* HostPointer => Storage switch
+    {
+        HostStorage host => host.Pointer,
+        EmptyStorage => throw new InvalidOperationException(
+            $"{DescribeForError()} was created without memory (EmptyWeights) and never loaded: it is missing from the checkpoint the model was loaded from."),
+        _ => throw new InvalidOperationException($"{DescribeForError()} is on {Device}; this operation needs a CPU tensor: copy it with To(Device.Cpu)."),
+    };
 
     /// <summary>The raw bytes of a contiguous CPU tensor of any dtype.</summary>
     internal Span<byte> RawDataSpan()
@@ -186,7 +196,7 @@ public sealed unsafe class Tensor : IDisposable
     public static Tensor Full(int[] shape, float value)
     {
         var t = Create(shape, DType.Float32, zeroed: false);
-        t.AsSpan().Fill(value);
+        if (!t.IsEmpty) t.AsSpan().Fill(value);
         return t;
     }
 
@@ -196,7 +206,7 @@ public sealed unsafe class Tensor : IDisposable
         if (ShapeUtil.Count(shape) != data.Length)
             throw new ArgumentException($"{data.Length} values do not fill shape {ShapeUtil.Format(shape)}.", nameof(shape));
         var t = Create(shape, DType.Float32, zeroed: false);
-        data.CopyTo(t.AsSpan());
+        if (!t.IsEmpty) data.CopyTo(t.AsSpan());
         return t;
     }
 
@@ -205,6 +215,7 @@ public sealed unsafe class Tensor : IDisposable
     {
         ArgumentNullException.ThrowIfNull(random);
         var t = Create(shape, DType.Float32, zeroed: false);
+        if (t.IsEmpty) return t;
         var span = t.AsSpan();
         for (int i = 0; i < span.Length; i++) span[i] = (float)(random.NextGaussian() * std);
         return t;
@@ -215,6 +226,7 @@ public sealed unsafe class Tensor : IDisposable
     {
         ArgumentNullException.ThrowIfNull(random);
         var t = Create(shape, DType.Float32, zeroed: false);
+        if (t.IsEmpty) return t;
         var span = t.AsSpan();
         for (int i = 0; i < span.Length; i++) span[i] = (float)(low + (high - low) * random.NextDouble());
         return t;
@@ -231,7 +243,7 @@ public sealed unsafe class Tensor : IDisposable
         ShapeUtil.Validate(shape);
         long bytes = ShapeUtil.Count(shape) * dtype.ElementSize();
         TensorStorage storage = device.Type == DeviceType.Cpu
-            ? new CpuStorage(bytes, zeroed)
+            ? EmptyWeights.IsActive ? new EmptyStorage(bytes) : new CpuStorage(bytes, zeroed)
             : Backends.Cuda.CudaStorage.Allocate(device, bytes, zeroed);
         return OnStorage(storage, shape, dtype, scoped);
     }
@@ -254,6 +266,23 @@ public sealed unsafe class Tensor : IDisposable
         TensorScope.Current?.Keep(this);
         RequiresGrad = trainable;
         return this;
+    }
+
+    /// <summary>
+    /// Gives an empty parameter (<see cref="IsEmpty"/>) its memory, in <paramref name="dtype"/>, and returns its bytes for
+    /// the loader to fill. A 16-bit parameter is frozen (only float32 tensors train). Views of the empty tensor are not
+    /// updated (there are none: it had no memory to view).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The tensor is not empty.</exception>
+    internal Span<byte> Materialize(DType dtype)
+    {
+        if (!IsEmpty) throw new InvalidOperationException($"{DescribeForError()} already has its memory; only an empty parameter can be materialized.");
+        if (!IsContiguous || Offset != 0) throw new InvalidOperationException($"{DescribeForError()} is a view; materialize the tensor it views.");
+        var storage = new CpuStorage(Count * dtype.ElementSize(), zeroed: false);
+        Interlocked.Exchange(ref _storage, storage)?.Release();
+        DType = dtype;
+        if (dtype != DType.Float32) _requiresGrad = false;
+        return RawDataSpan();
     }
 
     internal Tensor View(int[] shape, long[] strides, long offset)

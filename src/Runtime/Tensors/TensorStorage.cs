@@ -46,6 +46,16 @@ internal sealed class ReleasedStorage(Device device) : TensorStorage(0, device)
     protected override void Free() { }
 }
 
+/// <summary>
+/// The storage of a parameter created under <see cref="EmptyWeights.Scope"/> (PyTorch's meta device): it knows its size
+/// and holds no memory, so a model can be built to the shapes of a checkpoint and each weight allocated only when the
+/// loader reads it (<see cref="Tensor.Materialize"/>), in the type it will be kept in. Kernels that meet it fail loudly.
+/// </summary>
+internal sealed class EmptyStorage(long byteLength) : TensorStorage(byteLength, Device.Cpu)
+{
+    protected override void Free() { }
+}
+
 /// <summary>Storage in host memory at a stable address, readable by the CPU kernels.</summary>
 internal abstract unsafe class HostStorage(long byteLength) : TensorStorage(byteLength, Device.Cpu)
 {

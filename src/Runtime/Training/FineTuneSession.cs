@@ -46,7 +46,10 @@ public static class FineTuneSession
         if (string.IsNullOrWhiteSpace(options.ModelPath))
             throw new ArgumentException("FineTuneOptions.ModelPath is empty: name a Hugging Face model folder or a llama2.c checkpoint.", nameof(options));
         if (!File.Exists(options.DataPath)) throw new FileNotFoundException($"Dataset file '{options.DataPath}' does not exist.", options.DataPath);
-        var pretrained = PretrainedModel.Load(options.ModelPath, options.TokenizerPath, options.Device);
+        // The adapter's targets are quantized while they are read (QLoRA) and frozen weights stay 16-bit, so the float32
+        // model never exists: peak memory is the trained model's, not the checkpoint's in float32.
+        var pretrained = PretrainedModel.Load(options.ModelPath, options.TokenizerPath, options.Device,
+            ModelLoadOptions.ForAdapter(options.LoRA, options.Quantization));
         try
         {
             var peft = PeftModel.Create(pretrained.Model, options.LoRA, options.Quantization);

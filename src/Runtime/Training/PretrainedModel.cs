@@ -30,7 +30,7 @@ public sealed class PretrainedModel : IDisposable
         TokenizerPath = tokenizerPath;
     }
 
-    /// <summary>The model (float32 weights on the CPU).</summary>
+    /// <summary>The model (on the CPU; weights stored as the load options asked).</summary>
     public LlamaForCausalLM Model { get; }
 
     /// <summary>The tokenizer.</summary>
@@ -49,14 +49,15 @@ public sealed class PretrainedModel : IDisposable
     /// <param name="modelPath">A Hugging Face model folder or a llama2.c checkpoint file.</param>
     /// <param name="tokenizerPath">A <c>tokenizer.json</c> (or its folder) or a llama2.c tokenizer; null to look beside the model.</param>
     /// <param name="device">Where the model will run; null for the CPU.</param>
+    /// <param name="options">How to store the weights (4-bit layers, 16-bit frozen weights); null: float32.</param>
     /// <returns>The model and tokenizer.</returns>
     /// <exception cref="FileNotFoundException">The model or tokenizer does not exist (the message names the path and what was looked for).</exception>
     /// <exception cref="InvalidDataException">A file is malformed (the message names it).</exception>
-    public static PretrainedModel Load(string modelPath, string? tokenizerPath = null, Device? device = null)
+    public static PretrainedModel Load(string modelPath, string? tokenizerPath = null, Device? device = null, ModelLoadOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(modelPath);
         ComputeDevice.Require(device ?? Device.Cpu);
-        var model = LoadModel(modelPath);
+        var model = ModelLoader.Load(modelPath, options);
         try
         {
             string tokenizerFile = tokenizerPath ?? FindTokenizer(modelPath, model.Config.VocabSize);
@@ -77,13 +78,7 @@ public sealed class PretrainedModel : IDisposable
     public static LlamaForCausalLM LoadModel(string modelPath)
     {
         ArgumentNullException.ThrowIfNull(modelPath);
-        if (Directory.Exists(modelPath)) return HuggingFaceLlama.Load(modelPath);
-        if (!File.Exists(modelPath))
-            throw new FileNotFoundException(
-                $"Model '{modelPath}' does not exist: pass a Hugging Face model folder (config.json + model.safetensors) or a llama2.c checkpoint (.bin).", modelPath);
-        if (modelPath.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) || modelPath.EndsWith(".json", StringComparison.OrdinalIgnoreCase))
-            throw new InvalidDataException($"Model '{modelPath}' is a file of a Hugging Face model folder: pass the folder ({Path.GetDirectoryName(Path.GetFullPath(modelPath))}).");
-        return Llama2Checkpoint.Load(modelPath);
+        return ModelLoader.Load(modelPath);
     }
 
     /// <summary>Loads a tokenizer: Hugging Face for a folder or a <c>.json</c> file, llama2.c otherwise.</summary>
