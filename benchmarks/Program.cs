@@ -9,6 +9,7 @@ return args.FirstOrDefault() switch
     "io" => IoBenchmark.Run(args[1..]),
     "quickstart" => QuickStartBenchmark.Run(args[1..]),
     "methods" => MethodsBenchmark.Run(args[1..]),
+    "memory" => MemoryBenchmark.Run(args[1..]),
     "cuda-train" => CudaTrainBenchmark.Run(args[1..]),
     "cuda-peft-export" => CudaTrainBenchmark.Export(args[1..]),
     _ => Usage(),
@@ -24,6 +25,7 @@ static int Usage()
           io                                     1 GiB safetensors open + read one tensor (vs full read); tokenizer encode MB/s
           quickstart                             wall time of the README main command (dotnet run of samples/QuickStart)
           methods [--steps 150]                  every fine-tuning method on one task: parameters, memory, tokens/s, loss -> docs/methods.md
+          memory [--models tinyllama,llama7b]    peak RSS of `peftgen train` per phase (nf4/none, checkpointing on/off) vs the predicted peak, bf16 1.1B and 7B shapes
           cuda-train --device cuda:0             QLoRA tokens/s, MFU, peak GPU memory of a TinyLlama-1.1B shape (seq 1024, 2048) vs PEFT bf16 LoRA
           cuda-peft-export --out DIR             a base + PeftGen-trained LoRA adapter + logits for peers/peft_roundtrip_check.py
         """);

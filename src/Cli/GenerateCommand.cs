@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using PeftGen.Adapters;
+using PeftGen.IO;
 using PeftGen.Generation;
 using PeftGen.Training;
 
@@ -14,7 +15,7 @@ internal static class GenerateCommand
         var model = CommonOptions.Model();
         var tokenizer = CommonOptions.Tokenizer();
         var adapter = new Option<string?>("--adapter") { Description = "PEFT adapter folder (adapter_config.json + adapter_model.safetensors) to apply" };
-        var quant = CommonOptions.Quant("none", "base storage of adapted layers when an adapter is applied: none, or nf4/fp4 to match a QLoRA adapter's 4-bit base");
+        var quant = CommonOptions.Quant("none", "4-bit storage, quantized while loading: with an adapter, of the layers it adapts (nf4/fp4 to match a QLoRA adapter's base); without one, of every linear layer but the head; none keeps the checkpoint's type");
         var prompt = new Option<string>("--prompt") { Description = "text to continue (empty: start from BOS)", DefaultValueFactory = _ => "" };
         var maxTokens = new Option<int>("--max-tokens") { Description = "tokens to generate", DefaultValueFactory = _ => 256 };
         var temperature = new Option<float>("--temperature") { Description = "0 = greedy; higher = more random", DefaultValueFactory = _ => 1f };
@@ -38,11 +39,18 @@ internal static class GenerateCommand
             };
             var clock = Stopwatch.StartNew();
             string modelPath = parse.GetValue(model)!;
-            using var pretrained = PretrainedModel.Load(modelPath, parse.GetValue(tokenizer), target);
+            // Layers that will be 4-bit are quantized while they are read and the rest stay in the checkpoint's 16-bit
+            // type: the float32 model is never built.
+            var quantization = CommonOptions.Quantization(parse.GetValue(quant)!);
+            string? adapterFolder = parse.GetValue(adapter);
+            var loadOptions = adapterFolder != null
+                ? ModelLoadOptions.ForAdapter(PeftAdapterFile.ReadConfig(Path.Combine(adapterFolder, PeftAdapterFile.ConfigFileName)), quantization)
+                : new ModelLoadOptions { Quantization = quantization, FrozenWeights = FrozenWeightStorage.AsStored };
+            using var pretrained = PretrainedModel.Load(modelPath, parse.GetValue(tokenizer), target, loadOptions);
             Console.Error.WriteLine($"loaded {Path.GetFileName(Path.TrimEndingDirectorySeparator(modelPath))}: {pretrained.Model.CountParameters().Total:N0} parameters, {pretrained.Model.Config.NumHiddenLayers} layers, in {clock.ElapsedMilliseconds} ms");
-            if (parse.GetValue(adapter) is { } adapterFolder)
+            if (adapterFolder != null)
             {
-                var peft = PeftAdapterFile.LoadInto(pretrained.Model, adapterFolder, CommonOptions.Quantization(parse.GetValue(quant)!));
+                var peft = PeftAdapterFile.LoadInto(pretrained.Model, adapterFolder, quantization);
                 var config = peft.GetConfig("default");
                 Console.Error.WriteLine($"adapter {adapterFolder}: r={config.Rank} alpha={config.Alpha} on {peft.Plan().Count} layers ({config.Targets})");
             }

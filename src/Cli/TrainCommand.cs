@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using PeftGen.Adapters;
 using PeftGen.Data;
+using PeftGen.IO;
 using PeftGen.Text;
 using PeftGen.Training;
 
@@ -48,6 +49,7 @@ internal static class TrainCommand
         var saveEvery = new Option<int>("--save-every") { Description = "write a resumable checkpoint every N steps (0: never)", DefaultValueFactory = _ => 0 };
         var resume = new Option<bool>("--resume") { Description = "continue from the newest checkpoint in the output folder" };
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "recompute activations in backward (less memory, slower)" };
+        var dryRun = new Option<bool>("--dry-run") { Description = "print the predicted peak memory (weights, adapter, activations) and exit without loading or training" };
         var seed = new Option<int>("--seed") { Description = "seed of adapter init, dropout and data order", DefaultValueFactory = _ => 0 };
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
@@ -55,7 +57,7 @@ internal static class TrainCommand
         {
             model, tokenizer, data, output, steps, batchSize, accumulation, maxLength, learningRate, schedule, warmup, maxGradNorm, optimizer,
             rank, alpha, dropout, targets, dora, rslora, loraPlus, quant, blockSize, noDoubleQuant, chatFormat, fullLoss, pack,
-            evalFraction, evalEvery, saveEvery, resume, checkpointing, seed, device, threads,
+            evalFraction, evalEvery, saveEvery, resume, checkpointing, dryRun, seed, device, threads,
         };
         command.SetAction((parse, cancellationToken) => Task.FromResult(CliErrors.Run(() =>
         {
@@ -112,7 +114,20 @@ internal static class TrainCommand
                 Device = target,
             };
 
+            // The prediction needs only the checkpoint's headers, so it comes before anything is loaded.
+            options.Validate();
+            var (modelConfig, weightType) = ModelLoader.Inspect(options.ModelPath!);
+            var estimate = MemoryModel.ForTraining(modelConfig, options.LoRA, options.Quantization, weightType, options.BatchSize,
+                Math.Min(options.Dataset.MaxSequenceLength, modelConfig.MaxPositionEmbeddings), options.GradientCheckpointing, options.Trainer.Optimizer);
+            Console.Error.WriteLine($"memory: {estimate} ({weightType.ToString().ToLowerInvariant()} checkpoint, batch {options.BatchSize} × {options.Dataset.MaxSequenceLength}{(options.GradientCheckpointing ? ", gradient checkpointing" : "")})");
+            if (parse.GetValue(dryRun))
+            {
+                Console.Out.WriteLine(MemoryJson(estimate));
+                return 0;
+            }
+
             using var session = FineTuneSession.Open(options);
+            Console.Error.WriteLine(Invariant($"memory after load: peak resident set {ProcessMemory.PeakResidentBytes / 1e9:F2} GB (predicted {estimate.AfterLoad / 1e9:F2} GB)"));
             var config = session.Peft.Model.Config;
             var dataset = session.Dataset;
             Console.Error.WriteLine($"model {options.ModelPath}: {config.NumHiddenLayers} layers, hidden {config.HiddenSize}, vocab {config.VocabSize}, context {config.MaxPositionEmbeddings}");
@@ -129,6 +144,7 @@ internal static class TrainCommand
                 Invariant($"trained {options.Trainer.MaxSteps} steps in {result.Elapsed.TotalSeconds:F1} s; loss {(losses.Count > 0 ? Invariant($"{losses[0]:F4} → {losses[^1]:F4}") : "n/a")}")
                 + (result.Training.EvalLosses.Count > 0 ? Invariant($", eval loss {result.Training.EvalLosses[^1].Loss:F4}") : "")
                 + (result.Training.SkippedSteps > 0 ? $", {result.Training.SkippedSteps} steps skipped" : ""));
+            Console.Error.WriteLine(Invariant($"memory: peak resident set {ProcessMemory.PeakResidentBytes / 1e9:F2} GB (predicted {estimate.Total / 1e9:F2} GB)"));
             Console.Out.WriteLine($"adapter: {Path.GetFullPath(result.AdapterDir)}");
             Console.Out.WriteLine($"metrics: {Path.GetFullPath(result.MetricsPath)}");
             Console.Out.WriteLine($"loss curve: {Path.GetFullPath(result.LossCurvePath)}");
@@ -138,4 +154,8 @@ internal static class TrainCommand
     }
 
     private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>The estimate as one JSON object (bytes), for scripts and the memory benchmark.</summary>
+    private static string MemoryJson(MemoryEstimate e) => Invariant(
+        $"{{\"predicted_peak_bytes\":{e.Total},\"after_load_bytes\":{e.AfterLoad},\"four_bit_weights_bytes\":{e.FourBitWeights},\"frozen_weights_bytes\":{e.FrozenWeights},\"adapter_bytes\":{e.Adapter},\"activations_bytes\":{e.Activations},\"workspace_bytes\":{e.Workspace},\"runtime_bytes\":{e.Runtime}}}");
 }

@@ -112,6 +112,19 @@ public static class ModelLoader
         }
     }
 
+    /// <summary>
+    /// The configuration of a checkpoint and the type its weights are stored in, read from its headers only (milliseconds,
+    /// whatever the model's size): what memory predictions need before loading.
+    /// </summary>
+    /// <param name="modelPath">A Hugging Face folder or a llama2.c checkpoint.</param>
+    /// <returns>The configuration, and the stored type of the first decoder layer's query projection.</returns>
+    /// <exception cref="InvalidDataException">The files are malformed or disagree with the configuration.</exception>
+    public static (LlamaConfig Config, DType WeightType) Inspect(string modelPath)
+    {
+        using var reader = CheckpointReader.Open(modelPath);
+        return (reader.Config, reader.StoredType("model.layers.0.self_attn.q_proj.weight"));
+    }
+
     /// <summary>Every parameter of the model must be in the checkpoint with the same shape (a model class may add its own).</summary>
     private static void CheckParameters(Module model, CheckpointReader reader)
     {

@@ -19,8 +19,9 @@ namespace PeftGen.Training;
 /// <param name="EvalLoss">Evaluation loss, when this step evaluated.</param>
 /// <param name="SkippedSteps">Steps skipped so far for non-finite values.</param>
 /// <param name="Elapsed">Wall time since training started (or resumed).</param>
+/// <param name="PeakResidentBytes">The process's peak resident set so far (Linux VmHWM), in bytes; 0 when unknown.</param>
 public readonly record struct TrainerProgress(int Step, int MaxSteps, float Loss, float LearningRate, float GradNorm,
-    double TokensPerSecond, float? EvalLoss, int SkippedSteps, TimeSpan Elapsed);
+    double TokensPerSecond, float? EvalLoss, int SkippedSteps, TimeSpan Elapsed, long PeakResidentBytes = 0);
 
 /// <summary>The outcome of <see cref="Trainer.Train"/>.</summary>
 /// <param name="Losses">Training loss of every step from step 1 (steps before a resume come from the checkpoint).</param>
@@ -116,7 +117,7 @@ public sealed class Trainer : IDisposable
             if (Options.CheckpointEvery > 0 && (_step % Options.CheckpointEvery == 0 || _step == Options.MaxSteps))
                 SaveCheckpoint(Path.Combine(Options.OutputDir!, CheckpointPrefix + _step.ToString(CultureInfo.InvariantCulture)));
             var report = new TrainerProgress(_step, Options.MaxSteps, loss, lr, norm, tokensPerSecond,
-                evalLoss, _skipped, clock.Elapsed);
+                evalLoss, _skipped, clock.Elapsed, ProcessMemory.PeakResidentBytes);
             if (Options.OutputDir != null) AppendMetrics(report);
             progress?.Report(report);
         }
