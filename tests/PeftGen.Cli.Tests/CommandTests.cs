@@ -17,6 +17,28 @@ public class CommandTests
     private static readonly int[] Prompt = [1, 60, 75, 82, 83, 3 + 256 + 1, 90, 91];
 
     [Fact]
+    public void Train_dry_run_predicts_memory_and_writes_nothing()
+    {
+        using var root = CliRunner.TempFolder("dry-run");
+        string model = CliRunner.TinyModelFolder(Path.Combine(root, "model"));
+        string data = CliRunner.TextDataset(Path.Combine(root, "data.jsonl"));
+        string output = Path.Combine(root, "out");
+
+        var (code, stdout, stderr) = CliRunner.Run("train", "--model", model, "--data", data, "--output", output,
+            "--batch-size", "2", "--max-length", "32", "--gradient-checkpointing", "--dry-run");
+
+        Assert.True(code == 0, $"exit {code}: {stderr}");
+        Assert.Contains("memory: predicted peak", stderr);
+        using var json = JsonDocument.Parse(stdout);
+        long total = json.RootElement.GetProperty("predicted_peak_bytes").GetInt64();
+        long parts = new[] { "four_bit_weights_bytes", "frozen_weights_bytes", "adapter_bytes", "activations_bytes", "workspace_bytes", "runtime_bytes" }
+            .Sum(name => json.RootElement.GetProperty(name).GetInt64());
+        Assert.Equal(total, parts);
+        Assert.True(json.RootElement.GetProperty("four_bit_weights_bytes").GetInt64() > 0, stdout);
+        Assert.False(Directory.Exists(output), "a dry run must not create the output folder");
+    }
+
+    [Fact]
     public void Train_writes_adapter_metrics_and_loss_curve()
     {
         using var root = CliRunner.TempFolder("train");
@@ -47,6 +69,9 @@ public class CommandTests
         Assert.Contains(polylines, p => (string?)p.Attribute("class") == "smoothed");
         Assert.Contains("4/4", stderr); // the progress bar reached the end
         Assert.Contains("QLoRA (NF4", stderr);
+        Assert.Contains("memory: predicted peak", stderr);
+        Assert.Contains("memory after load: peak resident set", stderr);
+        using (var last = JsonDocument.Parse(lines[^1])) Assert.True(last.RootElement.GetProperty("peak_rss_mb").GetDouble() > 10, lines[^1]);
 
         // The adapter loads back: inspect lists its LoRA tensors, generate applies it.
         var inspect = CliRunner.Run("inspect", Path.Combine(output, "adapter"));
