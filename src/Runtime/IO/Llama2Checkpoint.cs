@@ -24,36 +24,57 @@ public static class Llama2Checkpoint
     /// <exception cref="InvalidDataException">The file is truncated or its header is inconsistent; the message names the file.</exception>
     public static LlamaForCausalLM Load(string path)
     {
-        using var stream = OpenRead(path);
-        var (config, sharedClassifier) = ReadHeader(stream, path);
-        int dim = config.HiddenSize, hidden = config.IntermediateSize, layers = config.NumHiddenLayers;
-        int kvDim = config.KeyValueHeads * config.HeadDim, headSize = config.HeadDim;
-        long weights = (long)config.VocabSize * dim + layers * (2L * dim + 2L * dim * dim + 2L * kvDim * dim + 3L * dim * hidden) + dim;
-        long ropeTables = (long)config.MaxPositionEmbeddings * headSize; // two tables of seq_len · head_size / 2
-        long classifier = sharedClassifier ? 0 : (long)config.VocabSize * dim;
-        long expected = HeaderBytes + 4 * (weights + ropeTables + classifier);
-        if (stream.Length < expected)
-            throw new InvalidDataException(
-                $"{path}: truncated llama2.c checkpoint: the header (dim {dim}, hidden {hidden}, layers {layers}, vocab {config.VocabSize}, seq_len {config.MaxPositionEmbeddings}) needs {expected:N0} bytes, the file has {stream.Length:N0}.");
+        using var weights = Open(path);
+        return weights.LoadModel();
+    }
 
-        var model = new LlamaForCausalLM(config);
+    /// <summary>
+    /// Opens a checkpoint to read one tensor at a time (by its Hugging Face parameter name, in the model's interleaved
+    /// q/k order): the header is validated and the file length checked against it, nothing else is read.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The file is truncated or its header is inconsistent; the message names the file.</exception>
+    internal static LlamaWeightsReader Open(string path)
+    {
+        var stream = OpenRead(path);
         try
         {
-            // llama2.c stores each kind of weight for all layers together, in this order (w1 = gate, w2 = down, w3 = up).
-            var parameters = model.StateDict();
-            Read(stream, parameters["model.embed_tokens.weight"]);
-            foreach (var name in (string[])["input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                         "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj"])
-                for (int i = 0; i < layers; i++) Read(stream, parameters[$"model.layers.{i}.{name}.weight"]);
-            Read(stream, parameters["model.norm.weight"]);
-            stream.Seek(4 * ropeTables, SeekOrigin.Current); // llama2.c recomputes RoPE; the stored tables are unused
-            if (!sharedClassifier) Read(stream, parameters["lm_head.weight"]);
-            return model;
+            var (config, sharedClassifier) = ReadHeader(stream, path);
+            var (offsets, expected) = Layout(config, sharedClassifier);
+            if (stream.Length < expected)
+                throw new InvalidDataException(
+                    $"{path}: truncated llama2.c checkpoint: the header (dim {config.HiddenSize}, hidden {config.IntermediateSize}, layers {config.NumHiddenLayers}, vocab {config.VocabSize}, seq_len {config.MaxPositionEmbeddings}) needs {expected:N0} bytes, the file has {stream.Length:N0}.");
+            return new LlamaWeightsReader(config, path, (name, target) => Read(stream, path, name, offsets[name], target), stream);
         }
         catch
         {
-            model.Dispose();
+            stream.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Where each weight starts in the file, and the file's expected length. llama2.c stores each kind of weight for all
+    /// layers together, in this order (w1 = gate, w2 = down, w3 = up), then the final norm, RoPE tables it recomputes
+    /// anyway (two of seq_len · head_size / 2), and the classifier when it is not shared with the embedding.
+    /// </summary>
+    private static (Dictionary<string, long> Offsets, long End) Layout(LlamaConfig config, bool sharedClassifier)
+    {
+        var shapes = HuggingFaceLlama.ExpectedShapes(config);
+        var offsets = new Dictionary<string, long>(StringComparer.Ordinal);
+        long offset = HeaderBytes;
+        Add("model.embed_tokens.weight");
+        foreach (var name in (string[])["input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                     "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj"])
+            for (int i = 0; i < config.NumHiddenLayers; i++) Add($"model.layers.{i}.{name}.weight");
+        Add("model.norm.weight");
+        offset += 4L * config.MaxPositionEmbeddings * config.HeadDim;
+        if (!sharedClassifier) Add("lm_head.weight");
+        return (offsets, offset);
+
+        void Add(string name)
+        {
+            offsets.Add(name, offset);
+            offset += 4 * ShapeUtil.Count(shapes[name]);
         }
     }
 
@@ -87,6 +108,12 @@ public static class Llama2Checkpoint
         return (config, shared);
     }
 
-    private static void Read(FileStream stream, Tensor target) =>
-        stream.ReadExactly(MemoryMarshal.AsBytes(target.AsSpan()));
+    /// <summary>Reads one tensor with positioned reads (no stream buffer: what is read is what the file holds now).</summary>
+    private static void Read(FileStream stream, string path, string name, long offset, Tensor target)
+    {
+        var bytes = MemoryMarshal.AsBytes(target.AsSpan());
+        int read = AtomicFile.ReadAt(stream.SafeFileHandle, bytes, offset);
+        if (read < bytes.Length)
+            throw new InvalidDataException($"{path}: the file ends at byte {offset + read:N0}, inside '{name}' (bytes {offset:N0} to {offset + bytes.Length:N0}); it was cut short after it was opened.");
+    }
 }

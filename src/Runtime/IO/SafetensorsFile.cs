@@ -39,6 +39,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
     private readonly Dictionary<string, SafetensorsTensorInfo> _tensors;
     private readonly List<string> _order;
     private SharedMapping? _mapping;
+    private readonly Lock _handleLock = new();
+    private Microsoft.Win32.SafeHandles.SafeFileHandle? _handle; // for ReadIntoByFileReads, opened on first use
 
     private SafetensorsFile(string path, Dictionary<string, SafetensorsTensorInfo> tensors, List<string> order,
         IReadOnlyDictionary<string, string> metadata, long dataStart, SharedMapping mapping)
@@ -147,11 +149,43 @@ public sealed unsafe class SafetensorsFile : IDisposable
     /// <summary>Converts tensor <paramref name="name"/> straight into <paramref name="destination"/> (dense CPU, same element count).</summary>
     internal void ReadInto(string name, Tensor destination)
     {
-        var info = GetInfo(name);
-        var source = RequireComputeType(info);
-        if (destination.Count != info.Count || !destination.IsContiguous)
-            throw new ArgumentException($"{FilePath}: '{name}' has {info.Count} elements; {destination} cannot take them.", nameof(destination));
+        var (info, source) = CheckDestination(name, destination);
         CopyConverted(info, source, destination);
+    }
+
+    /// <summary>
+    /// Converts tensor <paramref name="name"/> into <paramref name="destination"/> like <see cref="ReadInto"/>, but reads
+    /// it with positioned file reads instead of through the mapping: a pass over a whole checkpoint (streaming merge and
+    /// convert) then leaves no mapped pages in the process's resident memory, and a file cut short after it was opened
+    /// fails with a <see cref="SafetensorsFormatException"/> instead of a bus error. Adapter files whose mapping was
+    /// reordered (see <c>AdapterFolder.Open</c>) must be read through the mapping.
+    /// </summary>
+    /// <exception cref="SafetensorsFormatException">The stored dtype is not F32, BF16 or F16, or the file now ends inside the tensor's data.</exception>
+    internal void ReadIntoByFileReads(string name, Tensor destination)
+    {
+        _ = Mapping; // throws once the reader is disposed
+        var (info, source) = CheckDestination(name, destination);
+        var target = destination.DType;
+        int sourceSize = source.ElementSize(), targetSize = target.ElementSize();
+        const int ChunkElements = 1 << 18;
+        var buffer = source == target ? null : new byte[ChunkElements * sourceSize];
+        long offset = DataStart + info.Begin;
+        lock (_handleLock)
+        {
+            _handle ??= File.OpenHandle(FilePath, FileMode.Open, FileAccess.Read, FileShare.Read);
+            for (long done = 0; done < info.Count; done += ChunkElements)
+            {
+                int n = (int)Math.Min(ChunkElements, info.Count - done);
+                byte* dst = destination.RawData + done * targetSize;
+                var chunk = buffer != null ? buffer.AsSpan(0, n * sourceSize) : new Span<byte>(dst, n * sourceSize);
+                int read = AtomicFile.ReadAt(_handle, chunk, offset + done * sourceSize);
+                if (read < chunk.Length)
+                    throw new SafetensorsFormatException(FilePath,
+                        $"tensor '{name}': the file ends at byte {offset + done * sourceSize + read:N0}, inside its data (bytes {offset:N0} to {DataStart + info.End:N0}); it was cut short after it was opened.");
+                if (buffer != null)
+                    fixed (byte* src = buffer) Convert(src, source, dst, target, n);
+            }
+        }
     }
 
     /// <summary>
@@ -169,6 +203,11 @@ public sealed unsafe class SafetensorsFile : IDisposable
     public void Dispose()
     {
         Interlocked.Exchange(ref _mapping, null)?.Release();
+        lock (_handleLock)
+        {
+            _handle?.Dispose();
+            _handle = null;
+        }
     }
 
     private SharedMapping Mapping => _mapping ?? throw new ObjectDisposedException(nameof(SafetensorsFile), $"{FilePath} was closed.");
@@ -177,12 +216,21 @@ public sealed unsafe class SafetensorsFile : IDisposable
         info.DType ?? throw new SafetensorsFormatException(FilePath,
             $"tensor '{info.Name}' is stored as {info.DTypeName}; only F32, BF16 and F16 tensors can be read as floating-point tensors.");
 
-    private void CopyConverted(SafetensorsTensorInfo info, DType source, Tensor destination)
+    private (SafetensorsTensorInfo Info, DType Source) CheckDestination(string name, Tensor destination)
     {
-        byte* src = Mapping.Pointer + DataStart + info.Begin;
-        byte* dst = destination.RawData;
-        long count = info.Count;
-        var target = destination.DType;
+        var info = GetInfo(name);
+        var source = RequireComputeType(info);
+        if (destination.Count != info.Count || !destination.IsContiguous)
+            throw new ArgumentException($"{FilePath}: '{name}' has {info.Count} elements; {destination} cannot take them.", nameof(destination));
+        return (info, source);
+    }
+
+    private void CopyConverted(SafetensorsTensorInfo info, DType source, Tensor destination) =>
+        Convert(Mapping.Pointer + DataStart + info.Begin, source, destination.RawData, destination.DType, info.Count);
+
+    /// <summary>Converts <paramref name="count"/> elements from <paramref name="src"/> (of <paramref name="source"/>) to <paramref name="dst"/> (of <paramref name="target"/>).</summary>
+    private static void Convert(byte* src, DType source, byte* dst, DType target, long count)
+    {
         if (source == target)
         {
             Buffer.MemoryCopy(src, dst, count * target.ElementSize(), count * target.ElementSize());

@@ -76,14 +76,8 @@ public sealed class PretrainedModel : IDisposable
     /// <exception cref="InvalidDataException">The path is a safetensors file rather than its folder, or the files are malformed.</exception>
     public static LlamaForCausalLM LoadModel(string modelPath)
     {
-        ArgumentNullException.ThrowIfNull(modelPath);
-        if (Directory.Exists(modelPath)) return HuggingFaceLlama.Load(modelPath);
-        if (!File.Exists(modelPath))
-            throw new FileNotFoundException(
-                $"Model '{modelPath}' does not exist: pass a Hugging Face model folder (config.json + model.safetensors) or a llama2.c checkpoint (.bin).", modelPath);
-        if (modelPath.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) || modelPath.EndsWith(".json", StringComparison.OrdinalIgnoreCase))
-            throw new InvalidDataException($"Model '{modelPath}' is a file of a Hugging Face model folder: pass the folder ({Path.GetDirectoryName(Path.GetFullPath(modelPath))}).");
-        return Llama2Checkpoint.Load(modelPath);
+        using var weights = LlamaWeightsReader.Open(modelPath);
+        return weights.LoadModel();
     }
 
     /// <summary>Loads a tokenizer: Hugging Face for a folder or a <c>.json</c> file, llama2.c otherwise.</summary>
