@@ -6,7 +6,8 @@ namespace PeftGen.Cli;
 
 /// <summary>
 /// <c>peftgen convert</c>: turn a llama2.c checkpoint into a Hugging Face model folder (q/k rows permuted for
-/// rotate-half RoPE), with its tokenizer copied in as tokenizer.bin, so train/generate/merge can take the folder.
+/// rotate-half RoPE), with its tokenizer copied in as tokenizer.bin, so train/generate/merge can take the folder. The
+/// checkpoint is streamed tensor by tensor (peak memory about one tensor).
 /// </summary>
 internal static class ConvertCommand
 {
@@ -21,11 +22,11 @@ internal static class ConvertCommand
         {
             string modelPath = parse.GetValue(model)!, outputDir = parse.GetValue(output)!;
             if (Directory.Exists(modelPath)) throw new ArgumentException($"--model {modelPath} is a folder: convert takes a llama2.c checkpoint file (.bin).");
-            using var llama = Llama2Checkpoint.Load(modelPath);
-            string? tokenizerPath = parse.GetValue(tokenizer) ?? MergeCommand.TryFindTokenizer(modelPath, llama.Config.VocabSize);
-            HuggingFaceLlama.Save(llama, outputDir, CommonOptions.StorageType(parse.GetValue(dtype)!));
+            var config = HuggingFaceLlama.ConvertLlama2C(modelPath, outputDir, CommonOptions.StorageType(parse.GetValue(dtype)!));
+            string? tokenizerPath = parse.GetValue(tokenizer) ?? MergeCommand.TryFindTokenizer(modelPath, config.VocabSize);
             var copied = tokenizerPath != null ? PretrainedModel.CopyTokenizer(tokenizerPath, outputDir) : [];
-            Console.Error.WriteLine($"converted {modelPath} ({llama.CountParameters().Total:N0} parameters){(copied.Count > 0 ? $" and {tokenizerPath} (as {copied[0]})" : "")}");
+            long parameters = HuggingFaceLlama.ExpectedShapes(config).Values.Sum(shape => shape.Aggregate(1L, (n, d) => n * d));
+            Console.Error.WriteLine($"converted {modelPath} ({parameters:N0} parameters){(copied.Count > 0 ? $" and {tokenizerPath} (as {copied[0]})" : "")}");
             if (tokenizerPath == null) Console.Error.WriteLine("warning: no tokenizer was found beside the checkpoint, so none was copied; pass --tokenizer to include one");
             Console.Out.WriteLine(Path.GetFullPath(outputDir));
             return 0;

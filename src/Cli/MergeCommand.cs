@@ -8,7 +8,8 @@ namespace PeftGen.Cli;
 /// <summary>
 /// <c>peftgen merge</c>: fold a PEFT adapter into its base model and write the result as a Hugging Face folder
 /// (config.json + model.safetensors, plus the tokenizer). The adapter merges into the full-precision base, as PEFT's
-/// merge_and_unload on a 16-bit base does; stdout prints the output folder.
+/// merge_and_unload on a 16-bit base does, streamed tensor by tensor (<see cref="PeftMerge"/>: peak memory about one
+/// layer plus the adapter); stdout prints the output folder.
 /// </summary>
 internal static class MergeCommand
 {
@@ -23,24 +24,21 @@ internal static class MergeCommand
         {
             model, tokenizer, adapter, output, dtype,
         };
-        command.SetAction(parse => CliErrors.Run(() =>
+        command.SetAction((parse, cancellationToken) => Task.FromResult(CliErrors.Run(() =>
         {
             string modelPath = parse.GetValue(model)!, outputDir = parse.GetValue(output)!, adapterDir = parse.GetValue(adapter)!;
             if (Path.GetFullPath(Path.TrimEndingDirectorySeparator(outputDir)) == Path.GetFullPath(Path.TrimEndingDirectorySeparator(modelPath)))
                 throw new ArgumentException($"--output {outputDir} is the base model's folder: merging would overwrite the base. Choose another folder.");
             var storeAs = CommonOptions.StorageType(parse.GetValue(dtype)!);
-            using var llama = PretrainedModel.LoadModel(modelPath);
-            string? tokenizerPath = parse.GetValue(tokenizer) ?? TryFindTokenizer(modelPath, llama.Config.VocabSize);
-            var peft = PeftAdapterFile.LoadInto(llama, adapterDir);
-            int layers = peft.Plan().Count;
-            peft.MergeAndUnload(storeAs);
-            HuggingFaceLlama.Save(llama, outputDir, storeAs);
+            var merged = PeftMerge.MergeToFolder(modelPath, adapterDir, outputDir, storeAs, cancellationToken);
+            int layers = merged.AdaptedLayers.Count;
+            string? tokenizerPath = parse.GetValue(tokenizer) ?? TryFindTokenizer(modelPath, merged.Config.VocabSize);
             var copied = tokenizerPath != null ? PretrainedModel.CopyTokenizer(tokenizerPath, outputDir) : [];
             Console.Error.WriteLine($"merged {adapterDir} ({layers} layers) into {modelPath}; saved {HuggingFaceLlama.ConfigFileName}, {HuggingFaceLlama.WeightsFileName}{string.Concat(copied.Select(c => ", " + c))} ({parse.GetValue(dtype)})");
             if (tokenizerPath == null) Console.Error.WriteLine("warning: no tokenizer was found beside the base model, so none was copied; pass --tokenizer to include one");
             Console.Out.WriteLine(Path.GetFullPath(outputDir));
             return 0;
-        }));
+        })));
         return command;
     }
 

@@ -121,6 +121,31 @@ public class CommandTests
     }
 
     [Fact]
+    public void Merge_of_a_truncated_base_exits_1_naming_the_file_and_changes_no_output()
+    {
+        using var root = CliRunner.TempFolder("merge-truncated");
+        string model = CliRunner.TinyModelFolder(Path.Combine(root, "model"));
+        string adapter = Path.Combine(root, "adapter");
+        using (var llama = HuggingFaceLlama.Load(model))
+            PeftAdapterFile.Save(PeftModel.Create(llama, new LoRAConfig { Rank = 4, Alpha = 8, Targets = TargetModules.AllLinear, UseDoRA = true }), adapter);
+        string previous = Path.Combine(root, "previous");
+        Assert.Equal(0, CliRunner.Run("merge", "--model", model, "--adapter", adapter, "--output", previous, "--dtype", "bfloat16").Code);
+        var before = Directory.EnumerateFiles(previous).Order().Select(File.ReadAllBytes).ToList();
+
+        string weights = Path.Combine(model, HuggingFaceLlama.WeightsFileName);
+        using (var stream = new FileStream(weights, FileMode.Open)) stream.SetLength(stream.Length - 100); // the last tensor's data is cut
+        foreach (var output in new[] { previous, Path.Combine(root, "fresh") })
+        {
+            var (code, stdout, stderr) = CliRunner.Run("merge", "--model", model, "--adapter", adapter, "--output", output, "--dtype", "bfloat16");
+            Assert.True(code == 1, $"exit {code}: {stderr}");
+            Assert.Empty(stdout);
+            Assert.Contains(weights, stderr);
+        }
+        Assert.Equal(before, Directory.EnumerateFiles(previous).Order().Select(File.ReadAllBytes).ToList());
+        Assert.False(Directory.Exists(Path.Combine(root, "fresh")), "a failed merge creates no output folder");
+    }
+
+    [Fact]
     public void Inspect_prints_tensors_shapes_dtypes_and_parameter_counts()
     {
         using var root = CliRunner.TempFolder("inspect");

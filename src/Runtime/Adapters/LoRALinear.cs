@@ -63,11 +63,7 @@ public sealed class LoRALinear : AdaptedLinear
         }
         _loraA.Add(name, a);
         _loraB.Add(name, b);
-        var settings = new AdapterSettings(rank, alpha, config.ScalingFor(rank, alpha), config.Dropout, config.UseDoRA)
-        {
-            UseLoRAFA = config.UseLoRAFA,
-            LoRAFAGradientCorrection = config.LoRAFAGradientCorrection,
-        };
+        var settings = AdapterSettings.For(config, rank, alpha);
         if (config.UseLoRAFA) a.Weight.RequiresGrad = false;                                   // LoRA-FA: A stays frozen
         _settings.Add(name, settings);
         if (config.UseDoRA)
@@ -277,6 +273,14 @@ public sealed class LoRALinear : AdaptedLinear
 /// <param name="UseDoRA">Whether a DoRA magnitude applies.</param>
 public sealed record AdapterSettings(int Rank, float Alpha, float Scaling, float Dropout, bool UseDoRA)
 {
+    /// <summary>The settings <paramref name="config"/> gives a layer of rank <paramref name="rank"/> and alpha <paramref name="alpha"/>.</summary>
+    internal static AdapterSettings For(LoRAConfig config, int rank, float alpha) =>
+        new(rank, alpha, config.ScalingFor(rank, alpha), config.Dropout, config.UseDoRA)
+        {
+            UseLoRAFA = config.UseLoRAFA,
+            LoRAFAGradientCorrection = config.LoRAFAGradientCorrection,
+        };
+
     /// <summary>LoRA-FA: A is frozen and only B trains.</summary>
     public bool UseLoRAFA { get; init; }
 

@@ -178,33 +178,49 @@ public static class PeftAdapterFile
     /// </summary>
     private static List<(string Key, Tensor Parameter)> CheckFits(Module model, LoRAConfig config, SafetensorsFile file)
     {
-        var expected = new Dictionary<string, int[]>(StringComparer.Ordinal);
         var linears = model.NamedModules()
             .Where(m => m.Module is LinearBase && !IsInsideAdapter(m.Path))
-            .ToDictionary(m => m.Path, m => (LinearBase)m.Module, StringComparer.Ordinal);
-        foreach (var (path, layer) in linears)
+            .Select(m => (m.Path, ((LinearBase)m.Module).InFeatures, ((LinearBase)m.Module).OutFeatures));
+        return CheckKeys(model, ExpectedKeys(config, linears), file);
+    }
+
+    /// <summary>File key → shape of every tensor <paramref name="config"/> puts on the <paramref name="linears"/> it adapts (path, in, out).</summary>
+    internal static Dictionary<string, int[]> ExpectedKeys(LoRAConfig config, IEnumerable<(string Path, int In, int Out)> linears)
+    {
+        var expected = new Dictionary<string, int[]>(StringComparer.Ordinal);
+        foreach (var (path, inFeatures, outFeatures) in linears)
         {
             if (!PeftModel.Adapts(config, path)) continue;
             int rank = config.RankFor(path);
-            expected[KeyPrefix + path + SuffixA] = [rank, layer.InFeatures];
-            expected[KeyPrefix + path + SuffixB] = [layer.OutFeatures, rank];
-            if (config.UseDoRA) expected[KeyPrefix + path + SuffixMagnitude] = [layer.OutFeatures];
+            expected[KeyPrefix + path + SuffixA] = [rank, inFeatures];
+            expected[KeyPrefix + path + SuffixB] = [outFeatures, rank];
+            if (config.UseDoRA) expected[KeyPrefix + path + SuffixMagnitude] = [outFeatures];
         }
-        return CheckKeys(model, expected, file);
+        return expected;
     }
 
     /// <summary>The shared half of <see cref="CheckFits"/>: compares the file's keys and shapes with <paramref name="expected"/>.</summary>
     private static List<(string Key, Tensor Parameter)> CheckKeys(Module model, IReadOnlyDictionary<string, int[]> expected, SafetensorsFile file)
     {
-        var problems = new List<string>();
         var parameters = model.StateDict();
-        var biases = new List<(string, Tensor)>();
+        return CheckKeys(file, expected, path => parameters.TryGetValue(path, out var p) ? p.ShapeArray : null)
+            .Select(key => (key, parameters[key[KeyPrefix.Length..]])).ToList();
+    }
+
+    /// <summary>
+    /// Compares the file's keys and shapes with <paramref name="expected"/>, accepting the saved bias of any model
+    /// parameter <paramref name="parameterShape"/> knows (by path); throws listing every mismatch, else returns the bias keys.
+    /// </summary>
+    internal static List<string> CheckKeys(SafetensorsFile file, IReadOnlyDictionary<string, int[]> expected, Func<string, int[]?> parameterShape)
+    {
+        var problems = new List<string>();
+        var biases = new List<string>();
         AdapterFolder.CompareKeys(file, expected, problems, (key, _) =>
         {
             if (!key.StartsWith(KeyPrefix, StringComparison.Ordinal) || !key.EndsWith(".bias", StringComparison.Ordinal)
-                || !parameters.TryGetValue(key[KeyPrefix.Length..], out var bias)) return null;
-            biases.Add((key, bias));
-            return bias.ShapeArray;
+                || parameterShape(key[KeyPrefix.Length..]) is not { } shape) return null;
+            biases.Add(key);
+            return shape;
         });
         AdapterFolder.ThrowIfAny(file.FilePath, problems);
         return biases;

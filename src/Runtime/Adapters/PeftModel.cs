@@ -83,10 +83,7 @@ public sealed partial class PeftModel<TModel> : IDisposable where TModel : Modul
         {
             LoRAVariants.CheckBase(config, _quantization, path, (Model.GetModule(path) as LoRALinear)?.BaseLayer ?? (LinearBase)Model.GetModule(path));
             var layer = Model.GetModule(path) as LoRALinear ?? Wrap(path);
-            int rank = config.RankFor(path);
-            int limit = Math.Min(layer.InFeatures, layer.OutFeatures);
-            if (rank > limit)
-                throw new ArgumentException($"LoRA rank {rank} for '{path}' exceeds min(in, out) = {limit} of that layer.", nameof(config));
+            int rank = RankWithin(config, path, layer.InFeatures, layer.OutFeatures);
             layer.AddAdapter(name, rank, config.AlphaFor(path), config, initRng);
             if (!first) layer.SetActiveAdapters(layer.ActiveAdapters.Where(a => a != name).ToArray());
         }
@@ -242,13 +239,8 @@ public sealed partial class PeftModel<TModel> : IDisposable where TModel : Modul
     private void ReplaceWithPlain(string path, LinearBase layer, Tensor weight, DType storageType)
     {
         var plain = new Linear(layer.InFeatures, layer.OutFeatures, hasBias: layer.Bias != null);
-        if (storageType == DType.Float32) plain.Weight.CopyFrom(weight);
-        else
-        {
-            using var narrow = weight.To(storageType);
-            using var wide = narrow.To(DType.Float32);
-            plain.Weight.CopyFrom(wide);
-        }
+        plain.Weight.CopyFrom(weight);
+        PeftModel.RoundToStorage(plain.Weight, storageType);
         if (layer.Bias != null) plain.Bias!.CopyFrom(layer.Bias);
         plain.Freeze();
         Model.ReplaceModule(path, plain).Dispose();
@@ -305,11 +297,15 @@ public sealed partial class PeftModel<TModel> : IDisposable where TModel : Modul
         return wrapped;
     }
 
-    private IReadOnlyList<string> ResolveTargets(LoRAConfig config)
+    private IReadOnlyList<string> ResolveTargets(LoRAConfig config) =>
+        ResolveTargets(config, Model.NamedModules().Where(m => m.Module is LinearBase && !IsInsideAdapter(m.Path)).Select(m => m.Path).ToList());
+
+    /// <summary>
+    /// The paths among <paramref name="linears"/> (a model's linear layers, in module order) that <paramref name="config"/>
+    /// adapts, with an error for a target that matches nothing (naming close layer names) or a selection left empty.
+    /// </summary>
+    internal static IReadOnlyList<string> ResolveTargets(LoRAConfig config, IReadOnlyList<string> linears)
     {
-        var linears = Model.NamedModules()
-            .Where(m => m.Module is LinearBase && !IsInsideAdapter(m.Path))
-            .Select(m => m.Path).ToList();
         var selected = linears.Where(p => config.Targets.Matches(p)).ToList();
         foreach (var name in config.Targets.Names)
             if (!linears.Any(p => TargetModules.MatchesName(p, name)))
@@ -321,6 +317,16 @@ public sealed partial class PeftModel<TModel> : IDisposable where TModel : Modul
             selected = selected.Where(p => layers.Any(i => p.Contains($"layers.{i}.", StringComparison.Ordinal))).ToList();
         if (selected.Count == 0) throw new ArgumentException($"The targets '{config.Targets}' leave no layer to adapt after exclusions and layer filters.", nameof(config));
         return selected;
+    }
+
+    /// <summary>The rank <paramref name="config"/> gives the layer at <paramref name="path"/>, checked against min(in, out) of that layer.</summary>
+    internal static int RankWithin(LoRAConfig config, string path, int inFeatures, int outFeatures)
+    {
+        int rank = config.RankFor(path);
+        int limit = Math.Min(inFeatures, outFeatures);
+        if (rank > limit)
+            throw new ArgumentException($"LoRA rank {rank} for '{path}' exceeds min(in, out) = {limit} of that layer.", nameof(config));
+        return rank;
     }
 
     private static bool IsInsideAdapter(string path) =>
@@ -397,6 +403,18 @@ public static partial class PeftModel
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(path);
         return TargetModules.Selects(config.Targets, config.Exclude, config.Layers, path);
+    }
+
+    /// <summary>
+    /// Rounds float32 <paramref name="weight"/> in place to the nearest value of <paramref name="storageType"/> (nothing
+    /// for Float32), as a checkpoint in that dtype stores it: how <see cref="PeftModel{TModel}.MergeAndUnload"/> leaves merged weights.
+    /// </summary>
+    internal static void RoundToStorage(Tensor weight, DType storageType)
+    {
+        if (storageType == DType.Float32) return;
+        using var narrow = weight.To(storageType);
+        using var wide = narrow.To(DType.Float32);
+        weight.CopyFrom(wide);
     }
 
     /// <summary>The rank <paramref name="config"/> gives the layer at <paramref name="path"/>: its rank_pattern entry, else its rank.</summary>

@@ -2,7 +2,8 @@ namespace PeftGen.IO;
 
 /// <summary>
 /// Replaces files so that readers (and a crash) see either the old or the new content, never half of one: write a
-/// temporary file beside the target, flush it to disk, then rename it over the target.
+/// temporary file beside the target, flush it to disk, then rename it over the target. Also the quiet clean-up of a
+/// failed write and the positioned reads the streaming checkpoint readers share.
 /// </summary>
 internal static class AtomicFile
 {
@@ -30,15 +31,39 @@ internal static class AtomicFile
     }
 
     /// <summary>Deletes a leftover temporary file, keeping quiet when that fails: the original error matters more.</summary>
-    public static void TryDelete(string path)
+    public static void TryDelete(string path) => Quietly(() => File.Delete(path));
+
+    /// <summary>Deletes <paramref name="folder"/> when it is empty (a failed write created it), keeping quiet when that fails.</summary>
+    public static void TryDeleteEmptyFolder(string folder) => Quietly(() =>
+    {
+        if (Directory.Exists(folder) && !Directory.EnumerateFileSystemEntries(folder).Any()) Directory.Delete(folder);
+    });
+
+    /// <summary>
+    /// Reads <paramref name="buffer"/> from <paramref name="offset"/> of the file with positioned reads (no stream buffer:
+    /// what is read is what the file holds now) and returns how many bytes were read: fewer only when the file ends first.
+    /// </summary>
+    public static int ReadAt(Microsoft.Win32.SafeHandles.SafeFileHandle handle, Span<byte> buffer, long offset)
+    {
+        int read = 0;
+        while (read < buffer.Length)
+        {
+            int got = RandomAccess.Read(handle, buffer[read..], offset + read);
+            if (got == 0) break;
+            read += got;
+        }
+        return read;
+    }
+
+    private static void Quietly(Action cleanUp)
     {
         try
         {
-            File.Delete(path);
+            cleanUp();
         }
         catch (IOException)
         {
-            // Keep the caller's exception; a stray temporary file is the lesser problem.
+            // Keep the caller's exception; a stray temporary file or folder is the lesser problem.
         }
         catch (UnauthorizedAccessException)
         {

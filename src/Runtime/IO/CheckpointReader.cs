@@ -33,6 +33,22 @@ internal abstract class CheckpointReader : IDisposable
     /// <summary>The whole tensor in its stored type, byte for byte.</summary>
     public abstract void ReadStored(string name, Span<byte> destination);
 
+    /// <summary>Tensor <paramref name="name"/> as a new float32 tensor (not scope-owned; the caller disposes it).</summary>
+    public Tensor ReadFloat32(string name)
+    {
+        var tensor = Tensor.Create(ShapeOf(name), DType.Float32, zeroed: false, scoped: false);
+        try
+        {
+            Read(name, 0, tensor.AsSpan());
+            return tensor;
+        }
+        catch
+        {
+            tensor.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Closes the files.</summary>
     public abstract void Dispose();
 
@@ -197,12 +213,8 @@ internal sealed class Llama2CheckpointReader : CheckpointReader
 
     private void ReadBytes(string name, long position, Span<byte> destination)
     {
-        while (!destination.IsEmpty)
-        {
-            int read = RandomAccess.Read(_handle, destination, position);
-            if (read <= 0) throw new InvalidDataException($"{Source}: the file ends at byte {position:N0}, inside '{name}': it was truncated while being read.");
-            destination = destination[read..];
-            position += read;
-        }
+        int read = AtomicFile.ReadAt(_handle, destination, position);
+        if (read < destination.Length)
+            throw new InvalidDataException($"{Source}: the file ends at byte {position + read:N0}, inside '{name}': it was cut short after it was opened.");
     }
 }

@@ -38,9 +38,10 @@ public static class HuggingFaceLlama
 
     /// <summary>
     /// Writes <paramref name="model"/> as a Hugging Face folder (<c>config.json</c> and <c>model.safetensors</c> with
-    /// metadata <c>{"format": "pt"}</c>), each file replaced atomically. A model that rotates interleaved RoPE pairs
-    /// (llama2.c, Meta) has its q_proj/k_proj rows permuted into the rotate-half order Hugging Face uses, so the saved
-    /// folder computes the same function.
+    /// metadata <c>{"format": "pt"}</c>), tensor by tensor through a <see cref="SafetensorsWriter"/>: both files are
+    /// written in full under temporary names, then renamed into place, so a failure changes nothing in the folder. A model
+    /// that rotates interleaved RoPE pairs (llama2.c, Meta) has its q_proj/k_proj rows permuted into the rotate-half order
+    /// Hugging Face uses, so the saved folder computes the same function.
     /// </summary>
     /// <param name="model">The model to save (float weights; adapters merged beforehand).</param>
     /// <param name="folder">Target folder, created when missing.</param>
@@ -49,41 +50,83 @@ public static class HuggingFaceLlama
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(folder);
-        var config = model.Config;
-        var tensors = new List<(string, Tensor)>();
-        var owned = new List<Tensor>();
-        try
-        {
-            foreach (var (name, parameter) in model.NamedParameters())
-            {
-                var tensor = parameter;
-                if (config.RopeInterleaved && IsRotaryProjection(name, out bool isKey))
-                {
-                    tensor = InterleavedToHalves(parameter, isKey ? config.KeyValueHeads : config.NumAttentionHeads, config.HeadDim);
-                    owned.Add(tensor);
-                }
-                tensors.Add((name, tensor));
-            }
-            Directory.CreateDirectory(folder);
-            WriteConfig(Path.Combine(folder, ConfigFileName), config, storeAs);
-            Safetensors.Save(Path.Combine(folder, WeightsFileName), tensors,
-                new Dictionary<string, string> { ["format"] = "pt" }, storeAs);
-        }
-        finally
-        {
-            foreach (var t in owned) t.Dispose();
-        }
+        var parameters = model.NamedParameters().ToDictionary(p => p.Path, p => p.Tensor, StringComparer.Ordinal);
+        WriteFolder(folder, model.Config, storeAs, parameters.ToDictionary(p => p.Key, p => p.Value.ShapeArray, StringComparer.Ordinal),
+            name => (parameters[name], false));
     }
 
     /// <summary>
     /// Converts a llama2.c checkpoint into a Hugging Face folder: the weights keep their values, and q_proj/k_proj rows
     /// are permuted (per head, element 2i → i and 2i+1 → i + head_dim/2, as Hugging Face's own Meta-to-HF conversion
-    /// does) so that rotate-half RoPE computes what llama2.c's interleaved RoPE did.
+    /// does) so that rotate-half RoPE computes what llama2.c's interleaved RoPE did. The checkpoint is streamed tensor by
+    /// tensor (peak memory about one tensor, whatever the model's size); the result is the bytes
+    /// <see cref="Save"/> writes for the loaded checkpoint.
     /// </summary>
-    public static void ConvertLlama2C(string checkpointPath, string outputFolder)
+    /// <param name="checkpointPath">The llama2.c checkpoint (.bin).</param>
+    /// <param name="outputFolder">Target folder, created when missing.</param>
+    /// <param name="storeAs">Storage dtype of the weights.</param>
+    /// <returns>The checkpoint's configuration.</returns>
+    /// <exception cref="InvalidDataException">The checkpoint is truncated or its header is inconsistent; the message names the file.</exception>
+    public static LlamaConfig ConvertLlama2C(string checkpointPath, string outputFolder, DType storeAs = DType.Float32)
     {
-        using var model = Llama2Checkpoint.Load(checkpointPath);
-        Save(model, outputFolder);
+        ArgumentNullException.ThrowIfNull(outputFolder);
+        ArgumentNullException.ThrowIfNull(checkpointPath);
+        if (!File.Exists(checkpointPath)) throw new FileNotFoundException($"llama2.c checkpoint not found: {checkpointPath}", checkpointPath);
+        using var weights = CheckpointReader.Open(checkpointPath);
+        WriteFolder(outputFolder, weights.Config, storeAs, ExpectedShapes(weights.Config), name => (weights.ReadFloat32(name), true));
+        return weights.Config;
+    }
+
+    /// <summary>
+    /// Writes a Llama folder tensor by tensor: <paramref name="tensorOf"/> gives each parameter (float, model order; owned
+    /// ones are disposed once written) in the file's order, q/k rows are permuted for rotate-half RoPE when the config
+    /// rotates interleaved pairs, and each is converted to <paramref name="storeAs"/> and written before the next is asked
+    /// for. <c>model.safetensors</c> and <c>config.json</c> are written in full under temporary names and then renamed into
+    /// place; any failure (including a cancellation) deletes them, leaves the folder's previous files as they were and
+    /// removes the folder itself when this call created it and it is still empty. <paramref name="written"/> is told the
+    /// name of each tensor once it is written.
+    /// </summary>
+    internal static void WriteFolder(string folder, LlamaConfig config, DType storeAs, IReadOnlyDictionary<string, int[]> shapes,
+        Func<string, (Tensor Tensor, bool Owned)> tensorOf, Action<string>? written = null, CancellationToken cancellation = default)
+    {
+        string full = Path.GetFullPath(folder);
+        bool created = !Directory.Exists(full);
+        Directory.CreateDirectory(full);
+        string configPath = Path.Combine(full, ConfigFileName), configTemp = AtomicFile.TempPathFor(configPath);
+        try
+        {
+            using var writer = SafetensorsWriter.Create(Path.Combine(full, WeightsFileName),
+                shapes.Select(s => SafetensorsTensorSpec.Of(s.Key, storeAs, s.Value)), new Dictionary<string, string> { ["format"] = "pt" });
+            foreach (var spec in writer.Tensors)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                var (tensor, owned) = tensorOf(spec.Name);
+                try
+                {
+                    if (config.RopeInterleaved && IsRotaryProjection(spec.Name, out bool isKey))
+                    {
+                        using var halves = InterleavedToHalves(tensor, isKey ? config.KeyValueHeads : config.NumAttentionHeads, config.HeadDim);
+                        writer.Write(spec.Name, halves);
+                    }
+                    else writer.Write(spec.Name, tensor);
+                }
+                finally
+                {
+                    if (owned) tensor.Dispose();
+                }
+                written?.Invoke(spec.Name);
+            }
+            cancellation.ThrowIfCancellationRequested();
+            WriteConfig(configTemp, config, storeAs);
+            writer.Commit();
+            File.Move(configTemp, configPath, overwrite: true);
+        }
+        catch
+        {
+            AtomicFile.TryDelete(configTemp);
+            if (created) AtomicFile.TryDeleteEmptyFolder(full);
+            throw;
+        }
     }
 
     /// <summary>Parameter names and shapes a Hugging Face Llama checkpoint with <paramref name="config"/> holds.</summary>
@@ -151,14 +194,15 @@ public static class HuggingFaceLlama
         int rows = weight.Size(0), cols = weight.Size(1), half = headDim / 2;
         if (rows != heads * headDim)
             throw new ArgumentException($"{weight} does not have {heads} heads of {headDim} rows.", nameof(weight));
-        var source = weight.ToArray();
-        var result = new float[source.Length];
+        // A dense float32 CPU weight is read in place; anything else through a float32 copy.
+        bool dense = weight.DType == DType.Float32 && weight.IsContiguous && weight.Device.Type == DeviceType.Cpu;
+        ReadOnlySpan<float> source = dense ? weight.AsSpan() : weight.ToArray();
+        var t = Tensor.Create([rows, cols], DType.Float32, zeroed: false, scoped: false);
+        var result = t.AsSpan();
         for (int h = 0; h < heads; h++)
             for (int i = 0; i < half; i++)
                 for (int j = 0; j < 2; j++)
-                    source.AsSpan((h * headDim + 2 * i + j) * cols, cols).CopyTo(result.AsSpan((h * headDim + j * half + i) * cols, cols));
-        var t = Tensor.Create([rows, cols], DType.Float32, zeroed: false, scoped: false);
-        result.CopyTo(t.AsSpan());
+                    source.Slice((h * headDim + 2 * i + j) * cols, cols).CopyTo(result.Slice((h * headDim + j * half + i) * cols, cols));
         return t;
     }
 

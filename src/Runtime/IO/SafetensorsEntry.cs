@@ -37,10 +37,8 @@ public sealed class SafetensorsEntry
     /// <summary>The dtype a runtime tensor is converted to (null: its own).</summary>
     internal DType? StoreAs { get; }
 
-    /// <summary>Bytes of data the entry occupies.</summary>
-    internal long ByteLength => Tensor != null
-        ? Tensor.Count * (StoreAs ?? Tensor.DType).ElementSize()
-        : (long)_values!.Length * Safetensors.ElementSize(DTypeName)!.Value;
+    /// <summary>The entry's name, dtype and shape, as announced in the header.</summary>
+    internal SafetensorsTensorSpec Spec => new(Name, DTypeName, Shape);
 
     /// <summary>The raw little-endian bytes of an array entry.</summary>
     internal ReadOnlySpan<byte> ArrayBytes => _values switch

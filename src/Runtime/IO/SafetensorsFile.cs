@@ -232,15 +232,10 @@ public sealed unsafe class SafetensorsFile : IDisposable
     {
         var handle = _handle ?? throw new ObjectDisposedException(nameof(SafetensorsFile), $"{FilePath} was closed.");
         long position = DataStart + info.Begin + offsetInTensor;
-        while (!destination.IsEmpty)
-        {
-            int read = RandomAccess.Read(handle, destination, position);
-            if (read <= 0)
-                throw new SafetensorsFormatException(FilePath,
-                    $"the file ends at byte {position:N0}, inside tensor '{info.Name}' (bytes {DataStart + info.Begin:N0}..{DataStart + info.End:N0}): it was truncated or is being written. Copy or download it again.");
-            destination = destination[read..];
-            position += read;
-        }
+        int read = AtomicFile.ReadAt(handle, destination, position);
+        if (read < destination.Length)
+            throw new SafetensorsFormatException(FilePath,
+                $"the file ends at byte {position + read:N0}, inside tensor '{info.Name}' (bytes {DataStart + info.Begin:N0}..{DataStart + info.End:N0}): it was cut short after it was opened, or is being written. Copy or download it again.");
     }
 
     /// <summary>Unmaps the file once no zero-copy tensor still uses it, and closes the file.</summary>

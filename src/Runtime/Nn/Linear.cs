@@ -39,5 +39,7 @@ public class Linear : LinearBase
     internal override bool KeepsInputForBackward => Weight.RequiresGrad; // dx = g·W needs W only; dW = gᵀ·x needs x
 
     /// <inheritdoc />
-    public override Tensor EffectiveWeight() => Tensor.FromArray(Weight.ToArray(), OutFeatures, InFeatures);
+    public override Tensor EffectiveWeight() => Weight.Device.Type == DeviceType.Cpu && Weight.DType == DType.Float32
+        ? Tensor.Empty([OutFeatures, InFeatures]).CopyFrom(Weight) // no managed copy on the way
+        : Tensor.FromArray(Weight.ToArray(), OutFeatures, InFeatures);
 }

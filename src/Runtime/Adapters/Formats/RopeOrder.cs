@@ -18,11 +18,10 @@ internal sealed class RopeOrder
     private RopeOrder(LlamaConfig config) => _config = config;
 
     /// <summary>The reordering for <paramref name="model"/>, or null when its q/k features are already in Hugging Face's order.</summary>
-    public static RopeOrder? Of(Module model) => model switch
-    {
-        LlamaForCausalLM { Config.RopeInterleaved: true } llama => new RopeOrder(llama.Config),
-        _ => null,
-    };
+    public static RopeOrder? Of(Module model) => model is LlamaForCausalLM llama ? For(llama.Config) : null;
+
+    /// <summary>The reordering for a Llama model with <paramref name="config"/>, or null when it rotates halves (Hugging Face's order).</summary>
+    public static RopeOrder? For(LlamaConfig config) => config.RopeInterleaved ? new RopeOrder(config) : null;
 
     /// <summary>
     /// The row reordering of a tensor whose first dimension is the output features of the layer <paramref name="key"/>
