@@ -16,7 +16,8 @@ namespace PeftGen.Generator;
 /// method, the compile-time plan and trainable-parameter count where shapes are known, a <c>CreateTrainer</c> where the
 /// method or its companions (<c>[LoRAPlus]</c>, <c>[DeltaLoRA]</c>, <c>[LayerDrop]</c>, <c>[LayerwiseLearningRate]</c>)
 /// need trainer wiring, and for LoRA the typed layer walk, adapter parameters, PEFT file keys and PEFT-format
-/// <c>SaveAdapter</c>/<c>LoadAdapter</c>, all without reflection. Pipeline: parse symbols into an equatable spec, resolve
+/// <c>SaveAdapter</c>/<c>LoadAdapter</c>, all without reflection; LoRA on a Llama model also gets <c>FromPretrained</c>
+/// (4-bit layers quantized while the checkpoint is read) and, with its config.json, <c>EstimateTrainingMemory</c>. Pipeline: parse symbols into an equatable spec, resolve
 /// it against config.json additional files, emit text.
 /// </summary>
 [Generator(LanguageNames.CSharp)]

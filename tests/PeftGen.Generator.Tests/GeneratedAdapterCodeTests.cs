@@ -102,6 +102,126 @@ public class GeneratedAdapterCodeTests
         }
         """;
 
+    // Appended to LlamaAllOptions' source (namespace Demo): the generated FromPretrained against the float model plus
+    // ApplyAdapters, and the generated EstimateTrainingMemory against the runtime's MemoryModel and the loaded model.
+    private const string LoadProbe = """
+
+        internal static class Probe
+        {
+            private static global::PeftGen.Models.Llama.LlamaConfig Config() => new()
+            {
+                HiddenSize = 64, IntermediateSize = 172, NumHiddenLayers = 3, NumAttentionHeads = 8, NumKeyValueHeads = 4,
+                VocabSize = 512, RmsNormEps = 1e-5f,
+            };
+
+            private static float[] Logits(StoryTeller model)
+            {
+                model.Eval();
+                using var noGrad = global::PeftGen.Autograd.GradMode.Disable();
+                using var scope = global::PeftGen.Tensors.TensorScope.Begin();
+                int[] ids = { 1, 5, 9, 200, 33, 7, 411, 2 };
+                return model.Forward(ids, 1, ids.Length).ToArray();
+            }
+
+            // The same deterministic values on every adapter tensor, so B ≠ 0 and the adapters change the logits.
+            private static void Perturb(StoryTeller model)
+            {
+                var random = new global::System.Random(7);
+                foreach (var (_, tensor) in model.NamedAdapterParameters())
+                {
+                    var values = tensor.AsSpan();
+                    for (int i = 0; i < values.Length; i++) values[i] += (float)(random.NextDouble() - 0.5) * 0.2f;
+                }
+            }
+
+            private static string Linears(StoryTeller model, bool fourBit) => string.Join("\n", global::System.Linq.Enumerable.Select(
+                global::System.Linq.Enumerable.Where(model.NamedModules(), m => fourBit
+                    ? m.Module is global::PeftGen.Quantization.Linear4Bit
+                    : m.Module is global::PeftGen.Nn.Linear), m => m.Path));
+
+            // Bytes of the weights as the model holds them: 4-bit codes and scales, and every other parameter in its type.
+            private static long[] WeightBytes(StoryTeller model)
+            {
+                long fourBit = 0, other = 0;
+                foreach (var (_, module) in model.NamedModules())
+                {
+                    if (module is global::PeftGen.Quantization.Linear4Bit q) fourBit += q.Weight.StorageBytes;
+                    foreach (var (_, p) in module.OwnParameters()) other += p.Count * global::PeftGen.Tensors.DTypeExtensions.ElementSize(p.DType);
+                }
+                return new[] { fourBit, other };
+            }
+
+            public static global::System.Collections.Generic.Dictionary<string, object> Load(string folder)
+            {
+                var facts = new global::System.Collections.Generic.Dictionary<string, object>();
+                string float32 = global::System.IO.Path.Combine(folder, "float32"), bfloat16 = global::System.IO.Path.Combine(folder, "bfloat16");
+                using (var source = new StoryTeller(Config()))
+                {
+                    global::PeftGen.IO.HuggingFaceLlama.Save(source, float32);
+                    global::PeftGen.IO.HuggingFaceLlama.Save(source, bfloat16, global::PeftGen.Tensors.DType.BFloat16);
+                }
+                facts["planned"] = string.Join("\n", global::System.Linq.Enumerable.Select(StoryTeller.AdapterPlan, l => l.Path));
+
+                var loaded = StoryTeller.FromPretrained(float32);
+                facts["fourBitAfterLoad"] = Linears(loaded, fourBit: true);
+                facts["floatAfterLoad"] = Linears(loaded, fourBit: false);
+                using var peft = loaded.ApplyAdapters();
+                facts["plan"] = string.Join("\n", peft.Plan());
+                facts["compileTimePlan"] = string.Join("\n", StoryTeller.AdapterPlan);
+                Perturb(loaded);
+
+                var reference = global::PeftGen.IO.ModelLoader.Load(float32, config => new StoryTeller(config));
+                facts["referenceFourBitAfterLoad"] = Linears(reference, fourBit: true);
+                using var referencePeft = reference.ApplyAdapters();
+                Perturb(reference);
+                var expected = Logits(reference);
+                facts["logitsEqual"] = global::System.Linq.Enumerable.SequenceEqual(expected, Logits(loaded));
+                float[] baseline;
+                using (referencePeft.DisableAdapters()) baseline = Logits(reference);
+                double effect = 0;
+                for (int i = 0; i < expected.Length; i++) effect = global::System.Math.Max(effect, global::System.Math.Abs((double)expected[i] - baseline[i]));
+                facts["adapterEffect"] = effect;
+
+                // A bfloat16 checkpoint: frozen weights stay 16-bit; the estimate counts the weights as the model holds them.
+                using var sixteen = StoryTeller.FromPretrained(bfloat16);
+                facts["embeddingType"] = sixteen.Model.EmbedTokens.Weight.DType.ToString();
+                facts["weightBytes"] = WeightBytes(sixteen);
+                var estimate = StoryTeller.EstimateTrainingMemory(2, 16, gradientCheckpointing: true);
+                facts["estimatedWeightBytes"] = new[] { estimate.FourBitWeights, estimate.FrozenWeights };
+                var (config, weightType) = global::PeftGen.IO.ModelLoader.Inspect(bfloat16);
+                facts["runtimeEstimate"] = global::PeftGen.Training.MemoryModel.ForTraining(config, StoryTeller.LoRAConfig, StoryTeller.QuantizationConfig,
+                    weightType, 2, 16, true).ToString();
+                facts["estimate"] = estimate.ToString();
+                facts["sameEstimate"] = estimate == global::PeftGen.Training.MemoryModel.ForTraining(config, StoryTeller.LoRAConfig,
+                    StoryTeller.QuantizationConfig, weightType, 2, 16, true);
+                return facts;
+            }
+        }
+        """;
+
+    // Appended to the DeltaLoRA case's source (namespace Demo).
+    private const string DeltaLoadProbe = """
+
+        internal static class Probe
+        {
+            public static string Load(string folder)
+            {
+                using (var source = new MovingChat(new global::PeftGen.Models.Llama.LlamaConfig
+                {
+                    HiddenSize = 64, IntermediateSize = 172, NumHiddenLayers = 3, NumAttentionHeads = 8, NumKeyValueHeads = 4, VocabSize = 512,
+                }))
+                {
+                    global::PeftGen.IO.HuggingFaceLlama.Save(source, folder, global::PeftGen.Tensors.DType.BFloat16);
+                }
+                using var peft = MovingChat.FromPretrained(folder).ApplyAdapters();
+                var updater = global::PeftGen.Adapters.DeltaLoRAUpdater.Create(peft);
+                updater.AfterStep(1000); // past StartStep: adds to the float32 base weights
+                return string.Join(",", global::System.Linq.Enumerable.Distinct(global::System.Linq.Enumerable.Select(
+                    peft.Model.NamedParameters(), p => p.Tensor.DType.ToString())));
+            }
+        }
+        """;
+
     // Appended to UserModuleRunTimeShapes' source (namespace Demo).
     private const string ResizableProbe = """
 
@@ -176,6 +296,56 @@ public class GeneratedAdapterCodeTests
             Assert.Contains("does not fit the model", mismatch);
             Assert.Contains("'base_model.model.model.layers.2.self_attn.q_proj.lora_A.weight' [16, 64] matches no layer the config adapts", mismatch);
             Assert.True((bool)facts["untouched"], "a folder that does not fit changed the model");
+        }
+        finally
+        {
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void FromPretrainedQuantizesWhileLoadingAndMatchesTheFloatModelWithApplyAdapters()
+    {
+        string folder = Path.Combine(Path.GetTempPath(), "peftgen-generated-load-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var testCase = GeneratorCases.LlamaAllOptions;
+            var facts = (Dictionary<string, object>)Invoke(testCase with { Sources = [testCase.Sources[0] + LoadProbe] }, "Load", folder)!;
+
+            // Right after loading, before ApplyAdapters: exactly the planned layers are 4-bit (layers 0 and 2, k_proj excluded).
+            string planned = (string)facts["planned"];
+            Assert.Equal(12, planned.Split('\n').Length);
+            Assert.Equal(planned, (string)facts["fourBitAfterLoad"]);
+            Assert.Contains("model.layers.1.self_attn.q_proj", (string)facts["floatAfterLoad"]);
+            Assert.Contains("model.layers.0.self_attn.k_proj", (string)facts["floatAfterLoad"]);
+            Assert.Contains("lm_head", (string)facts["floatAfterLoad"]);
+            Assert.Equal("", (string)facts["referenceFourBitAfterLoad"]);
+
+            // ApplyAdapters wraps them as they are; the result is the float model's with ApplyAdapters, bit for bit.
+            Assert.Equal((string)facts["compileTimePlan"], (string)facts["plan"]);
+            double effect = (double)facts["adapterEffect"];
+            Assert.True(effect > 1e-3, $"the adapter changes the logits by at most {effect:G4}, too little for the comparison to mean anything");
+            Assert.True((bool)facts["logitsEqual"], "FromPretrained + ApplyAdapters and the float model + ApplyAdapters give different logits");
+
+            // A bfloat16 checkpoint keeps its frozen weights 16-bit, and the compile-time estimate counts what the model holds.
+            Assert.Equal("BFloat16", (string)facts["embeddingType"]);
+            Assert.Equal((long[])facts["weightBytes"], (long[])facts["estimatedWeightBytes"]);
+            Assert.True((bool)facts["sameEstimate"], $"generated: {facts["estimate"]}\nruntime:   {facts["runtimeEstimate"]}");
+        }
+        finally
+        {
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void DeltaLoRAFromPretrainedKeepsTheBaseInFloat32ForItsUpdates()
+    {
+        string folder = Path.Combine(Path.GetTempPath(), "peftgen-generated-delta-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var testCase = GeneratorCases.DeltaLoRA;
+            Assert.Equal("Float32", (string)Invoke(testCase with { Sources = [testCase.Sources[0] + DeltaLoadProbe] }, "Load", folder)!);
         }
         finally
         {

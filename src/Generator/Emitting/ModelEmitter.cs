@@ -7,9 +7,9 @@ using PeftGen.Generator.Spec;
 namespace PeftGen.Generator.Emitting;
 
 /// <summary>
-/// Writes the partial class of one model: adapter configs, quantization, LoRA+ ratio, plan, PEFT file keys,
-/// ApplyAdapters() with the run-time rank checks the compiler could not do, the typed layer walk, the adapter
-/// parameters, and PEFT-format SaveAdapter/LoadAdapter.
+/// Writes the partial class of one model: adapter configs, quantization, LoRA+ ratio, plan, PEFT file keys, the
+/// training memory estimate and FromPretrained of Llama models, ApplyAdapters() with the run-time rank checks the
+/// compiler could not do, the typed layer walk, the adapter parameters, and PEFT-format SaveAdapter/LoadAdapter.
 /// </summary>
 internal static class ModelEmitter
 {
@@ -48,6 +48,8 @@ internal static class ModelEmitter
             WriteTrainingSettings(w, model);
             foreach (var adapter in spec.Adapters.Where(a => a.Plan != null)) WritePlan(w, adapter);
             foreach (var adapter in spec.Adapters.Where(a => a.FileKeys != null)) WriteFileKeys(w, adapter);
+            WriteEstimateTrainingMemory(w, spec);
+            WriteFromPretrained(w, spec);
             WriteApplyAdapters(w, spec);
             WriteCreateTrainer(w, spec, Adapters + "PeftModel<" + model.FullyQualifiedName + ">", "peft");
             WriteLinearLayers(w, model);
@@ -138,6 +140,125 @@ internal static class ModelEmitter
          .Line()
          .Line("/// <summary>Parameters the " + name + " adapter trains (A, B and DoRA magnitudes; biases trained by its bias mode are not counted).</summary>")
          .Line("public const long " + output.MemberPrefix + "TrainableParameterCount = " + total.ToString(CultureInfo.InvariantCulture) + "L;")
+         .Line();
+    }
+
+    /// <summary>
+    /// <c>FromPretrained</c>, for Llama models with a <c>(LlamaConfig)</c> constructor: <c>ModelLoader.Load</c> builds the
+    /// model with empty weights and reads the checkpoint into the storage the adapters want, so the float32 model is never
+    /// built. Delta-LoRA updates its base weights in float32, so its models load in float32.
+    /// </summary>
+    private static void WriteFromPretrained(IndentedWriter w, GenerationSpec spec)
+    {
+        var model = spec.Model;
+        if (!model.IsLlama || !model.HasLlamaConfigConstructor) return;
+        const string IO = "global::PeftGen.IO.";
+        var first = spec.Adapters[0];
+        bool delta = model.Training?.DeltaLoRA != null;
+        w.Line("/// <summary>")
+         .Line("/// Loads the Hugging Face model folder or llama2.c checkpoint at <paramref name=\"modelPath\"/> as this model: its")
+         .Line("/// constructor runs with empty weights, then each weight is read from the file, one tensor at a time, straight into");
+        if (delta)
+        {
+            w.Line("/// float32 storage (Delta-LoRA adds to the base weights of the layers it adapts after each step, so none is stored")
+             .Line("/// in 4 or 16 bits). Call <see cref=\"ApplyAdapters\"/> next.");
+        }
+        else
+        {
+            w.Line("/// the storage it keeps, so the float32 model is never built.");
+            if (model.Quantize != null)
+            {
+                string targets = spec.Adapters.Count == 1 ? "the " + Quote(first.Adapter.Name) + " adapter targets" : "the adapters target";
+                w.Line("/// The layers " + targets + " are quantized to 4 bits as they are read (<see cref=\"QuantizationConfig\"/>); the other")
+                 .Line("/// linear and embedding weights keep the checkpoint's type (a 16-bit checkpoint's stay bfloat16 or float16, frozen),")
+                 .Line("/// and norms are float32. Call <see cref=\"ApplyAdapters\"/> next: it wraps the 4-bit layers as they are.");
+            }
+            else
+            {
+                w.Line("/// Linear and embedding weights keep the checkpoint's type (a 16-bit checkpoint's stay bfloat16 or float16, frozen),")
+                 .Line("/// and norms are float32. Call <see cref=\"ApplyAdapters\"/> next.");
+            }
+        }
+        w.Line("/// </summary>")
+         .Line("/// <param name=\"modelPath\">A Hugging Face folder (<c>config.json</c> and <c>model.safetensors</c>) or a llama2.c checkpoint (<c>.bin</c>).</param>")
+         .Line("/// <returns>The model, with the checkpoint's configuration.</returns>")
+         .Line("/// <exception cref=\"global::System.IO.FileNotFoundException\">Nothing is at <paramref name=\"modelPath\"/>, or the folder lacks its config or weights.</exception>")
+         .Line("/// <exception cref=\"global::System.IO.InvalidDataException\">The files are malformed, or a parameter of this model is missing from them or has another shape.</exception>")
+         .Line("public static " + model.FullyQualifiedName + " FromPretrained(string modelPath) =>");
+        string load = "    " + IO + "ModelLoader.Load(modelPath, config => new " + model.FullyQualifiedName + "(config)";
+        if (delta)
+        {
+            w.Line(load + ");").Line();
+            return;
+        }
+        string options = "        " + IO + "ModelLoadOptions.ForAdapter(" + first.MemberPrefix + "LoRAConfig, QuantizationConfig)";
+        w.Line(load + ",");
+        if (model.Quantize == null || spec.Adapters.Count == 1)
+        {
+            w.Line(options + ");").Line();
+            return;
+        }
+        w.Line(options + " with")
+         .Line("        {")
+         .Line("            // ApplyAdapters stores the layers of every adapter in 4 bits.");
+        var adapts = spec.Adapters.Select(a => Adapters + "PeftModel.Adapts(" + a.MemberPrefix + "LoRAConfig, path)").ToList();
+        w.Line("            QuantizeLayer = path => " + adapts[0]);
+        for (int i = 1; i < adapts.Count; i++) w.Line("                || " + adapts[i] + (i == adapts.Count - 1 ? "," : ""));
+        w.Line("        });")
+         .Line();
+    }
+
+    /// <summary>
+    /// <c>EstimateTrainingMemory</c>, for Llama models whose config.json the generator read with every shape the estimate
+    /// needs: the runtime's <c>MemoryModel.ForTraining</c> with the compile-time shapes and the first adapter.
+    /// </summary>
+    private static void WriteEstimateTrainingMemory(IndentedWriter w, GenerationSpec spec)
+    {
+        var model = spec.Model;
+        if (!model.IsLlama || spec.Config is not { } c
+            || c.HiddenSize is not { } hidden || c.IntermediateSize is not { } intermediate || c.NumHiddenLayers is not { } layers
+            || c.NumAttentionHeads is not { } heads || c.VocabSize is not { } vocab)
+            return;
+        const string Training = "global::PeftGen.Training.";
+        const string DType = "global::PeftGen.Tensors.DType";
+        var first = spec.Adapters[0];
+        bool delta = model.Training?.DeltaLoRA != null;
+        w.Line("/// <summary>")
+         .Line("/// Predicts the peak resident memory of training this model with the " + Quote(first.Adapter.Name) + " adapter (<see cref=\"" + first.MemberPrefix + "LoRAConfig\"/>)")
+         .Line(model.Quantize != null
+            ? "/// on 4-bit layers (<see cref=\"QuantizationConfig\"/>), from the shapes of <c>" + Xml(model.ModelConfigPath ?? c.Path) + "</c> read at compile time:"
+            : "/// on a base without 4-bit layers, from the shapes of <c>" + Xml(model.ModelConfigPath ?? c.Path) + "</c> read at compile time:")
+         .Line("/// <see cref=\"" + Training + "MemoryModel.ForTraining\"/> for them, with the weights stored as "
+            + (model.HasLlamaConfigConstructor ? "<see cref=\"FromPretrained\"/>" : "<see cref=\"global::PeftGen.IO.ModelLoader\"/>") + " loads them.");
+        if (spec.Adapters.Count > 1) w.Line("/// Only the active adapter is counted; the others add their own parameters, gradients and optimizer state.");
+        w.Line("/// </summary>")
+         .Line("/// <param name=\"batchSize\">Rows per micro-batch.</param>")
+         .Line("/// <param name=\"sequenceLength\">Tokens per row.</param>")
+         .Line("/// <param name=\"gradientCheckpointing\">Whether decoder layers recompute their activations in backward.</param>")
+         .Line(delta
+            ? "/// <param name=\"frozenWeightType\">The type frozen weights are kept in (float32: Delta-LoRA updates the base weights).</param>"
+            : "/// <param name=\"frozenWeightType\">The type frozen weights are kept in: the checkpoint's 16-bit type, or float32.</param>")
+         .Line("/// <param name=\"optimizer\">The optimizer (8-bit ones keep a quarter of the state).</param>")
+         .Line("/// <returns>The estimate, by part; <c>Total</c> is the predicted peak in bytes.</returns>")
+         .Line("public static " + Training + "MemoryEstimate EstimateTrainingMemory(int batchSize, int sequenceLength, bool gradientCheckpointing,")
+         .Line("    " + DType + " frozenWeightType = " + DType + (delta ? ".Float32" : ".BFloat16") + ",")
+         .Line("    " + Training + "OptimizerKind optimizer = " + Training + "OptimizerKind.AdamW)")
+         .Open()
+         .Line("var config = new global::PeftGen.Models.Llama.LlamaConfig")
+         .Open()
+         .Line("HiddenSize = " + Int(hidden) + ",")
+         .Line("IntermediateSize = " + Int(intermediate) + ",")
+         .Line("NumHiddenLayers = " + Int(layers) + ",")
+         .Line("NumAttentionHeads = " + Int(heads) + ",");
+        if (c.NumKeyValueHeads is { } kv) w.Line("NumKeyValueHeads = " + Int(kv) + ",");
+        w.Line("VocabSize = " + Int(vocab) + ",");
+        if (c.HeadDim is { } headDim) w.Line("HeadDimOverride = " + Int(headDim) + ",");
+        if (c.MaxPositionEmbeddings is { } positions) w.Line("MaxPositionEmbeddings = " + Int(positions) + ",");
+        w.Line("TieWordEmbeddings = " + Bool(c.TieWordEmbeddings) + ",")
+         .Close(";")
+         .Line("return " + Training + "MemoryModel.ForTraining(config, " + first.MemberPrefix + "LoRAConfig, QuantizationConfig, frozenWeightType,")
+         .Line("    batchSize, sequenceLength, gradientCheckpointing, optimizer);")
+         .Close()
          .Line();
     }
 
@@ -487,6 +608,9 @@ internal static class ModelEmitter
         value.MemberName != null
             ? value.TypeName + "." + value.MemberName
             : "(" + value.TypeName + ")" + value.Value.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>Text for an XML documentation comment.</summary>
+    private static string Xml(string text) => text.Replace("&", "&amp;").Replace("<", "&lt;").Replace(">", "&gt;");
 
     internal static string Quote(string text) => SymbolDisplay.FormatLiteral(text, quote: true);
 

@@ -29,7 +29,7 @@ internal static class AdapterPlanner
             spec = spec with { Plan = concrete == null ? null : Rows(spec, concrete, model.Quantize != null) };
             return spec with { FileKeys = FileKeys(spec, model.Layers) };
         }).ToEquatableArray();
-        return new GenerationSpec(model, adapters);
+        return new GenerationSpec(model, adapters, Config: config);
     }
 
     /// <summary>The config file the [ModelConfig] path names: the one whose path equals it or ends with "/" + it.</summary>

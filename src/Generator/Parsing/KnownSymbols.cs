@@ -39,6 +39,9 @@ internal sealed class KnownSymbols
     /// <summary>The runtime's Llama model, which prompt learning and layer drop need.</summary>
     public const string LlamaForCausalLM = "PeftGen.Models.Llama.LlamaForCausalLM";
 
+    /// <summary>The Llama configuration, whose constructor a generated <c>FromPretrained</c> calls.</summary>
+    public const string LlamaConfig = "PeftGen.Models.Llama.LlamaConfig";
+
     private KnownSymbols(Compilation compilation, IAssemblySymbol runtime, INamedTypeSymbol module, INamedTypeSymbol linearBase, INamedTypeSymbol linear, INamedTypeSymbol moduleList)
     {
         Compilation = compilation;
@@ -54,6 +57,7 @@ internal sealed class KnownSymbols
         NoLoRA = runtime.GetTypeByMetadataName(NoLoRAAttribute);
         AdapterSlot = runtime.GetTypeByMetadataName(AdapterSlotAttribute);
         Llama = runtime.GetTypeByMetadataName(LlamaForCausalLM);
+        LlamaConfigType = runtime.GetTypeByMetadataName(LlamaConfig);
     }
 
     public Compilation Compilation { get; }
@@ -63,6 +67,18 @@ internal sealed class KnownSymbols
 
     /// <summary>Whether <paramref name="type"/> derives from the runtime's <c>LlamaForCausalLM</c> (prompt learning and layer drop need it).</summary>
     public bool IsLlama(INamedTypeSymbol type) => Llama != null && DerivesFrom(type, Llama);
+
+    /// <summary>The runtime's <c>LlamaConfig</c>.</summary>
+    public INamedTypeSymbol? LlamaConfigType { get; }
+
+    /// <summary>
+    /// Whether <paramref name="type"/> can be created as <c>new T(config)</c> from code inside it: it is not abstract and
+    /// declares an instance constructor whose one parameter is a by-value <c>LlamaConfig</c> (any accessibility).
+    /// </summary>
+    public bool HasLlamaConfigConstructor(INamedTypeSymbol type) =>
+        LlamaConfigType != null && !type.IsAbstract
+        && type.InstanceConstructors.Any(c => c.Parameters.Length == 1 && c.Parameters[0] is { RefKind: RefKind.None, IsParams: false } p
+            && Is(p.Type, LlamaConfigType));
 
     public INamedTypeSymbol Module { get; }
 

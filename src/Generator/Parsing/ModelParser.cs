@@ -45,6 +45,7 @@ internal static class ModelParser
         var walker = new ModuleGraphWalker(known, cancellationToken);
         walker.Walk(type);
 
+        bool isLlama = known.IsLlama(type);
         string? ns = type.ContainingNamespace.IsGlobalNamespace ? null : type.ContainingNamespace.ToDisplayString();
         string typePath = string.Join(".", containing.Select(c => c.Name).Concat(new[] { self.Name }));
         return new ModelSpec(
@@ -61,7 +62,8 @@ internal static class ModelParser
             walker.Overrides.ToEquatableArray(),
             method,
             MethodParser.ReadTraining(type),
-            known.IsLlama(type));
+            isLlama,
+            isLlama && known.HasLlamaConfigConstructor(type));
     }
 
     private static bool SameApplication(AttributeData a, AttributeData b) =>

@@ -4,7 +4,8 @@ namespace PeftGen.Generator.Spec;
 /// <param name="Model">The parsed class.</param>
 /// <param name="Adapters">The <c>[LoRA]</c> adapters; empty for another method.</param>
 /// <param name="Method">The plan of a method other than LoRA, or null for LoRA.</param>
-internal sealed record GenerationSpec(ModelSpec Model, EquatableArray<AdapterOutputSpec> Adapters, MethodPlanSpec? Method = null);
+/// <param name="Config">The config.json <c>[ModelConfig]</c> names, when the generator read it; null otherwise.</param>
+internal sealed record GenerationSpec(ModelSpec Model, EquatableArray<AdapterOutputSpec> Adapters, MethodPlanSpec? Method = null, ModelConfigSpec? Config = null);
 
 /// <summary>One adapter ready to emit.</summary>
 /// <param name="Adapter">The attribute's values.</param>

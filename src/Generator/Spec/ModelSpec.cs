@@ -15,6 +15,10 @@ namespace PeftGen.Generator.Spec;
 /// <param name="Method">The method attribute when it is not <c>[LoRA]</c> (then <paramref name="Adapters"/> is empty), or null.</param>
 /// <param name="Training">The training companions: <c>[DeltaLoRA]</c>, <c>[LayerDrop]</c>, <c>[LayerwiseLearningRate]</c>.</param>
 /// <param name="IsLlama">The class derives from the runtime's <c>LlamaForCausalLM</c>.</param>
+/// <param name="HasLlamaConfigConstructor">
+/// The class is a Llama model that code inside it can create as <c>new T(config)</c> from a <c>LlamaConfig</c> (what a
+/// generated <c>FromPretrained</c> needs).
+/// </param>
 internal sealed record ModelSpec(
     string? Namespace,
     EquatableArray<TypeDeclarationSpec> ContainingTypes,
@@ -29,7 +33,8 @@ internal sealed record ModelSpec(
     EquatableArray<MemberOverrideSpec> Overrides,
     MethodSpec? Method = null,
     TrainingSpec? Training = null,
-    bool IsLlama = false);
+    bool IsLlama = false,
+    bool HasLlamaConfigConstructor = false);
 
 /// <summary>A type declaration to reopen as <c>partial</c>.</summary>
 /// <param name="Keyword">"class", "struct", "record", "record struct" or "interface".</param>

@@ -77,8 +77,8 @@ public static class ModelLoader
 
     /// <summary>
     /// Loads a checkpoint into a model built by <paramref name="create"/> (for example a model class declared with the
-    /// DSL, whose generated <c>Load</c> method calls this). <paramref name="create"/> runs with empty weights: it must
-    /// only construct the model.
+    /// DSL, whose generated <c>FromPretrained</c> method calls this). <paramref name="create"/> runs with empty weights:
+    /// it must only construct the model.
     /// </summary>
     /// <typeparam name="TModel">The model type.</typeparam>
     /// <param name="modelPath">A Hugging Face folder or a llama2.c checkpoint.</param>

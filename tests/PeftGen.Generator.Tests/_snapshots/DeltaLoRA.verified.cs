@@ -55,6 +55,48 @@ namespace Demo
         };
 
         /// <summary>
+        /// Predicts the peak resident memory of training this model with the "default" adapter (<see cref="LoRAConfig"/>)
+        /// on a base without 4-bit layers, from the shapes of <c>tiny/config.json</c> read at compile time:
+        /// <see cref="global::PeftGen.Training.MemoryModel.ForTraining"/> for them, with the weights stored as <see cref="FromPretrained"/> loads them.
+        /// </summary>
+        /// <param name="batchSize">Rows per micro-batch.</param>
+        /// <param name="sequenceLength">Tokens per row.</param>
+        /// <param name="gradientCheckpointing">Whether decoder layers recompute their activations in backward.</param>
+        /// <param name="frozenWeightType">The type frozen weights are kept in (float32: Delta-LoRA updates the base weights).</param>
+        /// <param name="optimizer">The optimizer (8-bit ones keep a quarter of the state).</param>
+        /// <returns>The estimate, by part; <c>Total</c> is the predicted peak in bytes.</returns>
+        public static global::PeftGen.Training.MemoryEstimate EstimateTrainingMemory(int batchSize, int sequenceLength, bool gradientCheckpointing,
+            global::PeftGen.Tensors.DType frozenWeightType = global::PeftGen.Tensors.DType.Float32,
+            global::PeftGen.Training.OptimizerKind optimizer = global::PeftGen.Training.OptimizerKind.AdamW)
+        {
+            var config = new global::PeftGen.Models.Llama.LlamaConfig
+            {
+                HiddenSize = 64,
+                IntermediateSize = 172,
+                NumHiddenLayers = 3,
+                NumAttentionHeads = 8,
+                NumKeyValueHeads = 4,
+                VocabSize = 512,
+                TieWordEmbeddings = false,
+            };
+            return global::PeftGen.Training.MemoryModel.ForTraining(config, LoRAConfig, QuantizationConfig, frozenWeightType,
+                batchSize, sequenceLength, gradientCheckpointing, optimizer);
+        }
+
+        /// <summary>
+        /// Loads the Hugging Face model folder or llama2.c checkpoint at <paramref name="modelPath"/> as this model: its
+        /// constructor runs with empty weights, then each weight is read from the file, one tensor at a time, straight into
+        /// float32 storage (Delta-LoRA adds to the base weights of the layers it adapts after each step, so none is stored
+        /// in 4 or 16 bits). Call <see cref="ApplyAdapters"/> next.
+        /// </summary>
+        /// <param name="modelPath">A Hugging Face folder (<c>config.json</c> and <c>model.safetensors</c>) or a llama2.c checkpoint (<c>.bin</c>).</param>
+        /// <returns>The model, with the checkpoint's configuration.</returns>
+        /// <exception cref="global::System.IO.FileNotFoundException">Nothing is at <paramref name="modelPath"/>, or the folder lacks its config or weights.</exception>
+        /// <exception cref="global::System.IO.InvalidDataException">The files are malformed, or a parameter of this model is missing from them or has another shape.</exception>
+        public static global::Demo.MovingChat FromPretrained(string modelPath) =>
+            global::PeftGen.IO.ModelLoader.Load(modelPath, config => new global::Demo.MovingChat(config));
+
+        /// <summary>
         /// Freezes this model and wraps the layers its adapters target ("default") with LoRA.
         /// The "default" adapter is active. The model is owned by the returned <see cref="global::PeftGen.Adapters.PeftModel{TModel}"/>.
         /// </summary>

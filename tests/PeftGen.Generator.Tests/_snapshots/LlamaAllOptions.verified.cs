@@ -102,6 +102,51 @@ namespace Demo
         };
 
         /// <summary>
+        /// Predicts the peak resident memory of training this model with the "default" adapter (<see cref="LoRAConfig"/>)
+        /// on 4-bit layers (<see cref="QuantizationConfig"/>), from the shapes of <c>tiny/config.json</c> read at compile time:
+        /// <see cref="global::PeftGen.Training.MemoryModel.ForTraining"/> for them, with the weights stored as <see cref="FromPretrained"/> loads them.
+        /// </summary>
+        /// <param name="batchSize">Rows per micro-batch.</param>
+        /// <param name="sequenceLength">Tokens per row.</param>
+        /// <param name="gradientCheckpointing">Whether decoder layers recompute their activations in backward.</param>
+        /// <param name="frozenWeightType">The type frozen weights are kept in: the checkpoint's 16-bit type, or float32.</param>
+        /// <param name="optimizer">The optimizer (8-bit ones keep a quarter of the state).</param>
+        /// <returns>The estimate, by part; <c>Total</c> is the predicted peak in bytes.</returns>
+        public static global::PeftGen.Training.MemoryEstimate EstimateTrainingMemory(int batchSize, int sequenceLength, bool gradientCheckpointing,
+            global::PeftGen.Tensors.DType frozenWeightType = global::PeftGen.Tensors.DType.BFloat16,
+            global::PeftGen.Training.OptimizerKind optimizer = global::PeftGen.Training.OptimizerKind.AdamW)
+        {
+            var config = new global::PeftGen.Models.Llama.LlamaConfig
+            {
+                HiddenSize = 64,
+                IntermediateSize = 172,
+                NumHiddenLayers = 3,
+                NumAttentionHeads = 8,
+                NumKeyValueHeads = 4,
+                VocabSize = 512,
+                TieWordEmbeddings = false,
+            };
+            return global::PeftGen.Training.MemoryModel.ForTraining(config, LoRAConfig, QuantizationConfig, frozenWeightType,
+                batchSize, sequenceLength, gradientCheckpointing, optimizer);
+        }
+
+        /// <summary>
+        /// Loads the Hugging Face model folder or llama2.c checkpoint at <paramref name="modelPath"/> as this model: its
+        /// constructor runs with empty weights, then each weight is read from the file, one tensor at a time, straight into
+        /// the storage it keeps, so the float32 model is never built.
+        /// The layers the "default" adapter targets are quantized to 4 bits as they are read (<see cref="QuantizationConfig"/>); the other
+        /// linear and embedding weights keep the checkpoint's type (a 16-bit checkpoint's stay bfloat16 or float16, frozen),
+        /// and norms are float32. Call <see cref="ApplyAdapters"/> next: it wraps the 4-bit layers as they are.
+        /// </summary>
+        /// <param name="modelPath">A Hugging Face folder (<c>config.json</c> and <c>model.safetensors</c>) or a llama2.c checkpoint (<c>.bin</c>).</param>
+        /// <returns>The model, with the checkpoint's configuration.</returns>
+        /// <exception cref="global::System.IO.FileNotFoundException">Nothing is at <paramref name="modelPath"/>, or the folder lacks its config or weights.</exception>
+        /// <exception cref="global::System.IO.InvalidDataException">The files are malformed, or a parameter of this model is missing from them or has another shape.</exception>
+        public static global::Demo.StoryTeller FromPretrained(string modelPath) =>
+            global::PeftGen.IO.ModelLoader.Load(modelPath, config => new global::Demo.StoryTeller(config),
+                global::PeftGen.IO.ModelLoadOptions.ForAdapter(LoRAConfig, QuantizationConfig));
+
+        /// <summary>
         /// Freezes this model and wraps the layers its adapters target ("default") with LoRA, storing their base weights in 4 bits.
         /// The "default" adapter is active. The model is owned by the returned <see cref="global::PeftGen.Adapters.PeftModel{TModel}"/>.
         /// </summary>

@@ -30,6 +30,21 @@ namespace Demo
         };
 
         /// <summary>
+        /// Loads the Hugging Face model folder or llama2.c checkpoint at <paramref name="modelPath"/> as this model: its
+        /// constructor runs with empty weights, then each weight is read from the file, one tensor at a time, straight into
+        /// the storage it keeps, so the float32 model is never built.
+        /// Linear and embedding weights keep the checkpoint's type (a 16-bit checkpoint's stay bfloat16 or float16, frozen),
+        /// and norms are float32. Call <see cref="ApplyAdapters"/> next.
+        /// </summary>
+        /// <param name="modelPath">A Hugging Face folder (<c>config.json</c> and <c>model.safetensors</c>) or a llama2.c checkpoint (<c>.bin</c>).</param>
+        /// <returns>The model, with the checkpoint's configuration.</returns>
+        /// <exception cref="global::System.IO.FileNotFoundException">Nothing is at <paramref name="modelPath"/>, or the folder lacks its config or weights.</exception>
+        /// <exception cref="global::System.IO.InvalidDataException">The files are malformed, or a parameter of this model is missing from them or has another shape.</exception>
+        public static global::Demo.Chat FromPretrained(string modelPath) =>
+            global::PeftGen.IO.ModelLoader.Load(modelPath, config => new global::Demo.Chat(config),
+                global::PeftGen.IO.ModelLoadOptions.ForAdapter(LoRAConfig, QuantizationConfig));
+
+        /// <summary>
         /// Freezes this model and wraps the layers its adapters target ("default") with LoRA.
         /// The "default" adapter is active. The model is owned by the returned <see cref="global::PeftGen.Adapters.PeftModel{TModel}"/>.
         /// </summary>
