@@ -98,7 +98,10 @@ internal static class MemoryBenchmark
             return result;
         }
         var afterLoad = run.Stderr.Split('\n').FirstOrDefault(l => l.StartsWith("memory after load:", StringComparison.Ordinal));
-        result["after_load_mb"] = afterLoad != null ? Math.Round(double.Parse(afterLoad.Split(' ')[6], CultureInfo.InvariantCulture) * 1000 / 1.048576, 1) : null;
+        // "memory after load: peak resident set X GB, resident Y GB (predicted Z GB)"
+        var words = afterLoad?.Split(' ');
+        result["after_load_mb"] = words != null ? GbToMb(words[6]) : null;
+        result["resident_after_load_mb"] = words != null ? GbToMb(words[9]) : null;
         var metrics = File.ReadAllLines(Path.Combine(output, "metrics.jsonl")).Select(l => JsonNode.Parse(l)!.AsObject()).ToList();
         result["after_step1_mb"] = metrics[0]["peak_rss_mb"]?.GetValue<double>();
         result["end_mb"] = Math.Round(peakKb / 1024.0, 1);
@@ -202,4 +205,6 @@ internal static class MemoryBenchmark
     }
 
     private static double Mb(long bytes) => Math.Round(bytes / 1048576.0, 1);
+
+    private static double GbToMb(string gigabytes) => Math.Round(double.Parse(gigabytes, CultureInfo.InvariantCulture) * 1e9 / 1048576.0, 1);
 }

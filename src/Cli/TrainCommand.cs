@@ -127,7 +127,7 @@ internal static class TrainCommand
             }
 
             using var session = FineTuneSession.Open(options);
-            Console.Error.WriteLine(Invariant($"memory after load: peak resident set {ProcessMemory.PeakResidentBytes / 1e9:F2} GB (predicted {estimate.AfterLoad / 1e9:F2} GB)"));
+            Console.Error.WriteLine(Invariant($"memory after load: peak resident set {ProcessMemory.PeakResidentBytes / 1e9:F2} GB, resident {ProcessMemory.ResidentBytes / 1e9:F2} GB (predicted {estimate.AfterLoad / 1e9:F2} GB)"));
             var config = session.Peft.Model.Config;
             var dataset = session.Dataset;
             Console.Error.WriteLine($"model {options.ModelPath}: {config.NumHiddenLayers} layers, hidden {config.HiddenSize}, vocab {config.VocabSize}, context {config.MaxPositionEmbeddings}");
