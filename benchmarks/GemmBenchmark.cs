@@ -2,15 +2,19 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using PeftGen.Backends.Cpu;
+using PeftGen.Backends.Cpu.Kernels;
+using PeftGen.Tensors;
 
 namespace PeftGen.Benchmarks;
 
 /// <summary>
 /// SGEMM GFLOP/s of <see cref="Sgemm"/> against OpenBLAS on 2 threads: the 1024³ and 2048³
-/// headline squares, then the shapes a stories15M-sized LoRA training step actually runs.
+/// headline squares, then the shapes a stories15M-sized LoRA training step actually runs; then
+/// the frozen 16-bit (bf16, fp16) linear layer's forward and input gradient against float32 SGEMM
+/// of the same shape (the "linear16_*" shapes: the tiled kernel widens W a tile at a time).
 /// Usage: <c>gemm [--seconds S] [--shape NAME] [--kernel Avx512|Avx2|Portable]</c>: S = time budget
 /// per shape and library (default 1.5); NAME runs only the shapes whose name contains it; the
-/// kernel defaults to the best this CPU supports.
+/// kernel defaults to the best this CPU supports (the 16-bit shapes always run on it).
 /// </summary>
 internal static unsafe class GemmBenchmark
 {
@@ -32,6 +36,18 @@ internal static unsafe class GemmBenchmark
         new("lora_down_forward", 2048, 8, 768, false, true),
         new("lora_up_forward", 2048, 768, 8, false, true),
         new("lora_a_grad", 8, 768, 2048, true, false),
+    ];
+
+    /// <summary>A linear layer y [Rows, Out] = x [Rows, In] · W [Out, In]ᵀ, timed with a 16-bit W against a float32 one.</summary>
+    private readonly record struct LinearShape(string Name, int Rows, int In, int Out);
+
+    private static readonly LinearShape[] s_linear16Shapes =
+    [
+        // A 1B-class model's MLP up/gate projection and attention projection on 512 tokens.
+        new("linear16_mlp", 512, 2048, 5632),
+        new("linear16_attention", 512, 2048, 2048),
+        // Token-by-token generation: one row, the GEMV paths.
+        new("linear16_mlp_one_row", 1, 2048, 5632),
     ];
 
     public static int Run(string[] args)
@@ -61,8 +77,101 @@ internal static unsafe class GemmBenchmark
 
         foreach (var shape in s_shapes.Where(candidate => candidate.Name.Contains(filter, StringComparison.Ordinal)))
             RunShape(shape, kernel, havePeer, seconds);
+        foreach (var shape in s_linear16Shapes.Where(candidate => candidate.Name.Contains(filter, StringComparison.Ordinal)))
+            foreach (var dtype in new[] { DType.BFloat16, DType.Float16 })
+                RunLinear16(shape, dtype, seconds);
         return 0;
     }
+
+    /// <summary>
+    /// Forward and input gradient of a frozen 16-bit linear layer against float32 SGEMM on the same weight widened, calls
+    /// interleaved (best of each kept), as two JSON lines: GFLOP/s of each and their ratio (16-bit / float32).
+    /// </summary>
+    private static void RunLinear16(LinearShape s, DType dtype, double seconds)
+    {
+        long xCount = (long)s.Rows * s.In, wCount = (long)s.Out * s.In, yCount = (long)s.Rows * s.Out;
+        float* x = Allocate(xCount, seed: 1);
+        float* w = Allocate(wCount, seed: 2);                                                  // [out, in], then the widened 16-bit values
+        float* dy = Allocate(yCount, seed: 3);
+        float* y = Allocate(yCount, seed: 4), y16 = Allocate(yCount, seed: 4);
+        float* dx = Allocate(xCount, seed: 5), dx16 = Allocate(xCount, seed: 5);
+        var w16 = (ushort*)NativeMemory.AlignedAlloc((nuint)(wCount * sizeof(ushort)), 64);  // [out, in] 16-bit
+        try
+        {
+            var wide = new Span<float>(w, checked((int)wCount));
+            Float16Conversions.Narrow(wide, new Span<ushort>(w16, wide.Length), dtype);
+            Float16Conversions.Widen(new ReadOnlySpan<ushort>(w16, wide.Length), wide, dtype); // float32 gets exactly the 16-bit values
+            var source = new Float16TileSource(w16, s.Out, s.In, dtype);
+            Console.Error.WriteLine($"gemm: {s.Name} {dtype} x [{s.Rows}, {s.In}] · W [{s.Out}, {s.In}]ᵀ warming up");
+            MeasureLinear16(s, dtype, "forward", seconds,
+                () => Sgemm.Multiply(false, true, s.Rows, s.Out, s.In, 1f, x, s.In, w, s.In, 0f, y, s.Out),
+                () => TiledWeightMatMulKernel.Forward(x, source, y16, s.Rows),
+                MaxRelativeDiff(y16, y, yCount));
+            MeasureLinear16(s, dtype, "backward_input", seconds,
+                () => Sgemm.Multiply(false, false, s.Rows, s.In, s.Out, 1f, dy, s.Out, w, s.In, 0f, dx, s.In),
+                () => TiledWeightMatMulKernel.BackwardInput(dy, source, dx16, s.Rows, accumulate: false),
+                MaxRelativeDiff(dx16, dx, xCount));
+        }
+        finally
+        {
+            foreach (var buffer in new[] { x, w, dy, y, y16, dx, dx16 }) NativeMemory.AlignedFree(buffer);
+            NativeMemory.AlignedFree(w16);
+        }
+    }
+
+    /// <summary>Times <paramref name="float32"/> and <paramref name="half"/> call by call and writes one JSON line.</summary>
+    private static void MeasureLinear16(LinearShape s, DType dtype, string pass, double seconds, Action float32, Action half, Func<double> difference)
+    {
+        for (int i = 0; i < 2; i++)
+        {
+            float32();
+            half();
+        }
+        double best = double.MaxValue, halfBest = double.MaxValue, spent = 0;
+        int calls = 0;
+        while (spent < seconds || calls < 3)
+        {
+            double t = Time(float32);
+            best = Math.Min(best, t);
+            double h = Time(half);
+            halfBest = Math.Min(halfBest, h);
+            spent += t + h;
+            calls++;
+        }
+        double flops = 2.0 * s.Rows * s.In * s.Out;
+        double gflops = flops / best / 1e9, halfGflops = flops / halfBest / 1e9;
+        Console.Error.WriteLine($"gemm: {s.Name} {dtype} {pass} {calls} calls, float32 {gflops:F1} GFLOP/s, {dtype} {halfGflops:F1} GFLOP/s, ratio {halfGflops / gflops:F3}");
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            json.WriteString("name", s.Name);
+            json.WriteString("pass", pass);
+            json.WriteString("dtype", dtype == DType.BFloat16 ? "bf16" : "fp16");
+            json.WriteNumber("rows", s.Rows);
+            json.WriteNumber("in", s.In);
+            json.WriteNumber("out", s.Out);
+            json.WriteNumber("gflops", Math.Round(halfGflops, 1));
+            json.WriteNumber("float32_gflops", Math.Round(gflops, 1));
+            json.WriteNumber("ratio", Math.Round(halfGflops / gflops, 3));
+            json.WriteNumber("max_rel_diff", difference());
+            json.WriteNumber("threads", Threads);
+            json.WriteEndObject();
+        }
+        Console.Out.WriteLine(System.Text.Encoding.UTF8.GetString(buffer.ToArray()));
+    }
+
+    /// <summary>max |x − y| / max |y|.</summary>
+    private static Func<double> MaxRelativeDiff(float* x, float* y, long count) => () =>
+    {
+        double worst = 0, scale = 1e-30;
+        for (long i = 0; i < count; i++)
+        {
+            worst = Math.Max(worst, Math.Abs((double)x[i] - y[i]));
+            scale = Math.Max(scale, Math.Abs((double)y[i]));
+        }
+        return worst / scale;
+    };
 
     private static void RunShape(Shape s, SgemmKernel kernel, bool havePeer, double seconds)
     {

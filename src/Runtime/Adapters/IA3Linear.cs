@@ -103,23 +103,26 @@ public sealed class IA3Linear : AdaptedLinear
     }
 
     /// <summary>
-    /// Folds the active adapters into a float base: W ← W ∘ l per column (feed-forward) or per row, the bias with the
-    /// rows. <see cref="Unmerge"/> restores the saved original exactly (PEFT divides by l + 1e-8 instead).
+    /// Folds the active adapters into a float32 or 16-bit base: W ← W ∘ l per column (feed-forward) or per row, the bias with
+    /// the rows (a bf16/fp16 weight is widened, scaled and rounded back). <see cref="Unmerge"/> restores the saved original
+    /// exactly (PEFT divides by l + 1e-8 instead).
     /// </summary>
     public void Merge()
     {
         var linear = BaseLayer as Linear
-            ?? throw new InvalidOperationException($"The base of this layer is {BaseLayer.GetType().Name}; merging in place needs a float base. Use MergeAndUnload to merge into a new float layer.");
+            ?? throw new InvalidOperationException($"The base of this layer is {BaseLayer.GetType().Name}; merging in place needs a float or 16-bit Linear base. Use MergeAndUnload to merge into a new float layer.");
         var pending = ActiveAdapters.Where(n => !Merged.Contains(n)).ToArray();
         if (pending.Length == 0) return;
         if (Merged.Count == 0)
         {
-            _unmergedWeight = Tensor.Create(linear.Weight.ShapeArray, DType.Float32, false, scoped: false).CopyFrom(linear.Weight);
+            // The originals in their own dtype, so Unmerge restores them bit for bit.
+            var weight = linear.Weight;
+            _unmergedWeight = Tensor.Create(weight.ShapeArray, weight.DType, false, scoped: false, weight.Device).CopyFrom(weight);
             if (linear.Bias != null) _unmergedBias = Tensor.Create(linear.Bias.ShapeArray, DType.Float32, false, scoped: false).CopyFrom(linear.Bias);
         }
         foreach (var name in pending)
         {
-            ScaleWeight(linear.Weight, Vector(name));
+            linear.UpdateWeight(w => ScaleWeight(w, Vector(name)));
             if (linear.Bias != null && !IsFeedForward)
                 TensorPrimitives.Multiply(linear.Bias.AsSpan(), Vector(name).AsSpan(), linear.Bias.AsSpan());
             Merged.Add(name);

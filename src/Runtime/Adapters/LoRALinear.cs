@@ -150,38 +150,44 @@ public sealed class LoRALinear : AdaptedLinear
     }
 
     /// <summary>
-    /// Folds the active adapters into a float base weight (W ← W + s·B·A; DoRA: W ← m/‖W + s·B·A‖ ∘ (W + s·B·A)).
-    /// A 4-bit base cannot absorb an update without re-rounding it: use <see cref="PeftModel{TModel}.MergeAndUnload"/>,
-    /// which merges into a new 16/32-bit copy instead.
+    /// Folds the active adapters into a float32 or 16-bit base weight (W ← W + s·B·A; DoRA: W ← m/‖W + s·B·A‖ ∘ (W + s·B·A)).
+    /// A bf16/fp16 base is widened, updated and rounded back, as PEFT merges into a bf16 base. A 4-bit base cannot absorb
+    /// an update without re-quantizing it: use <see cref="PeftModel{TModel}.MergeAndUnload"/>, which merges into a new
+    /// 16/32-bit copy instead.
     /// </summary>
     public void Merge()
     {
-        var weight = (BaseLayer as Linear)?.Weight
-            ?? throw new InvalidOperationException($"The base of this layer is {BaseLayer.GetType().Name}; merging in place needs a float base. Use MergeAndUnload to merge into a 16-bit copy.");
+        var linear = BaseLayer as Linear
+            ?? throw new InvalidOperationException($"The base of this layer is {BaseLayer.GetType().Name}; merging in place needs a float or 16-bit Linear base. Use MergeAndUnload to merge into a 16-bit copy.");
         foreach (var name in ActiveAdapters.Where(n => !Merged.Contains(n)).ToArray())
         {
-            if (_settings[name].UseDoRA) _mergedBase[name] = Tensor.Create(weight.ShapeArray, DType.Float32, false, scoped: false).CopyFrom(weight);
-            ApplyUpdate(weight, name);
+            var weight = linear.Weight;
+            if (_settings[name].UseDoRA)                                                        // W0 in its own dtype: restored exactly
+                _mergedBase[name] = Tensor.Create(weight.ShapeArray, weight.DType, false, scoped: false, weight.Device).CopyFrom(weight);
+            linear.UpdateWeight(w => ApplyUpdate(w, name));
             Merged.Add(name);
         }
     }
 
-    /// <summary>Undoes <see cref="Merge"/>, restoring the base weight (up to float rounding for LoRA; exactly for DoRA).</summary>
+    /// <summary>
+    /// Undoes <see cref="Merge"/>, restoring the base weight (exactly for DoRA; for LoRA up to float rounding, or up to 16-bit
+    /// rounding on a bf16/fp16 base).
+    /// </summary>
     public void Unmerge()
     {
-        var weight = (BaseLayer as Linear)?.Weight;
-        for (int i = Merged.Count - 1; i >= 0 && weight != null; i--)
+        var linear = BaseLayer as Linear;
+        for (int i = Merged.Count - 1; i >= 0 && linear != null; i--)
         {
             var name = Merged[i];
             if (_mergedBase.Remove(name, out var original))
             {
-                weight.CopyFrom(original);
+                linear.Weight.CopyFrom(original);
                 original.Dispose();
             }
             else
             {
                 using var delta = Delta(name);
-                Backends.Backend.Of(weight).AddScaled(weight, 1f, delta, -1f, weight);
+                linear.UpdateWeight(w => Backends.Backend.Of(w).AddScaled(w, 1f, delta, -1f, w));
             }
         }
         Merged.Clear();

@@ -1,5 +1,6 @@
 using PeftGen.Nn;
 using PeftGen.Quantization;
+using PeftGen.Tensors;
 
 namespace PeftGen.Adapters;
 
@@ -30,9 +31,14 @@ internal static class LoRAVariants
         if (quantization != null || baseLayer is Linear4Bit)
             throw new ArgumentException(
                 $"Delta-LoRA updates the base weight of '{path}' after every step, but that base is stored 4-bit: the updates (≈ λ·s·ΔBA) are far below " +
-                "one quantization step and re-quantizing would round them away. PeftGen refuses this combination: load a float (or 16-bit) base without " +
+                "one quantization step and re-quantizing would round them away. PeftGen refuses this combination: load a float32 base without " +
                 "QuantizationConfig, or use plain LoRA (QLoRA) on the 4-bit base.", nameof(config));
-        if (baseLayer is not Linear)
+        if (baseLayer is not Linear linear)
             throw new ArgumentException($"Delta-LoRA needs a float Linear base to update; '{path}' is a {baseLayer.GetType().Name}.", nameof(config));
+        if (linear.Weight.DType != DType.Float32)
+            throw new ArgumentException(
+                $"Delta-LoRA updates the base weight of '{path}' after every step, but that base is stored {linear.Weight.DType}: updates of ≈ λ·s·ΔBA " +
+                "are mostly below one 16-bit rounding step and would be lost. Keep Delta-LoRA bases in float32 (load them as float32), or use plain LoRA " +
+                "on the 16-bit base.", nameof(config));
     }
 }

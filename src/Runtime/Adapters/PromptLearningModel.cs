@@ -252,11 +252,13 @@ public sealed class PromptLearningModel : Module, IPromptLearning
             throw new ArgumentException($"PROMPT_TUNING: the tokenizer has {tokenizer.VocabSize} tokens but the model's vocabulary has {Model.Config.VocabSize}; they do not belong together.", nameof(tokenizer));
         var ids = tokenizer.Encode(config.InitText!, addBos: true);
         if (ids.Length == 0) throw new ArgumentException($"PROMPT_TUNING: prompt_tuning_init_text \"{config.InitText}\" encodes to no tokens.", nameof(config));
-        int hidden = Model.Config.HiddenSize;
-        var source = Model.Model.EmbedTokens.Weight.AsSpan();                                 // [vocab, hidden]
-        var table = encoder.Embedding.Weight.AsSpan();                                        // [n, hidden]
-        for (int i = 0; i < encoder.VirtualTokens; i++)
-            source.Slice(ids[i % ids.Length] * hidden, hidden).CopyTo(table.Slice(i * hidden, hidden));
+        int n = encoder.VirtualTokens;
+        var picked = new int[n];
+        for (int i = 0; i < n; i++) picked[i] = ids[i % ids.Length];
+        // A lookup rather than a span of the table: the model's table may be a frozen 16-bit one.
+        using var noGrad = GradMode.Disable();
+        using var rows = Ops.Embedding(Model.Model.EmbedTokens.Weight, picked, n);            // [n, hidden]
+        rows.ToArray().CopyTo(encoder.Embedding.Weight.AsSpan());
     }
 
     /// <summary>x [1, ...] repeated <paramref name="batch"/> times along dimension 0.</summary>

@@ -106,23 +106,30 @@ public sealed class VeraLinear : AdaptedLinear
         return delta;
     }
 
-    /// <summary>Folds the active adapters into a float base weight (W ← W + ΔW); a 4-bit base needs MergeAndUnload.</summary>
+    /// <summary>
+    /// Folds the active adapters into a float32 or 16-bit base weight (W ← W + ΔW; a bf16/fp16 base is widened, updated and
+    /// rounded back); a 4-bit base needs MergeAndUnload.
+    /// </summary>
     public void Merge()
     {
-        var weight = (BaseLayer as Linear)?.Weight
-            ?? throw new InvalidOperationException($"The base of this layer is {BaseLayer.GetType().Name}; merging in place needs a float base. Use MergeAndUnload to merge into a 16-bit copy.");
+        var linear = BaseLayer as Linear
+            ?? throw new InvalidOperationException($"The base of this layer is {BaseLayer.GetType().Name}; merging in place needs a float or 16-bit Linear base. Use MergeAndUnload to merge into a 16-bit copy.");
         foreach (var name in ActiveAdapters.Where(n => !Merged.Contains(n)).ToArray())
         {
-            AddDelta(weight, name, 1f);
+            linear.UpdateWeight(w => AddDelta(w, name, 1f));
             Merged.Add(name);
         }
     }
 
-    /// <summary>Undoes <see cref="Merge"/> (W ← W − ΔW, up to float rounding).</summary>
+    /// <summary>Undoes <see cref="Merge"/> (W ← W − ΔW, up to float rounding, or 16-bit rounding on a bf16/fp16 base).</summary>
     public void Unmerge()
     {
-        var weight = (BaseLayer as Linear)?.Weight;
-        for (int i = Merged.Count - 1; i >= 0 && weight != null; i--) AddDelta(weight, Merged[i], -1f);
+        if (BaseLayer is Linear linear)
+            for (int i = Merged.Count - 1; i >= 0; i--)
+            {
+                var name = Merged[i];
+                linear.UpdateWeight(w => AddDelta(w, name, -1f));
+            }
         Merged.Clear();
     }
 

@@ -42,6 +42,7 @@ internal interface IBackend
         Tensor a, int lda, long strideA, Tensor b, int ldb, long strideB,
         float beta, Tensor c, int ldc, long strideC, int batch);
 
+    /// <summary>y [n, c] = rows ids of weight [vocab, c]; the weight may be float32, bf16 or fp16 (its rows are widened).</summary>
     void EmbeddingForward(Tensor weight, ReadOnlySpan<int> ids, Tensor y);
     void EmbeddingBackward(Tensor dy, ReadOnlySpan<int> ids, Tensor dweight);
 
@@ -82,6 +83,18 @@ internal interface IBackend
 
     /// <summary>dx [rows, in] (+)= dy [rows, out] · dequant(W) for a frozen 4-bit weight W [out, in].</summary>
     void Linear4BitBackwardInput(Tensor dy, Quantization.QuantizedWeight weight, Tensor dx, bool accumulate);
+
+    /// <summary>
+    /// y [rows, out] = x [rows, in] · Wᵀ for a frozen 16-bit weight W [out, in] (contiguous bf16 or fp16, as stored in the
+    /// checkpoint), never widening W as a whole.
+    /// </summary>
+    void Linear16Forward(Tensor x, Tensor weight16, Tensor y);
+
+    /// <summary>dx [rows, in] (+)= dy [rows, out] · W for a frozen 16-bit weight W [out, in] (contiguous bf16 or fp16).</summary>
+    void Linear16BackwardInput(Tensor dy, Tensor weight16, Tensor dx, bool accumulate);
+
+    /// <summary>dst = src in dst's element type (float32 ⇄ bf16 / fp16, round to nearest even): dense tensors of the same element count.</summary>
+    void ConvertDType(Tensor src, Tensor dst);
 }
 
 /// <summary>Finds the backend of a tensor's device.</summary>

@@ -1,5 +1,3 @@
-using PeftGen.Autograd;
-using PeftGen.Backends;
 using PeftGen.Quantization;
 
 namespace PeftGen.Tensors;
@@ -21,25 +19,8 @@ public static partial class Ops
             throw new ArgumentException($"Linear4Bit: input {x.DescribeForError()} does not fit the 4-bit weight [{outF}, {inF}] (expected [..., {inF}]).", nameof(x));
         if (bias != null && (bias.Rank != 1 || bias.Size(0) != outF))
             throw new ArgumentException($"Linear4Bit: bias {bias.DescribeForError()} does not fit the 4-bit weight [{outF}, {inF}] (expected [{outF}]).", nameof(bias));
-        x = x.Contiguous();
-        var shape = (int[])x.ShapeArray.Clone();
-        shape[^1] = outF;
-        var y = Tensor.Empty(shape, x.Device);                                               // [..., out]
-        var be = Backend.Of(x);
-        be.Linear4BitForward(x, weight, y);
-        if (bias != null) be.AddScaled(y, 1f, bias, 1f, y);
-        if (bias == null ? Tape.ShouldRecord(x) : Tape.ShouldRecord(x, bias))
-            Tape.Record(y, () =>
-            {
-                var g = y.Grad!;                                                             // [rows, out]
-                if (x.RequiresGrad)
-                {
-                    var gx = Grads.Buffer(x, out bool acc);                                  // [rows, in] = g·dequant(W)
-                    be.Linear4BitBackwardInput(g, weight, gx, acc);
-                }
-                if (bias?.RequiresGrad == true)
-                    be.SumRows(g, Grads.Buffer(bias, out bool acc), acc);
-            });
-        return y;
+        return FrozenLinear(x, outF, bias,
+            (be, input, y) => be.Linear4BitForward(input, weight, y),
+            (be, g, gx, accumulate) => be.Linear4BitBackwardInput(g, weight, gx, accumulate));
     }
 }

@@ -166,13 +166,34 @@ public sealed unsafe class Tensor : IDisposable
         return result;
     }
 
-    /// <summary>Copies the elements of <paramref name="source"/> (same shape, float32) into this tensor and returns it.</summary>
+    /// <summary>
+    /// Copies the elements of <paramref name="source"/> (same shape) into this tensor and returns it. Between float32 tensors
+    /// either may be a strided view; when either is 16-bit the values are converted (rounding to nearest even when
+    /// narrowing) and this tensor must be dense.
+    /// </summary>
+    /// <exception cref="ArgumentException">The shapes differ.</exception>
+    /// <exception cref="InvalidOperationException">A 16-bit copy targets a strided view.</exception>
     public Tensor CopyFrom(Tensor source)
     {
         ArgumentNullException.ThrowIfNull(source);
         if (!source.Shape.SequenceEqual(Shape))
             throw new ArgumentException($"CopyFrom: {source.DescribeForError()} does not match {DescribeForError()}.", nameof(source));
-        Backends.Backend.Of(this).CopyStrided(source, this, accumulate: false);
+        if (source.DType == DType.Float32 && DType == DType.Float32)
+        {
+            Backends.Backend.Of(this).CopyStrided(source, this, accumulate: false);
+            return this;
+        }
+        if (!IsContiguous)
+            throw new InvalidOperationException($"CopyFrom: {DescribeForError()} is a strided {DType} view; copies involving 16-bit tensors need a dense destination.");
+        using var onDevice = source.Device == Device ? null : source.ToDevice(Device, scoped: false);
+        var src = onDevice ?? source;
+        if (src.IsContiguous)
+            Backends.Backend.Of(this).ConvertDType(src, this);
+        else
+        {
+            using var dense = src.ConvertDType(DType, scoped: false);
+            Backends.Backend.Of(this).ConvertDType(dense, this);
+        }
         return this;
     }
 
@@ -343,8 +364,35 @@ public sealed unsafe class Tensor : IDisposable
         return result;
     }
 
-    /// <summary>A copy in another element type (float32 ⇄ bfloat16 / float16); this tensor when already <paramref name="dtype"/>.</summary>
+    /// <summary>A copy in another element type (float32 ⇄ bfloat16 / float16) on the same device; this tensor when already <paramref name="dtype"/>.</summary>
     public Tensor To(DType dtype) => dtype == DType ? this : ConvertDType(dtype, scoped: true);
+
+    /// <summary>
+    /// Converts this leaf tensor's elements to <paramref name="dtype"/> in place, on its device: the tensor gets a new storage
+    /// of converted values and lets go of the old one (views taken before keep it), so every module that holds the tensor
+    /// (a <see cref="Nn.Linear"/>'s weight, an embedding tied to the output head) follows. This is how a frozen float32
+    /// weight becomes a 16-bit one that halves its memory; gradients are dropped.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">
+    /// The tensor is an activation or a view, or it requires gradients and <paramref name="dtype"/> is not float32 (only
+    /// float32 tensors train: freeze it first).
+    /// </exception>
+    internal void ConvertInPlace(DType dtype)
+    {
+        if (dtype == DType) return;
+        if (IsRecorded)
+            throw new InvalidOperationException($"ConvertInPlace({dtype}): {DescribeForError()} is an activation recorded by autograd; convert parameters only.");
+        if (!IsContiguous || Offset != 0)
+            throw new InvalidOperationException($"ConvertInPlace({dtype}): {DescribeForError()} is a view (strided or offset); convert the tensor it views instead.");
+        if (RequiresGrad && dtype != DType.Float32)
+            throw new InvalidOperationException($"ConvertInPlace({dtype}): {DescribeForError()} requires gradients and only float32 tensors train; freeze it (RequiresGrad = false) first.");
+        using var converted = ConvertDType(dtype, scoped: false);
+        ZeroGrad();
+        converted.Storage.AddRef();
+        var old = Interlocked.Exchange(ref _storage, converted.Storage);
+        DType = dtype;
+        old?.Release();
+    }
 
     private Tensor ConvertDType(DType dtype, bool scoped)
     {
@@ -352,21 +400,21 @@ public sealed unsafe class Tensor : IDisposable
         Tensor? dense = null;
         if (!IsContiguous)
         {
-            source = dense = Create(_shape, DType, zeroed: false, scoped: false);
-            CopyRawStrided(this, dense);
+            source = dense = Create(_shape, DType, zeroed: false, scoped: false, device: Device);
+            if (Device.Type == DeviceType.Cpu) CopyRawStrided(this, dense);
+            else Backends.Backend.Of(this).CopyStrided(this, dense, accumulate: false);
         }
         try
         {
-            var result = Create(_shape, dtype, zeroed: false, scoped);
-            int n = checked((int)Count);
-            if (source.DType == DType.Float32)
-                Float16Conversions.Narrow(new ReadOnlySpan<float>(source.RawData, n), new Span<ushort>(result.RawData, n), dtype);
-            else if (dtype == DType.Float32)
-                Float16Conversions.Widen(new ReadOnlySpan<ushort>(source.RawData, n), new Span<float>(result.RawData, n), source.DType);
-            else
+            var result = Create(_shape, dtype, zeroed: false, scoped, Device);
+            try
             {
-                using var wide = source.ConvertDType(DType.Float32, scoped: false);
-                Float16Conversions.Narrow(new ReadOnlySpan<float>(wide.RawData, n), new Span<ushort>(result.RawData, n), dtype);
+                Backends.Backend.Of(source).ConvertDType(source, result);
+            }
+            catch
+            {
+                result.Dispose();
+                throw;
             }
             return result;
         }

@@ -51,7 +51,7 @@ public static class MemoryModel
     /// </summary>
     public const long RuntimeBytes = 90L << 20;
 
-    /// <summary>Per-thread scratch: Sgemm's packed A and B blocks (≈ 1.5 + 4 MiB) and the 512 KiB dequantization tile.</summary>
+X
     private const long WorkspacePerThread = 6L << 20;
 
     /// <summary>Predicts the peak resident memory of training.</summary>

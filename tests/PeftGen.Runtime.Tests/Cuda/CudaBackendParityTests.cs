@@ -171,6 +171,48 @@ public sealed class CudaBackendParityTests
     }
 
     [CudaFact]
+    public void Linear_and_embedding_on_16bit_weights_match_the_cpu_and_keep_their_dtype_on_the_device()
+    {
+        foreach (var dtype in new[] { DType.BFloat16, DType.Float16 })
+        {
+            using var w0 = Rand(11, 48, 64);
+            using var w16 = w0.To(dtype);                                                   // [out, in] 16-bit on the host
+            using var table = Rand(12, 20, 64).To(dtype);                                   // [vocab, dim] 16-bit
+            foreach (int rows in new[] { 1, 40 })
+            {
+                using var x0 = Rand(13 + rows, rows, 64);
+                using var b0 = Rand(14, 48);
+                var outputs = new Dictionary<Device, float[][]>();
+                foreach (var device in new[] { Device.Cpu, Gpu })
+                {
+                    using var scope = TensorScope.Begin();
+                    var w = w16.To(device);
+                    Assert.Equal(dtype, w.DType);
+                    var x = Leaf(x0, device);
+                    var bias = Leaf(b0, device);
+                    var y = Ops.Linear(x, w, bias);
+                    Ops.Sum(Ops.Mul(y, y)).Backward();
+                    var e = Ops.Embedding(table.To(device), [3, 19, 0, 3], 2, 2);
+                    var wide = w.To(DType.Float32);                                           // conversions on the device
+                    var back = wide.To(dtype);
+                    outputs[device] = [y.ToArray(), x.Grad!.ToArray(), bias.Grad!.ToArray(), e.ToArray(), wide.ToArray(), back.ToArray()];
+                    x.Dispose();
+                    bias.Dispose();
+                }
+                // The GPU multiplies bf16 × bf16 (an fp16 weight rounded to bf16, x rounded too) with float32 accumulation.
+                AssertClose(outputs[Device.Cpu][0], outputs[Gpu][0], 3e-2f, $"{dtype} y, {rows} rows");
+                AssertClose(outputs[Device.Cpu][1], outputs[Gpu][1], 3e-2f, $"{dtype} dx, {rows} rows");
+                AssertClose(outputs[Device.Cpu][2], outputs[Gpu][2], 3e-2f, $"{dtype} dbias, {rows} rows");
+                for (int i = 3; i < 6; i++) Assert.Equal(outputs[Device.Cpu][i], outputs[Gpu][i]);   // lookups and conversions are exact
+            }
+            using var moved = w0.To(dtype);
+            moved.MoveTo(Gpu);
+            Assert.Equal(dtype, moved.DType);
+            Assert.Equal(w16.ToArray(), moved.ToArray());
+        }
+    }
+
+    [CudaFact]
     public void Multi_tensor_and_8bit_adamw_match_the_cpu_over_three_steps()
     {
         foreach (bool eightBit in new[] { false, true })

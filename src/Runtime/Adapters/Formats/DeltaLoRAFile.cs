@@ -109,11 +109,12 @@ public static class DeltaLoRAFile
         var peft = PeftAdapterFile.LoadInto(model, folder, null, adapterName);
         foreach (var (path, linear) in layers)
         {
-            var weight = (peft.Model.GetModule(path) is LoRALinear wrapped ? (Linear)wrapped.BaseLayer : linear).Weight; // [out, in]
+            var baseLinear = peft.Model.GetModule(path) is LoRALinear wrapped ? (Linear)wrapped.BaseLayer : linear;
             using var a = file.ReadTensor(KeyPrefix + path + SuffixA, DType.Float32);           // [2r, in]
             using var b = file.ReadTensor(KeyPrefix + path + SuffixB, DType.Float32);           // [out, 2r]
             int rank = a.Size(0), inF = a.Size(1), outF = b.Size(0);
-            Backends.Backend.Of(weight).Gemm(false, false, outF, inF, rank, 1f, b, rank, 0, a, inF, 0, 1f, weight, inF, 0, 1);
+            baseLinear.UpdateWeight(weight =>                                                   // [out, in] += b·a
+                Backends.Backend.Of(weight).Gemm(false, false, outF, inF, rank, 1f, b, rank, 0, a, inF, 0, 1f, weight, inF, 0, 1));
         }
         return peft;
     }

@@ -153,7 +153,16 @@ internal sealed unsafe class CpuBackend : IBackend
     public void EmbeddingForward(Tensor weight, ReadOnlySpan<int> ids, Tensor y)
     {
         int c = weight.Size(1);
-        float* w = weight.Data, o = y.Data;
+        float* o = y.Data;
+        if (weight.DType != DType.Float32)
+        {
+            // A frozen 16-bit table: widen only the rows looked up.
+            var w16 = (ushort*)weight.RawData;
+            for (int i = 0; i < ids.Length; i++)
+                Float16Conversions.Widen(new ReadOnlySpan<ushort>(w16 + (long)ids[i] * c, c), new Span<float>(o + (long)i * c, c), weight.DType);
+            return;
+        }
+        float* w = weight.Data;
         for (int i = 0; i < ids.Length; i++)
             new ReadOnlySpan<float>(w + (long)ids[i] * c, c).CopyTo(new Span<float>(o + (long)i * c, c));
     }
@@ -266,6 +275,37 @@ internal sealed unsafe class CpuBackend : IBackend
 
     public void Linear4BitBackwardInput(Tensor dy, Quantization.QuantizedWeight weight, Tensor dx, bool accumulate) =>
         Dequant4BitMatMulKernel.BackwardInput(dy.Data, weight, dx.Data, checked((int)(dx.Count / weight.Columns)), accumulate);
+
+    public void Linear16Forward(Tensor x, Tensor weight16, Tensor y) =>
+        TiledWeightMatMulKernel.Forward(x.Data, Float16TileSource.Of(weight16), y.Data, checked((int)(x.Count / weight16.Size(1))));
+
+    public void Linear16BackwardInput(Tensor dy, Tensor weight16, Tensor dx, bool accumulate) =>
+        TiledWeightMatMulKernel.BackwardInput(dy.Data, Float16TileSource.Of(weight16), dx.Data, checked((int)(dx.Count / weight16.Size(1))), accumulate);
+
+    public void ConvertDType(Tensor src, Tensor dst)
+    {
+        int n = checked((int)src.Count);
+        byte* s = src.RawData, d = dst.RawData;
+        DType from = src.DType, to = dst.DType;
+        if (from == to)
+        {
+            long bytes = src.Count * from.ElementSize();
+            Buffer.MemoryCopy(s, d, bytes, bytes);
+        }
+        else if (from == DType.Float32)
+            CpuParallel.ForRange(n, 1 << 16, (a, b) =>
+                Float16Conversions.Narrow(new ReadOnlySpan<float>((float*)s + a, b - a), new Span<ushort>((ushort*)d + a, b - a), to));
+        else if (to == DType.Float32)
+            CpuParallel.ForRange(n, 1 << 16, (a, b) =>
+                Float16Conversions.Widen(new ReadOnlySpan<ushort>((ushort*)s + a, b - a), new Span<float>((float*)d + a, b - a), from));
+        else
+        {
+            // bf16 ⇄ fp16: through float32 (exact widening, one rounding).
+            using var wide = Tensor.Create(src.ShapeArray, DType.Float32, zeroed: false, scoped: false);
+            ConvertDType(src, wide);
+            ConvertDType(wide, dst);
+        }
+    }
 
     private static Span<float> Span(Tensor t) => new(t.Data, checked((int)t.Count));
 }

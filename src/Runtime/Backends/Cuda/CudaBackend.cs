@@ -11,7 +11,8 @@ namespace PeftGen.Backends.Cuda;
 /// cuBLAS on the device's stream; nothing waits for the device except reads back to the host (sums, downloads) and the
 /// uploads of token ids and targets. Tensors are float32 in device memory from the context's caching allocator; GEMMs run
 /// on the tensor cores at <see cref="GemmPrecision"/> with float32 accumulation; 4-bit bases are dequantized to bf16 and
-/// multiplied by cuBLAS (bf16 × bf16 → float32), or by the fused GEMV for up to eight rows.
+/// multiplied by cuBLAS (bf16 × bf16 → float32), or by the fused GEMV for up to eight rows; frozen 16-bit bases feed their
+/// bf16 weight (an fp16 one rounded to bf16) straight to the same cuBLAS call.
 /// </summary>
 internal sealed unsafe class CudaBackend : IBackend
 {
@@ -61,6 +62,16 @@ internal sealed unsafe class CudaBackend : IBackend
         if (!t.IsContiguous)
             throw new InvalidOperationException($"CUDA {op}: {t.DescribeForError()} is a strided view; the kernel needs a contiguous tensor (Contiguous()).");
         return F32(t);
+    }
+
+    /// <summary>The address of a dense bf16 or fp16 tensor (a frozen 16-bit weight or table).</summary>
+    private static ulong Dense16(Tensor t, string op)
+    {
+        if (t.DType is not (DType.BFloat16 or DType.Float16))
+            throw new InvalidOperationException($"CUDA {op}: {t.DescribeForError()} is {t.DType}; this kernel reads a bf16 or fp16 tensor.");
+        if (!t.IsContiguous)
+            throw new InvalidOperationException($"CUDA {op}: {t.DescribeForError()} is a strided view; the kernel needs a contiguous tensor.");
+        return CudaStorage.AddressOf(t);
     }
 
     private void Launch(CudaModule module, string name, LaunchConfig config, params ReadOnlySpan<IntPtr> arguments) =>
@@ -223,11 +234,21 @@ internal sealed unsafe class CudaBackend : IBackend
     public void EmbeddingForward(Tensor weight, ReadOnlySpan<int> ids, Tensor y)
     {
         if (ids.Length == 0) return;
+        bool wide = weight.DType == DType.Float32;
+        ulong w = wide ? F32Dense(weight, "EmbeddingForward") : Dense16(weight, "EmbeddingForward");
+        ulong py = F32Dense(y, "EmbeddingForward");
         var gids = UploadInts(ids);
-        ulong w = F32Dense(weight, "EmbeddingForward"), py = F32Dense(y, "EmbeddingForward"), pi = gids.Pointer;
+        ulong pi = gids.Pointer;
         int n = ids.Length, c = weight.Size(1);
-        Launch(CudaModule.Elementwise, CudaKernelNames.EmbeddingForward, CudaLaunch.PerRow(n, c),
-            (IntPtr)(&w), (IntPtr)(&pi), (IntPtr)(&py), (IntPtr)(&n), (IntPtr)(&c));
+        if (wide)
+            Launch(CudaModule.Elementwise, CudaKernelNames.EmbeddingForward, CudaLaunch.PerRow(n, c),
+                (IntPtr)(&w), (IntPtr)(&pi), (IntPtr)(&py), (IntPtr)(&n), (IntPtr)(&c));
+        else
+        {
+            int isBf16 = weight.DType == DType.BFloat16 ? 1 : 0;
+            Launch(CudaModule.Elementwise, CudaKernelNames.Embedding16BitForward, CudaLaunch.PerRow(n, c),
+                (IntPtr)(&w), (IntPtr)(&pi), (IntPtr)(&py), (IntPtr)(&n), (IntPtr)(&c), (IntPtr)(&isBf16));
+        }
         Release(gids);
     }
 
@@ -461,12 +482,8 @@ internal sealed unsafe class CudaBackend : IBackend
                 (IntPtr)(&args), (IntPtr)(&px), (IntPtr)(&py), (IntPtr)(&rows), (IntPtr)(&outF), (IntPtr)(&inF), (IntPtr)(&acc));
             return;
         }
-        // y [rows, out] = x [rows, in] · W [out, in]ᵀ, bf16 × bf16 with float32 accumulation.
         var wb = DequantizeBf16(weight, args);                                                         // [out, in] bf16
-        var xb = ToBf16(px, x.Count);                                                                   // [rows, in] bf16
-        var call = CudaGemmPlan.Plan(false, true, rows, outF, inF, inF, 0, inF, 0, outF, 0, 1, CudaGemmPrecision.Float32);
-        RunGemm(call, wb.Pointer, xb.Pointer, py, Cublas.DataR16BF, 1f, 0f);
-        Release(xb);
+        Bf16LinearForward(wb.Pointer, px, py, rows, outF, inF);
         Release(wb);
     }
 
@@ -476,13 +493,111 @@ internal sealed unsafe class CudaBackend : IBackend
         int inF = weight.Columns, outF = weight.Rows, rows = checked((int)(dx.Count / inF));
         if (rows == 0) return;
         ulong pdy = F32Dense(dy, "Linear4BitBackward"), pdx = F32Dense(dx, "Linear4BitBackward");
-        // dx [rows, in] (+)= dy [rows, out] · W [out, in].
         var wb = DequantizeBf16(weight, w.Args);                                                       // [out, in] bf16
-        var gb = ToBf16(pdy, dy.Count);                                                                 // [rows, out] bf16
-        var call = CudaGemmPlan.Plan(false, false, rows, inF, outF, outF, 0, inF, 0, inF, 0, 1, CudaGemmPrecision.Float32);
-        RunGemm(call, wb.Pointer, gb.Pointer, pdx, Cublas.DataR16BF, 1f, accumulate ? 1f : 0f);
-        Release(gb);
+        Bf16LinearBackwardInput(wb.Pointer, pdy, pdx, rows, outF, inF, accumulate);
         Release(wb);
+    }
+
+    /// <summary>
+    /// y [rows, out] = x [rows, in] · W [out, in]ᵀ for a bf16 weight at <paramref name="wb"/>: x is rounded to bf16 and
+    /// cuBLAS multiplies bf16 × bf16 with float32 accumulation (the frozen 4-bit and 16-bit bases).
+    /// </summary>
+    private void Bf16LinearForward(ulong wb, ulong px, ulong py, int rows, int outF, int inF)
+    {
+        var xb = ToBf16(px, (long)rows * inF);                                                          // [rows, in] bf16
+        var call = CudaGemmPlan.Plan(false, true, rows, outF, inF, inF, 0, inF, 0, outF, 0, 1, CudaGemmPrecision.Float32);
+        RunGemm(call, wb, xb.Pointer, py, Cublas.DataR16BF, 1f, 0f);
+        Release(xb);
+    }
+
+    /// <summary>dx [rows, in] (+)= dy [rows, out] · W [out, in] for a bf16 weight at <paramref name="wb"/>, bf16 × bf16 → float32.</summary>
+    private void Bf16LinearBackwardInput(ulong wb, ulong pdy, ulong pdx, int rows, int outF, int inF, bool accumulate)
+    {
+        var gb = ToBf16(pdy, (long)rows * outF);                                                        // [rows, out] bf16
+        var call = CudaGemmPlan.Plan(false, false, rows, inF, outF, outF, 0, inF, 0, inF, 0, 1, CudaGemmPrecision.Float32);
+        RunGemm(call, wb, gb.Pointer, pdx, Cublas.DataR16BF, 1f, accumulate ? 1f : 0f);
+        Release(gb);
+    }
+
+    // ---- 16-bit linear and dtype conversion ---------------------------------------------------------------
+
+    public void Linear16Forward(Tensor x, Tensor weight16, Tensor y)
+    {
+        int outF = weight16.Size(0), inF = weight16.Size(1), rows = checked((int)(x.Count / inF));
+        if (rows == 0) return;
+        ulong px = F32Dense(x, "Linear16"), py = F32Dense(y, "Linear16");
+        var (wb, scratch) = Bf16Weight(weight16, "Linear16");                                          // [out, in] bf16
+        Bf16LinearForward(wb, px, py, rows, outF, inF);
+        if (scratch is DeviceBlock block) Release(block);
+    }
+
+    public void Linear16BackwardInput(Tensor dy, Tensor weight16, Tensor dx, bool accumulate)
+    {
+        int outF = weight16.Size(0), inF = weight16.Size(1), rows = checked((int)(dx.Count / inF));
+        if (rows == 0) return;
+        ulong pdy = F32Dense(dy, "Linear16Backward"), pdx = F32Dense(dx, "Linear16Backward");
+        var (wb, scratch) = Bf16Weight(weight16, "Linear16Backward");                                  // [out, in] bf16
+        Bf16LinearBackwardInput(wb, pdy, pdx, rows, outF, inF, accumulate);
+        if (scratch is DeviceBlock block) Release(block);
+    }
+
+    /// <summary>
+    /// A 16-bit weight as the bf16 operand of the tensor-core GEMM: a bf16 weight is used where it lies; an fp16 one is
+    /// rounded to bf16 in a scratch block (returned, for the caller to release after queueing the GEMM). That is the
+    /// rounding the default <see cref="CudaGemmPrecision.Bf16"/> applies to float32 weights anyway, at half the scratch of
+    /// widening to float32.
+    /// </summary>
+    private (ulong Pointer, DeviceBlock? Scratch) Bf16Weight(Tensor weight16, string op)
+    {
+        ulong pw = Dense16(weight16, op);
+        if (weight16.DType == DType.BFloat16) return (pw, null);
+        long count = weight16.Count;
+        var block = Scratch(count * sizeof(ushort));
+        ulong po = block.Pointer;
+        Launch(CudaModule.Elementwise, CudaKernelNames.F16ToBf16, CudaLaunch.Elementwise(count, Sms), (IntPtr)(&pw), (IntPtr)(&po), (IntPtr)(&count));
+        return (po, block);
+    }
+
+    public void ConvertDType(Tensor src, Tensor dst)
+    {
+        if (src.Count != dst.Count || !src.IsContiguous || !dst.IsContiguous)
+            throw new InvalidOperationException($"CUDA ConvertDType: {src.DescribeForError()} {src.DType} → {dst.DescribeForError()} {dst.DType} needs two dense tensors of the same size.");
+        if (src.DType == dst.DType)
+        {
+            CudaStorage.CopyBetweenDevices(src, dst);
+            return;
+        }
+        if (src.DType != DType.Float32 && dst.DType != DType.Float32)
+        {
+            // bf16 ⇄ fp16 other than the direct fp16 → bf16 kernel: through float32 (exact widening, one rounding).
+            if (src.DType == DType.Float16)
+            {
+                ConvertWith(CudaKernelNames.F16ToBf16, src, dst);
+                return;
+            }
+            using var wide = Tensor.Create(src.ShapeArray, DType.Float32, zeroed: false, scoped: false, device: src.Device);
+            ConvertDType(src, wide);
+            ConvertDType(wide, dst);
+            return;
+        }
+        string kernel = (src.DType, dst.DType) switch
+        {
+            (DType.Float32, DType.BFloat16) => CudaKernelNames.F32ToBf16,
+            (DType.Float32, DType.Float16) => CudaKernelNames.F32ToF16,
+            (DType.BFloat16, DType.Float32) => CudaKernelNames.Bf16ToF32,
+            (DType.Float16, DType.Float32) => CudaKernelNames.F16ToF32,
+            _ => throw new NotSupportedException($"CUDA ConvertDType: {src.DType} → {dst.DType}."),
+        };
+        ConvertWith(kernel, src, dst);
+    }
+
+    /// <summary>Runs elementwise conversion kernel <paramref name="kernel"/>(src, dst, n) on two dense tensors.</summary>
+    private void ConvertWith(string kernel, Tensor src, Tensor dst)
+    {
+        ulong ps = CudaStorage.AddressOf(src), pd = CudaStorage.AddressOf(dst);
+        long n = src.Count;
+        if (n == 0) return;
+        Launch(CudaModule.Elementwise, kernel, CudaLaunch.Elementwise(n, Sms), (IntPtr)(&ps), (IntPtr)(&pd), (IntPtr)(&n));
     }
 
     private DeviceBlock DequantizeBf16(QuantizedWeight weight, Quant4BitArgs args)

@@ -5,7 +5,7 @@ namespace PeftGen.Backends.Cuda;
 /// <summary>The .cu files embedded in the assembly; each is compiled by NVRTC as one module.</summary>
 internal enum CudaModule
 {
-    /// <summary>elementwise.cu: fill, strided copy, add/mul/scale, column sums, reductions, bf16 casts, embeddings.</summary>
+    /// <summary>elementwise.cu: fill, strided copy, add/mul/scale, column sums, reductions, bf16/fp16 casts, embeddings.</summary>
     Elementwise,
 
     /// <summary>quant4bit.cu: NF4/FP4 dequantization (double quantization included) and the fused dequantize-GEMV.</summary>
@@ -67,7 +67,8 @@ internal static class CudaKernelSources
         [
             CudaKernelNames.Fill, CudaKernelNames.CopyStrided, CudaKernelNames.AddScaled, CudaKernelNames.Mul, CudaKernelNames.MulRows,
             CudaKernelNames.Scale, CudaKernelNames.ColumnSum, CudaKernelNames.ReduceSum, CudaKernelNames.F32ToBf16,
-            CudaKernelNames.Bf16ToF32, CudaKernelNames.EmbeddingForward, CudaKernelNames.EmbeddingBackward,
+            CudaKernelNames.Bf16ToF32, CudaKernelNames.F16ToF32, CudaKernelNames.F32ToF16, CudaKernelNames.F16ToBf16,
+            CudaKernelNames.EmbeddingForward, CudaKernelNames.Embedding16BitForward, CudaKernelNames.EmbeddingBackward,
         ],
         CudaModule.Quant4Bit => [CudaKernelNames.Dequant4BitF32, CudaKernelNames.Dequant4BitBf16, CudaKernelNames.Dequant4BitGemv],
         CudaModule.RmsNorm => [CudaKernelNames.RmsNormForward, CudaKernelNames.RmsNormBackwardDx, CudaKernelNames.RmsNormBackwardDw],
@@ -123,7 +124,11 @@ internal static class CudaKernelNames
     public const string ReduceSum = "peft_reduce_sum_f64";
     public const string F32ToBf16 = "peft_f32_to_bf16";
     public const string Bf16ToF32 = "peft_bf16_to_f32";
+    public const string F16ToF32 = "peft_f16_to_f32";
+    public const string F32ToF16 = "peft_f32_to_f16";
+    public const string F16ToBf16 = "peft_f16_to_bf16";
     public const string EmbeddingForward = "peft_embedding_fwd_f32";
+    public const string Embedding16BitForward = "peft_embedding_fwd_16bit";
     public const string EmbeddingBackward = "peft_embedding_bwd_f32";
     public const string Dequant4BitF32 = "peft_dequant4bit_f32";
     public const string Dequant4BitBf16 = "peft_dequant4bit_bf16";

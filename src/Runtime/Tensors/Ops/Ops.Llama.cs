@@ -5,7 +5,11 @@ namespace PeftGen.Tensors;
 
 public static partial class Ops
 {
-    /// <summary>Rows of <paramref name="weight"/> [vocab, c] for each id; the result has shape <paramref name="shape"/> + [c].</summary>
+    /// <summary>
+    /// Rows of <paramref name="weight"/> [vocab, c] for each id; the result has shape <paramref name="shape"/> + [c]. A frozen
+    /// bf16 or fp16 table (as stored in a checkpoint) is read as it is: only the rows looked up are widened into the
+    /// float32 result.
+    /// </summary>
     public static Tensor Embedding(Tensor weight, ReadOnlySpan<int> ids, params int[] shape)
     {
         ArgumentNullException.ThrowIfNull(weight);
@@ -16,6 +20,8 @@ public static partial class Ops
         for (int i = 0; i < ids.Length; i++)
             if ((uint)ids[i] >= (uint)vocab)
                 throw new ArgumentOutOfRangeException(nameof(ids), $"Token id {ids[i]} at position {i} is outside the vocabulary of {weight.DescribeForError()} (size {vocab}).");
+        if (weight.DType != DType.Float32 && !weight.IsContiguous)
+            throw new ArgumentException($"Embedding: the {weight.DType} table {weight.DescribeForError()} is a strided view; a 16-bit table must be a dense [vocab, dim] tensor.", nameof(weight));
         weight = weight.Contiguous();
         var y = Tensor.Empty([.. shape, weight.Size(1)], weight.Device);                       // [..., c]
         Backend.Of(weight).EmbeddingForward(weight, ids, y);

@@ -8,7 +8,12 @@ public static partial class Ops
     /// <summary>
     /// y = x·Wᵀ (+ bias): x [..., in], weight [out, in] (PyTorch's layout), bias [out] → y [..., out].
     /// Backward gives dx = dy·W, dW += dyᵀ·x and dbias += Σ dy, each only when that input needs it.
+    /// The weight may be a frozen bf16 or fp16 tensor (as stored in a checkpoint): it is then multiplied tile by tile
+    /// without being widened as a whole, x and the bias stay float32, and it gets no gradient.
     /// </summary>
+    /// <exception cref="ArgumentException">
+    /// The shapes do not fit, or the weight is 16-bit and x or the bias is not float32, or the 16-bit weight is a strided view.
+    /// </exception>
     public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
     {
         ArgumentNullException.ThrowIfNull(x);
@@ -17,6 +22,7 @@ public static partial class Ops
             throw new ArgumentException($"Linear: input {x.DescribeForError()} does not fit weight {weight.DescribeForError()} (expected [..., {(weight.Rank == 2 ? weight.Size(1) : -1)}]).", nameof(x));
         if (bias != null && (bias.Rank != 1 || bias.Size(0) != weight.Size(0)))
             throw new ArgumentException($"Linear: bias {bias.DescribeForError()} does not fit weight {weight.DescribeForError()}.", nameof(bias));
+        if (weight.DType != DType.Float32) return Linear16(x, weight, bias);
         x = x.Contiguous();
         weight = weight.Contiguous();
         int inF = weight.Size(1), outF = weight.Size(0);
@@ -40,6 +46,50 @@ public static partial class Ops
                 {
                     var gw = Grads.Buffer(weight, out bool acc);                             // [out, in] = gᵀ·x
                     be.Gemm(true, false, outF, inF, rows, 1f, g, outF, 0, x, inF, 0, acc ? 1f : 0f, gw, inF, 0, 1);
+                }
+                if (bias?.RequiresGrad == true)
+                    be.SumRows(g, Grads.Buffer(bias, out bool acc), acc);
+            });
+        return y;
+    }
+
+    /// <summary>y = x·Wᵀ (+ bias) with a frozen 16-bit weight W [out, in]: dx = dy·W through the backend's 16-bit kernels.</summary>
+    private static Tensor Linear16(Tensor x, Tensor weight, Tensor? bias)
+    {
+        if (x.DType != DType.Float32)
+            throw new ArgumentException($"Linear: input {x.DescribeForError()} is {x.DType}; a {weight.DType} weight {weight.DescribeForError()} multiplies float32 inputs (convert the input with To(DType.Float32)).", nameof(x));
+        if (bias != null && bias.DType != DType.Float32)
+            throw new ArgumentException($"Linear: bias {bias.DescribeForError()} is {bias.DType}; biases are float32 even beside a {weight.DType} weight (convert it with To(DType.Float32)).", nameof(bias));
+        if (!weight.IsContiguous)
+            throw new ArgumentException($"Linear: the {weight.DType} weight {weight.DescribeForError()} is a strided view; a 16-bit weight must be a dense [out, in] tensor.", nameof(weight));
+        return FrozenLinear(x, weight.Size(0), bias,
+            (be, input, y) => be.Linear16Forward(input, weight, y),
+            (be, g, gx, accumulate) => be.Linear16BackwardInput(g, weight, gx, accumulate));
+    }
+
+    /// <summary>
+    /// y [..., out] = x [..., in] · Wᵀ (+ bias) for a frozen weight that only the backend's kernels read (4-bit, 16-bit):
+    /// <paramref name="forward"/>(backend, x, y) writes x·Wᵀ, <paramref name="backwardInput"/>(backend, dy, dx, accumulate)
+    /// writes or adds dy·W. The weight never gets a gradient; the bias does when it requires one. Shapes are checked by the caller.
+    /// </summary>
+    private static Tensor FrozenLinear(Tensor x, int outFeatures, Tensor? bias,
+        Action<IBackend, Tensor, Tensor> forward, Action<IBackend, Tensor, Tensor, bool> backwardInput)
+    {
+        x = x.Contiguous();
+        var shape = (int[])x.ShapeArray.Clone();
+        shape[^1] = outFeatures;
+        var y = Tensor.Empty(shape, x.Device);                                               // [..., out]
+        var be = Backend.Of(x);
+        forward(be, x, y);
+        if (bias != null) be.AddScaled(y, 1f, bias, 1f, y);
+        if (bias == null ? Tape.ShouldRecord(x) : Tape.ShouldRecord(x, bias))
+            Tape.Record(y, () =>
+            {
+                var g = y.Grad!;                                                             // [rows, out]
+                if (x.RequiresGrad)
+                {
+                    var gx = Grads.Buffer(x, out bool acc);                                  // [rows, in] = g·W
+                    backwardInput(be, g, gx, acc);
                 }
                 if (bias?.RequiresGrad == true)
                     be.SumRows(g, Grads.Buffer(bias, out bool acc), acc);

@@ -20,6 +20,26 @@ __device__ __forceinline__ bf16_t f32_to_bf16(float f)
     return (bf16_t)(u >> 16);
 }
 
+// IEEE half, also as raw 16-bit words: NVRTC without headers has no cuda_fp16.h, so the conversions are the PTX cvt
+// instructions that header wraps.
+typedef unsigned short f16_t;
+
+// f16 -> f32 (exact).
+__device__ __forceinline__ float f16_to_f32(f16_t h)
+{
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+// f32 -> f16 with round-to-nearest-even (overflow becomes +-inf, as PyTorch's half()).
+__device__ __forceinline__ f16_t f32_to_f16(float f)
+{
+    f16_t h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
 __device__ __forceinline__ float warp_sum(float v)
 {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(PEFT_FULL_MASK, v, o);

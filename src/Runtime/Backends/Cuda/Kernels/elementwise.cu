@@ -113,6 +113,35 @@ extern "C" __global__ void peft_bf16_to_f32(const bf16_t* x, float* y, i64 n)
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) y[i] = bf16_to_f32(x[i]);
 }
 
+// y = float(x) for fp16 x (exact).
+extern "C" __global__ void peft_f16_to_f32(const f16_t* x, float* y, i64 n)
+{
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) y[i] = f16_to_f32(x[i]);
+}
+
+// y = fp16(x), round to nearest even.
+extern "C" __global__ void peft_f32_to_f16(const float* x, f16_t* y, i64 n)
+{
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) y[i] = f32_to_f16(x[i]);
+}
+
+// y = bf16(x) for fp16 x: widened exactly, rounded once (an fp16 weight fed to the bf16 tensor-core GEMM).
+extern "C" __global__ void peft_f16_to_bf16(const f16_t* x, bf16_t* y, i64 n)
+{
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) y[i] = f32_to_bf16(f16_to_f32(x[i]));
+}
+
+// y[r, :] = float(weight[ids[r], :]) for a frozen 16-bit table: weight [vocab, c] bf16 (is_bf16 != 0) or fp16, ids [n],
+// y [n, c] float32. One block per row; only the rows looked up are widened. ids were range-checked on the host.
+extern "C" __global__ void peft_embedding_fwd_16bit(const unsigned short* weight, const int* ids, float* y, int n, int c, int is_bf16)
+{
+    int r = blockIdx.x;
+    if (r >= n) return;
+    const unsigned short* src = weight + (i64)ids[r] * c;
+    float* dst = y + (i64)r * c;
+    for (int j = threadIdx.x; j < c; j += blockDim.x) dst[j] = is_bf16 ? bf16_to_f32(src[j]) : f16_to_f32(src[j]);
+}
+
 // y[r, :] = weight[ids[r], :]: weight [vocab, c], ids [n], y [n, c]. One block per row. ids were range-checked on the host.
 extern "C" __global__ void peft_embedding_fwd_f32(const float* weight, const int* ids, float* y, int n, int c)
 {
