@@ -51,8 +51,8 @@ public static class MemoryModel
     /// </summary>
     public const long RuntimeBytes = 90L << 20;
 
-X
-    private const long WorkspacePerThread = 6L << 20;
+    /// <summary>Per-thread scratch: Sgemm's packed A and B blocks (≈ 1.5 + 4 MiB) and the 4 MiB tile that 4-bit and 16-bit weights are widened into.</summary>
+    private const long WorkspacePerThread = 10L << 20;
 
     /// <summary>Predicts the peak resident memory of training.</summary>
     /// <param name="config">The model's shapes.</param>
