@@ -38,7 +38,7 @@ internal static class MemoryBenchmark
         {
             ["models"] = "tinyllama,llama7b", ["quant"] = "nf4,none", ["checkpointing"] = "on,off", ["steps"] = "2",
             ["length"] = "tinyllama=256,llama7b=512", ["lr"] = "2e-4", ["work"] = Path.Combine(Path.GetTempPath(), "peftgen-memory-bench"),
-            ["tokenizer"] = Path.Combine(FindRoot(), "..", "shared", "models", "stories260K", "tok512.bin"), ["keep"] = "false",
+            ["tokenizer"] = Path.Combine(FindRoot(), "..", "shared", "models", "stories260K", "tok512.bin"), ["keep"] = "false", ["data-lines"] = "64",
         });
         string tokenizer = Path.GetFullPath(o["tokenizer"]);
         if (!File.Exists(tokenizer))
@@ -46,7 +46,7 @@ internal static class MemoryBenchmark
         var lengths = o["length"].Split(',').Select(p => p.Split('=')).ToDictionary(p => p[0], p => int.Parse(p[1], CultureInfo.InvariantCulture));
         string cli = BuildCli();
         Directory.CreateDirectory(o["work"]);
-        string data = WriteDataset(Path.Combine(o["work"], "stories.jsonl"));
+        string data = WriteDataset(Path.Combine(o["work"], "stories.jsonl"), int.Parse(o["data-lines"], CultureInfo.InvariantCulture));
         try
         {
             foreach (var name in o["models"].Split(','))
@@ -153,15 +153,17 @@ internal static class MemoryBenchmark
         static string ShardOf(string name) => name.StartsWith("model.layers.", StringComparison.Ordinal) ? name.Split('.')[2] : "other";
     }
 
-    private static string WriteDataset(string path)
+    /// <summary>A small story dataset; with one line every step sees the same batch, so a short run shows the loss going down.</summary>
+    private static string WriteDataset(string path, int lines)
     {
         string[] openings = ["Once upon a time, there was a little girl named Lily.", "One day, a boy named Tom found a big red ball.",
             "The sun was warm and the sky was blue.", "A small dog liked to play in the park with his friends."];
-        var lines = Enumerable.Range(0, 64).Select(i => JsonSerializer.Serialize(new Dictionary<string, string>
+        var records = Enumerable.Range(0, lines).Select(i => JsonSerializer.Serialize(new Dictionary<string, string>
         {
-            ["text"] = string.Join(" ", Enumerable.Range(0, 12).Select(j => openings[(i + j) % openings.Length])),
+            // Long enough to fill a 512-token row (rows are cut to --max-length), so every step is the full batch × length.
+            ["text"] = string.Join(" ", Enumerable.Range(0, 64).Select(j => openings[(i + j) % openings.Length])),
         }));
-        File.WriteAllLines(path, lines);
+        File.WriteAllLines(path, records);
         return path;
     }
 

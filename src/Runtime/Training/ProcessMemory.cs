@@ -6,36 +6,21 @@ namespace PeftGen.Training;
 public static class ProcessMemory
 {
     /// <summary>The peak resident set so far in bytes (Linux: VmHWM of /proc/self/status), or 0 where the platform does not say.</summary>
-    public static long PeakResidentBytes
-    {
-        get
-        {
-            try
-            {
-                using var self = Process.GetCurrentProcess();
-                return self.PeakWorkingSet64;
-            }
-            catch (Exception e) when (e is InvalidOperationException or PlatformNotSupportedException or NotSupportedException)
-            {
-                return 0;
-            }
-        }
-    }
+    public static long PeakResidentBytes => Read(self => self.PeakWorkingSet64);
 
     /// <summary>The current resident set in bytes (Linux: VmRSS), or 0 where the platform does not say.</summary>
-    public static long ResidentBytes
+    public static long ResidentBytes => Read(self => self.WorkingSet64);
+
+    private static long Read(Func<Process, long> figure)
     {
-        get
+        try
         {
-            try
-            {
-                using var self = Process.GetCurrentProcess();
-                return self.WorkingSet64;
-            }
-            catch (Exception e) when (e is InvalidOperationException or PlatformNotSupportedException or NotSupportedException)
-            {
-                return 0;
-            }
+            using var self = Process.GetCurrentProcess();
+            return figure(self);
+        }
+        catch (Exception e) when (e is InvalidOperationException or PlatformNotSupportedException or NotSupportedException)
+        {
+            return 0;
         }
     }
 }

@@ -73,6 +73,25 @@ public class ModelLoaderTests(ITestOutputHelper output)
         Assert.All(model.NamedModules().Where(m => m.Path.EndsWith("_proj", StringComparison.Ordinal)), m => Assert.IsType<Linear4Bit>(m.Module));
     }
 
+    [Theory]
+    [InlineData(DType.BFloat16)]
+    [InlineData(DType.Float16)]
+    public void Frozen_16_bit_weights_give_the_logits_of_the_float32_load_within_rounding(DType stored)
+    {
+        using var dir = new TempFolder();
+        using (var source = new LlamaForCausalLM(IOTestSupport.Tiny, seed: 13)) HuggingFaceLlama.Save(source, dir.Path, stored);
+        using var wide = ModelLoader.Load(dir.Path);                                        // the same values, widened to float32
+        using var narrow = ModelLoader.Load(dir.Path, new ModelLoadOptions { FrozenWeights = FrozenWeightStorage.AsStored });
+        Assert.All(narrow.NamedModules().Select(m => m.Module).OfType<Linear>(), l => Assert.Equal(stored, l.Weight.DType));
+        Assert.Equal(stored, narrow.Model.EmbedTokens.Weight.DType);
+        long narrowBytes = narrow.NamedParameters().Sum(p => p.Tensor.Count * p.Tensor.DType.ElementSize());
+        long wideBytes = wide.NamedParameters().Sum(p => p.Tensor.Count * p.Tensor.DType.ElementSize());
+        double err = IOTestSupport.MaxAbsDiff(IOTestSupport.Logits(wide), IOTestSupport.Logits(narrow));
+        output.WriteLine($"{stored}: weights {narrowBytes:N0} B vs {wideBytes:N0} B in float32; max |logit diff| = {err:E3}");
+        Assert.True(err < 1e-4, $"16-bit frozen weights change the logits by {err:E3}");
+        Assert.True(narrowBytes < wideBytes * 0.55, $"{narrowBytes} vs {wideBytes}");
+    }
+
     [Fact]
     public void Streamed_quantization_in_small_chunks_equals_quantizing_the_whole_weight()
     {
