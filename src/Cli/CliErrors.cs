@@ -26,6 +26,11 @@ internal static class CliErrors
             Console.Error.WriteLine("cancelled");
             return Cancelled;
         }
+        catch (CliError e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return BadInput;
+        }
         catch (CudaNotAvailableException e)
         {
             Console.Error.WriteLine($"error: {e.Message}");
@@ -43,3 +48,6 @@ internal static class CliErrors
         }
     }
 }
+
+/// <summary>A mistake in what the user asked for (an option out of range, a run that cannot go on), worded in the CLI's terms: "error: message", exit code 1.</summary>
+internal sealed class CliError(string message, Exception? inner = null) : Exception(message, inner);

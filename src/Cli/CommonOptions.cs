@@ -41,12 +41,18 @@ internal static class CommonOptions
         return option;
     }
 
+    /// <summary>Throws <see cref="CliError"/> "<paramref name="option"/> value: rule" unless <paramref name="ok"/>.</summary>
+    public static void Require(bool ok, string option, object value, string rule)
+    {
+        if (!ok) throw new CliError($"{option} {Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture)}: {rule}.");
+    }
+
     /// <summary>Applies --threads and checks --device (through <see cref="ComputeDevice.Resolve"/>: a CUDA device must have its libraries, driver and device).</summary>
     public static Tensors.Device Prepare(ParseResult parse, Option<string> device, Option<int?> threads)
     {
         if (parse.GetValue(threads) is int n)
         {
-            if (n < 1) throw new ArgumentException($"--threads {n}: must be ≥ 1.");
+            Require(n >= 1, "--threads", n, "must be ≥ 1");
             CpuParallel.MaxThreads = n;
         }
         return ComputeDevice.Resolve(parse.GetValue(device)!);

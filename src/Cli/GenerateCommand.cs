@@ -29,6 +29,12 @@ internal static class GenerateCommand
         };
         command.SetAction((parse, cancellationToken) => Task.FromResult(CliErrors.Run(() =>
         {
+            // Settings are checked before anything loads, in the options' own names.
+            int maxTokensValue = parse.GetValue(maxTokens);
+            float temperatureValue = parse.GetValue(temperature), topPValue = parse.GetValue(topP);
+            CommonOptions.Require(maxTokensValue >= 0, "--max-tokens", maxTokensValue, "must be ≥ 0 (the number of tokens to generate)");
+            CommonOptions.Require(temperatureValue >= 0 && float.IsFinite(temperatureValue), "--temperature", temperatureValue, "must be a finite value ≥ 0 (0 = greedy)");
+            CommonOptions.Require(topPValue > 0 && topPValue <= 1, "--top-p", topPValue, "must be in (0, 1] (1 disables nucleus sampling)");
             var target = ComputeDevice.RequireForGeneration(CommonOptions.Prepare(parse, device, threads));
             var options = new SamplingOptions
             {

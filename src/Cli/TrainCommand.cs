@@ -12,6 +12,13 @@ namespace PeftGen.Cli;
 /// <c>peftgen train</c>: fine-tune a LoRA or QLoRA adapter on a JSONL dataset through <see cref="FineTuneSession"/>.
 /// stderr shows the plan and a progress bar; stdout lists the files written (adapter, metrics, loss curve).
 /// </summary>
+/// <remarks>
+/// Every setting is checked before anything loads, and errors name the option as typed. The outputs (adapter/,
+/// metrics.jsonl, loss.svg) replace an earlier run's only when the run succeeds: a failed or cancelled run leaves them
+/// as they were (checkpoints it wrote stay, for --resume). --resume needs a checkpoint before --steps: with none, or
+/// with the newest already at or past --steps (nothing to train), train exits with code 1 and says what to change.
+/// A non-finite loss stops the run with exit code 1 (--on-nan stop) or skips the step (--on-nan skip).
+/// </remarks>
 internal static class TrainCommand
 {
     public static Command Create()
@@ -23,7 +30,7 @@ internal static class TrainCommand
         var steps = new Option<int>("--steps") { Description = "optimizer steps", DefaultValueFactory = _ => 100 };
         var batchSize = new Option<int>("--batch-size") { Description = "rows per micro-batch", DefaultValueFactory = _ => 4 };
         var accumulation = new Option<int>("--grad-accum") { Description = "micro-batches per optimizer step", DefaultValueFactory = _ => 1 };
-        var maxLength = new Option<int>("--max-length") { Description = "most tokens per row (at most the model's context)", DefaultValueFactory = _ => 512 };
+        var maxLength = new Option<int>("--max-length") { Description = "most tokens per row (at most the model's context; default 512, or the context when shorter)", DefaultValueFactory = _ => 512 };
         var learningRate = new Option<float>("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => 2e-4f };
         var schedule = new Option<string>("--schedule") { Description = "learning-rate schedule", DefaultValueFactory = _ => "constant" };
         schedule.AcceptOnlyFromAmong("constant", "linear", "cosine");
@@ -47,7 +54,9 @@ internal static class TrainCommand
         var evalFraction = new Option<double>("--eval-fraction") { Description = "share of examples held out for evaluation", DefaultValueFactory = _ => 0 };
         var evalEvery = new Option<int>("--eval-every") { Description = "evaluate every N steps (0: at the end)", DefaultValueFactory = _ => 0 };
         var saveEvery = new Option<int>("--save-every") { Description = "write a resumable checkpoint every N steps (0: never)", DefaultValueFactory = _ => 0 };
-        var resume = new Option<bool>("--resume") { Description = "continue from the newest checkpoint in the output folder" };
+        var resume = new Option<bool>("--resume") { Description = "continue from the newest checkpoint in the output folder (error when there is none, or when it is already at --steps)" };
+        var onNan = new Option<string>("--on-nan") { Description = "a NaN or infinite loss: stop (exit code 1, naming the step) or skip the step", DefaultValueFactory = _ => "stop" };
+        onNan.AcceptOnlyFromAmong("stop", "skip");
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "recompute activations in backward (less memory, slower)" };
         var dryRun = new Option<bool>("--dry-run") { Description = "print the predicted peak memory (weights, adapter, activations) and exit without loading or training" };
         var seed = new Option<int>("--seed") { Description = "seed of adapter init, dropout and data order", DefaultValueFactory = _ => 0 };
@@ -57,10 +66,36 @@ internal static class TrainCommand
         {
             model, tokenizer, data, output, steps, batchSize, accumulation, maxLength, learningRate, schedule, warmup, maxGradNorm, optimizer,
             rank, alpha, dropout, targets, dora, rslora, loraPlus, quant, blockSize, noDoubleQuant, chatFormat, fullLoss, pack,
-            evalFraction, evalEvery, saveEvery, resume, checkpointing, dryRun, seed, device, threads,
+            evalFraction, evalEvery, saveEvery, resume, onNan, checkpointing, dryRun, seed, device, threads,
         };
         command.SetAction((parse, cancellationToken) => Task.FromResult(CliErrors.Run(() =>
         {
+            // Every setting is checked before anything is loaded, in the option's own name.
+            int stepsValue = parse.GetValue(steps);
+            CommonOptions.Require(stepsValue >= 1, "--steps", stepsValue, "must be ≥ 1");
+            CommonOptions.Require(parse.GetValue(batchSize) >= 1, "--batch-size", parse.GetValue(batchSize), "must be ≥ 1");
+            CommonOptions.Require(parse.GetValue(accumulation) >= 1, "--grad-accum", parse.GetValue(accumulation), "must be ≥ 1");
+            CommonOptions.Require(parse.GetValue(maxLength) >= 1, "--max-length", parse.GetValue(maxLength), "must be ≥ 1");
+            float lr = parse.GetValue(learningRate);
+            CommonOptions.Require(lr > 0 && float.IsFinite(lr), "--lr", lr, "must be a finite value > 0 (e.g. 2e-4)");
+            CommonOptions.Require(parse.GetValue(warmup) >= 0 && parse.GetValue(warmup) <= stepsValue, "--warmup", parse.GetValue(warmup), $"must be in [0, --steps = {stepsValue}]");
+            float gradNorm = parse.GetValue(maxGradNorm);
+            CommonOptions.Require(gradNorm >= 0 && float.IsFinite(gradNorm), "--max-grad-norm", gradNorm, "must be a finite value ≥ 0 (0 disables clipping)");
+            CommonOptions.Require(parse.GetValue(rank) >= 1, "--rank", parse.GetValue(rank), "must be ≥ 1");
+            float alphaValue = parse.GetValue(alpha), dropoutValue = parse.GetValue(dropout), loraPlusValue = parse.GetValue(loraPlus);
+            CommonOptions.Require(alphaValue > 0 && float.IsFinite(alphaValue), "--alpha", alphaValue, "must be a finite value > 0");
+            CommonOptions.Require(dropoutValue >= 0 && dropoutValue < 1, "--dropout", dropoutValue, "must be in [0, 1)");
+            CommonOptions.Require(loraPlusValue >= 0 && float.IsFinite(loraPlusValue), "--lora-plus", loraPlusValue, "must be a finite value ≥ 0 (0 disables)");
+            int block = parse.GetValue(blockSize);
+            CommonOptions.Require(parse.GetValue(quant) == "none" || (block >= 32 && block <= 4096 && (block & (block - 1)) == 0), "--block-size", block, "must be a power of two in 32..4096");
+            double evalFractionValue = parse.GetValue(evalFraction);
+            CommonOptions.Require(evalFractionValue >= 0 && evalFractionValue < 1, "--eval-fraction", evalFractionValue, "must be in [0, 1)");
+            CommonOptions.Require(parse.GetValue(evalEvery) >= 0, "--eval-every", parse.GetValue(evalEvery), "must be ≥ 0 (0: at the end)");
+            CommonOptions.Require(parse.GetValue(saveEvery) >= 0, "--save-every", parse.GetValue(saveEvery), "must be ≥ 0 (0: never)");
+            string outputDir = parse.GetValue(output)!;
+            if (string.IsNullOrWhiteSpace(outputDir)) throw new CliError("--output is empty: name an output folder.");
+            CheckResume(outputDir, parse.GetValue(resume), stepsValue, parse.GetValue(saveEvery));
+
             var target = CommonOptions.Prepare(parse, device, threads);
             int seedValue = parse.GetValue(seed);
             var options = new FineTuneOptions
@@ -68,7 +103,7 @@ internal static class TrainCommand
                 ModelPath = parse.GetValue(model),
                 TokenizerPath = parse.GetValue(tokenizer),
                 DataPath = parse.GetValue(data)!,
-                OutputDir = parse.GetValue(output)!,
+                OutputDir = outputDir,
                 LoRA = new LoRAConfig
                 {
                     Rank = parse.GetValue(rank),
@@ -108,6 +143,7 @@ internal static class TrainCommand
                     LoRAPlusRatio = parse.GetValue(loraPlus),
                     EvalEvery = parse.GetValue(evalEvery),
                     CheckpointEvery = parse.GetValue(saveEvery),
+                    OnNonFinite = parse.GetValue(onNan) == "skip" ? NonFinitePolicy.SkipStep : NonFinitePolicy.Stop,
                 },
                 GradientCheckpointing = parse.GetValue(checkpointing),
                 Resume = parse.GetValue(resume),
@@ -117,6 +153,12 @@ internal static class TrainCommand
             // The prediction needs only the checkpoint's headers, so it comes before anything is loaded.
             options.Validate();
             var (modelConfig, weightType) = ModelLoader.Inspect(options.ModelPath!);
+            int context = modelConfig.MaxPositionEmbeddings;
+            if (parse.GetResult(maxLength) is { Implicit: false })
+                CommonOptions.Require(options.Dataset.MaxSequenceLength <= context, "--max-length", options.Dataset.MaxSequenceLength,
+                    $"exceeds the model's context of {context} tokens: give --max-length {context} or less");
+            else if (options.Dataset.MaxSequenceLength > context) // the default, on a model with a shorter context: use all of it
+                options = options with { Dataset = options.Dataset with { MaxSequenceLength = context } };
             var estimate = MemoryModel.ForTraining(modelConfig, options.LoRA, options.Quantization, weightType, options.BatchSize,
                 Math.Min(options.Dataset.MaxSequenceLength, modelConfig.MaxPositionEmbeddings), options.GradientCheckpointing, options.Trainer.Optimizer);
             Console.Error.WriteLine($"memory: {estimate} ({weightType.ToString().ToLowerInvariant()} checkpoint, batch {options.BatchSize} × {options.Dataset.MaxSequenceLength}{(options.GradientCheckpointing ? ", gradient checkpointing" : "")})");
@@ -138,10 +180,20 @@ internal static class TrainCommand
                 + (dataset.DroppedExamples > 0 ? $", {dataset.DroppedExamples} dropped (nothing to score)" : ""));
             if (session.ResumeCheckpoint is { } checkpoint) Console.Error.WriteLine($"resuming from {checkpoint}");
 
-            var result = session.Train(new TrainingProgressBar(Console.Error, interactive: !Console.IsErrorRedirected), cancellationToken);
+            FineTuneResult result;
+            try
+            {
+                result = session.Train(new TrainingProgressBar(Console.Error, interactive: !Console.IsErrorRedirected), cancellationToken);
+            }
+            catch (InvalidOperationException nan) when (nan.Data[Trainer.NonFiniteStepKey] is int step)
+            {
+                throw new CliError(Invariant(
+                    $"the {nan.Data[Trainer.NonFiniteKindKey]} became NaN or infinite at step {step} (--lr {options.Trainer.LearningRate}, learning rate {nan.Data[Trainer.NonFiniteLearningRateKey]} at that step): lower --lr, set --max-grad-norm (now {options.Trainer.MaxGradNorm}; 0 disables clipping), check the data, or give --on-nan skip to skip such steps. The output folder's earlier results are unchanged."), nan);
+            }
             var losses = result.Training.Losses.Where(float.IsFinite).ToList();
+            int trainedSteps = options.Trainer.MaxSteps - (result.ResumedFromStep ?? 0);
             Console.Error.WriteLine(
-                Invariant($"trained {options.Trainer.MaxSteps} steps in {result.Elapsed.TotalSeconds:F1} s; loss {(losses.Count > 0 ? Invariant($"{losses[0]:F4} → {losses[^1]:F4}") : "n/a")}")
+                Invariant($"trained {trainedSteps} steps{(result.ResumedFromStep is int from ? Invariant($" (steps {from + 1}–{options.Trainer.MaxSteps}, resumed at step {from})") : "")} in {result.Elapsed.TotalSeconds:F1} s; loss {(losses.Count > 0 ? Invariant($"{losses[0]:F4} → {losses[^1]:F4}") : "n/a")}")
                 + (result.Training.EvalLosses.Count > 0 ? Invariant($", eval loss {result.Training.EvalLosses[^1].Loss:F4}") : "")
                 + (result.Training.SkippedSteps > 0 ? $", {result.Training.SkippedSteps} steps skipped" : ""));
             Console.Error.WriteLine(Invariant($"memory: peak resident set {ProcessMemory.PeakResidentBytes / 1e9:F2} GB (predicted {estimate.Total / 1e9:F2} GB)"));
@@ -151,6 +203,25 @@ internal static class TrainCommand
             return 0;
         })));
         return command;
+    }
+
+    /// <summary>
+    /// The checks of --resume and the checkpoints in the output folder, before anything loads: --resume needs a
+    /// checkpoint before --steps; a fresh run with --save-every must not mix its checkpoints with an earlier run's.
+    /// </summary>
+    private static void CheckResume(string outputDir, bool resume, int steps, int saveEvery)
+    {
+        string? latest = Trainer.LatestCheckpoint(outputDir);
+        if (resume)
+        {
+            if (latest == null)
+                throw new CliError($"--resume: '{outputDir}' holds no checkpoint (checkpoint-N folder) to continue from. Drop --resume to start a fresh run (add --save-every N to write checkpoints).");
+            int step = Trainer.CheckpointStep(latest) ?? 0;
+            if (step >= steps)
+                throw new CliError($"nothing to train: the newest checkpoint '{latest}' is at step {step}, at or past --steps {steps}. Raise --steps above {step} to train further; that run's adapter is in '{Path.Combine(outputDir, FineTuneSession.AdapterFolderName)}'.");
+        }
+        else if (latest != null && saveEvery > 0)
+            throw new CliError($"--output '{outputDir}' already holds checkpoints of an earlier run ({Path.GetFileName(latest)}): add --resume to continue it, or give another --output (or delete the checkpoint-N folders) to start over.");
     }
 
     private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);

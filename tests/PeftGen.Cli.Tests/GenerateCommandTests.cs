@@ -56,6 +56,6 @@ public class GenerateCommandTests
         var (code, _, stderr) = Run("generate", "--model", SharedModels.Stories260KCheckpoint!, "--tokenizer", SharedModels.Stories260KTokenizer!,
             "--top-p", "1.5");
         Assert.Equal(1, code);
-        Assert.Contains("TopP", stderr);
+        Assert.Contains("--top-p", stderr);
     }
 }

@@ -53,7 +53,11 @@ public sealed record FineTuneOptions
     /// <summary>Recompute decoder layers in backward instead of storing their activations (less memory, ≈30% more time).</summary>
     public bool GradientCheckpointing { get; init; }
 
-    /// <summary>Continue from the newest checkpoint in <see cref="OutputDir"/> when there is one.</summary>
+    /// <summary>
+    /// Continue from the newest checkpoint in <see cref="OutputDir"/>. <see cref="FineTuneSession{TModel}.Train"/>
+    /// throws <see cref="ArgumentException"/> when there is none, or when it is already at or past
+    /// <see cref="TrainerOptions.MaxSteps"/> (nothing to train).
+    /// </summary>
     public bool Resume { get; init; }
 
     /// <summary>Where the model runs (checked by <see cref="ComputeDevice.Require"/>).</summary>
@@ -71,6 +75,7 @@ public sealed record FineTuneOptions
         if (!(EvalFraction >= 0 && EvalFraction < 1)) throw new ArgumentException($"FineTuneOptions.EvalFraction = {EvalFraction}: must be in [0, 1).", nameof(EvalFraction));
         if (Dataset.MaxSequenceLength < 1) throw new ArgumentException($"FineTuneOptions.Dataset.MaxSequenceLength = {Dataset.MaxSequenceLength}: must be ≥ 1.", nameof(Dataset));
         LoRA.Validate();
-        Trainer.Validate();
+        // The session writes checkpoints into OutputDir (it replaces the trainer's), so check the trainer with it.
+        (Trainer with { OutputDir = OutputDir }).Validate();
     }
 }

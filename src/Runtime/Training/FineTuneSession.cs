@@ -144,7 +144,7 @@ public sealed class FineTuneSession<TModel> : IDisposable where TModel : LlamaFo
     /// <summary>Where the loss curve goes: <c>&lt;output&gt;/loss.svg</c>.</summary>
     public string LossCurvePath => Path.Combine(Options.OutputDir, LossCurveSvg.FileName);
 
-    /// <summary>The checkpoint <see cref="Train"/> will continue from (<see cref="FineTuneOptions.Resume"/>), or null.</summary>
+    /// <summary>The checkpoint <see cref="Train"/> will continue from (<see cref="FineTuneOptions.Resume"/>), or null (none there, or no resume).</summary>
     public string? ResumeCheckpoint => Options.Resume ? Trainer.LatestCheckpoint(Options.OutputDir) : null;
 
     /// <summary>
@@ -184,44 +184,160 @@ public sealed class FineTuneSession<TModel> : IDisposable where TModel : LlamaFo
 
     /// <summary>
     /// Trains the adapter for <see cref="TrainerOptions.MaxSteps"/> steps (continuing from the newest checkpoint when
-    /// <see cref="FineTuneOptions.Resume"/> is set), then writes the adapter in PEFT format and the loss curve;
-    /// metrics are appended to <see cref="MetricsPath"/> after every step.
+    /// <see cref="FineTuneOptions.Resume"/> is set), then writes the adapter in PEFT format, the metrics log and the
+    /// loss curve.
     /// </summary>
+    /// <remarks>
+    /// The outputs are whole or nothing: the run writes <c>adapter/</c>, <c>metrics.jsonl</c> (appended after every
+    /// step) and <c>loss.svg</c> into a hidden staging folder inside the output folder (<c>.run-*</c>) and moves them
+    /// into place only once all are complete, so a run that fails or is cancelled leaves the previous run's outputs
+    /// exactly as they were. Checkpoints (<c>checkpoint-N/</c>) go straight into the output folder, each written
+    /// atomically with a copy of the metrics log up to its step, so an interrupted run can be resumed.
+    /// </remarks>
     /// <param name="progress">Receives every step's report (for example a <see cref="TrainingProgressBar"/>).</param>
     /// <param name="cancellationToken">Stops training between steps (nothing is saved then, except checkpoints already written).</param>
     /// <returns>Losses and output paths.</returns>
+    /// <exception cref="ArgumentException">
+    /// <see cref="FineTuneOptions.Resume"/> is set but the output folder holds no checkpoint, or its newest checkpoint is
+    /// already at or past <see cref="TrainerOptions.MaxSteps"/> (nothing to train); or a fresh run would write
+    /// checkpoints beside those of an earlier run.
+    /// </exception>
+    /// <exception cref="InvalidOperationException">A non-finite loss under <see cref="NonFinitePolicy.Stop"/> (see <see cref="Trainer.NonFiniteStepKey"/>).</exception>
     public FineTuneResult Train(IProgress<TrainerProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         var clock = Stopwatch.StartNew();
+        string? checkpoint = CheckResume();
         Directory.CreateDirectory(Options.OutputDir);
-        var model = Peft.Model;
-        var trainerOptions = Options.Trainer with { OutputDir = Options.OutputDir };
-        using var trainer = new Trainer(model, b => model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length), TrainBatches, trainerOptions,
-            EvalBatches, [Peft.DropoutRng]);
-        int? resumedFrom = null;
-        if (ResumeCheckpoint is { } checkpoint)
-        {
-            trainer.LoadCheckpoint(checkpoint);
-            resumedFrom = trainer.Step;
-            KeepMetricsUpTo(trainer.Step);
-        }
-        else if (File.Exists(MetricsPath)) File.Delete(MetricsPath); // a fresh run starts a fresh log
-
-        bool checkpointing = model.Model.GradientCheckpointing;
-        if (Options.GradientCheckpointing) model.Model.EnableGradientCheckpointing(Peft.DropoutRng);
-        TrainResult result;
+        var staging = Path.Combine(Options.OutputDir, $".run-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(staging);
         try
         {
-            result = trainer.Train(progress, cancellationToken);
+            var stagedMetrics = Path.Combine(staging, MetricsJsonl.FileName);
+            var model = Peft.Model;
+            var trainerOptions = Options.Trainer with { OutputDir = Options.OutputDir, MetricsPath = stagedMetrics };
+            using var trainer = new Trainer(model, b => model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length), TrainBatches, trainerOptions,
+                EvalBatches, [Peft.DropoutRng]);
+            int? resumedFrom = null;
+            if (checkpoint != null)
+            {
+                trainer.LoadCheckpoint(checkpoint);
+                resumedFrom = trainer.Step;
+                // The log continues from the checkpoint's copy (older checkpoints have none: then the output folder's).
+                var log = Trainer.CheckpointMetrics(checkpoint) ?? (File.Exists(MetricsPath) ? MetricsPath : null);
+                if (log != null) KeepMetricsUpTo(log, stagedMetrics, trainer.Step);
+            }
+
+            bool checkpointing = model.Model.GradientCheckpointing;
+            if (Options.GradientCheckpointing) model.Model.EnableGradientCheckpointing(Peft.DropoutRng);
+            TrainResult result;
+            try
+            {
+                result = trainer.Train(progress, cancellationToken);
+            }
+            finally
+            {
+                if (Options.GradientCheckpointing && !checkpointing) model.Model.DisableGradientCheckpointing();
+                model.Eval();
+            }
+            cancellationToken.ThrowIfCancellationRequested();
+            PeftAdapterFile.Save(Peft, Path.Combine(staging, FineTuneSession.AdapterFolderName), baseModelNameOrPath: Options.BaseModelName ?? Options.ModelPath);
+            LossCurveSvg.Write(Path.Combine(staging, LossCurveSvg.FileName), result.Losses, result.EvalLosses, $"Training loss: {Path.GetFileName(Options.DataPath)}");
+            if (!File.Exists(stagedMetrics)) File.WriteAllBytes(stagedMetrics, []);
+            cancellationToken.ThrowIfCancellationRequested();
+            SwapIn(staging, [FineTuneSession.AdapterFolderName, MetricsJsonl.FileName, LossCurveSvg.FileName]);
+            return new FineTuneResult(result, AdapterDir, MetricsPath, LossCurvePath, resumedFrom, clock.Elapsed);
         }
         finally
         {
-            if (Options.GradientCheckpointing && !checkpointing) model.Model.DisableGradientCheckpointing();
-            model.Eval();
+            TryDeleteFolder(staging);
         }
-        PeftAdapterFile.Save(Peft, AdapterDir, baseModelNameOrPath: Options.BaseModelName ?? Options.ModelPath);
-        LossCurveSvg.Write(LossCurvePath, result.Losses, result.EvalLosses, $"Training loss: {Path.GetFileName(Options.DataPath)}");
-        return new FineTuneResult(result, AdapterDir, MetricsPath, LossCurvePath, resumedFrom, clock.Elapsed);
+    }
+
+    /// <summary>
+    /// The checkpoint to resume from (null for a fresh run), after checking that the run makes sense: a resume needs a
+    /// checkpoint before <see cref="TrainerOptions.MaxSteps"/>; a fresh run that writes checkpoints must not mix them
+    /// with an earlier run's (the newest would be resumed, and pruning would delete the wrong ones).
+    /// </summary>
+    private string? CheckResume()
+    {
+        string? latest = Trainer.LatestCheckpoint(Options.OutputDir);
+        if (Options.Resume)
+        {
+            if (latest == null)
+                throw new ArgumentException(
+                    $"FineTuneOptions.Resume is set but '{Options.OutputDir}' holds no checkpoint (checkpoint-N folder) to continue from: turn Resume off to start a fresh run.", nameof(Options));
+            int step = Trainer.CheckpointStep(latest) ?? 0;
+            if (step >= Options.Trainer.MaxSteps)
+                throw new ArgumentException(
+                    $"Nothing to train: the newest checkpoint '{latest}' is at step {step}, at or past TrainerOptions.MaxSteps = {Options.Trainer.MaxSteps}: raise MaxSteps above {step} to train further.", nameof(Options));
+            return latest;
+        }
+        if (latest != null && Options.Trainer.CheckpointEvery > 0)
+            throw new ArgumentException(
+                $"'{Options.OutputDir}' already holds checkpoints of an earlier run ({Path.GetFileName(latest)}): set Resume to continue it, or write to another OutputDir (or delete the checkpoint-N folders) to start over.", nameof(Options));
+        return null;
+    }
+
+    /// <summary>
+    /// Moves <paramref name="names"/> from <paramref name="staging"/> into the output folder, replacing what is there.
+    /// The previous entries are first moved aside and restored when a move fails, so the folder never ends up mixed.
+    /// </summary>
+    private void SwapIn(string staging, string[] names)
+    {
+        var aside = Path.Combine(staging, ".previous");
+        Directory.CreateDirectory(aside);
+        var movedAside = new List<string>();
+        var movedIn = new List<string>();
+        try
+        {
+            foreach (var name in names)
+            {
+                var target = Path.Combine(Options.OutputDir, name);
+                if (Directory.Exists(target)) Directory.Move(target, Path.Combine(aside, name));
+                else if (File.Exists(target)) File.Move(target, Path.Combine(aside, name));
+                else continue;
+                movedAside.Add(name);
+            }
+            foreach (var name in names)
+            {
+                var source = Path.Combine(staging, name);
+                var target = Path.Combine(Options.OutputDir, name);
+                if (Directory.Exists(source)) Directory.Move(source, target);
+                else File.Move(source, target);
+                movedIn.Add(name);
+            }
+        }
+        catch
+        {
+            foreach (var name in movedIn) Move(Path.Combine(Options.OutputDir, name), Path.Combine(staging, name));
+            foreach (var name in movedAside) Move(Path.Combine(aside, name), Path.Combine(Options.OutputDir, name));
+            throw;
+        }
+
+        static void Move(string from, string to)
+        {
+            try
+            {
+                if (Directory.Exists(from)) Directory.Move(from, to);
+                else if (File.Exists(from)) File.Move(from, to);
+            }
+            catch (IOException)
+            {
+                // Best effort while already failing.
+            }
+        }
+    }
+
+    private static void TryDeleteFolder(string folder)
+    {
+        try
+        {
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // A leftover hidden staging folder is harmless.
+        }
     }
 
     /// <summary>Disposes the model when the session loaded it (<see cref="FineTuneSession.Open"/>).</summary>
@@ -237,11 +353,13 @@ public sealed class FineTuneSession<TModel> : IDisposable where TModel : LlamaFo
         return all.StartsWith(prompt, StringComparison.Ordinal) ? all[prompt.Length..] : Tokenizer.Decode(allIds.AsSpan(promptIds.Length));
     }
 
-    /// <summary>On resume, drops log lines of steps after the checkpoint (the interrupted run's), which are about to be redone.</summary>
-    private void KeepMetricsUpTo(int step)
+    /// <summary>
+    /// On resume, starts the run's log (<paramref name="target"/>) with the lines of <paramref name="source"/> up to
+    /// <paramref name="step"/>: later lines (the interrupted run's) are about to be redone.
+    /// </summary>
+    private static void KeepMetricsUpTo(string source, string target, int step)
     {
-        if (!File.Exists(MetricsPath)) return;
-        var kept = File.ReadLines(MetricsPath).Where(line =>
+        var kept = File.ReadLines(source).Where(line =>
         {
             try
             {
@@ -253,6 +371,6 @@ public sealed class FineTuneSession<TModel> : IDisposable where TModel : LlamaFo
                 return false; // a line cut short by the interruption
             }
         }).ToList();
-        AtomicFile.WriteAllBytes(MetricsPath, System.Text.Encoding.UTF8.GetBytes(string.Concat(kept.Select(l => l + "\n"))));
+        AtomicFile.WriteAllBytes(target, System.Text.Encoding.UTF8.GetBytes(string.Concat(kept.Select(l => l + "\n"))));
     }
 }

@@ -42,6 +42,18 @@ public sealed class Trainer : IDisposable
     private const string OptimizerFile = "optimizer.bin";
     private const string CheckpointPrefix = "checkpoint-";
 
+    /// <summary>
+    /// Key in <see cref="Exception.Data"/> of the <see cref="InvalidOperationException"/> a non-finite loss or gradient
+    /// norm throws under <see cref="NonFinitePolicy.Stop"/>: the 1-based step (an int).
+    /// </summary>
+    public const string NonFiniteStepKey = "PeftGen.Training.NonFiniteStep";
+
+    /// <summary>Key in <see cref="Exception.Data"/> of that exception: the non-finite value's kind, "loss" or "gradient norm".</summary>
+    public const string NonFiniteKindKey = "PeftGen.Training.NonFiniteKind";
+
+    /// <summary>Key in <see cref="Exception.Data"/> of that exception: the learning rate of the step (a float).</summary>
+    public const string NonFiniteLearningRateKey = "PeftGen.Training.NonFiniteLearningRate";
+
     private readonly Module _model;
     private readonly Func<Batch, Tensor> _loss;
     private readonly IBatchSource _train;
@@ -114,11 +126,12 @@ public sealed class Trainer : IDisposable
                 evalLoss = Evaluate();
                 _evalLosses.Add((_step, evalLoss.Value));
             }
-            if (Options.CheckpointEvery > 0 && (_step % Options.CheckpointEvery == 0 || _step == Options.MaxSteps))
-                SaveCheckpoint(Path.Combine(Options.OutputDir!, CheckpointPrefix + _step.ToString(CultureInfo.InvariantCulture)));
             var report = new TrainerProgress(_step, Options.MaxSteps, loss, lr, norm, tokensPerSecond,
                 evalLoss, _skipped, clock.Elapsed, ProcessMemory.PeakResidentBytes);
-            if (Options.OutputDir != null) AppendMetrics(report);
+            // The step's metrics line comes before its checkpoint, which keeps a copy of the log up to its step.
+            if (MetricsFile is { } metrics) MetricsJsonl.Append(metrics, report);
+            if (Options.CheckpointEvery > 0 && (_step % Options.CheckpointEvery == 0 || _step == Options.MaxSteps))
+                SaveCheckpoint(Path.Combine(Options.OutputDir!, CheckpointPrefix + _step.ToString(CultureInfo.InvariantCulture)));
             progress?.Report(report);
         }
         return new TrainResult(_losses.ToArray(), _evalLosses.ToArray(), _skipped);
@@ -150,8 +163,15 @@ public sealed class Trainer : IDisposable
         {
             _optimizer.ZeroGrad();
             if (Options.OnNonFinite == NonFinitePolicy.Stop)
-                throw new InvalidOperationException(
-                    $"Non-finite {(float.IsFinite(mean) ? $"gradient norm ({norm})" : $"loss ({mean})")} at step {_step + 1}: lower the learning rate (now {lr}), check the data, or set OnNonFinite = SkipStep to skip such steps.");
+            {
+                string kind = float.IsFinite(mean) ? "gradient norm" : "loss";
+                var e = new InvalidOperationException(
+                    $"Non-finite {kind} ({(float.IsFinite(mean) ? norm : mean).ToString(CultureInfo.InvariantCulture)}) at step {_step + 1}: lower the learning rate (now {lr.ToString(CultureInfo.InvariantCulture)}), check the data, or set OnNonFinite = SkipStep to skip such steps.");
+                e.Data[NonFiniteStepKey] = _step + 1;
+                e.Data[NonFiniteKindKey] = kind;
+                e.Data[NonFiniteLearningRateKey] = lr;
+                throw e;
+            }
             _skipped++;
             return (float.NaN, norm, tokens);
         }
@@ -233,6 +253,8 @@ public sealed class Trainer : IDisposable
             };
             WriteFile(Path.Combine(temp, StateFile), stream =>
                 JsonSerializer.Serialize(stream, state, TrainerJsonContext.Default.CheckpointState));
+            // The metrics log up to this step, from which a resumed run continues its log (see MetricsFile).
+            if (MetricsFile is { } metrics && File.Exists(metrics)) File.Copy(metrics, Path.Combine(temp, MetricsJsonl.FileName));
             if (Directory.Exists(full))
             {
                 var old = full + $".old-{Guid.NewGuid():N}";
@@ -265,12 +287,28 @@ public sealed class Trainer : IDisposable
             state = JsonSerializer.Deserialize(File.ReadAllText(statePath), TrainerJsonContext.Default.CheckpointState)
                 ?? throw new InvalidDataException($"{statePath} is empty.");
         }
-        catch (JsonException e)
+        catch (Exception e) when (e is JsonException or NotSupportedException or ArgumentException)
         {
-            throw new InvalidDataException($"{statePath} is not valid checkpoint state: {e.Message}", e);
+            throw new InvalidDataException($"{statePath} is not valid checkpoint state: {Quote(e.Message, 200)}", e);
         }
-        if (state.RngStates.Length != _rngs.Count)
-            throw new InvalidDataException($"{statePath} holds {state.RngStates.Length} random generator states; this trainer has {_rngs.Count}.");
+        void RequireState(bool ok, string field, object? value, string rule)
+        {
+            if (!ok) throw new InvalidDataException($"{statePath}: \"{field}\" = {Quote(Convert.ToString(value, CultureInfo.InvariantCulture) ?? "null")} {rule}.");
+        }
+        // A field written as null in the JSON reads as null despite its type: treat it as empty (then reported below).
+        state.Losses ??= [];
+        state.EvalSteps ??= [];
+        state.EvalLosses ??= [];
+        state.RngStates ??= [];
+        RequireState(state.Step >= 0, "step", state.Step, "must be ≥ 0");
+        RequireState(state.DataPosition >= 0, "data_position", state.DataPosition, "must be ≥ 0");
+        RequireState(state.EvalPosition is null or >= 0, "eval_position", state.EvalPosition, "must be ≥ 0");
+        RequireState(state.SkippedSteps >= 0 && state.SkippedSteps <= state.Step, "skipped_steps", state.SkippedSteps, $"must be in [0, step = {state.Step}]");
+        RequireState(state.Losses.Length == state.Step, "losses", $"[{state.Losses.Length} values]", $"must hold one value per step ({state.Step})");
+        RequireState(state.EvalSteps.Length == state.EvalLosses.Length,
+            "eval_steps", $"[{state.EvalSteps.Length} values]", $"must match the {state.EvalLosses.Length} values of \"eval_losses\"");
+        RequireState(state.RngStates.Length == _rngs.Count, "rng_states", $"[{state.RngStates.Length} states]",
+            $"must hold one state per random generator of this run ({_rngs.Count})");
 
         var weightsPath = Path.Combine(directory, WeightsFile);
         using (var r = new BinaryReader(File.OpenRead(weightsPath)))
@@ -287,7 +325,7 @@ public sealed class Trainer : IDisposable
                     string path = r.ReadString();
                     long n = r.ReadInt64();
                     if (!byPath.TryGetValue(path, out var t))
-                        throw new InvalidDataException($"{weightsPath}: tensor '{path}' is not a trainable parameter of this model.");
+                        throw new InvalidDataException($"{weightsPath}: tensor '{Quote(path)}' is not a trainable parameter of this model.");
                     if (n != t.Count)
                         throw new InvalidDataException($"{weightsPath}: '{path}' has {n} values; the model's has {t.Count}.");
                     r.BaseStream.ReadExactly(System.Runtime.InteropServices.MemoryMarshal.AsBytes(t.AsSpan()));
@@ -296,6 +334,10 @@ public sealed class Trainer : IDisposable
             catch (EndOfStreamException e)
             {
                 throw new InvalidDataException($"{weightsPath} is truncated.", e);
+            }
+            catch (Exception e) when (e is not InvalidDataException and not OutOfMemoryException)
+            {
+                throw new InvalidDataException($"{weightsPath} is not a valid weights file: {Quote(e.Message)}", e);
             }
         }
         var optimizerPath = Path.Combine(directory, OptimizerFile);
@@ -309,8 +351,24 @@ public sealed class Trainer : IDisposable
             {
                 throw new InvalidDataException($"{optimizerPath} is truncated.", e);
             }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                // The optimizer's message may quote what it read (a corrupt file's bytes): quote at most 100 characters.
+                throw new InvalidDataException(
+                    $"{optimizerPath} does not hold the state of this run's optimizer ({Options.Optimizer}): {Quote(e.Message)}", e);
+            }
         }
-        for (int i = 0; i < _rngs.Count; i++) _rngs[i].State = state.RngStates[i];
+        for (int i = 0; i < _rngs.Count; i++)
+        {
+            try
+            {
+                _rngs[i].State = state.RngStates[i];
+            }
+            catch (ArgumentException e)
+            {
+                throw new InvalidDataException($"{statePath}: \"rng_states\"[{i}] is not a generator state: {Quote(e.Message)}", e);
+            }
+        }
         _train.Position = state.DataPosition;
         if (_eval != null && state.EvalPosition is long evalPosition) _eval.Position = evalPosition;
         _step = state.Step;
@@ -362,7 +420,33 @@ public sealed class Trainer : IDisposable
         }
     }
 
-    private void AppendMetrics(TrainerProgress p) => MetricsJsonl.Append(Path.Combine(Options.OutputDir!, MetricsJsonl.FileName), p);
+    /// <summary>Where metrics lines go: <see cref="TrainerOptions.MetricsPath"/>, else metrics.jsonl in the output folder, else nowhere.</summary>
+    private string? MetricsFile => Options.MetricsPath ?? (Options.OutputDir is { } dir ? Path.Combine(dir, MetricsJsonl.FileName) : null);
+
+    /// <summary>The metrics log a checkpoint folder keeps (the log up to its step), or null for a checkpoint written without one.</summary>
+    public static string? CheckpointMetrics(string checkpointDir)
+    {
+        var path = Path.Combine(checkpointDir, MetricsJsonl.FileName);
+        return File.Exists(path) ? path : null;
+    }
+
+    /// <summary>The step of a checkpoint folder, from its name <c>checkpoint-N</c>, or null when the name is not one.</summary>
+    public static int? CheckpointStep(string checkpointDir)
+    {
+        string name = Path.GetFileName(Path.TrimEndingDirectorySeparator(checkpointDir));
+        return name.StartsWith(CheckpointPrefix, StringComparison.Ordinal)
+            && int.TryParse(name.AsSpan(CheckpointPrefix.Length), NumberStyles.None, CultureInfo.InvariantCulture, out int step) ? step : null;
+    }
+
+    /// <summary>
+    /// Text read from a file, fit to quote in a message: control and non-ASCII characters become '?', and at most
+    /// <paramref name="max"/> characters are kept (a corrupt file must never be dumped into an error).
+    /// </summary>
+    internal static string Quote(string text, int max = 100)
+    {
+        var chars = text.Take(max + 1).Select(c => c >= ' ' && c <= '~' ? c : '?').ToArray();
+        return chars.Length > max ? new string(chars, 0, max) + "…" : new string(chars);
+    }
 
     private static IOptimizer CreateOptimizer(TrainerOptions options, List<(string Path, Tensor Tensor)> parameters, int layerCount)
     {

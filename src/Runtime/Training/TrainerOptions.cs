@@ -73,6 +73,12 @@ public sealed record TrainerOptions
     /// <summary>Where checkpoints and metrics go.</summary>
     public string? OutputDir { get; init; }
 
+    /// <summary>
+    /// Where the metrics log is appended; null: <c>metrics.jsonl</c> in <see cref="OutputDir"/> (nothing when that is
+    /// null too). Each checkpoint keeps a copy of the log up to its step, from which a resumed run continues it.
+    /// </summary>
+    public string? MetricsPath { get; init; }
+
     /// <summary>What a NaN or infinite loss does.</summary>
     public NonFinitePolicy OnNonFinite { get; init; } = NonFinitePolicy.Stop;
 
@@ -86,12 +92,13 @@ public sealed record TrainerOptions
         Require(MaxSteps >= 1, nameof(MaxSteps), MaxSteps, "must be ≥ 1");
         Require(GradientAccumulationSteps >= 1, nameof(GradientAccumulationSteps), GradientAccumulationSteps, "must be ≥ 1");
         Require(LearningRate >= 0 && float.IsFinite(LearningRate), nameof(LearningRate), LearningRate, "must be a finite value ≥ 0");
-        Require(MaxGradNorm >= 0, nameof(MaxGradNorm), MaxGradNorm, "must be ≥ 0");
+        Require(MaxGradNorm >= 0 && float.IsFinite(MaxGradNorm), nameof(MaxGradNorm), MaxGradNorm, "must be a finite value ≥ 0");
+        Require(WeightDecay >= 0 && float.IsFinite(WeightDecay), nameof(WeightDecay), WeightDecay, "must be a finite value ≥ 0");
         Require(WarmupSteps >= 0 && WarmupSteps <= MaxSteps, nameof(WarmupSteps), WarmupSteps, $"must be in [0, MaxSteps = {MaxSteps}]");
-        Require(LoRAPlusRatio >= 0, nameof(LoRAPlusRatio), LoRAPlusRatio, "must be ≥ 0");
+        Require(LoRAPlusRatio >= 0 && float.IsFinite(LoRAPlusRatio), nameof(LoRAPlusRatio), LoRAPlusRatio, "must be ≥ 0");
         Require(LayerwiseLearningRateDecay > 0 && LayerwiseLearningRateDecay <= 1, nameof(LayerwiseLearningRateDecay), LayerwiseLearningRateDecay, "must be in (0, 1]; 1 disables layer-wise decay");
         Require(CheckpointEvery >= 0, nameof(CheckpointEvery), CheckpointEvery, "must be ≥ 0");
-        Require(CheckpointEvery == 0 || OutputDir != null, nameof(OutputDir), "null", "is needed to write checkpoints");
+        Require(CheckpointEvery == 0 || OutputDir != null, nameof(OutputDir), "null", $"is needed to write checkpoints (CheckpointEvery = {CheckpointEvery})");
         Require(KeepCheckpoints >= 1, nameof(KeepCheckpoints), KeepCheckpoints, "must be ≥ 1");
         Require(EvalEvery >= 0 && EvalBatches >= 1, nameof(EvalEvery), EvalEvery, "must be ≥ 0 with EvalBatches ≥ 1");
         Require(Schedule is "constant" or "linear" or "cosine", nameof(Schedule), Schedule, "must be constant, linear or cosine");
