@@ -22,8 +22,14 @@ internal static class ConvertCommand
         {
             string modelPath = parse.GetValue(model)!, outputDir = parse.GetValue(output)!;
             if (Directory.Exists(modelPath)) throw new ArgumentException($"--model {modelPath} is a folder: convert takes a llama2.c checkpoint file (.bin).");
-            var config = HuggingFaceLlama.ConvertLlama2C(modelPath, outputDir, CommonOptions.StorageType(parse.GetValue(dtype)!));
-            string? tokenizerPath = parse.GetValue(tokenizer) ?? MergeCommand.TryFindTokenizer(modelPath, config.VocabSize);
+            string? givenTokenizer = parse.GetValue(tokenizer);
+            PathIdentity.EnsureOutputSeparate("--output", outputDir, [("the checkpoint (--model)", modelPath), ("the tokenizer (--tokenizer)", givenTokenizer)], MergeCommand.WrittenNames);
+            var storeAs = CommonOptions.StorageType(parse.GetValue(dtype)!);
+            // The tokenizer is checked before anything is written, so a truncated one fails the command with nothing half-made.
+            int vocabSize = Llama2Checkpoint.ReadConfig(modelPath).VocabSize;
+            string? tokenizerPath = givenTokenizer ?? MergeCommand.TryFindTokenizer(modelPath, vocabSize);
+            if (tokenizerPath != null) PretrainedModel.LoadTokenizer(tokenizerPath, vocabSize);
+            var config = HuggingFaceLlama.ConvertLlama2C(modelPath, outputDir, storeAs);
             var copied = tokenizerPath != null ? PretrainedModel.CopyTokenizer(tokenizerPath, outputDir) : [];
             long parameters = HuggingFaceLlama.ExpectedShapes(config).Values.Sum(shape => shape.Aggregate(1L, (n, d) => n * d));
             Console.Error.WriteLine($"converted {modelPath} ({parameters:N0} parameters){(copied.Count > 0 ? $" and {tokenizerPath} (as {copied[0]})" : "")}");

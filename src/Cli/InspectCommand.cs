@@ -61,7 +61,7 @@ internal static class InspectCommand
             return ($"{path}: sharded safetensors index ({index.Shards.Count} shards)", Read(index.TensorNames, index.GetInfo));
         }
         // Anything else is read as a llama2.c checkpoint: float32 weights in a fixed order, named as Hugging Face names them.
-        var config = Llama2Checkpoint.ReadConfig(path);
+        var config = Training.PretrainedModel.ReadCheckedConfig(path); // checks the header against the file's length
         var tensors = HuggingFaceLlama.ExpectedShapes(config with { TieWordEmbeddings = true })
             .Select(kv => new StoredTensor(kv.Key, "F32", kv.Value)).ToList();
         if (!config.TieWordEmbeddings) tensors.Add(new StoredTensor("lm_head.weight", "F32", [config.VocabSize, config.HiddenSize]));
@@ -74,6 +74,7 @@ internal static class InspectCommand
         string weights = Path.Combine(folder, PeftAdapterFile.WeightsFileName);
         if (!File.Exists(weights)) throw new FileNotFoundException($"PEFT adapter folder '{folder}' has no {PeftAdapterFile.WeightsFileName}.", weights);
         using var file = SafetensorsFile.Open(weights);
+        CheckAdapterRanks(Path.Combine(folder, PeftAdapterFile.ConfigFileName), config, file);
         string kind = config.UseDoRA ? "DoRA" : config.UseRsLoRA ? "rsLoRA" : "LoRA";
         return (Invariant($"{folder}: PEFT adapter ({kind} r={config.Rank} alpha={config.Alpha} scaling {config.Scaling:G4}, dropout {config.Dropout}, targets {config.Targets}, bias {config.Bias.ToString().ToLowerInvariant()})"),
             Read(file.TensorNames, file.GetInfo));
@@ -81,7 +82,8 @@ internal static class InspectCommand
 
     private static (string, IReadOnlyList<StoredTensor>) DescribeModelFolder(string folder)
     {
-        var config = LlamaConfig.Load(Path.Combine(folder, HuggingFaceLlama.ConfigFileName));
+        // Checked against the weights (sizes, then every name and shape), so a doctored config is reported, not printed.
+        var config = Training.PretrainedModel.ReadCheckedConfig(folder);
         string single = Path.Combine(folder, HuggingFaceLlama.WeightsFileName), index = Path.Combine(folder, HuggingFaceLlama.IndexFileName);
         string summary = $"{folder}: Hugging Face model ({Describe(config)})";
         if (File.Exists(single))
@@ -95,6 +97,25 @@ internal static class InspectCommand
             return (summary, Read(sharded.TensorNames, sharded.GetInfo));
         }
         throw new FileNotFoundException($"No {HuggingFaceLlama.WeightsFileName} or {HuggingFaceLlama.IndexFileName} in {folder}.", single);
+    }
+
+    /// <summary>Checks the rank adapter_config.json gives each adapted layer (r, rank_pattern) against its stored lora_A/lora_B.</summary>
+    private static void CheckAdapterRanks(string configPath, LoRAConfig config, SafetensorsFile file)
+    {
+        var problems = new List<string>();
+        foreach (var name in file.TensorNames)
+        {
+            bool isA = name.EndsWith(".lora_A.weight", StringComparison.Ordinal), isB = name.EndsWith(".lora_B.weight", StringComparison.Ordinal);
+            if (!(isA || isB) || !name.StartsWith("base_model.model.", StringComparison.Ordinal)) continue;
+            string module = name["base_model.model.".Length..^".lora_A.weight".Length];
+            int[] shape = file.GetInfo(name).Shape;
+            int expected = config.RankFor(module), stored = shape.Length == 2 ? shape[isA ? 0 : 1] : -1;
+            if (stored != expected)
+                problems.Add(Invariant($"'{name}' {FormatShape(shape)} has rank {stored}, the config says {expected}"));
+        }
+        if (problems.Count > 0)
+            throw new InvalidDataException(
+                $"{configPath} does not match {file.FilePath}: {string.Join("; ", problems.Take(10))}{(problems.Count > 10 ? $"; and {problems.Count - 10} more" : "")}. Fix r (or rank_pattern) in the config, or use the weights that belong to it.");
     }
 
     private static IReadOnlyList<StoredTensor> Read(IReadOnlyList<string> names, Func<string, SafetensorsTensorInfo> info) =>

@@ -27,12 +27,17 @@ internal static class MergeCommand
         command.SetAction((parse, cancellationToken) => Task.FromResult(CliErrors.Run(() =>
         {
             string modelPath = parse.GetValue(model)!, outputDir = parse.GetValue(output)!, adapterDir = parse.GetValue(adapter)!;
-            if (Path.GetFullPath(Path.TrimEndingDirectorySeparator(outputDir)) == Path.GetFullPath(Path.TrimEndingDirectorySeparator(modelPath)))
-                throw new ArgumentException($"--output {outputDir} is the base model's folder: merging would overwrite the base. Choose another folder.");
+            string? givenTokenizer = parse.GetValue(tokenizer);
+            // No input may be written into or over, however the output is spelled (links included).
+            PathIdentity.EnsureOutputSeparate("--output", outputDir,
+                [("the base model (--model)", modelPath), ("the adapter (--adapter)", adapterDir), ("the tokenizer (--tokenizer)", givenTokenizer)], WrittenNames);
             var storeAs = CommonOptions.StorageType(parse.GetValue(dtype)!);
+            // The tokenizer is checked before anything is written, so a broken one fails the command with nothing half-made.
+            int vocabSize = PretrainedModel.ReadCheckedConfig(modelPath).VocabSize;
+            string? tokenizerPath = givenTokenizer ?? TryFindTokenizer(modelPath, vocabSize);
+            if (tokenizerPath != null) PretrainedModel.LoadTokenizer(tokenizerPath, vocabSize);
             var merged = PeftMerge.MergeToFolder(modelPath, adapterDir, outputDir, storeAs, cancellationToken);
             int layers = merged.AdaptedLayers.Count;
-            string? tokenizerPath = parse.GetValue(tokenizer) ?? TryFindTokenizer(modelPath, merged.Config.VocabSize);
             var copied = tokenizerPath != null ? PretrainedModel.CopyTokenizer(tokenizerPath, outputDir) : [];
             Console.Error.WriteLine($"merged {adapterDir} ({layers} layers) into {modelPath}; saved {HuggingFaceLlama.ConfigFileName}, {HuggingFaceLlama.WeightsFileName}{string.Concat(copied.Select(c => ", " + c))} ({parse.GetValue(dtype)})");
             if (tokenizerPath == null) Console.Error.WriteLine("warning: no tokenizer was found beside the base model, so none was copied; pass --tokenizer to include one");
@@ -41,6 +46,10 @@ internal static class MergeCommand
         })));
         return command;
     }
+
+    /// <summary>The files merge and convert write into the output folder.</summary>
+    internal static readonly IReadOnlyCollection<string> WrittenNames =
+        [HuggingFaceLlama.ConfigFileName, HuggingFaceLlama.WeightsFileName, .. PretrainedModel.CompanionFiles];
 
     /// <summary>The tokenizer beside the model, or null (merging needs none; it is only copied along).</summary>
     internal static string? TryFindTokenizer(string modelPath, int vocabSize)

@@ -88,7 +88,8 @@ public sealed record LoRAConfig
 
     internal float ScalingFor(int rank, float alpha) => UseRsLoRA ? alpha / MathF.Sqrt(rank) : alpha / rank;
 
-    internal int RankFor(string path) => Override(RankPattern, path) ?? Rank;
+    /// <summary>The rank of the adapter on module <paramref name="path"/>: its rank_pattern entry, else r.</summary>
+    public int RankFor(string path) => Override(RankPattern, path) ?? Rank;
 
     internal float AlphaFor(string path) => Override(AlphaPattern, path) ?? Alpha;
 

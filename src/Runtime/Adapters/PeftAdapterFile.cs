@@ -265,7 +265,7 @@ public static class PeftAdapterFile
             Exclude = AdapterConfigJson.GetExclude(path, root),
             Layers = AdapterConfigJson.GetLayers(path, root),
             RankPattern = AdapterConfigJson.GetPattern<int>(path, root, "rank_pattern", v => v.TryGetInt32(out int r) ? r : null),
-            AlphaPattern = AdapterConfigJson.GetPattern<float>(path, root, "alpha_pattern", v => v.TryGetDouble(out double a) ? (float)a : null),
+            AlphaPattern = AdapterConfigJson.GetPattern<float>(path, root, "alpha_pattern", v => AdapterConfigJson.ToFloat(path, v, "alpha_pattern")),
         };
     }
 

@@ -50,8 +50,8 @@ public static class PeftMerge
         ArgumentNullException.ThrowIfNull(baseModelPath);
         ArgumentNullException.ThrowIfNull(adapterFolder);
         ArgumentNullException.ThrowIfNull(outputFolder);
-        if (Directory.Exists(baseModelPath) && Path.GetFullPath(Path.TrimEndingDirectorySeparator(baseModelPath)) == Path.GetFullPath(Path.TrimEndingDirectorySeparator(outputFolder)))
-            throw new ArgumentException($"{outputFolder} is the base model's folder: merging would overwrite the base. Choose another folder.", nameof(outputFolder));
+        PathIdentity.EnsureOutputSeparate(nameof(outputFolder), outputFolder, [("the base model", baseModelPath), ("the adapter", adapterFolder)],
+            [HuggingFaceLlama.ConfigFileName, HuggingFaceLlama.WeightsFileName]);
 
         using var weights = CheckpointReader.Open(baseModelPath);
         var shapes = HuggingFaceLlama.ExpectedShapes(weights.Config);

@@ -18,7 +18,8 @@ namespace PeftGen.Data;
 /// A row of n tokens gives n-1 inputs and, at each input position, the next token's label as target (-100 where it
 /// is not scored). Epoch e = p / <see cref="BatchesPerEpoch"/> visits the rows in a permutation drawn from
 /// (seed, e); the last batch of an epoch is completed with rows from the start of that epoch's order, so every
-/// batch has <c>batchSize</c> rows. Rows shorter than the batch's longest are padded with the pad id and -100.
+/// batch has <c>batchSize</c> rows. A batch size larger than the number of rows is capped at the number of rows (one
+/// batch per epoch holding every row, as a PyTorch DataLoader would give), so memory follows the data, not the flag. Rows shorter than the batch's longest are padded with the pad id and -100.
 /// </para>
 /// </remarks>
 public sealed class DatasetBatchSource : IBatchSource
@@ -79,8 +80,18 @@ public sealed class DatasetBatchSource : IBatchSource
         {
             throw new ArgumentException("No example has the two tokens a row needs (one input and one target).", nameof(examples));
         }
-        BatchesPerEpoch = (_rows.Count + batchSize - 1) / batchSize;
+        // A batch never holds more rows than the data has: a batch size above the row count gives one batch of every row
+        // per epoch (as a PyTorch DataLoader without drop_last does), instead of allocating copies of the same rows.
+        _batchSize = Math.Min(batchSize, _rows.Count);
+        RequestedBatchSize = batchSize;
+        BatchesPerEpoch = (_rows.Count + _batchSize - 1) / _batchSize;
     }
+
+    /// <summary>Rows per batch: the batch size asked for, or the number of rows when there are fewer.</summary>
+    public int BatchSize => _batchSize;
+
+    /// <summary>The batch size asked for (larger than <see cref="BatchSize"/> when the data has fewer rows).</summary>
+    public int RequestedBatchSize { get; }
 
     /// <summary>Number of rows (examples, or packed rows).</summary>
     public int RowCount => _rows.Count;

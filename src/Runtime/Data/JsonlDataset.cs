@@ -135,7 +135,8 @@ public sealed class JsonlDataset
         ChatFormat? format = null;
         var examples = new List<TokenizedExample>();
         int skipped = 0, truncated = 0, dropped = 0, lineNumber = 0;
-        foreach (string line in File.ReadLines(path))
+        int longestTokenChars = 0; // computed the first time a text is long enough to be cut
+        foreach (string line in ReadBoundedLines(path))
         {
             lineNumber++;
             if (string.IsNullOrWhiteSpace(line))
@@ -156,7 +157,7 @@ public sealed class JsonlDataset
                     format = options.ChatFormat
                         ?? (hf?.ChatFormatName is string name ? ChatFormat.Get(name) : kind == DatasetKind.Alpaca ? ChatFormat.Alpaca : ChatFormat.ChatML);
                 }
-                example = Tokenize(record, kind, format, tokenizer, hf, options);
+                example = Tokenize(record, kind, format, tokenizer, hf, options, ref longestTokenChars);
             }
             catch (RecordException e)
             {
@@ -258,13 +259,100 @@ public sealed class JsonlDataset
         throw new RecordException("the record has none of the keys \"text\", \"instruction\" or \"messages\", so its kind is unknown");
     }
 
+    /// <summary>Longest line accepted, in characters (16 Mi): a longer line is refused rather than read without bound.</summary>
+    public const int MaxLineChars = 16 * 1024 * 1024;
+
+    /// <summary>
+    /// The lines of a file, each read with a bounded length: a line longer than <see cref="MaxLineChars"/> (or a file with no
+    /// newline within that many characters, such as /dev/zero) stops the read with an error naming the file and line.
+    /// </summary>
+    private static IEnumerable<string> ReadBoundedLines(string path)
+    {
+        using var reader = new StreamReader(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16), detectEncodingFromByteOrderMarks: true);
+        var buffer = new char[1 << 16];
+        var line = new System.Text.StringBuilder();
+        int lineNumber = 1, read;
+        bool pendingCr = false;
+        while ((read = reader.Read(buffer, 0, buffer.Length)) > 0)
+        {
+            int start = 0;
+            for (int i = 0; i < read; i++)
+            {
+                char c = buffer[i];
+                if (pendingCr)
+                {
+                    pendingCr = false;
+                    if (c == '\n')
+                    {
+                        start = i + 1;
+                        continue;
+                    }
+                }
+                if (c != '\n' && c != '\r') continue;
+                Append(buffer.AsSpan(start, i - start));
+                yield return line.ToString();
+                line.Clear();
+                lineNumber++;
+                pendingCr = c == '\r';
+                start = i + 1;
+            }
+            Append(buffer.AsSpan(start, read - start));
+        }
+        if (line.Length > 0) yield return line.ToString();
+
+        void Append(ReadOnlySpan<char> chars)
+        {
+            if (line.Length + chars.Length > MaxLineChars)
+                throw new InvalidDataException(
+                    $"Dataset '{path}' line {lineNumber}: the line is longer than {MaxLineChars / (1024 * 1024)} Mi characters (or the file has no newline), so it is not read: "
+                    + "a JSONL dataset holds one record per line; split long texts into several records.");
+            line.Append(chars);
+        }
+    }
+
+    /// <summary>
+    /// Cuts a text that is far longer than <paramref name="options"/>' maximum length can use, before it is tokenized: every
+    /// token covers at most <paramref name="longestTokenChars"/> characters, so the kept prefix still yields more than
+    /// MaxSequenceLength + 1 tokens (plus a margin, so the cut cannot change the tokens that are kept). Texts under the bound
+    /// are returned as they are.
+    /// </summary>
+    private static string CutForTokenizing(string text, ITokenizer tokenizer, JsonlDatasetOptions options, ref int longestTokenChars)
+    {
+        const int MarginTokens = 64, MinCharsPerToken = 256;
+        long quick = (long)(options.MaxSequenceLength + 1 + MarginTokens) * MinCharsPerToken;
+        if (text.Length <= quick) return text;
+        if (longestTokenChars == 0)
+        {
+            longestTokenChars = 1;
+            for (int id = 0; id < tokenizer.VocabSize; id++)
+            {
+                try
+                {
+                    longestTokenChars = Math.Max(longestTokenChars, tokenizer.Decode([id]).Length);
+                }
+                catch (ArgumentException)
+                {
+                    // an id the tokenizer cannot decode on its own contributes nothing
+                }
+            }
+        }
+        long bound = (long)(options.MaxSequenceLength + 1 + MarginTokens) * Math.Max(longestTokenChars, MinCharsPerToken);
+        if (text.Length <= bound) return text;
+        int cut = (int)bound;
+        if (char.IsHighSurrogate(text[cut - 1])) cut--; // never split a surrogate pair
+        return text[..cut];
+    }
+
     private static TokenizedExample Tokenize(JsonElement record, DatasetKind kind, ChatFormat? format, ITokenizer tokenizer,
-        HuggingFaceTokenizer? hf, JsonlDatasetOptions options)
+        HuggingFaceTokenizer? hf, JsonlDatasetOptions options, ref int longestTokenChars)
     {
         bool addBos = options.AddBos ?? hf?.AddBosToken ?? true;
         if (kind == DatasetKind.Text)
         {
-            var ids = tokenizer.Encode(RequireString(record, "text"), addBos, options.AddEos ?? true);
+            string full = RequireString(record, "text");
+            string cutText = CutForTokenizing(full, tokenizer, options, ref longestTokenChars);
+            // A cut text yields more than MaxSequenceLength + 1 tokens, so the EOS would be cut off anyway.
+            var ids = tokenizer.Encode(cutText, addBos, (options.AddEos ?? true) && ReferenceEquals(cutText, full));
             return new TokenizedExample(ids, (int[])ids.Clone());
         }
 
@@ -284,7 +372,8 @@ public sealed class JsonlDataset
         }
 
         bool addEos = options.AddEos ?? (!format.HasEndOfTurnMarker || (hf?.AddEosToken ?? false));
-        string text = rendering.Text;
+        string text = CutForTokenizing(rendering.Text, tokenizer, options, ref longestTokenChars);
+        if (!ReferenceEquals(text, rendering.Text)) addEos = false; // it would be cut off with the rest of the long text
         var tokens = tokenizer.Encode(text, addBos, addEos);
         var labels = new int[tokens.Length];
         if (!options.ResponseOnlyLoss)
@@ -297,17 +386,19 @@ public sealed class JsonlDataset
         int textTokens = tokens.Length - (addEos ? 1 : 0);
         foreach (var span in rendering.AssistantSpans)
         {
+            if (span.Start >= text.Length) break; // past a cut: those tokens are beyond the maximum length
+            var end0 = Math.Min(span.End, text.Length);
             // A span's tokens are those between the token counts of the text before it and the text through it.
             // Encoding prefixes needs no offsets from the tokenizer, and the formats end prompts at a marker
             // ("\n", "]", a special token), where tokenization of the prefix and of the whole text agree.
             int first = Math.Min(tokenizer.Encode(text[..span.Start], addBos, addEos: false).Length, textTokens);
-            int end = span.End == text.Length ? textTokens : Math.Min(tokenizer.Encode(text[..span.End], addBos, addEos: false).Length, textTokens);
+            int end = end0 == text.Length ? textTokens : Math.Min(tokenizer.Encode(text[..end0], addBos, addEos: false).Length, textTokens);
             for (int t = first; t < end; t++)
             {
                 labels[t] = tokens[t];
             }
         }
-        if (addEos && rendering.AssistantSpans.Count > 0 && rendering.AssistantSpans[^1].End == text.Length)
+        if (addEos && rendering.AssistantSpans.Count > 0 && rendering.AssistantSpans[^1].End == text.Length && text.Length == rendering.Text.Length)
         {
             // EOS right after the final reply ends that reply, so it is learnt with it.
             labels[^1] = tokens[^1];

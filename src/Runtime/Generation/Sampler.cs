@@ -14,13 +14,27 @@ internal sealed class Sampler
     }
 
     /// <summary>Chooses a token; <paramref name="logits"/> [vocab] is overwritten with probabilities.</summary>
+    /// <exception cref="InvalidDataException">The logits hold NaN or infinity (non-finite model or adapter weights, or an overflow).</exception>
     public int Next(Span<float> logits)
     {
+        int bad = IndexOfNonFinite(logits);
+        if (bad >= 0)
+            throw new InvalidDataException(
+                $"The model produced a non-finite score ({logits[bad]}) for token {bad}: its weights or the adapter's hold NaN or infinite values, "
+                + "or a value overflowed. Check the model and adapter (peftgen inspect) or use an earlier checkpoint.");
         if (_options.Temperature == 0f) return ArgMax(logits);
+        int best = ArgMax(logits);
         for (int i = 0; i < logits.Length; i++) logits[i] /= _options.Temperature;
+        if (float.IsInfinity(logits[best])) return best; // a temperature so small that dividing overflows is greedy decoding
         Softmax(logits);
         float coin = _random.NextSingle();
         return _options.TopP >= 1f ? SampleAll(logits, coin) : SampleTopP(logits, _options.TopP, coin);
+    }
+
+    private static int IndexOfNonFinite(ReadOnlySpan<float> v)
+    {
+        for (int i = 0; i < v.Length; i++) if (!float.IsFinite(v[i])) return i;
+        return -1;
     }
 
     private static int ArgMax(ReadOnlySpan<float> v)

@@ -98,6 +98,14 @@ internal sealed class SafetensorsCheckpoint : CheckpointReader
         {
             // Every name and shape is checked against the config before anything is allocated, so a config that
             // disagrees with its weights (or a doctored one) is reported instead of allocating whatever it asks for.
+            var names = reader._file?.TensorNames ?? reader._index!.TensorNames;
+            long stored = 0;
+            foreach (var name in names)
+            {
+                var info = reader.Info(name);
+                stored += info.End - info.Begin;
+            }
+            HuggingFaceLlama.CheckConfigFits(configPath, reader.Source, config, names.Count, stored);
             HuggingFaceLlama.CheckTensors(reader.Source, HuggingFaceLlama.ExpectedShapes(config),
                 reader._file?.TensorNames ?? reader._index!.TensorNames, reader.Info, config.TieWordEmbeddings);
             return reader;
@@ -157,6 +165,12 @@ internal sealed class Llama2CheckpointReader : CheckpointReader
         var (config, sharedClassifier) = Llama2Checkpoint.ReadHeader(path, out long fileLength);
         int dim = config.HiddenSize, hidden = config.IntermediateSize, layers = config.NumHiddenLayers, vocab = config.VocabSize;
         int q = config.NumAttentionHeads * config.HeadDim, kv = config.KeyValueHeads * config.HeadDim;
+        // The file's length bounds the sizes: check it before building the per-layer table a huge header would blow up.
+        double needed = Llama2Checkpoint.HeaderBytes + sizeof(float) * (HuggingFaceLlama.ParameterCount(config with { TieWordEmbeddings = sharedClassifier })
+            + (double)config.MaxPositionEmbeddings * config.HeadDim);
+        if (needed > fileLength)
+            throw new InvalidDataException(
+                $"{path}: truncated llama2.c checkpoint or wrong header: the header (dim {dim}, hidden {hidden}, layers {layers}, vocab {vocab}, seq_len {config.MaxPositionEmbeddings}) needs {needed:N0} bytes, the file has {fileLength:N0}.");
         var tensors = new Dictionary<string, (long, int[])>(StringComparer.Ordinal);
         long offset = Llama2Checkpoint.HeaderBytes;
         void Add(string name, params int[] shape)

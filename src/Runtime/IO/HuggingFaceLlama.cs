@@ -72,6 +72,7 @@ public static class HuggingFaceLlama
         ArgumentNullException.ThrowIfNull(outputFolder);
         ArgumentNullException.ThrowIfNull(checkpointPath);
         if (!File.Exists(checkpointPath)) throw new FileNotFoundException($"llama2.c checkpoint not found: {checkpointPath}", checkpointPath);
+        PathIdentity.EnsureOutputSeparate(nameof(outputFolder), outputFolder, [("the checkpoint", checkpointPath)], [ConfigFileName, WeightsFileName]);
         using var weights = CheckpointReader.Open(checkpointPath);
         WriteFolder(outputFolder, weights.Config, storeAs, ExpectedShapes(weights.Config), name => (weights.ReadFloat32(name), true));
         return weights.Config;
@@ -153,6 +154,45 @@ public static class HuggingFaceLlama
         return shapes;
     }
 
+    /// <summary>Most names a mismatch message lists of each kind before "and N more".</summary>
+    internal const int MaxListedNames = 10;
+
+    /// <summary>
+    /// Checks the sizes in a config against what the weights can hold, before anything per layer is built: the layer count
+    /// against the number of stored tensors (a layer has 9) and the parameter count against the stored bytes (at least 2 per
+    /// weight). Guards against a doctored or wrong config.json asking for billions of layers or elements.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The config asks for more than the weights hold; the message names the fields.</exception>
+    internal static void CheckConfigFits(string configSource, string weightsSource, LlamaConfig config, int tensorCount, long storedBytes)
+    {
+        const int TensorsPerLayer = 9;
+        int extra = config.TieWordEmbeddings ? 2 : 3;
+        long maxLayers = Math.Max(0, (tensorCount - extra) / TensorsPerLayer);
+        if (config.NumHiddenLayers > maxLayers)
+            throw new InvalidDataException(
+                $"{configSource}: num_hidden_layers = {config.NumHiddenLayers}, but {weightsSource} holds only {tensorCount:N0} tensors, "
+                + $"enough for at most {maxLayers:N0} layers ({TensorsPerLayer} tensors each, plus {extra}): fix num_hidden_layers or use the weights that belong to this config.");
+        double bytes = ParameterCount(config) * 2; // the smallest storage dtype (F16/BF16) has 2 bytes per weight
+        if (bytes > storedBytes)
+            throw new InvalidDataException(
+                $"{configSource}: the sizes (hidden_size {config.HiddenSize}, intermediate_size {config.IntermediateSize}, vocab_size {config.VocabSize}, "
+                + $"num_hidden_layers {config.NumHiddenLayers}, num_attention_heads {config.NumAttentionHeads}) need at least {bytes:N0} bytes of weights, "
+                + $"but {weightsSource} holds {storedBytes:N0}: fix config.json or use the weights that belong to it.");
+    }
+
+    /// <summary>Number of weights a Llama with <paramref name="config"/> has, computed without building any shape (as a double: it cannot overflow).</summary>
+    internal static double ParameterCount(LlamaConfig config)
+    {
+        double c = config.HiddenSize, f = config.IntermediateSize, q = (double)config.NumAttentionHeads * config.HeadDim,
+            kv = (double)config.KeyValueHeads * config.HeadDim;
+        double layer = 2 * q * c + 2 * kv * c + 3 * f * c + 2 * c;
+        return config.VocabSize * c * (config.TieWordEmbeddings ? 1 : 2) + c + config.NumHiddenLayers * layer;
+    }
+
+    /// <summary>Up to <see cref="MaxListedNames"/> names, then "and N more".</summary>
+    internal static string ListNames(IReadOnlyCollection<string> names) =>
+        string.Join(", ", names.Take(MaxListedNames)) + (names.Count > MaxListedNames ? $", and {names.Count - MaxListedNames:N0} more" : "");
+
     internal static void CheckTensors(string source, IReadOnlyDictionary<string, int[]> expected, IReadOnlyList<string> names,
         Func<string, SafetensorsTensorInfo> info, bool tied)
     {
@@ -173,9 +213,10 @@ public static class HuggingFaceLlama
         }
         if (missing.Count == 0 && unexpected.Count == 0 && problems.Count == 0) return;
         var message = new StringBuilder($"{source} does not match its {ConfigFileName}:");
-        if (missing.Count > 0) message.Append($" missing [{string.Join(", ", missing)}];");
-        if (unexpected.Count > 0) message.Append($" unexpected [{string.Join(", ", unexpected)}];");
-        foreach (var p in problems) message.Append(' ').Append(p).Append(';');
+        if (missing.Count > 0) message.Append($" missing [{ListNames(missing)}];");
+        if (unexpected.Count > 0) message.Append($" unexpected [{ListNames(unexpected)}];");
+        foreach (var p in problems.Take(MaxListedNames)) message.Append(' ').Append(p).Append(';');
+        if (problems.Count > MaxListedNames) message.Append($" and {problems.Count - MaxListedNames:N0} more tensors with a wrong shape or dtype;");
         throw new InvalidDataException(message.ToString());
     }
 

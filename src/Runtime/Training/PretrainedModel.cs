@@ -81,6 +81,17 @@ public sealed class PretrainedModel : IDisposable
         return ModelLoader.Load(modelPath);
     }
 
+    /// <summary>
+    /// The configuration of a model folder or llama2.c checkpoint, checked against its weights as loading checks it (sizes
+    /// against the files' lengths and tensor counts, then every tensor name and shape) without reading any weight.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The config and the weights disagree; the message names the file and field.</exception>
+    public static LlamaConfig ReadCheckedConfig(string modelPath)
+    {
+        using var reader = CheckpointReader.Open(modelPath);
+        return reader.Config;
+    }
+
     /// <summary>Loads a tokenizer: Hugging Face for a folder or a <c>.json</c> file, llama2.c otherwise.</summary>
     /// <param name="path">The tokenizer file or folder.</param>
     /// <param name="vocabSize">The model's vocabulary size (tokens read from a llama2.c tokenizer).</param>
@@ -89,9 +100,16 @@ public sealed class PretrainedModel : IDisposable
     public static ITokenizer LoadTokenizer(string path, int vocabSize)
     {
         ArgumentNullException.ThrowIfNull(path);
-        if (Directory.Exists(path) || path.EndsWith(".json", StringComparison.OrdinalIgnoreCase)) return HuggingFaceTokenizer.Load(path);
-        if (!File.Exists(path)) throw new FileNotFoundException($"Tokenizer '{path}' does not exist.", path);
-        return Llama2Tokenizer.Load(path, vocabSize);
+        try
+        {
+            if (Directory.Exists(path) || path.EndsWith(".json", StringComparison.OrdinalIgnoreCase)) return HuggingFaceTokenizer.Load(path);
+            if (!File.Exists(path)) throw new FileNotFoundException($"Tokenizer '{path}' does not exist.", path);
+            return Llama2Tokenizer.Load(path, vocabSize);
+        }
+        catch (EndOfStreamException e)
+        {
+            throw new InvalidDataException($"Tokenizer '{path}' is truncated ({e.Message}): use a complete copy of the tokenizer.", e);
+        }
     }
 
     /// <summary>The tokenizer file that belongs to a model: in its folder, or beside its checkpoint file.</summary>
@@ -119,10 +137,18 @@ public sealed class PretrainedModel : IDisposable
     /// <param name="tokenizerPath">The tokenizer file (or Hugging Face folder).</param>
     /// <param name="folder">The model folder being written.</param>
     /// <returns>The names of the files copied.</returns>
-    public static IReadOnlyList<string> CopyTokenizer(string tokenizerPath, string folder)
+    public static IReadOnlyList<string> CopyTokenizer(string tokenizerPath, string folder) => CopyTokenizer(tokenizerPath, folder, null);
+
+    /// <summary>
+    /// As <see cref="CopyTokenizer(string, string)"/>, but first loads the tokenizer (with <paramref name="vocabSize"/>, the
+    /// model's vocabulary) so that a truncated or malformed one is refused instead of copied.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The tokenizer does not load; nothing is copied.</exception>
+    public static IReadOnlyList<string> CopyTokenizer(string tokenizerPath, string folder, int? vocabSize)
     {
         ArgumentNullException.ThrowIfNull(tokenizerPath);
         ArgumentNullException.ThrowIfNull(folder);
+        if (vocabSize is int vocab) LoadTokenizer(tokenizerPath, vocab);
         Directory.CreateDirectory(folder);
         var copied = new List<string>();
         bool huggingFace = Directory.Exists(tokenizerPath) || tokenizerPath.EndsWith(".json", StringComparison.OrdinalIgnoreCase);

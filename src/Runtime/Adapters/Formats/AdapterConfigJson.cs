@@ -117,9 +117,19 @@ internal static class AdapterConfigJson
 
     /// <summary>A number value as float, or null when the key is absent or null.</summary>
     public static float? GetFloat(string path, JsonElement root, string key) =>
-        !root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null ? null
-        : v.ValueKind == JsonValueKind.Number && v.TryGetDouble(out double d) ? (float)d
-        : throw new InvalidDataException($"{path}: {key} must be a number, found {v.ValueKind}.");
+        !root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null ? null : ToFloat(path, v, key);
+
+    /// <summary>
+    /// A JSON number as a finite float, or an error naming the file and key: a value beyond float's range (1e309, 1e39)
+    /// would otherwise become infinity and pass range checks such as "&gt; 0".
+    /// </summary>
+    public static float ToFloat(string path, JsonElement v, string key)
+    {
+        if (v.ValueKind != JsonValueKind.Number) throw new InvalidDataException($"{path}: {key} must be a number, found {v.ValueKind}.");
+        if (!v.TryGetDouble(out double d) || !double.IsFinite(d) || !float.IsFinite((float)d))
+            throw new InvalidDataException($"{path}: {key} = {v.GetRawText()} is out of range: it must be a finite number within ±3.4e38; fix {key} in the file.");
+        return (float)d;
+    }
 
     /// <summary>exclude_modules: a list of names, empty when absent (PEFT's regular-expression form is rejected).</summary>
     public static IReadOnlyList<string> GetExclude(string path, JsonElement root)

@@ -126,17 +126,54 @@ internal static class AdapterFolder
                 problems.Add($"key '{key}': expected {ShapeUtil.Format(shape)}, found {ShapeUtil.Format(info.Shape)}");
             else if (info.DType == null)
                 problems.Add($"key '{key}' is stored as {info.DTypeName}; adapter weights must be F32, BF16 or F16");
+            else ThrowIfNotFinite(file, key, info);
         }
         foreach (var (key, shape) in expected)
             if (!file.Contains(key)) problems.Add($"key '{key}' {ShapeUtil.Format(shape)} is missing{missingNote}");
     }
 
-    /// <summary>Throws one exception listing every problem, when there are any.</summary>
+    /// <summary>Throws one exception listing the problems (the first 10, then how many more), when there are any.</summary>
     /// <exception cref="InvalidDataException">There are problems; the message names <paramref name="filePath"/>.</exception>
     public static void ThrowIfAny(string filePath, List<string> problems)
     {
+        const int Listed = 10;
         if (problems.Count > 0)
-            throw new InvalidDataException($"{filePath} does not fit the model ({problems.Count} mismatches): {string.Join("; ", problems)}.");
+            throw new InvalidDataException($"{filePath} does not fit the model ({problems.Count} mismatches): {string.Join("; ", problems.Take(Listed))}"
+                + (problems.Count > Listed ? $"; and {problems.Count - Listed:N0} more." : "."));
+    }
+
+    /// <summary>
+    /// Refuses a stored float tensor holding NaN or infinity (a diverged or corrupt adapter), which would otherwise
+    /// reach sampling or a merged model. One pass over the stored bytes of each tensor, no copy.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The tensor holds a non-finite value; the message names the file and tensor.</exception>
+    public static void ThrowIfNotFinite(SafetensorsFile file, string key, SafetensorsTensorInfo info)
+    {
+        var bytes = file.MappedBytes(key);
+        long bad = -1;
+        switch (info.DTypeName)
+        {
+            case "F32":
+                bad = IndexOfNonFinite(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bytes));
+                break;
+            case "F16":
+                var halves = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(bytes);
+                for (int i = 0; i < halves.Length && bad < 0; i++) if ((halves[i] & 0x7C00) == 0x7C00) bad = i;
+                break;
+            case "BF16":
+                var brains = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(bytes);
+                for (int i = 0; i < brains.Length && bad < 0; i++) if ((brains[i] & 0x7F80) == 0x7F80) bad = i;
+                break;
+        }
+        if (bad >= 0)
+            throw new InvalidDataException(
+                $"{file.FilePath}: tensor '{key}' holds non-finite values (NaN or infinity; the first at element {bad:N0}): the adapter is corrupt or its training diverged; use an earlier checkpoint or retrain.");
+    }
+
+    private static long IndexOfNonFinite(ReadOnlySpan<float> values)
+    {
+        for (int i = 0; i < values.Length; i++) if (!float.IsFinite(values[i])) return i;
+        return -1;
     }
 
     /// <summary>Runs <paramref name="addAdapter"/>, reporting an invalid config as bad data in <paramref name="configPath"/>.</summary>

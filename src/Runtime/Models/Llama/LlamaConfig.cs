@@ -84,12 +84,15 @@ public sealed record LlamaConfig
         Require(NumAttentionHeads > 0, $"num_attention_heads must be positive (got {NumAttentionHeads}).");
         Require(KeyValueHeads > 0 && NumAttentionHeads % KeyValueHeads == 0,
             $"num_attention_heads ({NumAttentionHeads}) must be a multiple of num_key_value_heads ({KeyValueHeads}).");
+        Require(HeadDimOverride is null or > 0, $"head_dim must be positive (got {HeadDimOverride}).");
         Require(HeadDimOverride != null || HiddenSize % NumAttentionHeads == 0,
             $"hidden_size ({HiddenSize}) must be divisible by num_attention_heads ({NumAttentionHeads}).");
         Require(HeadDim % 2 == 0, $"the head size ({HeadDim}) must be even for rotary embeddings.");
+        Require((long)NumAttentionHeads * HeadDim <= int.MaxValue,
+            $"num_attention_heads ({NumAttentionHeads}) × head size ({HeadDim}) is too large for a weight dimension.");
         Require(VocabSize > 0, $"vocab_size must be positive (got {VocabSize}).");
-        Require(RmsNormEps > 0, $"rms_norm_eps must be positive (got {RmsNormEps}).");
-        Require(RopeTheta > 0, $"rope_theta must be positive (got {RopeTheta}).");
+        Require(float.IsFinite(RmsNormEps) && RmsNormEps > 0, $"rms_norm_eps must be a finite positive number (got {RmsNormEps}).");
+        Require(float.IsFinite(RopeTheta) && RopeTheta > 0, $"rope_theta must be a finite positive number (got {RopeTheta}).");
         Require(MaxPositionEmbeddings > 0, $"max_position_embeddings must be positive (got {MaxPositionEmbeddings}).");
     }
 
