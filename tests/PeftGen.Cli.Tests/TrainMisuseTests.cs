@@ -186,6 +186,20 @@ public class TrainMisuseTests
     }
 
     [Fact]
+    public void A_staging_folder_left_by_a_killed_run_is_removed_by_the_next_run()
+    {
+        using var root = CliRunner.TempFolder("stale-staging");
+        var (model, data) = Setup(root);
+        string output = Path.Combine(root, "out"), stale = Path.Combine(output, ".run-0123456789abcdef");
+        Directory.CreateDirectory(Path.Combine(stale, "adapter"));
+        File.WriteAllText(Path.Combine(stale, "metrics.jsonl"), "{\"step\":1}\n");
+        var run = CliRunner.Run(TrainArgs(model, data, output));
+        Assert.True(run.Code == 0, $"exit {run.Code}: {run.Stderr}");
+        Assert.False(Directory.Exists(stale), "the killed run's staging folder is still there");
+        Assert.Empty(Directory.GetDirectories(output, ".run-*"));
+    }
+
+    [Fact]
     public void A_cancelled_rerun_leaves_the_previous_outputs_and_its_checkpoints_resume()
     {
         using var root = CliRunner.TempFolder("cancelled-rerun");

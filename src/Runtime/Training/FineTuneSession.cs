@@ -192,7 +192,8 @@ public sealed class FineTuneSession<TModel> : IDisposable where TModel : LlamaFo
     /// step) and <c>loss.svg</c> into a hidden staging folder inside the output folder (<c>.run-*</c>) and moves them
     /// into place only once all are complete, so a run that fails or is cancelled leaves the previous run's outputs
     /// exactly as they were. Checkpoints (<c>checkpoint-N/</c>) go straight into the output folder, each written
-    /// atomically with a copy of the metrics log up to its step, so an interrupted run can be resumed.
+    /// atomically with a copy of the metrics log up to its step, so an interrupted run can be resumed. One run writes an
+    /// output folder at a time: a staging folder left by a killed run is removed when the next run starts.
     /// </remarks>
     /// <param name="progress">Receives every step's report (for example a <see cref="TrainingProgressBar"/>).</param>
     /// <param name="cancellationToken">Stops training between steps (nothing is saved then, except checkpoints already written).</param>
@@ -208,7 +209,10 @@ public sealed class FineTuneSession<TModel> : IDisposable where TModel : LlamaFo
         var clock = Stopwatch.StartNew();
         string? checkpoint = CheckResume();
         Directory.CreateDirectory(Options.OutputDir);
-        var staging = Path.Combine(Options.OutputDir, $".run-{Guid.NewGuid():N}");
+        // A run killed outright (SIGKILL, power loss) leaves its staging folder behind; one run writes an output folder at
+        // a time, so any staging folder found now is such a leftover.
+        foreach (var stale in Directory.EnumerateDirectories(Options.OutputDir, StagingPrefix + "*")) TryDeleteFolder(stale);
+        var staging = Path.Combine(Options.OutputDir, $"{StagingPrefix}{Guid.NewGuid():N}");
         Directory.CreateDirectory(staging);
         try
         {
@@ -252,6 +256,9 @@ public sealed class FineTuneSession<TModel> : IDisposable where TModel : LlamaFo
             TryDeleteFolder(staging);
         }
     }
+
+    /// <summary>Name prefix of the hidden folder a run stages its outputs in.</summary>
+    private const string StagingPrefix = ".run-";
 
     /// <summary>
     /// The checkpoint to resume from (null for a fresh run), after checking that the run makes sense: a resume needs a
