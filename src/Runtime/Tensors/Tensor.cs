@@ -298,10 +298,9 @@ public sealed unsafe class Tensor : IDisposable
     internal Span<byte> Materialize(DType dtype)
     {
         if (!IsEmpty) throw new InvalidOperationException($"{DescribeForError()} already has its memory; only an empty parameter can be materialized.");
-        if (!IsContiguous || Offset != 0) throw new InvalidOperationException($"{DescribeForError()} is a view; materialize the tensor it views.");
-        var storage = new CpuStorage(Count * dtype.ElementSize(), zeroed: false);
-        Interlocked.Exchange(ref _storage, storage)?.Release();
-        DType = dtype;
+        RequireDenseLeaf($"Materialize({dtype})", "materialize parameters only", "materialize the tensor it views");
+        using var memory = Create(_shape, dtype, zeroed: false, scoped: false);
+        ReplaceStorage(memory, dtype);
         if (dtype != DType.Float32) _requiresGrad = false;
         return RawDataSpan();
     }
@@ -330,14 +329,27 @@ public sealed unsafe class Tensor : IDisposable
     public void MoveTo(Device device)
     {
         if (device == Device) return;
-        if (IsRecorded)
-            throw new InvalidOperationException($"MoveTo({device}): {DescribeForError()} is an activation recorded by autograd; move parameters and inputs only.");
-        if (!IsContiguous || Offset != 0)
-            throw new InvalidOperationException($"MoveTo({device}): {DescribeForError()} is a view (strided or offset); move the tensor it views instead.");
+        RequireDenseLeaf($"MoveTo({device})", "move parameters and inputs only", "move the tensor it views instead");
         using var moved = ToDevice(device, scoped: false);
+        ReplaceStorage(moved, DType);
+    }
+
+    /// <summary>Throws unless this tensor is a dense leaf whose storage may be replaced in place.</summary>
+    private void RequireDenseLeaf(string operation, string leafAdvice, string viewAdvice)
+    {
+        if (IsRecorded)
+            throw new InvalidOperationException($"{operation}: {DescribeForError()} is an activation recorded by autograd; {leafAdvice}.");
+        if (!IsContiguous || Offset != 0)
+            throw new InvalidOperationException($"{operation}: {DescribeForError()} is a view (strided or offset); {viewAdvice}.");
+    }
+
+    /// <summary>Takes <paramref name="replacement"/>'s storage (and type) as this tensor's own, dropping the gradient and releasing the old storage.</summary>
+    private void ReplaceStorage(Tensor replacement, DType dtype)
+    {
         ZeroGrad();
-        moved.Storage.AddRef();
-        var old = Interlocked.Exchange(ref _storage, moved.Storage);
+        replacement.Storage.AddRef();
+        var old = Interlocked.Exchange(ref _storage, replacement.Storage);
+        DType = dtype;
         old?.Release();
     }
 
@@ -380,18 +392,11 @@ public sealed unsafe class Tensor : IDisposable
     internal void ConvertInPlace(DType dtype)
     {
         if (dtype == DType) return;
-        if (IsRecorded)
-            throw new InvalidOperationException($"ConvertInPlace({dtype}): {DescribeForError()} is an activation recorded by autograd; convert parameters only.");
-        if (!IsContiguous || Offset != 0)
-            throw new InvalidOperationException($"ConvertInPlace({dtype}): {DescribeForError()} is a view (strided or offset); convert the tensor it views instead.");
+        RequireDenseLeaf($"ConvertInPlace({dtype})", "convert parameters only", "convert the tensor it views instead");
         if (RequiresGrad && dtype != DType.Float32)
             throw new InvalidOperationException($"ConvertInPlace({dtype}): {DescribeForError()} requires gradients and only float32 tensors train; freeze it (RequiresGrad = false) first.");
         using var converted = ConvertDType(dtype, scoped: false);
-        ZeroGrad();
-        converted.Storage.AddRef();
-        var old = Interlocked.Exchange(ref _storage, converted.Storage);
-        DType = dtype;
-        old?.Release();
+        ReplaceStorage(converted, dtype);
     }
 
     private Tensor ConvertDType(DType dtype, bool scoped)
