@@ -12,6 +12,7 @@ return args.FirstOrDefault() switch
     "memory" => MemoryBenchmark.Run(args[1..]),
     "cuda-train" => CudaTrainBenchmark.Run(args[1..]),
     "cuda-peft-export" => CudaTrainBenchmark.Export(args[1..]),
+    "robustness" => RobustnessBenchmark.Run(args[1..]),
     _ => Usage(),
 };
 
@@ -28,6 +29,7 @@ static int Usage()
           memory [--models tinyllama,llama7b]    peak RSS of `peftgen train` per phase (nf4/none, checkpointing on/off) vs the predicted peak, bf16 1.1B and 7B shapes
           cuda-train --device cuda:0             QLoRA tokens/s, MFU, peak GPU memory of a TinyLlama-1.1B shape (seq 1024, 2048) vs PEFT bf16 LoRA
           cuda-peft-export --out DIR             a base + PeftGen-trained LoRA adapter + logits for peers/peft_roundtrip_check.py
+          robustness [--inputs 2000] [--seed S]  mutated user files per parser (safetensors, configs, tokenizers, llama2.c, JSONL, checkpoints): crashes, hangs, allocation
         """);
     return 2;
 }

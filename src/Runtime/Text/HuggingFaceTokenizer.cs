@@ -190,6 +190,9 @@ public sealed class HuggingFaceTokenizer : ITokenizer
     }
 
     /// <inheritdoc />
+    /// <exception cref="InvalidOperationException">
+    /// A character of <paramref name="text"/> has no token, the vocabulary has no byte-fallback tokens and the model no unk_token.
+    /// </exception>
     public int[] Encode(string text, bool addBos = true, bool addEos = false)
     {
         ArgumentNullException.ThrowIfNull(text);
@@ -353,7 +356,13 @@ public sealed class HuggingFaceTokenizer : ITokenizer
     {
         try
         {
-            return JsonDocument.Parse(File.ReadAllBytes(file), new JsonDocumentOptions { MaxDepth = MaxJsonDepth });
+            byte[] bytes = File.ReadAllBytes(file);
+            // JsonDocument checks the UTF-8 of strings only when they are read (then throws InvalidOperationException).
+            if (!System.Text.Unicode.Utf8.IsValid(bytes))
+            {
+                throw new InvalidDataException($"Tokenizer file '{file}' is not valid UTF-8 text.");
+            }
+            return JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = MaxJsonDepth });
         }
         catch (JsonException e)
         {
@@ -390,15 +399,26 @@ public sealed class HuggingFaceTokenizer : ITokenizer
         }
 
         var added = ReadAddedTokens(reader, root);
-        int size = 0;
+        long largest = -1;
+        string largestAt = "$.model.vocab";
         foreach (int id in vocab.Values)
         {
-            size = Math.Max(size, id + 1);
+            largest = Math.Max(largest, id);
         }
-        foreach (var token in added)
+        for (int i = 0; i < added.Count; i++)
         {
-            size = Math.Max(size, token.Id + 1);
+            if (added[i].Id > largest)
+            {
+                (largest, largestAt) = (added[i].Id, $"$.added_tokens[{i}].id");
+            }
         }
+        // The id table has one slot per id up to the largest: a corrupt id (e.g. 2000000000) must not allocate gigabytes.
+        long entries = (long)vocab.Count + added.Count;
+        if (largest + 1 > entries + MaxUnusedIds)
+        {
+            throw reader.Invalid(largestAt, $"is {largest}, which leaves more than {MaxUnusedIds} of the ids below it unused ({entries} tokens)");
+        }
+        int size = (int)(largest + 1);
         var tokens = new string?[size];
         var special = new bool[size];
         var ids = new Dictionary<string, int>(vocab, StringComparer.Ordinal);
@@ -501,6 +521,9 @@ public sealed class HuggingFaceTokenizer : ITokenizer
         return merges;
     }
 
+    /// <summary>Most ids below the largest id that may have no token (real tokenizers have none or a few).</summary>
+    private const int MaxUnusedIds = 1 << 20;
+
     private static List<AddedToken> ReadAddedTokens(PipelineReader reader, JsonElement root)
     {
         var added = new List<AddedToken>();
@@ -520,7 +543,8 @@ public sealed class HuggingFaceTokenizer : ITokenizer
             {
                 throw reader.Invalid(at, "is not an object");
             }
-            if (!token.TryGetProperty("id", out var idElement) || !idElement.TryGetInt32(out int id) || id < 0)
+            if (!token.TryGetProperty("id", out var idElement) || idElement.ValueKind != JsonValueKind.Number
+                || !idElement.TryGetInt32(out int id) || id < 0)
             {
                 throw reader.Invalid($"{at}.id", "is missing or not a non-negative integer");
             }
