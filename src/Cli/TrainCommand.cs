@@ -152,6 +152,11 @@ internal static class TrainCommand
 
             // The prediction needs only the checkpoint's headers, so it comes before anything is loaded.
             options.Validate();
+            // Train writes only into its output folder; it must not be (or lie inside) an input, nor be a file.
+            if (File.Exists(options.OutputDir))
+                throw new ArgumentException($"--output {options.OutputDir} is a file: train writes a folder (adapter/, metrics.jsonl, loss.svg). Name a folder for --output.");
+            PathIdentity.EnsureOutputSeparate("--output", options.OutputDir,
+                [("the model (--model)", options.ModelPath), ("the dataset (--data)", options.DataPath), ("the tokenizer (--tokenizer)", options.TokenizerPath)]);
             var (modelConfig, weightType) = ModelLoader.Inspect(options.ModelPath!);
             int context = modelConfig.MaxPositionEmbeddings;
             if (parse.GetResult(maxLength) is { Implicit: false })

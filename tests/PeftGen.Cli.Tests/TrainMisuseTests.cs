@@ -186,6 +186,19 @@ public class TrainMisuseTests
     }
 
     [Fact]
+    public void An_output_that_is_an_input_or_a_file_is_refused_before_loading()
+    {
+        using var root = CliRunner.TempFolder("output-input");
+        var (model, data) = Setup(root);
+        byte[] dataBefore = File.ReadAllBytes(data);
+        AssertBadInput(CliRunner.Run(TrainArgs(model, data, data)), "--output", "is a file");
+        AssertBadInput(CliRunner.Run(TrainArgs(model, data, model)), "--output", "--model");
+        AssertBadInput(CliRunner.Run(TrainArgs(model, data, Path.Combine(model, "run"))), "--output", "--model");
+        Assert.Equal(dataBefore, File.ReadAllBytes(data));
+        Assert.False(Directory.Exists(Path.Combine(model, "adapter")));
+    }
+
+    [Fact]
     public void A_staging_folder_left_by_a_killed_run_is_removed_by_the_next_run()
     {
         using var root = CliRunner.TempFolder("stale-staging");
