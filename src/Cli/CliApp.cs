@@ -11,6 +11,7 @@ internal static class CliApp
     {
         TrainCommand.Create(),
         GenerateCommand.Create(),
+        EvalCommand.Create(),
         MergeCommand.Create(),
         InspectCommand.Create(),
         ConvertCommand.Create(),

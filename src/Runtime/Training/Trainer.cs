@@ -186,22 +186,41 @@ public sealed class Trainer : IDisposable
     public float Evaluate()
     {
         if (_eval == null) throw new InvalidOperationException("No evaluation data was given to the trainer.");
-        _model.Eval();
         try
         {
-            double total = 0;
-            using var noGrad = GradMode.Disable();
-            for (int i = 0; i < Options.EvalBatches; i++)
-            {
-                using var scope = TensorScope.Begin();
-                total += _loss(_eval.Next()).Item();
-            }
-            return (float)(total / Options.EvalBatches);
+            return EvaluateLoss(_model, _loss, _eval, Options.EvalBatches);
         }
         finally
         {
             _model.Train();
         }
+    }
+
+    /// <summary>
+    /// The evaluation loss as <see cref="Evaluate"/> computes it: the mean of <paramref name="loss"/> over the next
+    /// <paramref name="batchCount"/> batches of <paramref name="batches"/> (each batch's loss is its own mean over its
+    /// scored tokens), in evaluation mode (no dropout) and without gradients. The model is left in evaluation mode.
+    /// </summary>
+    /// <param name="model">The model, switched to evaluation mode.</param>
+    /// <param name="loss">A batch's scalar loss with the model.</param>
+    /// <param name="batches">The batches; <see cref="IBatchSource.Next"/> is called <paramref name="batchCount"/> times.</param>
+    /// <param name="batchCount">Batches to average, 1 or more.</param>
+    /// <returns>The mean loss (NaN or infinite when a batch's is).</returns>
+    public static float EvaluateLoss(Module model, Func<Batch, Tensor> loss, IBatchSource batches, int batchCount)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(loss);
+        ArgumentNullException.ThrowIfNull(batches);
+        ArgumentOutOfRangeException.ThrowIfLessThan(batchCount, 1);
+        model.Eval();
+        double total = 0;
+        using var noGrad = GradMode.Disable();
+        for (int i = 0; i < batchCount; i++)
+        {
+            using var scope = TensorScope.Begin();
+            total += loss(batches.Next()).Item();
+        }
+        return (float)(total / batchCount);
     }
 
     // ---- checkpoints -------------------------------------------------------------------------------------
