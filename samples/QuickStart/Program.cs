@@ -69,7 +69,8 @@ using (var session = FineTuneSession.Create(peft, new DigitTokenizer(), fineTune
     var losses = result.Training.Losses;
     Console.WriteLine($"   adapter: {losses.Count} steps in {result.Elapsed.TotalSeconds:F1} s, loss {losses[0]:F3} → {losses[^1]:F4} (the second digit picks the step, so ≈ {Math.Log(3) / 15:F3} is the floor)");
     Console.WriteLine();
-    Show("with the QLoRA adapter", model, down.Concat(up));
+    Show("with the QLoRA adapter", model, down.Concat(up),
+        note: "it learned only to count down, so the count-up prompts show how far it overrides the base's skill");
     using (peft.DisableAdapters())
         Show("same model, adapter disabled", model, down);
 
@@ -84,14 +85,17 @@ Console.WriteLine();
 Console.WriteLine($"Done in {total.Elapsed.TotalSeconds:F1} s. Fine-tune a real model: dotnet run -c Release --project samples/QuickStart -- --model <folder> --data <jsonl>");
 return 0;
 
-static void Show(string title, LlamaForCausalLM model, IEnumerable<int[]> prompts)
+static void Show(string title, LlamaForCausalLM model, IEnumerable<int[]> prompts, string? note = null)
 {
-    Console.WriteLine($"   {title}: greedy continuations of two-digit prompts");
+    Console.WriteLine($"   {title}: greedy continuations of two-digit prompts{(note != null ? $" ({note})" : "")}");
     foreach (var prompt in prompts)
     {
         var got = DigitTask.Complete(model, prompt, 8).Skip(prompt.Length).ToArray();
         var expected = DigitTask.Expected(prompt, 8).ToArray();
-        Console.WriteLine($"     {string.Join(' ', prompt)} → {string.Join(' ', got)}   {(got.SequenceEqual(expected) ? "✓" : $"(counting by {((prompt[1] - prompt[0]) % 10 + 10) % 10} mod 10 gives {string.Join(' ', expected)})")}");
+        int step = ((prompt[1] - prompt[0]) % 10 + 10) % 10;                      // +1..+3 count up, +7..+9 count down
+        string task = step <= 3 ? $"counting up by {step}" : $"counting down by {10 - step}";
+        bool right = got.SequenceEqual(expected);
+        Console.WriteLine($"     {string.Join(' ', prompt)} → {string.Join(' ', got)}   {(right ? "✓" : "✗")} {task}{(right ? "" : $" gives {string.Join(' ', expected)}")}");
     }
     Console.WriteLine();
 }
