@@ -54,29 +54,13 @@ internal static class EvalCommand
             var format = parse.GetValue(chatFormat) is { } name ? ChatFormat.Get(name) : null;
             var target = CommonOptions.Prepare(parse, device, threads);
             string modelPath = parse.GetValue(model)!;
-            var (modelConfig, _) = ModelLoader.Inspect(modelPath);
-            int context = modelConfig.MaxPositionEmbeddings;
-            if (parse.GetResult(maxLength) is { Implicit: false })
-                CommonOptions.Require(maxLengthValue <= context, "--max-length", maxLengthValue, $"exceeds the model's context of {context} tokens: give --max-length {context} or less");
-            else
-                maxLengthValue = Math.Min(maxLengthValue, context); // the default, on a model with a shorter context: use all of it
+            maxLengthValue = CommonOptions.MaxLength(parse, maxLength, ModelLoader.Inspect(modelPath).Config.MaxPositionEmbeddings);
 
-            var clock = Stopwatch.StartNew();
-            var quantization = CommonOptions.Quantization(parse.GetValue(quant)!);
-            var loadOptions = adapterFolder != null
-                ? ModelLoadOptions.ForAdapter(PeftAdapterFile.ReadConfig(Path.Combine(adapterFolder, PeftAdapterFile.ConfigFileName)), quantization)
-                : new ModelLoadOptions { Quantization = quantization, FrozenWeights = FrozenWeightStorage.AsStored };
-            using var pretrained = PretrainedModel.Load(modelPath, parse.GetValue(tokenizer), target, loadOptions);
+            using var pretrained = CommonOptions.LoadForInference(modelPath, parse.GetValue(tokenizer), target, adapterFolder,
+                CommonOptions.Quantization(parse.GetValue(quant)!));
             var llama = pretrained.Model;
             if (pretrained.Tokenizer.VocabSize != llama.Config.VocabSize)
                 throw new CliError($"the tokenizer {pretrained.TokenizerPath} has {pretrained.Tokenizer.VocabSize} tokens but the model's vocabulary has {llama.Config.VocabSize}: give the model's tokenizer with --tokenizer.");
-            Console.Error.WriteLine($"loaded {Path.GetFileName(Path.TrimEndingDirectorySeparator(modelPath))}: {llama.CountParameters().Total:N0} parameters, {llama.Config.NumHiddenLayers} layers, in {clock.ElapsedMilliseconds} ms");
-            if (adapterFolder != null)
-            {
-                var peft = PeftAdapterFile.LoadInto(llama, adapterFolder, quantization);
-                var config = peft.GetConfig("default");
-                Console.Error.WriteLine($"adapter {adapterFolder}: r={config.Rank} alpha={config.Alpha} on {peft.Plan().Count} layers ({config.Targets})");
-            }
 
             var dataset = JsonlDataset.Load(dataPath, pretrained.Tokenizer, new JsonlDatasetOptions
             {
@@ -93,7 +77,7 @@ internal static class EvalCommand
             if (tokens == 0)
                 throw new CliError($"--data {dataPath}: no token is scored{(parse.GetValue(fullLoss) ? "" : " (the records have no responses; give --train-on-prompts to score prompts too)")}.");
 
-            clock.Restart();
+            var clock = Stopwatch.StartNew();
             float loss = Trainer.EvaluateLoss(llama, b => llama.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length), batches, batches.BatchesPerEpoch);
             double perplexity = Math.Exp(loss);
             Console.Error.WriteLine($"evaluated in {clock.Elapsed.TotalSeconds:F2} s");

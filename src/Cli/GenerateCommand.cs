@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
 using PeftGen.Adapters;
-using PeftGen.IO;
 using PeftGen.Generation;
 using PeftGen.Training;
 
@@ -44,22 +43,8 @@ internal static class GenerateCommand
                 Seed = parse.GetValue(seed),
             };
             var clock = Stopwatch.StartNew();
-            string modelPath = parse.GetValue(model)!;
-            // Layers that will be 4-bit are quantized while they are read and the rest stay in the checkpoint's 16-bit
-            // type: the float32 model is never built.
-            var quantization = CommonOptions.Quantization(parse.GetValue(quant)!);
-            string? adapterFolder = parse.GetValue(adapter);
-            var loadOptions = adapterFolder != null
-                ? ModelLoadOptions.ForAdapter(PeftAdapterFile.ReadConfig(Path.Combine(adapterFolder, PeftAdapterFile.ConfigFileName)), quantization)
-                : new ModelLoadOptions { Quantization = quantization, FrozenWeights = FrozenWeightStorage.AsStored };
-            using var pretrained = PretrainedModel.Load(modelPath, parse.GetValue(tokenizer), target, loadOptions);
-            Console.Error.WriteLine($"loaded {Path.GetFileName(Path.TrimEndingDirectorySeparator(modelPath))}: {pretrained.Model.CountParameters().Total:N0} parameters, {pretrained.Model.Config.NumHiddenLayers} layers, in {clock.ElapsedMilliseconds} ms");
-            if (adapterFolder != null)
-            {
-                var peft = PeftAdapterFile.LoadInto(pretrained.Model, adapterFolder, quantization);
-                var config = peft.GetConfig("default");
-                Console.Error.WriteLine($"adapter {adapterFolder}: r={config.Rank} alpha={config.Alpha} on {peft.Plan().Count} layers ({config.Targets})");
-            }
+            using var pretrained = CommonOptions.LoadForInference(parse.GetValue(model)!, parse.GetValue(tokenizer), target,
+                parse.GetValue(adapter), CommonOptions.Quantization(parse.GetValue(quant)!));
             var generator = new TextGenerator(pretrained.Model, pretrained.Tokenizer);
             var promptIds = pretrained.Tokenizer.Encode(parse.GetValue(prompt) ?? "", addBos: true);
             clock.Restart();

@@ -158,14 +158,9 @@ internal static class TrainCommand
             PathIdentity.EnsureOutputSeparate("--output", options.OutputDir,
                 [("the model (--model)", options.ModelPath), ("the dataset (--data)", options.DataPath), ("the tokenizer (--tokenizer)", options.TokenizerPath)]);
             var (modelConfig, weightType) = ModelLoader.Inspect(options.ModelPath!);
-            int context = modelConfig.MaxPositionEmbeddings;
-            if (parse.GetResult(maxLength) is { Implicit: false })
-                CommonOptions.Require(options.Dataset.MaxSequenceLength <= context, "--max-length", options.Dataset.MaxSequenceLength,
-                    $"exceeds the model's context of {context} tokens: give --max-length {context} or less");
-            else if (options.Dataset.MaxSequenceLength > context) // the default, on a model with a shorter context: use all of it
-                options = options with { Dataset = options.Dataset with { MaxSequenceLength = context } };
+            options = options with { Dataset = options.Dataset with { MaxSequenceLength = CommonOptions.MaxLength(parse, maxLength, modelConfig.MaxPositionEmbeddings) } };
             var estimate = MemoryModel.ForTraining(modelConfig, options.LoRA, options.Quantization, weightType, options.BatchSize,
-                Math.Min(options.Dataset.MaxSequenceLength, modelConfig.MaxPositionEmbeddings), options.GradientCheckpointing, options.Trainer.Optimizer);
+                options.Dataset.MaxSequenceLength, options.GradientCheckpointing, options.Trainer.Optimizer);
             Console.Error.WriteLine($"memory: {estimate} ({weightType.ToString().ToLowerInvariant()} checkpoint, batch {options.BatchSize} × {options.Dataset.MaxSequenceLength}{(options.GradientCheckpointing ? ", gradient checkpointing" : "")})");
             if (parse.GetValue(dryRun))
             {

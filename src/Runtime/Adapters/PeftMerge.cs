@@ -55,9 +55,7 @@ public static class PeftMerge
 
         using var weights = CheckpointReader.Open(baseModelPath);
         var shapes = HuggingFaceLlama.ExpectedShapes(weights.Config);
-        var linears = shapes
-            .Where(s => s.Value.Length == 2 && s.Key != "model.embed_tokens.weight" && s.Key.EndsWith(WeightSuffix, StringComparison.Ordinal))
-            .Select(s => (Path: s.Key[..^WeightSuffix.Length], In: s.Value[1], Out: s.Value[0])).ToList();
+        var linears = HuggingFaceLlama.LinearLayers(weights.Config).ToList();
 
         // The checks of PeftAdapterFile.LoadInto, in its order: the config, the keys and shapes, then what adding the adapter checks.
         string configPath = Path.Combine(adapterFolder, PeftAdapterFile.ConfigFileName);

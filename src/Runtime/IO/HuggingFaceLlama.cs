@@ -193,6 +193,12 @@ public static class HuggingFaceLlama
     internal static string ListNames(IReadOnlyCollection<string> names) =>
         string.Join(", ", names.Take(MaxListedNames)) + (names.Count > MaxListedNames ? $", and {names.Count - MaxListedNames:N0} more" : "");
 
+    /// <summary>The linear layers of a model with <paramref name="config"/>, in checkpoint order: module path, input size, output size (the untied head included).</summary>
+    internal static IEnumerable<(string Path, int In, int Out)> LinearLayers(LlamaConfig config) =>
+        ExpectedShapes(config)
+            .Where(s => s.Value.Length == 2 && s.Key != "model.embed_tokens.weight")
+            .Select(s => (s.Key[..^".weight".Length], s.Value[1], s.Value[0]));
+
     internal static void CheckTensors(string source, IReadOnlyDictionary<string, int[]> expected, IReadOnlyList<string> names,
         Func<string, SafetensorsTensorInfo> info, bool tied)
     {

@@ -78,7 +78,7 @@ public static class MemoryModel
 
         // Weights, layer by layer, as the loader stores them.
         long fourBit = 0, frozen = 0, adapterParameters = 0, trainable = 0;
-        foreach (var (path, inFeatures, outFeatures) in LinearLayers(config))
+        foreach (var (path, inFeatures, outFeatures) in HuggingFaceLlama.LinearLayers(config))
         {
             long count = (long)inFeatures * outFeatures;
             bool adapted = PeftModel.Adapts(lora, path);
@@ -90,7 +90,7 @@ public static class MemoryModel
             adapterParameters += a + b + magnitude;
             trainable += (lora.UseLoRAFA ? 0 : a) + b + magnitude;
         }
-        frozen += v * c * frozenSize * (config.TieWordEmbeddings ? 1 : 2);               // embedding, and the head when untied
+        frozen += v * c * frozenSize;                                                     // the embedding (an untied head is a linear layer above)
         frozen += (2 * layers + 1) * c * sizeof(float);                                   // norms stay float32
 
         // Adapter: float32 parameters, a gradient per trainable one, and AdamW's two moments (one byte each when 8-bit).
@@ -120,23 +120,6 @@ public static class MemoryModel
         return checkpointing
             ? 2.1 * layers * c + 18.4 * c + 13.3 * f + 9.2 * kv - noDropout + outside + 68
             : layers * (layer - noDropout) + outside + 134;
-    }
-
-    /// <summary>The model's linear layers: module path, input size, output size.</summary>
-    internal static IEnumerable<(string Path, int In, int Out)> LinearLayers(LlamaConfig config)
-    {
-        int c = config.HiddenSize, f = config.IntermediateSize, q = config.NumAttentionHeads * config.HeadDim, kv = config.KeyValueHeads * config.HeadDim;
-        for (int i = 0; i < config.NumHiddenLayers; i++)
-        {
-            string p = $"model.layers.{i}.";
-            yield return (p + "self_attn.q_proj", c, q);
-            yield return (p + "self_attn.k_proj", c, kv);
-            yield return (p + "self_attn.v_proj", c, kv);
-            yield return (p + "self_attn.o_proj", q, c);
-            yield return (p + "mlp.gate_proj", c, f);
-            yield return (p + "mlp.up_proj", c, f);
-            yield return (p + "mlp.down_proj", f, c);
-        }
     }
 
     /// <summary>Bytes of a 4-bit weight of <paramref name="count"/> elements: packed codes plus block scales (see <see cref="QuantizedWeight.StorageBytes"/>).</summary>
