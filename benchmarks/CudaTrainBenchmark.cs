@@ -36,6 +36,7 @@ internal static class CudaTrainBenchmark
             ["device"] = "cuda:0", ["seqs"] = "1024,2048", ["batch"] = "1", ["steps"] = "5", ["rank"] = "16", ["layers"] = "22",
             ["peak-tflops"] = "989", ["peer"] = "peft",
         });
+        CudaSupport.Register(); // PeftGen.Cuda: tensors, ops and optimizers on CUDA devices go to the CUDA backend
         var device = DeviceSelection.Parse(options["device"]);
         if (device.Type != DeviceType.Cuda) return BenchmarkArgs.Fail("cuda-train needs --device cuda or cuda:N");
         int batch = int.Parse(options["batch"], CultureInfo.InvariantCulture), steps = int.Parse(options["steps"], CultureInfo.InvariantCulture);
@@ -153,6 +154,7 @@ internal static class CudaTrainBenchmark
     {
         var options = BenchmarkArgs.Parse(args, new() { ["out"] = "", ["device"] = "cuda:0", ["steps"] = "5" });
         if (options["out"].Length == 0) return BenchmarkArgs.Fail("cuda-peft-export needs --out DIR");
+        CudaSupport.Register();
         var device = DeviceSelection.Parse(options["device"]);
         int steps = int.Parse(options["steps"], CultureInfo.InvariantCulture);
         string root = Path.GetFullPath(options["out"]);

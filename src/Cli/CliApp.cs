@@ -1,4 +1,5 @@
 using System.CommandLine;
+using PeftGen.Backends.Cuda;
 
 namespace PeftGen.Cli;
 
@@ -17,9 +18,13 @@ internal static class CliApp
         ConvertCommand.Create(),
     };
 
-    /// <summary>Parses and runs; usage errors print to stderr and return <see cref="CliErrors.Usage"/>.</summary>
+    /// <summary>
+    /// Registers the CUDA backend (PeftGen.Cuda: nothing loads until --device cuda asks for it), then parses and runs;
+    /// usage errors print to stderr and return <see cref="CliErrors.Usage"/>.
+    /// </summary>
     public static async Task<int> RunAsync(string[] args)
     {
+        CudaSupport.Register();
         var parse = CreateRoot().Parse(args);
         if (parse.Errors.Count > 0)
         {

@@ -1,4 +1,4 @@
-using PeftGen.Backends.Cuda;
+using PeftGen.Backends;
 
 namespace PeftGen.Cli;
 
@@ -31,7 +31,7 @@ internal static class CliErrors
             Console.Error.WriteLine($"error: {e.Message}");
             return BadInput;
         }
-        catch (CudaNotAvailableException e)
+        catch (DeviceNotAvailableException e)
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return DeviceNotAvailable;

@@ -21,7 +21,7 @@ internal static class CommonOptions
 
     public static Option<string> Device() => new("--device")
     {
-        Description = "where to run: cpu, or cuda (not available yet: exits with code 4)",
+        Description = "where to run: cpu, or cuda / cuda:N (the CUDA backend is included but not yet verified on a GPU, see docs/cuda.md; generate runs on the CPU only); exits with code 4 when the CUDA libraries or a GPU are missing",
         DefaultValueFactory = _ => "cpu",
     };
 

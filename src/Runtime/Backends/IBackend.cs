@@ -5,9 +5,9 @@ namespace PeftGen.Backends;
 
 /// <summary>
 /// The kernels a device provides. <see cref="Ops"/> (the differentiable API that models use) calls only
-/// these, so a new device (the CUDA backend) is added by implementing this interface; model code never
-/// changes. Unless stated, tensors are contiguous float32 on the backend's device, "accumulate" means
-/// add into the destination, and destinations are otherwise overwritten.
+/// these, so a new device is added by implementing this interface (PeftGen.Cuda's <c>CudaBackend</c>, registered through
+/// <see cref="DeviceBackends"/>); model code never changes. Unless stated, tensors are contiguous float32 on the backend's
+/// device, "accumulate" means add into the destination, and destinations are otherwise overwritten.
 /// </summary>
 internal interface IBackend
 {
@@ -97,13 +97,10 @@ internal interface IBackend
     void ConvertDType(Tensor src, Tensor dst);
 }
 
-/// <summary>Finds the backend of a tensor's device.</summary>
+/// <summary>Finds the backend of a tensor's device: the CPU's, or the one registered for its device type (<see cref="DeviceBackends"/>).</summary>
 internal static class Backend
 {
-    public static IBackend Of(Tensor t) => t.Device.Type switch
-    {
-        DeviceType.Cpu => CpuBackend.Instance,
-        DeviceType.Cuda => Cuda.CudaBackend.For(t.Device),
-        _ => throw new NotSupportedException($"No backend for device {t.Device} ({t.DescribeForError()})."),
-    };
+    /// <exception cref="DeviceNotAvailableException">No backend is registered for the tensor's device type.</exception>
+    public static IBackend Of(Tensor t) =>
+        t.Device.Type == DeviceType.Cpu ? CpuBackend.Instance : DeviceBackends.Provider(t.Device).Backend(t.Device);
 }

@@ -1,5 +1,4 @@
 using PeftGen.Backends;
-using PeftGen.Backends.Cuda;
 using PeftGen.Tensors;
 
 namespace PeftGen.Optim;
@@ -33,7 +32,7 @@ public sealed class AdamW : AdamWBase
     {
     }
 
-    private readonly List<(Device Device, AdamWTensor Tensor)> _pending = []; // GPU updates of the current step
+    private readonly List<(IOptimizerKernels Backend, AdamWUpdate Update)> _pending = []; // GPU updates of the current step
 
     private protected override string StateKind => "AdamW";
 
@@ -42,11 +41,10 @@ public sealed class AdamW : AdamWBase
     private protected override void Update(Tensor p, Tensor grad, OptimizerMoments moments, float lr, float weightDecay, float bc1, float bc2)
     {
         var full = (FullMoments)moments;
-        if (p.Device.Type == DeviceType.Cuda && p.IsContiguous && grad.IsContiguous)
+        if (p.Device.Type != DeviceType.Cpu && p.IsContiguous && grad.IsContiguous && Backend.Of(p) is IOptimizerKernels kernels)
         {
             // GPU tensors are updated together in one multi-tensor launch per device at the end of the step.
-            _pending.Add((p.Device, new AdamWTensor(CudaStorage.AddressOf(p), CudaStorage.AddressOf(grad), CudaStorage.AddressOf(full.M),
-                CudaStorage.AddressOf(full.V), p.Count, lr, weightDecay)));
+            _pending.Add((kernels, new AdamWUpdate(p, grad, full.M, full.V, lr, weightDecay)));
             return;
         }
         Backend.Of(p).AdamWStep(p, grad, full.M, full.V, lr, Beta1, Beta2, Eps, weightDecay, bc1, bc2);
@@ -54,8 +52,8 @@ public sealed class AdamW : AdamWBase
 
     private protected override void FlushUpdates(float bc1, float bc2)
     {
-        foreach (var device in _pending.Select(e => e.Device).Distinct().ToArray())
-            CudaBackend.For(device).AdamWMultiStep(_pending.Where(e => e.Device == device).Select(e => e.Tensor).ToArray(), Beta1, Beta2, Eps, bc1, bc2);
+        foreach (var backend in _pending.Select(e => e.Backend).Distinct().ToArray())
+            backend.AdamWMultiStep(_pending.Where(e => e.Backend == backend).Select(e => e.Update).ToArray(), Beta1, Beta2, Eps, bc1, bc2);
         _pending.Clear();
     }
 }

@@ -102,11 +102,12 @@ public sealed unsafe class AdamW8bit : AdamWBase
     {
         if (grad.Count != param.Count || !grad.IsContiguous)
             throw new InvalidOperationException($"The gradient of {param.DescribeForError()} is a {(grad.IsContiguous ? "" : "strided ")}{grad.DescribeForError()}; AdamW8bit needs a contiguous one of the parameter's size.");
-        if (param.Device.Type == DeviceType.Cuda)
+        if (param.Device.Type != DeviceType.Cpu)
         {
             // The same update in one kernel launch over the state in host-visible GPU memory.
-            Backends.Cuda.CudaBackend.For(param.Device).AdamW8bitStep(param, grad, state.DeviceAddress, state.Blocks, lr, Beta1, Beta2, Eps,
-                weightDecay, bc1, bc2);
+            if (Backend.Of(param) is not IOptimizerKernels kernels)
+                throw new NotSupportedException($"AdamW8bit: the backend of {param.Device} has no 8-bit optimizer kernel; {param.DescribeForError()} cannot be updated there.");
+            kernels.AdamW8bitStep(param, grad, state.Storage, state.Blocks, lr, Beta1, Beta2, Eps, weightDecay, bc1, bc2);
             return;
         }
         float* p = param.Data, g = grad.Data;
@@ -164,13 +165,12 @@ public sealed unsafe class AdamW8bit : AdamWBase
             Blocks = DynamicMap.BlockCount(Count, BlockSize);
             long bytes = 2L * Blocks * sizeof(float) + 2 * Count;
             // On a GPU the state is host-visible device memory (managed, or mapped host memory when paged past the budget).
-            _storage = p.Device.Type == DeviceType.Cuda ? Backends.Cuda.CudaHostVisibleStorage.Allocate(p.Device, bytes, paged)
+            _storage = p.Device.Type != DeviceType.Cpu ? DeviceBackends.Provider(p.Device).AllocateHostVisible(p.Device, bytes, paged)
                 : paged ? new MappedStorage(bytes) : new CpuStorage(bytes, zeroed: true);
         }
 
-        /// <summary>The state's address for GPU kernels (GPU parameters only).</summary>
-        public ulong DeviceAddress => (_storage as Backends.Cuda.CudaHostVisibleStorage)?.DeviceAddress
-            ?? throw new InvalidOperationException("This 8-bit optimizer state is in host memory; its parameter is not on a GPU.");
+        /// <summary>The state's memory (for GPU kernels: host-visible device memory from the parameter's backend).</summary>
+        public HostStorage Storage => _storage;
 
         public long Count { get; }
 

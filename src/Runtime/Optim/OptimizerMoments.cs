@@ -65,8 +65,8 @@ internal sealed unsafe class FullMoments(Tensor p, bool paged) : OptimizerMoment
     }
 
     private static Tensor NewMoment(Tensor p, bool paged) =>
-        p.Device.Type == DeviceType.Cuda
-            ? paged ? Backends.Cuda.CudaPagedMemory.Zeros(p.Device, p.ShapeArray)
+        p.Device.Type != DeviceType.Cpu
+            ? paged ? Backends.DeviceBackends.Provider(p.Device).PagedZeros(p.Device, p.ShapeArray)
                 : Tensor.Create(p.ShapeArray, DType.Float32, zeroed: true, scoped: false, device: p.Device)
             : paged ? PagedMemory.Zeros(p.ShapeArray) : Tensor.Create(p.ShapeArray, DType.Float32, zeroed: true, scoped: false);
 }

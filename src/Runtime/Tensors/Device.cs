@@ -5,7 +5,7 @@ public enum DeviceType
 {
     /// <summary>Host memory, computed by the managed SIMD kernels.</summary>
     Cpu,
-    /// <summary>An NVIDIA GPU through the CUDA backend.</summary>
+    /// <summary>An NVIDIA GPU through the CUDA backend (the PeftGen.Cuda package, registered with <c>CudaSupport.Register()</c>).</summary>
     Cuda,
 }
 

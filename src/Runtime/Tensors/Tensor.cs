@@ -265,7 +265,7 @@ public sealed unsafe class Tensor : IDisposable
         long bytes = ShapeUtil.Count(shape) * dtype.ElementSize();
         TensorStorage storage = device.Type == DeviceType.Cpu
             ? EmptyWeights.IsActive ? new EmptyStorage(bytes) : new CpuStorage(bytes, zeroed)
-            : Backends.Cuda.CudaStorage.Allocate(device, bytes, zeroed);
+            : Backends.DeviceBackends.Provider(device).Allocate(device, bytes, zeroed);
         return OnStorage(storage, shape, dtype, scoped);
     }
 
@@ -317,7 +317,10 @@ public sealed unsafe class Tensor : IDisposable
     /// A copy on <paramref name="device"/> (same shape and dtype, dense), or this tensor when already there. Not recorded
     /// by autograd: move parameters and inputs, not activations. Owned by the current scope, if any.
     /// </summary>
-    /// <exception cref="Backends.Cuda.CudaNotAvailableException">The device is a GPU and CUDA is not available.</exception>
+    /// <exception cref="Backends.DeviceNotAvailableException">
+    /// The device is a GPU and its backend is not registered (PeftGen.Cuda's <c>CudaSupport.Register()</c>), or finds no
+    /// library, driver or device.
+    /// </exception>
     public Tensor To(Device device) => device == Device ? this : ToDevice(device, scoped: true);
 
     /// <summary>
@@ -326,6 +329,7 @@ public sealed unsafe class Tensor : IDisposable
     /// taken before the move keep the old storage. Gradients are dropped.
     /// </summary>
     /// <exception cref="InvalidOperationException">The tensor is not a leaf (an activation recorded by autograd).</exception>
+    /// <exception cref="Backends.DeviceNotAvailableException">The device is a GPU whose backend is not registered or not usable.</exception>
     public void MoveTo(Device device)
     {
         if (device == Device) return;
@@ -366,7 +370,7 @@ public sealed unsafe class Tensor : IDisposable
         var result = Create(_shape, DType, zeroed: false, scoped, device);
         try
         {
-            Backends.Cuda.CudaStorage.CopyBetweenDevices(this, result);
+            Backends.DeviceBackends.CopyBetweenDevices(this, result);
         }
         catch
         {

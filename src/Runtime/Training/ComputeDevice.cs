@@ -1,4 +1,4 @@
-using PeftGen.Backends.Cuda;
+using PeftGen.Backends;
 using PeftGen.Nn;
 using PeftGen.Tensors;
 
@@ -14,20 +14,26 @@ public static class ComputeDevice
     /// <param name="name">The device name, as given to <c>--device</c>.</param>
     /// <returns>The device.</returns>
     /// <exception cref="FormatException">The name is not a device.</exception>
-    /// <exception cref="CudaNotAvailableException">A CUDA device was asked for and cannot be used; the message lists what was searched.</exception>
+    /// <exception cref="DeviceNotAvailableException">
+    /// A GPU was asked for and cannot be used: its backend is not registered (the message names the package and the call), or
+    /// it found no library, driver or device (PeftGen.Cuda's <c>CudaNotAvailableException</c>: the message lists what was
+    /// searched).
+    /// </exception>
     public static Device Resolve(string name) => Require(Device.Parse(name));
 
     /// <summary>Returns <paramref name="device"/> when models can run on it.</summary>
     /// <param name="device">The requested device.</param>
     /// <returns>The device.</returns>
-    /// <exception cref="CudaNotAvailableException">
-    /// A CUDA device was asked for and the CUDA libraries, driver or device are missing; the message says what was
-    /// searched and what to install or set.
+    /// <exception cref="DeviceNotAvailableException">
+    /// A GPU was asked for and its backend is not registered (the message names the package and the call to make), or the
+    /// CUDA libraries, driver or device are missing (PeftGen.Cuda's <c>CudaNotAvailableException</c>: the message says what
+    /// was searched and what to install or set).
     /// </exception>
     public static Device Require(Device device)
     {
         if (device.Type == DeviceType.Cpu) return device;
-        return DeviceSelection.Parse(device.ToString());
+        DeviceBackends.Provider(device).EnsureAvailable(device);
+        return device;
     }
 
     /// <summary>
@@ -47,7 +53,7 @@ public static class ComputeDevice
     /// <summary>Checks that text generation can run on <paramref name="device"/>.</summary>
     /// <param name="device">The requested device.</param>
     /// <returns>The device.</returns>
-    /// <exception cref="CudaNotAvailableException">
+    /// <exception cref="DeviceNotAvailableException">
     /// A CUDA device: generation keeps its KV cache in host memory, so it runs on the CPU only for now (training runs
     /// on CUDA; generate on the CPU with the saved adapter).
     /// </exception>
@@ -55,7 +61,7 @@ public static class ComputeDevice
     {
         if (device.Type == DeviceType.Cpu) return device;
         Require(device);
-        throw new CudaNotAvailableException(
+        throw new DeviceNotAvailableException(
             $"Generation on '{device}' is not available: the KV cache lives in host memory, so generation runs on the CPU only for now. Use --device cpu (training does run on CUDA).");
     }
 }

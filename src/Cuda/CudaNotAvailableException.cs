@@ -2,9 +2,10 @@ namespace PeftGen.Backends.Cuda;
 
 /// <summary>
 /// No usable CUDA installation was found, or the driver found no device. The message lists every place that was
-/// searched and what to install or set, so a user can fix it without reading the source.
+/// searched and what to install or set, so a user can fix it without reading the source. A
+/// <see cref="DeviceNotAvailableException"/>, the runtime's exception for any device that cannot be used.
 /// </summary>
-public sealed class CudaNotAvailableException : Exception
+public sealed class CudaNotAvailableException : DeviceNotAvailableException
 {
     /// <summary>Creates the exception with a full explanation.</summary>
     /// <param name="message">What is missing, what was searched and what to do.</param>

@@ -14,7 +14,7 @@ namespace PeftGen.Backends.Cuda;
 /// multiplied by cuBLAS (bf16 × bf16 → float32), or by the fused GEMV for up to eight rows; frozen 16-bit bases feed their
 /// bf16 weight (an fp16 one rounded to bf16) straight to the same cuBLAS call.
 /// </summary>
-internal sealed unsafe class CudaBackend : IBackend
+internal sealed unsafe class CudaBackend : IBackend, IOptimizerKernels
 {
     private static readonly Dictionary<int, CudaBackend> s_backends = [];
     private static readonly Lock s_lock = new();
@@ -429,6 +429,31 @@ internal sealed unsafe class CudaBackend : IBackend
         Launch(CudaModule.AdamW, CudaKernelNames.AdamW8bit, CudaLaunch.AdamW8bit(n),
             (IntPtr)(&pp), (IntPtr)(&pg), (IntPtr)(&codesM), (IntPtr)(&codesV), (IntPtr)(&absM), (IntPtr)(&absV), (IntPtr)(&smap), (IntPtr)(&umap),
             (IntPtr)(&n), (IntPtr)(&beta1), (IntPtr)(&beta2), (IntPtr)(&eps), (IntPtr)(&decay), (IntPtr)(&stepSize), (IntPtr)(&invSqrtBc2));
+    }
+
+    // The runtime's optimizers reach the two kernels above through IOptimizerKernels, with tensors and the state storage
+    // that CudaDeviceProvider.AllocateHostVisible gave them; the addresses are taken here.
+
+    void IOptimizerKernels.AdamWMultiStep(IReadOnlyList<AdamWUpdate> updates, float beta1, float beta2, float eps, float biasCorrection1,
+        float biasCorrection2)
+    {
+        _ctx.MakeCurrent();
+        var tensors = new AdamWTensor[updates.Count];
+        for (int i = 0; i < tensors.Length; i++)
+        {
+            var u = updates[i];
+            tensors[i] = new AdamWTensor(CudaStorage.AddressOf(u.Param), CudaStorage.AddressOf(u.Grad), CudaStorage.AddressOf(u.M),
+                CudaStorage.AddressOf(u.V), u.Param.Count, u.Lr, u.WeightDecay);
+        }
+        AdamWMultiStep(tensors, beta1, beta2, eps, biasCorrection1, biasCorrection2);
+    }
+
+    void IOptimizerKernels.AdamW8bitStep(Tensor param, Tensor grad, HostStorage state, int blocks, float lr, float beta1, float beta2,
+        float eps, float weightDecay, float biasCorrection1, float biasCorrection2)
+    {
+        ulong address = (state as CudaHostVisibleStorage)?.DeviceAddress
+            ?? throw new InvalidOperationException("This 8-bit optimizer state is in host memory; its parameter is not on a GPU.");
+        AdamW8bitStep(param, grad, address, blocks, lr, beta1, beta2, eps, weightDecay, biasCorrection1, biasCorrection2);
     }
 
     private void EnsureDynamicMaps()
