@@ -20,7 +20,8 @@ namespace PeftGen.Optim;
 /// sign. Unlike bitsandbytes, weight decay is applied before the Adam step (PyTorch's order, shared with
 /// <see cref="AdamW"/>; bitsandbytes scales after it, an O(lr²·λ) difference) and non-finite gradients are not
 /// skipped (a NaN poisons its block's moments, as it poisons a float32 moment). Blocks are independent, so the
-/// result does not depend on the thread count. Runs on the CPU.
+/// result does not depend on the thread count. Runs on the CPU, and on a GPU through its backend's 8-bit kernel
+/// (<see cref="IOptimizerKernels.AdamW8bitStep"/>, with the state in host-visible device memory).
 /// <para>
 /// Known limit of the scheme (bitsandbytes' too): v spans the square of m's dynamic range, so an element whose
 /// gradient is below about 4e-4 of the largest in its block has v/absmax under half the unsigned map's smallest
@@ -52,7 +53,7 @@ public sealed unsafe class AdamW8bit : AdamWBase
     {
     }
 
-    /// <summary>Creates an optimizer over several parameter groups (contiguous CPU tensors).</summary>
+    /// <summary>Creates an optimizer over several parameter groups (contiguous tensors on the CPU, or on a GPU whose backend has the 8-bit kernel).</summary>
     /// <remarks>
     /// <paramref name="paged"/> keeps the state in file-backed memory the OS can page out (see
     /// <see cref="AdamWBase.Paged"/>); the arithmetic is the same either way.
@@ -62,8 +63,8 @@ public sealed unsafe class AdamW8bit : AdamWBase
         : base(groups, learningRate, beta1, beta2, eps, weightDecay, paged)
     {
         foreach (var p in Parameters)
-            if (p.Device.Type != DeviceType.Cpu)
-                throw new ArgumentException($"AdamW8bit updates CPU tensors; {p.DescribeForError()} is on {p.Device}.", nameof(groups));
+            if (p.Device.Type != DeviceType.Cpu && Backend.Of(p) is not IOptimizerKernels)
+                throw new ArgumentException($"AdamW8bit updates CPU tensors and tensors of a backend with 8-bit optimizer kernels; {p.DescribeForError()} is on {p.Device}.", nameof(groups));
     }
 
     private protected override string StateKind => "AdamW8bit";
