@@ -34,7 +34,7 @@ internal enum CudaModule
 }
 
 /// <summary>
-/// Reads the kernel sources embedded in the assembly (<c>Backends/Cuda/Kernels/*.cu</c>, logical names
+/// Reads the kernel sources embedded in the PeftGen.Cuda assembly (<c>src/Cuda/Kernels/*.cu</c>, logical names
 /// <c>PeftGen.Cuda.Kernels.&lt;file&gt;</c>) and lists the kernels the host launches from each module.
 /// </summary>
 internal static class CudaKernelSources
