@@ -1,4 +1,5 @@
 using PeftGen.Analyzers.Tests.TestSupport;
+using PeftGen.Methods.LoRA;
 
 namespace PeftGen.Analyzers.Tests;
 

@@ -1,4 +1,6 @@
 using PeftGen.Analyzers.Tests.TestSupport;
+using PeftGen.Methods.LayerDrop;
+using PeftGen.Methods.Sparse;
 
 namespace PeftGen.Analyzers.Tests;
 
@@ -212,7 +214,7 @@ public sealed class MethodAttributeAnalyzerTests
         AnalyzerVerifier.VerifyAsync(Sources.Llama("""
             [VeRA(rank: 256, targets: "all-linear", DInitial = 0.1)]
             [Quantize(QuantType.NF4)]
-            [LayerDrop(0.1, Schedule = PeftGen.Adapters.LayerDropSchedule.Linear)]
+            [LayerDrop(0.1, Schedule = PeftGen.Methods.LayerDrop.LayerDropSchedule.Linear)]
             [LayerwiseLearningRate(0.9)]
             """));
 }

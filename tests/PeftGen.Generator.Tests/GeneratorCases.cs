@@ -1,4 +1,8 @@
 using PeftGen.Generator.Tests.TestSupport;
+using PeftGen.Methods.Bottleneck;
+using PeftGen.Methods.LayerDrop;
+using PeftGen.Methods.LoRA;
+using PeftGen.Methods.Sparse;
 
 namespace PeftGen.Generator.Tests;
 

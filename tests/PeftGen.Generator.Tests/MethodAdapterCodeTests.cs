@@ -3,6 +3,8 @@ using System.Reflection;
 using System.Runtime.Loader;
 using Microsoft.CodeAnalysis;
 using PeftGen.Generator.Tests.TestSupport;
+using PeftGen.Methods.LayerDrop;
+using PeftGen.Methods.VeRA;
 using Xunit.Abstractions;
 
 namespace PeftGen.Generator.Tests;
@@ -151,7 +153,7 @@ public class MethodAdapterCodeTests(ITestOutputHelper output)
                     var fresh = new ScaledChat(Config());
                     using (fresh.LoadAdapter(Dir("ia3"))) lines.Add(Line("IA3", adapted, baseline, Logits(fresh)));
                     var viaRuntime = new ScaledChat(Config());
-                    using (PeftGen.Adapters.Formats.IA3AdapterFile.LoadInto(viaRuntime, Dir("ia3")))
+                    using (PeftGen.Methods.IA3.IA3AdapterFile.LoadInto(viaRuntime, Dir("ia3")))
                         lines.Add(Line("IA3-runtime-load", adapted, baseline, Logits(viaRuntime)));
                 }
                 {
@@ -230,7 +232,7 @@ public class MethodAdapterCodeTests(ITestOutputHelper output)
             GeneratorCases.LoRAFAWithTraining, GeneratorCases.DeltaLoRA, GeneratorCases.VeRAAllOptions, GeneratorCases.IA3AllOptions,
             GeneratorCases.BottleneckAllOptions, GeneratorCases.PrefixTuningProjection, GeneratorCases.PTuningEncoder,
             GeneratorCases.Llama("RandomPrompt", "[PromptTuning(8)]"),
-            GeneratorCases.Llama("SparseChat", "[SparseFineTuning(1.0, \"gate_proj\", Score = PeftGen.Adapters.SparseScore.None)]"),
+            GeneratorCases.Llama("SparseChat", "[SparseFineTuning(1.0, \"gate_proj\", Score = PeftGen.Methods.Sparse.SparseScore.None)]"),
         };
         return new GeneratorCase(cases.SelectMany(c => c.Sources).Append(Probe).ToArray(), [cases[0].AdditionalFiles[0]]);
     }

@@ -1,12 +1,15 @@
-using PeftGen.Adapters;
 using PeftGen.Autograd;
+using PeftGen.Methods;
+using PeftGen.Methods.LayerDrop;
+using PeftGen.Methods.LoRA;
 using PeftGen.Models.Llama;
 using PeftGen.Tensors;
+using PeftGen.Tests.Methods.Bottleneck;
 using PeftGen.Tests.Training;
 using PeftGen.Training;
 using Xunit;
 
-namespace PeftGen.Tests.Adapters;
+namespace PeftGen.Tests.Methods.LayerDrop;
 
 public class LayerDropTests(Xunit.Abstractions.ITestOutputHelper output)
 {
@@ -37,11 +40,11 @@ public class LayerDropTests(Xunit.Abstractions.ITestOutputHelper output)
     public void Probability_one_equals_the_model_without_those_layers(float[] probabilities, int[] kept)
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 3);
-        model.Model.LayerDrop = new LayerDrop(probabilities, new Rng(1));
+        model.Model.LayerDrop = new LayerDropper(probabilities, new Rng(1));
         model.Train();
         var dropped = Logits(model);
         Assert.Equal(LogitsThrough(model, kept), dropped);
-        Assert.Equal(Enumerable.Range(0, 3).Except(kept), model.Model.LayerDrop.LastSkipped);
+        Assert.Equal(Enumerable.Range(0, 3).Except(kept), model.Model.LayerDrop!.LastSkipped);
     }
 
     [Fact]
@@ -49,10 +52,10 @@ public class LayerDropTests(Xunit.Abstractions.ITestOutputHelper output)
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 3);
         var full = LogitsThrough(model, 0, 1, 2);
-        LayerDrop.Apply(model, new LayerDropConfig { Probability = 0f });
+        LayerDropper.Apply(model, new LayerDropConfig { Probability = 0f });
         model.Train();
         Assert.Equal(full, Logits(model));
-        model.Model.LayerDrop = new LayerDrop([1f, 1f, 1f], new Rng(1));
+        model.Model.LayerDrop = new LayerDropper([1f, 1f, 1f], new Rng(1));
         model.Eval();
         Assert.Equal(full, Logits(model));
     }
@@ -61,7 +64,7 @@ public class LayerDropTests(Xunit.Abstractions.ITestOutputHelper output)
     public void Skipped_layers_get_no_gradient()
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 3);
-        model.Model.LayerDrop = new LayerDrop([0f, 1f, 0f], new Rng(1));
+        model.Model.LayerDrop = new LayerDropper([0f, 1f, 0f], new Rng(1));
         using (TensorScope.Begin())
             model.Loss(Ids, [2, 3, 4, 5, 6, 7, 8, 9], 2, 4).Backward();
         foreach (var (path, p) in model.NamedParameters())
@@ -76,7 +79,7 @@ public class LayerDropTests(Xunit.Abstractions.ITestOutputHelper output)
     {
         Assert.Equal([0.1f, 0.2f, 0.3f, 0.4f], new LayerDropConfig { Probability = 0.4f, Schedule = LayerDropSchedule.Linear }.ProbabilitiesFor(4));
         Assert.Equal([0.3f, 0f, 0.3f, 0f], new LayerDropConfig { Probability = 0.3f, Layers = [0, 2] }.ProbabilitiesFor(4));
-        var drop = new LayerDrop(new LayerDropConfig { Probability = 0.4f, Schedule = LayerDropSchedule.Linear }.ProbabilitiesFor(4), new Rng(7));
+        var drop = new LayerDropper(new LayerDropConfig { Probability = 0.4f, Schedule = LayerDropSchedule.Linear }.ProbabilitiesFor(4), new Rng(7));
         var skips = new int[4];
         const int Passes = 20000;
         for (int n = 0; n < Passes; n++)
@@ -87,8 +90,8 @@ public class LayerDropTests(Xunit.Abstractions.ITestOutputHelper output)
         output.WriteLine($"skip rates {string.Join(", ", rates.Select(r => r.ToString("F4")))}");
         Assert.True(maxErr < 0.015, $"skip rates {string.Join(", ", rates)} vs p·(l+1)/L: max error {maxErr:F4}");
         // The same seed draws the same decisions.
-        var a = new LayerDrop([0.5f, 0.5f], new Rng(3));
-        var b = new LayerDrop([0.5f, 0.5f], new Rng(3));
+        var a = new LayerDropper([0.5f, 0.5f], new Rng(3));
+        var b = new LayerDropper([0.5f, 0.5f], new Rng(3));
         Assert.Equal(Enumerable.Range(0, 64).Select(i => a.ShouldSkip(i % 2)), Enumerable.Range(0, 64).Select(i => b.ShouldSkip(i % 2)));
     }
 
@@ -99,12 +102,12 @@ public class LayerDropTests(Xunit.Abstractions.ITestOutputHelper output)
     public void Probabilities_outside_zero_to_one_are_clear_errors(float p)
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 3);
-        var e = Assert.Throws<ArgumentException>(() => LayerDrop.Apply(model, new LayerDropConfig { Probability = p }));
+        var e = Assert.Throws<ArgumentException>(() => LayerDropper.Apply(model, new LayerDropConfig { Probability = p }));
         Assert.Contains("Layer drop probability must be in [0, 1)", e.Message);
         Assert.Null(model.Model.LayerDrop);
-        e = Assert.Throws<ArgumentException>(() => LayerDrop.Apply(model, new LayerDropConfig { Probability = 0.1f, Layers = [3] }));
+        e = Assert.Throws<ArgumentException>(() => LayerDropper.Apply(model, new LayerDropConfig { Probability = 0.1f, Layers = [3] }));
         Assert.Contains("names layer 3; the model has 3 decoder layers", e.Message);
-        e = Assert.Throws<ArgumentException>(() => new LayerDrop([0f, 1.5f], new Rng(1)));
+        e = Assert.Throws<ArgumentException>(() => new LayerDropper([0f, 1.5f], new Rng(1)));
         Assert.Contains("layer 1 must be in [0, 1]", e.Message);
     }
 
@@ -115,11 +118,11 @@ public class LayerDropTests(Xunit.Abstractions.ITestOutputHelper output)
         try
         {
             var options = new TrainerOptions { MaxSteps = 24, LearningRate = 3e-2f, MaxGradNorm = 1f, CheckpointEvery = 12, KeepCheckpoints = 3, OutputDir = dir };
-            (PeftModel<LlamaForCausalLM>, LayerDrop, Trainer) Build(TrainerOptions o)
+            (PeftModel<LlamaForCausalLM>, LayerDropper, Trainer) Build(TrainerOptions o)
             {
                 var peft = PeftModel.Create(new LlamaForCausalLM(Tiny, seed: 3),
                     new LoRAConfig { Rank = 4, Alpha = 8, Targets = TargetModules.AllLinear, Seed = 5 });
-                var drop = LayerDrop.Apply(peft.Model, new LayerDropConfig { Probability = 0.3f, Schedule = LayerDropSchedule.Linear, Seed = 4 });
+                var drop = LayerDropper.Apply(peft.Model, new LayerDropConfig { Probability = 0.3f, Schedule = LayerDropSchedule.Linear, Seed = 4 });
                 var trainer = new Trainer(peft.Model, b => peft.Model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length),
                     BatchSource.FromFunction(p => TrainerTests.DigitBatch(p, steps: [1])), o, rngs: [peft.DropoutRng, drop.Rng]);
                 return (peft, drop, trainer);

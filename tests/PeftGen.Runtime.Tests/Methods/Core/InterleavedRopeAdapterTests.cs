@@ -1,13 +1,17 @@
-using PeftGen.Adapters;
-using PeftGen.Adapters.Formats;
 using PeftGen.IO;
+using PeftGen.Methods;
+using PeftGen.Methods.DeltaLoRA;
+using PeftGen.Methods.IA3;
+using PeftGen.Methods.LoRA;
+using PeftGen.Methods.PromptLearning;
+using PeftGen.Methods.VeRA;
 using PeftGen.Models.Llama;
 using PeftGen.Tensors;
 using PeftGen.Tests.IO;
 using Xunit;
 using Xunit.Abstractions;
 
-namespace PeftGen.Tests.Adapters;
+namespace PeftGen.Tests.Methods.Core;
 
 /// <summary>
 /// Adapters trained on a model with interleaved RoPE (llama2.c) are written in Hugging Face's q/k row order: they reload
@@ -92,7 +96,7 @@ public class InterleavedRopeAdapterTests(ITestOutputHelper output)
             int seed = 0;
             foreach (var (_, layer) in ia3.IA3Layers) Randomize(layer.Vector("default"), ++seed, 1f, 0.5f);
             trained = IOTestSupport.Logits(ia3.Model);
-            PeftAdapterFile.Save(ia3, folder);
+            IA3AdapterFile.Save(ia3, folder);
         }
         float[] reloaded, converted;
         using (var ia3 = IA3AdapterFile.LoadInto(Base(), folder)) reloaded = IOTestSupport.Logits(ia3.Model);
@@ -142,10 +146,10 @@ public class InterleavedRopeAdapterTests(ITestOutputHelper output)
         float[] trained;
         using (var model = Base())
         {
-            var peft = PeftModel.Create(model, new PrefixTuningConfig { NumVirtualTokens = 3, Seed = 2 });
+            var peft = PromptLearningModel.Create(model, new PrefixTuningConfig { NumVirtualTokens = 3, Seed = 2 });
             Randomize(peft.Encoder("default").Embedding.Weight, 5, 0f, 1f);
             trained = IOTestSupport.Logits(model);
-            PeftAdapterFile.Save(peft, folder);
+            PromptLearningAdapterFile.Save(peft, folder);
         }
         float[] reloaded, converted;
         using (var model = Base())
@@ -165,7 +169,7 @@ public class InterleavedRopeAdapterTests(ITestOutputHelper output)
     public void VeRA_refuses_q_and_k_of_an_interleaved_model_and_ports_other_layers()
     {
         using var dir = new TempFolder();
-        using (var qk = PeftModel.Create(Base(), new VeraConfig { Rank = 4, Targets = TargetModules.Parse("q_proj,v_proj") }))
+        using (var qk = VeraModel.Create(Base(), new VeraConfig { Rank = 4, Targets = TargetModules.Parse("q_proj,v_proj") }))
         {
             var e = Assert.Throws<InvalidOperationException>(() => VeraAdapterFile.Save(qk, dir.File("qk")));
             Assert.Contains("'model.layers.0.self_attn.q_proj'", e.Message);
@@ -173,7 +177,7 @@ public class InterleavedRopeAdapterTests(ITestOutputHelper output)
         }
         string folder = dir.File("adapter");
         float[] trained;
-        using (var peft = PeftModel.Create(Base(), new VeraConfig { Rank = 4, Targets = TargetModules.Parse("v_proj,o_proj") }))
+        using (var peft = VeraModel.Create(Base(), new VeraConfig { Rank = 4, Targets = TargetModules.Parse("v_proj,o_proj") }))
         {
             int seed = 0;
             foreach (var (_, layer) in peft.VeraLayers) Randomize(layer.LambdaB("default"), ++seed, 0f, 1f);

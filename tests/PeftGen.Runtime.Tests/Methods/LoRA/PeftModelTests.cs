@@ -1,12 +1,13 @@
-using PeftGen.Adapters;
 using PeftGen.Autograd;
+using PeftGen.Methods;
+using PeftGen.Methods.LoRA;
 using PeftGen.Models.Llama;
 using PeftGen.Nn;
 using PeftGen.Quantization;
 using PeftGen.Tensors;
 using Xunit;
 
-namespace PeftGen.Tests.Adapters;
+namespace PeftGen.Tests.Methods.LoRA;
 
 public class PeftModelTests
 {

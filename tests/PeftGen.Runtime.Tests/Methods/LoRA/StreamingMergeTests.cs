@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
-using PeftGen.Adapters;
 using PeftGen.IO;
+using PeftGen.Methods;
+using PeftGen.Methods.LoRA;
 using PeftGen.Models.Llama;
 using PeftGen.Tensors;
 using PeftGen.Tests.IO;
@@ -9,7 +10,7 @@ using PeftGen.Training;
 using Xunit;
 using Xunit.Abstractions;
 
-namespace PeftGen.Tests.Adapters;
+namespace PeftGen.Tests.Methods.LoRA;
 
 /// <summary>
 /// <see cref="PeftMerge"/> and the streaming convert write, tensor by tensor, the very bytes of the in-memory path

@@ -1,16 +1,18 @@
 using System.Text.Json;
-using PeftGen.Adapters;
-using PeftGen.Adapters.Formats;
 using PeftGen.Autograd;
 using PeftGen.IO;
+using PeftGen.Methods;
+using PeftGen.Methods.IA3;
+using PeftGen.Methods.LoRA;
+using PeftGen.Methods.PromptLearning;
 using PeftGen.Models.Llama;
 using PeftGen.Nn;
 using PeftGen.Tensors;
 using PeftGen.Tests.Autograd;
 using Xunit;
-using static PeftGen.Tests.Adapters.PromptTuningSupport;
+using static PeftGen.Tests.Methods.PromptLearning.PromptTuningSupport;
 
-namespace PeftGen.Tests.Adapters;
+namespace PeftGen.Tests.Methods.IA3;
 
 public class IA3Tests(Xunit.Abstractions.ITestOutputHelper output)
 {
@@ -63,7 +65,7 @@ public class IA3Tests(Xunit.Abstractions.ITestOutputHelper output)
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 2);
         var before = Logits(model, Ids, 2, 4);
-        using var ia3 = PeftModel.Create(model, new IA3Config());
+        using var ia3 = IA3Model.Create(model, new IA3Config());
         float diff = MaxDiff(before, Logits(model, Ids, 2, 4));
         Assert.True(diff == 0f, $"IA3 at init changed the logits by {diff:E3}");
         Assert.IsType<IA3Linear>(model.Model.Layers[0].Mlp.DownProj);
@@ -74,7 +76,7 @@ public class IA3Tests(Xunit.Abstractions.ITestOutputHelper output)
     [Fact]
     public void Trainable_parameters_are_the_sum_of_channel_counts()
     {
-        using var ia3 = PeftModel.Create(new LlamaForCausalLM(Tiny, seed: 2), new IA3Config());
+        using var ia3 = IA3Model.Create(new LlamaForCausalLM(Tiny, seed: 2), new IA3Config());
         int kvDim = Tiny.KeyValueHeads * Tiny.HeadDim;
         long expected = Tiny.NumHiddenLayers * (kvDim + kvDim + Tiny.IntermediateSize); // k_proj, v_proj out; down_proj in
         Assert.Equal(expected, ia3.TrainableParameters().Sum(t => t.Count));
@@ -101,7 +103,7 @@ public class IA3Tests(Xunit.Abstractions.ITestOutputHelper output)
     public void Merge_unmerge_and_merge_and_unload_keep_the_logits()
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 5);
-        var ia3 = PeftModel.Create(model, new IA3Config());
+        var ia3 = IA3Model.Create(model, new IA3Config());
         RandomizeVectors(ia3, 6);
         var adapted = Logits(model, Ids, 2, 4);
         var originalWeight = ((Linear)((IA3Linear)model.Model.Layers[0].Mlp.DownProj).BaseLayer).Weight.ToArray();
@@ -125,11 +127,11 @@ public class IA3Tests(Xunit.Abstractions.ITestOutputHelper output)
     public void Invalid_configurations_are_clear_errors()
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 2);
-        var e = Assert.Throws<ArgumentException>(() => PeftModel.Create(model, new IA3Config { Targets = TargetModules.List("k_proj", "v_proj") }));
+        var e = Assert.Throws<ArgumentException>(() => IA3Model.Create(model, new IA3Config { Targets = TargetModules.List("k_proj", "v_proj") }));
         Assert.Contains("feedforward module 'down_proj' is not in the target list", e.Message);
-        e = Assert.Throws<ArgumentException>(() => PeftModel.Create(model, new IA3Config { Targets = TargetModules.List("k_prj"), FeedForward = null }));
+        e = Assert.Throws<ArgumentException>(() => IA3Model.Create(model, new IA3Config { Targets = TargetModules.List("k_prj"), FeedForward = null }));
         Assert.Contains("Did you mean 'k_proj'?", e.Message);
-        e = Assert.Throws<ArgumentException>(() => PeftModel.Create(model, new IA3Config { Targets = TargetModules.Regex(@".*\.k_proj"), FeedForward = TargetModules.List("down_proj") }));
+        e = Assert.Throws<ArgumentException>(() => IA3Model.Create(model, new IA3Config { Targets = TargetModules.Regex(@".*\.k_proj"), FeedForward = TargetModules.List("down_proj") }));
         Assert.Contains("match none of the targeted layers", e.Message);
         Assert.All(model.NamedParameters(), p => Assert.True(p.Tensor.RequiresGrad, $"{p.Path} was frozen by a failed Create"));
     }
@@ -138,7 +140,7 @@ public class IA3Tests(Xunit.Abstractions.ITestOutputHelper output)
     public void Training_lowers_the_loss()
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 7);
-        using var ia3 = PeftModel.Create(model, new IA3Config());
+        using var ia3 = IA3Model.Create(model, new IA3Config());
         var (first, last) = Train(model, ia3.TrainableParameters(), steps: 25, learningRate: 0.05f);
         output.WriteLine(FormattableString.Invariant($"IA3: loss {first:F4} -> {last:F4}"));
         Assert.True(last < 0.9f * first, $"IA3 training: loss {first:F4} → {last:F4}");
@@ -151,10 +153,10 @@ public class IA3Tests(Xunit.Abstractions.ITestOutputHelper output)
         try
         {
             using var model = new LlamaForCausalLM(Tiny, seed: 8);
-            var ia3 = PeftModel.Create(model, new IA3Config());
+            var ia3 = IA3Model.Create(model, new IA3Config());
             RandomizeVectors(ia3, 9);
             var expected = Logits(model, Ids, 2, 4);
-            PeftAdapterFile.Save(ia3, folder);
+            IA3AdapterFile.Save(ia3, folder);
 
             using (var file = SafetensorsFile.Open(Path.Combine(folder, PeftAdapterFile.WeightsFileName)))
             {

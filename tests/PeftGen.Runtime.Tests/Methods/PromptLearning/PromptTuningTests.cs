@@ -1,16 +1,16 @@
 using System.Text.Json;
-using PeftGen.Adapters;
-using PeftGen.Adapters.Formats;
 using PeftGen.Generation;
 using PeftGen.IO;
+using PeftGen.Methods.LoRA;
+using PeftGen.Methods.PromptLearning;
 using PeftGen.Models.Llama;
 using PeftGen.Tensors;
 using PeftGen.Tests.Autograd;
 using PeftGen.Training;
 using Xunit;
-using static PeftGen.Tests.Adapters.PromptTuningSupport;
+using static PeftGen.Tests.Methods.PromptLearning.PromptTuningSupport;
 
-namespace PeftGen.Tests.Adapters;
+namespace PeftGen.Tests.Methods.PromptLearning;
 
 public class PromptTuningTests(Xunit.Abstractions.ITestOutputHelper output)
 {
@@ -30,7 +30,7 @@ public class PromptTuningTests(Xunit.Abstractions.ITestOutputHelper output)
         int[] virtualAsReal = [6, 10, 12];
         var tokens = new[] { 1, 5, 7, 3 };
         var reference = Logits(model, [.. virtualAsReal, .. tokens], 1, 7).AsSpan(3 * 16).ToArray(); // the last 4 positions
-        using var peft = PeftModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 3 });
+        using var peft = PromptLearningModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 3 });
         UseTokensAsVirtual(peft, virtualAsReal);
         float diff = MaxDiff(reference, Logits(model, tokens, 1, 4));
         Assert.True(diff < 1e-5f, $"prompt tuning vs the model run on [virtual; tokens]: max diff {diff:E3}");
@@ -45,7 +45,7 @@ public class PromptTuningTests(Xunit.Abstractions.ITestOutputHelper output)
     public void Batches_share_the_virtual_tokens()
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 12);
-        using var peft = PeftModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 2, Seed = 3 });
+        using var peft = PromptLearningModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 2, Seed = 3 });
         var both = Logits(model, Ids, 2, 4);
         var second = Logits(model, Ids[4..], 1, 4);
         float diff = MaxDiff(both.AsSpan(4 * 16).ToArray(), second);
@@ -56,7 +56,7 @@ public class PromptTuningTests(Xunit.Abstractions.ITestOutputHelper output)
     public void Gradient_of_the_virtual_tokens_matches_finite_differences()
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 13);
-        using var peft = PeftModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 2, Seed = 1 });
+        using var peft = PromptLearningModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 2, Seed = 1 });
         var table = peft.Encoder("default").Embedding.Weight;
         Fill(table, new Random(2), 0.1f);
         GradCheck.Assert(_ => model.Forward(Ids, 2, 4), [table], eps: 1e-2f, tolerance: 3e-2f);
@@ -65,7 +65,7 @@ public class PromptTuningTests(Xunit.Abstractions.ITestOutputHelper output)
     [Fact]
     public void Trainable_parameters_are_n_times_hidden()
     {
-        using var peft = PeftModel.Create(new LlamaForCausalLM(Tiny, seed: 2), new PromptTuningConfig { NumVirtualTokens = 5 });
+        using var peft = PromptLearningModel.Create(new LlamaForCausalLM(Tiny, seed: 2), new PromptTuningConfig { NumVirtualTokens = 5 });
         Assert.Equal(5L * Tiny.HiddenSize, peft.TrainableParameters().Sum(t => t.Count));
         Assert.Equal(5L * Tiny.HiddenSize, peft.ParameterCount("default"));
         Assert.Empty(peft.Model.TrainableParameters());
@@ -76,7 +76,7 @@ public class PromptTuningTests(Xunit.Abstractions.ITestOutputHelper output)
     public void Text_init_copies_the_embeddings_of_the_text_tokens()
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 14);
-        using var peft = PeftModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 5, Init = PromptTuningInit.Text, InitText = "abc" }, new ToyTokenizer());
+        using var peft = PromptLearningModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 5, Init = PromptTuningInit.Text, InitText = "abc" }, new ToyTokenizer());
         int[] expectedIds = [1, 3, 4, 5, 1]; // BOS a b c, repeated to 5
         var table = peft.Encoder("default").Embedding.Weight.ToArray();
         var embeddings = model.Model.EmbedTokens.Weight.ToArray();
@@ -88,16 +88,16 @@ public class PromptTuningTests(Xunit.Abstractions.ITestOutputHelper output)
     public void Invalid_configurations_are_clear_errors()
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 2);
-        var e = Assert.Throws<ArgumentException>(() => PeftModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 0 }));
+        var e = Assert.Throws<ArgumentException>(() => PromptLearningModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 0 }));
         Assert.Contains("num_virtual_tokens must be ≥ 1", e.Message);
-        e = Assert.Throws<ArgumentException>(() => PeftModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 24 }));
+        e = Assert.Throws<ArgumentException>(() => PromptLearningModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 24 }));
         Assert.Contains("leaves no position for the input", e.Message);
-        e = Assert.Throws<ArgumentException>(() => PeftModel.Create(model, new PromptTuningConfig { Init = PromptTuningInit.Text, InitText = "ab" }));
+        e = Assert.Throws<ArgumentException>(() => PromptLearningModel.Create(model, new PromptTuningConfig { Init = PromptTuningInit.Text, InitText = "ab" }));
         Assert.Contains("needs the model's tokenizer", e.Message);
-        e = Assert.Throws<ArgumentException>(() => PeftModel.Create(model, new PromptTuningConfig { Init = PromptTuningInit.Text }));
+        e = Assert.Throws<ArgumentException>(() => PromptLearningModel.Create(model, new PromptTuningConfig { Init = PromptTuningInit.Text }));
         Assert.Contains("prompt_tuning_init_text", e.Message);
         Assert.Null(model.Model.PromptLearning);
-        using var peft = PeftModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 20 });
+        using var peft = PromptLearningModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 20 });
         e = Assert.Throws<ArgumentException>(() => model.Forward(Ids, 1, 8));
         Assert.Contains("max_position_embeddings", e.Message);
         e = Assert.Throws<ArgumentException>(() => peft.AddAdapter("other", new PrefixTuningConfig()));
@@ -108,7 +108,7 @@ public class PromptTuningTests(Xunit.Abstractions.ITestOutputHelper output)
     public void Training_lowers_the_loss()
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 7);
-        using var peft = PeftModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 4 });
+        using var peft = PromptLearningModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 4 });
         var (first, last) = Train(model, peft.TrainableParameters(), steps: 25, learningRate: 0.1f);
         output.WriteLine(FormattableString.Invariant($"PromptTuning: loss {first:F4} -> {last:F4}"));
         Assert.True(last < 0.9f * first, $"prompt tuning: loss {first:F4} → {last:F4}");
@@ -118,7 +118,7 @@ public class PromptTuningTests(Xunit.Abstractions.ITestOutputHelper output)
     public void The_trainer_trains_and_checkpoints_only_the_prompt_encoder()
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 7);
-        using var peft = PeftModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 4 });
+        using var peft = PromptLearningModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 4 });
         var random = new Random(3);
         var inputs = Enumerable.Range(0, 4 * 6).Select(_ => random.Next(16)).ToArray();
         var targets = inputs.Select(i => (3 * i + 1) % 16).ToArray();
@@ -136,7 +136,7 @@ public class PromptTuningTests(Xunit.Abstractions.ITestOutputHelper output)
     public void The_base_model_follows_the_prompt_models_training_mode()
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 7);
-        using var peft = PeftModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 4 });
+        using var peft = PromptLearningModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 4 });
         peft.Eval();
         Assert.False(model.IsTraining);
         Assert.False(model.Model.Layers[0].IsTraining);
@@ -151,7 +151,7 @@ public class PromptTuningTests(Xunit.Abstractions.ITestOutputHelper output)
         int[] virtualAsReal = [6, 10, 12];
         int[] prompt = [1, 5, 7];
         var reference = GreedyWithoutCache(model, [.. virtualAsReal, .. prompt], 6)[3..];     // the base model, tokens typed
-        using var peft = PeftModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 3 });
+        using var peft = PromptLearningModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 3 });
         UseTokensAsVirtual(peft, virtualAsReal);
         var generated = new TextGenerator(model, new ToyTokenizer()).GenerateIds(prompt, SamplingOptions.Greedy(6) with { StopAtEos = false });
         Assert.Equal(reference, generated);
@@ -165,9 +165,9 @@ public class PromptTuningTests(Xunit.Abstractions.ITestOutputHelper output)
         try
         {
             using var model = new LlamaForCausalLM(Tiny, seed: 16);
-            var peft = PeftModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 3, Seed = 4 });
+            var peft = PromptLearningModel.Create(model, new PromptTuningConfig { NumVirtualTokens = 3, Seed = 4 });
             var expected = Logits(model, Ids, 2, 4);
-            PeftAdapterFile.Save(peft, folder);
+            PromptLearningAdapterFile.Save(peft, folder);
             using (var file = SafetensorsFile.Open(Path.Combine(folder, PeftAdapterFile.WeightsFileName)))
                 Assert.Equal([3, 32], file.GetInfo("prompt_embeddings").Shape);
             using (var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, PeftAdapterFile.ConfigFileName))))

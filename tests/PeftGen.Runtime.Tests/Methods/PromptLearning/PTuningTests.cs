@@ -1,17 +1,17 @@
 using System.Text.Json;
-using PeftGen.Adapters;
-using PeftGen.Adapters.Formats;
 using PeftGen.Autograd;
 using PeftGen.Generation;
 using PeftGen.IO;
+using PeftGen.Methods.LoRA;
+using PeftGen.Methods.PromptLearning;
 using PeftGen.Models.Llama;
 using PeftGen.Nn;
 using PeftGen.Tensors;
 using PeftGen.Tests.Autograd;
 using Xunit;
-using static PeftGen.Tests.Adapters.PromptTuningSupport;
+using static PeftGen.Tests.Methods.PromptLearning.PromptTuningSupport;
 
-namespace PeftGen.Tests.Adapters;
+namespace PeftGen.Tests.Methods.PromptLearning;
 
 public class PTuningTests(Xunit.Abstractions.ITestOutputHelper output)
 {
@@ -39,7 +39,7 @@ public class PTuningTests(Xunit.Abstractions.ITestOutputHelper output)
     public void Virtual_tokens_are_the_mlp_of_the_embedding_and_enter_like_prompt_tuning()
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 31);
-        using var peft = PeftModel.Create(model, new PTuningConfig { NumVirtualTokens = 3, EncoderHiddenSize = 10, Seed = 2 });
+        using var peft = PromptLearningModel.Create(model, new PTuningConfig { NumVirtualTokens = 3, EncoderHiddenSize = 10, Seed = 2 });
         var e = peft.Encoder("default").Embedding.Weight.ToArray().Select(v => (double)v).ToArray();
         var expected = Dense(Dense(Dense(e, 3, Mlp(peft, "0"), true), 3, Mlp(peft, "2"), true), 3, Mlp(peft, "4"), false);
         using var output = peft.PromptEmbeddings("default");
@@ -50,7 +50,7 @@ public class PTuningTests(Xunit.Abstractions.ITestOutputHelper output)
         // The same virtual tokens as a prompt-tuning table give the same logits.
         var adapted = Logits(model, Ids, 2, 4);
         using var twin = new LlamaForCausalLM(Tiny, seed: 31);
-        using var prompt = PeftModel.Create(twin, new PromptTuningConfig { NumVirtualTokens = 3 });
+        using var prompt = PromptLearningModel.Create(twin, new PromptTuningConfig { NumVirtualTokens = 3 });
         prompt.Encoder("default").Embedding.Weight.CopyFrom(output);
         float diff = MaxDiff(adapted, Logits(twin, Ids, 2, 4));
         Assert.True(diff < 1e-6f, $"P-tuning vs prompt tuning with its output: {diff:E3}");
@@ -60,7 +60,7 @@ public class PTuningTests(Xunit.Abstractions.ITestOutputHelper output)
     public void Gradients_through_the_encoder_match_finite_differences()
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 32);
-        using var peft = PeftModel.Create(model, new PTuningConfig { NumVirtualTokens = 2, EncoderHiddenSize = 6, Seed = 3 });
+        using var peft = PromptLearningModel.Create(model, new PTuningConfig { NumVirtualTokens = 2, EncoderHiddenSize = 6, Seed = 3 });
         var p = peft.NamedParameters().ToDictionary(x => x.Path, x => x.Tensor);
         GradCheck.Assert(_ => model.Forward(Ids[..4], 1, 4),
             [p["prompt_encoder.default.embedding.weight"], p["prompt_encoder.default.mlp_head.0.weight"], p["prompt_encoder.default.mlp_head.2.bias"], p["prompt_encoder.default.mlp_head.4.weight"]],
@@ -80,7 +80,7 @@ public class PTuningTests(Xunit.Abstractions.ITestOutputHelper output)
     public void Trainable_parameters_are_the_encoder_plus_n_times_hidden()
     {
         int n = 4, hidden = Tiny.HiddenSize, h = 12;
-        using var peft = PeftModel.Create(new LlamaForCausalLM(Tiny, seed: 2), new PTuningConfig { NumVirtualTokens = n, EncoderHiddenSize = h });
+        using var peft = PromptLearningModel.Create(new LlamaForCausalLM(Tiny, seed: 2), new PTuningConfig { NumVirtualTokens = n, EncoderHiddenSize = h });
         long encoder = (long)hidden * h + h + (long)h * h + h + (long)h * hidden + hidden;
         Assert.Equal(encoder + n * hidden, peft.TrainableParameters().Sum(t => t.Count));
         Assert.Contains($"trainable params: {encoder + n * hidden:N0}", peft.TrainableParametersSummary(), StringComparison.Ordinal);
@@ -90,11 +90,11 @@ public class PTuningTests(Xunit.Abstractions.ITestOutputHelper output)
     public void Invalid_configurations_are_clear_errors()
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 2);
-        var e = Assert.Throws<ArgumentException>(() => PeftModel.Create(model, new PTuningConfig { NumVirtualTokens = 0 }));
+        var e = Assert.Throws<ArgumentException>(() => PromptLearningModel.Create(model, new PTuningConfig { NumVirtualTokens = 0 }));
         Assert.Contains("num_virtual_tokens must be ≥ 1", e.Message);
-        e = Assert.Throws<ArgumentException>(() => PeftModel.Create(model, new PTuningConfig { EncoderHiddenSize = -3 }));
+        e = Assert.Throws<ArgumentException>(() => PromptLearningModel.Create(model, new PTuningConfig { EncoderHiddenSize = -3 }));
         Assert.Contains("encoder_hidden_size must be ≥ 1", e.Message);
-        var lstm = Assert.Throws<NotSupportedException>(() => PeftModel.Create(model, new PTuningConfig { EncoderType = PromptEncoderType.Lstm }));
+        var lstm = Assert.Throws<NotSupportedException>(() => PromptLearningModel.Create(model, new PTuningConfig { EncoderType = PromptEncoderType.Lstm }));
         Assert.Contains("LSTM", lstm.Message);
         Assert.Null(model.Model.PromptLearning);
     }
@@ -103,7 +103,7 @@ public class PTuningTests(Xunit.Abstractions.ITestOutputHelper output)
     public void Training_lowers_the_loss()
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 7);
-        using var peft = PeftModel.Create(model, new PTuningConfig { NumVirtualTokens = 4, EncoderHiddenSize = 16 });
+        using var peft = PromptLearningModel.Create(model, new PTuningConfig { NumVirtualTokens = 4, EncoderHiddenSize = 16 });
         var (first, last) = Train(model, peft.TrainableParameters(), steps: 25, learningRate: 0.01f);
         output.WriteLine(FormattableString.Invariant($"PTuning: loss {first:F4} -> {last:F4}"));
         Assert.True(last < 0.9f * first, $"P-tuning: loss {first:F4} → {last:F4}");
@@ -116,11 +116,11 @@ public class PTuningTests(Xunit.Abstractions.ITestOutputHelper output)
         try
         {
             using var model = new LlamaForCausalLM(Tiny, seed: 34);
-            var peft = PeftModel.Create(model, new PTuningConfig { NumVirtualTokens = 3, EncoderHiddenSize = 8, Seed = 5 });
+            var peft = PromptLearningModel.Create(model, new PTuningConfig { NumVirtualTokens = 3, EncoderHiddenSize = 8, Seed = 5 });
             var expected = Logits(model, Ids, 2, 4);
             var generated = new TextGenerator(model, new ToyTokenizer()).GenerateIds([1, 5], SamplingOptions.Greedy(5) with { StopAtEos = false });
             Assert.Equal(GreedyWithoutCache(model, [1, 5], 5), generated);
-            PeftAdapterFile.Save(peft, folder);
+            PromptLearningAdapterFile.Save(peft, folder);
             using (var file = SafetensorsFile.Open(Path.Combine(folder, PeftAdapterFile.WeightsFileName)))
                 Assert.Equal(["prompt_embeddings"], file.TensorNames.ToArray());
             using (var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, PeftAdapterFile.ConfigFileName))))

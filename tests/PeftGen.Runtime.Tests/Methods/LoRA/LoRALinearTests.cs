@@ -1,11 +1,11 @@
-using PeftGen.Adapters;
 using PeftGen.Autograd;
+using PeftGen.Methods.LoRA;
 using PeftGen.Nn;
 using PeftGen.Tensors;
 using PeftGen.Tests.Autograd;
 using Xunit;
 
-namespace PeftGen.Tests.Adapters;
+namespace PeftGen.Tests.Methods.LoRA;
 
 public class LoRALinearTests
 {

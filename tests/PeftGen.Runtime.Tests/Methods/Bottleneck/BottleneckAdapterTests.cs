@@ -1,7 +1,7 @@
 using System.Text.Json;
-using PeftGen.Adapters;
 using PeftGen.Autograd;
 using PeftGen.IO;
+using PeftGen.Methods.Bottleneck;
 using PeftGen.Models.Llama;
 using PeftGen.Tensors;
 using PeftGen.Tests.Autograd;
@@ -9,7 +9,7 @@ using PeftGen.Tests.Training;
 using PeftGen.Training;
 using Xunit;
 
-namespace PeftGen.Tests.Adapters;
+namespace PeftGen.Tests.Methods.Bottleneck;
 
 public class BottleneckAdapterTests(Xunit.Abstractions.ITestOutputHelper output)
 {

@@ -1,13 +1,15 @@
-using PeftGen.Adapters;
 using PeftGen.Autograd;
 using PeftGen.IO;
+using PeftGen.Methods;
+using PeftGen.Methods.Sparse;
 using PeftGen.Models.Llama;
 using PeftGen.Tensors;
+using PeftGen.Tests.Methods.Bottleneck;
 using PeftGen.Tests.Training;
 using PeftGen.Training;
 using Xunit;
 
-namespace PeftGen.Tests.Adapters;
+namespace PeftGen.Tests.Methods.Sparse;
 
 public class SparseFineTuningTests(Xunit.Abstractions.ITestOutputHelper output)
 {

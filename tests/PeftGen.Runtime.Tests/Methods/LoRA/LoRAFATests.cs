@@ -1,14 +1,16 @@
-using PeftGen.Adapters;
 using PeftGen.Autograd;
+using PeftGen.Methods;
+using PeftGen.Methods.LoRA;
 using PeftGen.Models.Llama;
 using PeftGen.Nn;
+using PeftGen.Quantization;
 using PeftGen.Tensors;
 using PeftGen.Tests.Autograd;
 using PeftGen.Training;
 using Xunit;
 using Xunit.Abstractions;
 
-namespace PeftGen.Tests.Adapters;
+namespace PeftGen.Tests.Methods.LoRA;
 
 public class LoRAFATests(ITestOutputHelper output)
 {

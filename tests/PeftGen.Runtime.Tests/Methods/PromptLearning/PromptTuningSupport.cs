@@ -4,7 +4,7 @@ using PeftGen.Optim;
 using PeftGen.Tensors;
 using PeftGen.Text;
 
-namespace PeftGen.Tests.Adapters;
+namespace PeftGen.Tests.Methods.PromptLearning;
 
 /// <summary>Shared pieces of the IA3 and prompt-learning tests: a tiny model, logits, a synthetic task, a toy tokenizer.</summary>
 internal static class PromptTuningSupport

@@ -1,13 +1,16 @@
-using PeftGen.Adapters;
+using PeftGen.Methods;
+using PeftGen.Methods.DeltaLoRA;
+using PeftGen.Methods.LoRA;
 using PeftGen.Models.Llama;
 using PeftGen.Nn;
 using PeftGen.Quantization;
 using PeftGen.Tensors;
 using PeftGen.Tests.Autograd;
+using PeftGen.Tests.Methods.LoRA;
 using PeftGen.Training;
 using Xunit;
 
-namespace PeftGen.Tests.Adapters;
+namespace PeftGen.Tests.Methods.DeltaLoRA;
 
 public class DeltaLoRATests
 {

@@ -1,16 +1,16 @@
 using System.Text.Json;
-using PeftGen.Adapters;
-using PeftGen.Adapters.Formats;
 using PeftGen.Autograd;
 using PeftGen.Generation;
 using PeftGen.IO;
+using PeftGen.Methods.LoRA;
+using PeftGen.Methods.PromptLearning;
 using PeftGen.Models.Llama;
 using PeftGen.Tensors;
 using PeftGen.Tests.Autograd;
 using Xunit;
-using static PeftGen.Tests.Adapters.PromptTuningSupport;
+using static PeftGen.Tests.Methods.PromptLearning.PromptTuningSupport;
 
-namespace PeftGen.Tests.Adapters;
+namespace PeftGen.Tests.Methods.PromptLearning;
 
 public class PrefixTuningTests(Xunit.Abstractions.ITestOutputHelper output)
 {
@@ -83,7 +83,7 @@ public class PrefixTuningTests(Xunit.Abstractions.ITestOutputHelper output)
         int[] prefixTokens = [6, 10, 12];
         var tokens = new[] { 1, 5, 7, 3 };
         var reference = Logits(model, [.. prefixTokens, .. tokens], 1, 7).AsSpan(3 * 16).ToArray();
-        using var peft = PeftModel.Create(model, new PrefixTuningConfig { NumVirtualTokens = 3 });
+        using var peft = PromptLearningModel.Create(model, new PrefixTuningConfig { NumVirtualTokens = 3 });
         UseTokensAsPrefix(peft, prefixTokens);
         float diff = MaxDiff(reference, Logits(model, tokens, 1, 4));
         Assert.True(diff < 1e-5f, $"prefix tuning vs the model run on [prefix tokens; tokens]: max diff {diff:E3}");
@@ -95,13 +95,13 @@ public class PrefixTuningTests(Xunit.Abstractions.ITestOutputHelper output)
     public void Gradients_of_the_prefix_and_of_its_mlp_match_finite_differences()
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 23);
-        using var peft = PeftModel.Create(model, new PrefixTuningConfig { NumVirtualTokens = 2, Seed = 5 });
+        using var peft = PromptLearningModel.Create(model, new PrefixTuningConfig { NumVirtualTokens = 2, Seed = 5 });
         var table = peft.Encoder("default").Embedding.Weight;
         Fill(table, new Random(3), 0.5f);
         GradCheck.Assert(_ => model.Forward(Ids, 2, 4), [table], tolerance: 3e-2f);
 
         using var projected = new LlamaForCausalLM(Tiny, seed: 23);
-        using var mlp = PeftModel.Create(projected, new PrefixTuningConfig { NumVirtualTokens = 2, PrefixProjection = true, EncoderHiddenSize = 8, Seed = 5 });
+        using var mlp = PromptLearningModel.Create(projected, new PrefixTuningConfig { NumVirtualTokens = 2, PrefixProjection = true, EncoderHiddenSize = 8, Seed = 5 });
         var parameters = mlp.NamedParameters().ToList();
         Assert.Equal(["prompt_encoder.default.embedding.weight", "prompt_encoder.default.transform.0.weight", "prompt_encoder.default.transform.0.bias",
             "prompt_encoder.default.transform.2.weight", "prompt_encoder.default.transform.2.bias"], parameters.Select(p => p.Path).ToArray());
@@ -119,9 +119,9 @@ public class PrefixTuningTests(Xunit.Abstractions.ITestOutputHelper output)
     public void Trainable_parameters_follow_the_formula()
     {
         int layers = Tiny.NumHiddenLayers, kv = Tiny.KeyValueHeads * Tiny.HeadDim, n = 5, hidden = 8;
-        using var plain = PeftModel.Create(new LlamaForCausalLM(Tiny, seed: 2), new PrefixTuningConfig { NumVirtualTokens = n });
+        using var plain = PromptLearningModel.Create(new LlamaForCausalLM(Tiny, seed: 2), new PrefixTuningConfig { NumVirtualTokens = n });
         Assert.Equal((long)layers * 2 * n * kv, plain.TrainableParameters().Sum(t => t.Count));
-        using var projected = PeftModel.Create(new LlamaForCausalLM(Tiny, seed: 2), new PrefixTuningConfig { NumVirtualTokens = n, PrefixProjection = true, EncoderHiddenSize = hidden });
+        using var projected = PromptLearningModel.Create(new LlamaForCausalLM(Tiny, seed: 2), new PrefixTuningConfig { NumVirtualTokens = n, PrefixProjection = true, EncoderHiddenSize = hidden });
         long mlp = (long)kv * hidden + hidden + (long)hidden * layers * 2 * kv + layers * 2 * kv;
         Assert.Equal(n * kv + mlp, projected.TrainableParameters().Sum(t => t.Count));
     }
@@ -130,17 +130,17 @@ public class PrefixTuningTests(Xunit.Abstractions.ITestOutputHelper output)
     public void Invalid_configurations_are_clear_errors()
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 2);
-        var e = Assert.Throws<ArgumentException>(() => PeftModel.Create(model, new PrefixTuningConfig { NumVirtualTokens = 0 }));
+        var e = Assert.Throws<ArgumentException>(() => PromptLearningModel.Create(model, new PrefixTuningConfig { NumVirtualTokens = 0 }));
         Assert.Contains("num_virtual_tokens must be ≥ 1", e.Message);
-        e = Assert.Throws<ArgumentException>(() => PeftModel.Create(model, new PrefixTuningConfig { NumVirtualTokens = 30 }));
+        e = Assert.Throws<ArgumentException>(() => PromptLearningModel.Create(model, new PrefixTuningConfig { NumVirtualTokens = 30 }));
         Assert.Contains("leaves no position for the input", e.Message);
-        e = Assert.Throws<ArgumentException>(() => PeftModel.Create(model, new PrefixTuningConfig { PrefixProjection = true, EncoderHiddenSize = 0 }));
+        e = Assert.Throws<ArgumentException>(() => PromptLearningModel.Create(model, new PrefixTuningConfig { PrefixProjection = true, EncoderHiddenSize = 0 }));
         Assert.Contains("encoder_hidden_size must be ≥ 1", e.Message);
         model.Model.EnableGradientCheckpointing();
-        e = Assert.Throws<ArgumentException>(() => PeftModel.Create(model, new PrefixTuningConfig { NumVirtualTokens = 2 }));
+        e = Assert.Throws<ArgumentException>(() => PromptLearningModel.Create(model, new PrefixTuningConfig { NumVirtualTokens = 2 }));
         Assert.Contains("gradient checkpointing", e.Message);
         model.Model.DisableGradientCheckpointing();
-        using var peft = PeftModel.Create(model, new PrefixTuningConfig { NumVirtualTokens = 2 });
+        using var peft = PromptLearningModel.Create(model, new PrefixTuningConfig { NumVirtualTokens = 2 });
         model.Model.EnableGradientCheckpointing();
         var fail = Assert.Throws<InvalidOperationException>(() => model.Loss(Ids, Ids, 2, 4));
         Assert.Contains("gradient checkpointing", fail.Message);
@@ -150,7 +150,7 @@ public class PrefixTuningTests(Xunit.Abstractions.ITestOutputHelper output)
     public void Training_lowers_the_loss()
     {
         using var model = new LlamaForCausalLM(Tiny, seed: 7);
-        using var peft = PeftModel.Create(model, new PrefixTuningConfig { NumVirtualTokens = 4, PrefixProjection = true, EncoderHiddenSize = 16 });
+        using var peft = PromptLearningModel.Create(model, new PrefixTuningConfig { NumVirtualTokens = 4, PrefixProjection = true, EncoderHiddenSize = 16 });
         var (first, last) = Train(model, peft.TrainableParameters(), steps: 25, learningRate: 0.01f);
         output.WriteLine(FormattableString.Invariant($"PrefixTuning: loss {first:F4} -> {last:F4}"));
         Assert.True(last < 0.9f * first, $"prefix tuning: loss {first:F4} → {last:F4}");
@@ -163,7 +163,7 @@ public class PrefixTuningTests(Xunit.Abstractions.ITestOutputHelper output)
         int[] prefixTokens = [6, 10, 12];
         int[] prompt = [1, 5, 7];
         var reference = GreedyWithoutCache(model, [.. prefixTokens, .. prompt], 6)[3..];
-        using var peft = PeftModel.Create(model, new PrefixTuningConfig { NumVirtualTokens = 3 });
+        using var peft = PromptLearningModel.Create(model, new PrefixTuningConfig { NumVirtualTokens = 3 });
         UseTokensAsPrefix(peft, prefixTokens);
         var generated = new TextGenerator(model, new ToyTokenizer()).GenerateIds(prompt, SamplingOptions.Greedy(6) with { StopAtEos = false });
         Assert.Equal(reference, generated);
@@ -177,9 +177,9 @@ public class PrefixTuningTests(Xunit.Abstractions.ITestOutputHelper output)
         try
         {
             using var model = new LlamaForCausalLM(Tiny, seed: 26);
-            var peft = PeftModel.Create(model, new PrefixTuningConfig { NumVirtualTokens = 3, PrefixProjection = true, EncoderHiddenSize = 8, Seed = 2 });
+            var peft = PromptLearningModel.Create(model, new PrefixTuningConfig { NumVirtualTokens = 3, PrefixProjection = true, EncoderHiddenSize = 8, Seed = 2 });
             var expected = Logits(model, Ids, 2, 4);
-            PeftAdapterFile.Save(peft, folder);
+            PromptLearningAdapterFile.Save(peft, folder);
             int kvDim = Tiny.KeyValueHeads * Tiny.HeadDim;
             using (var file = SafetensorsFile.Open(Path.Combine(folder, PeftAdapterFile.WeightsFileName)))
                 Assert.Equal([3, Tiny.NumHiddenLayers * 2 * kvDim], file.GetInfo("prompt_embeddings").Shape); // the MLP's output, as PEFT saves

@@ -1,15 +1,18 @@
 using System.Text.Json;
-using PeftGen.Adapters;
 using PeftGen.Autograd;
 using PeftGen.IO;
+using PeftGen.Methods;
+using PeftGen.Methods.LoRA;
+using PeftGen.Methods.VeRA;
 using PeftGen.Models.Llama;
 using PeftGen.Nn;
 using PeftGen.Tensors;
 using PeftGen.Tests.Autograd;
+using PeftGen.Tests.Methods.LoRA;
 using PeftGen.Training;
 using Xunit;
 
-namespace PeftGen.Tests.Adapters;
+namespace PeftGen.Tests.Methods.VeRA;
 
 public class VeraTests
 {
@@ -115,7 +118,7 @@ public class VeraTests
     [Fact]
     public void Vera_trains_out_plus_r_per_layer_over_projections_sized_to_the_widest_layer()
     {
-        using var peft = PeftModel.Create(new LlamaForCausalLM(PeftModelTests.Tiny, seed: 1), new VeraConfig { Rank = 16, Targets = TargetModules.AllLinear });
+        using var peft = VeraModel.Create(new LlamaForCausalLM(PeftModelTests.Tiny, seed: 1), new VeraConfig { Rank = 16, Targets = TargetModules.AllLinear });
         long expected = peft.VeraLayers.Sum(l => (long)l.Layer.OutFeatures + 16);
         Assert.Equal(14, peft.VeraLayers.Count());
         Assert.Equal(expected, peft.Model.CountParameters().Trainable);
@@ -144,9 +147,9 @@ public class VeraTests
     public void Vera_invalid_settings_and_combinations_are_errors()
     {
         using var model = new LlamaForCausalLM(PeftModelTests.Tiny, seed: 1);
-        var d0 = Assert.Throws<ArgumentException>(() => PeftModel.Create(model, new VeraConfig { Rank = 8, DInitial = 0 }));
+        var d0 = Assert.Throws<ArgumentException>(() => VeraModel.Create(model, new VeraConfig { Rank = 8, DInitial = 0 }));
         Assert.Contains("d_initial", d0.Message);
-        using var peft = PeftModel.Create(model, new VeraConfig { Rank = 8, Targets = TargetModules.Parse("q_proj") });
+        using var peft = VeraModel.Create(model, new VeraConfig { Rank = 8, Targets = TargetModules.Parse("q_proj") });
         var rank = Assert.Throws<ArgumentException>(() => peft.AddAdapter("big", new VeraConfig { Rank = 16, Targets = TargetModules.Parse("q_proj") }));
         Assert.Contains("exceeds the rank 8 of the shared projections", rank.Message);
         var wide = Assert.Throws<ArgumentException>(() => peft.AddAdapter("wide", new VeraConfig { Rank = 8, Targets = TargetModules.Parse("gate_proj") }));
@@ -154,8 +157,6 @@ public class VeraTests
         Assert.Contains("cover at most [32, 32]", wide.Message);
         var seed = Assert.Throws<ArgumentException>(() => peft.AddAdapter("seed", new VeraConfig { Rank = 8, ProjectionSeed = 1, Targets = TargetModules.Parse("q_proj") }));
         Assert.Contains("projection seed", seed.Message);
-        var mixed = Assert.Throws<ArgumentException>(() => peft.AddAdapter("lora", new LoRAConfig()));
-        Assert.Contains("one method", mixed.Message);
         Assert.Equal(["default"], peft.Adapters);
     }
 
@@ -165,7 +166,7 @@ public class VeraTests
         using var model = new LlamaForCausalLM(PeftModelTests.Tiny, seed: 1);
         var batch = LoRAFATests.FixedBatch();
         var baseline = LoRAFATests.Logits(model, batch);
-        using var peft = PeftModel.Create(model, new VeraConfig { Rank = 8, Targets = TargetModules.AllLinear });
+        using var peft = VeraModel.Create(model, new VeraConfig { Rank = 8, Targets = TargetModules.AllLinear });
         peft.AddAdapter("other", new VeraConfig { Rank = 4, Targets = TargetModules.Parse("q_proj") });
         foreach (var (_, layer) in peft.VeraLayers)
         {
@@ -192,7 +193,7 @@ public class VeraTests
         {
             using var model = new LlamaForCausalLM(PeftModelTests.Tiny, seed: 1);
             var batch = LoRAFATests.FixedBatch();
-            using var peft = PeftModel.Create(model, new VeraConfig { Rank = 8, Targets = TargetModules.Parse("q_proj,v_proj"), ProjectionSeed = 4 });
+            using var peft = VeraModel.Create(model, new VeraConfig { Rank = 8, Targets = TargetModules.Parse("q_proj,v_proj"), ProjectionSeed = 4 });
             foreach (var (_, layer) in peft.VeraLayers)
             {
                 Randomize(layer.LambdaB("default"), 1, 0.3f);
@@ -248,7 +249,7 @@ public class VeraTests
         {
             using var model = new LlamaForCausalLM(PeftModelTests.Tiny, seed: 1);
             var batch = LoRAFATests.FixedBatch();
-            using var peft = PeftModel.Create(model, new VeraConfig { Rank = 8, Targets = TargetModules.Parse("q_proj"), SaveProjection = false, ProjectionSeed = 9 });
+            using var peft = VeraModel.Create(model, new VeraConfig { Rank = 8, Targets = TargetModules.Parse("q_proj"), SaveProjection = false, ProjectionSeed = 9 });
             foreach (var (_, layer) in peft.VeraLayers) Randomize(layer.LambdaB("default"), 1, 0.3f);
             var adapted = LoRAFATests.Logits(model, batch);
             VeraAdapterFile.Save(peft, folder);
@@ -280,7 +281,7 @@ public class VeraTests
     public void Vera_lowers_the_loss_on_a_tiny_llama()
     {
         using var model = new LlamaForCausalLM(PeftModelTests.Tiny, seed: 1);
-        using var peft = PeftModel.Create(model, new VeraConfig { Rank = 32, Targets = TargetModules.AllLinear });
+        using var peft = VeraModel.Create(model, new VeraConfig { Rank = 32, Targets = TargetModules.AllLinear });
         var batch = LoRAFATests.FixedBatch();
         var losses = TrainingLoop.Run(model, _ => batch, new TrainingOptions { Steps = 25, LearningRate = 2e-2f, Schedule = "constant" });
         Assert.True(losses[^1] < 0.7f * losses[0], $"VeRA loss went from {losses[0]:F4} to {losses[^1]:F4}; expected a drop of more than 30%");
