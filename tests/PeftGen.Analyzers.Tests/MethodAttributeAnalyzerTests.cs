@@ -1,6 +1,4 @@
 using PeftGen.Analyzers.Tests.TestSupport;
-using PeftGen.Methods.LayerDrop;
-using PeftGen.Methods.Sparse;
 
 namespace PeftGen.Analyzers.Tests;
 
