@@ -227,7 +227,7 @@ internal static class GeneratorBenchmark
         if (!result.Diagnostics.IsEmpty) return "the generator reported: " + string.Join("; ", result.Diagnostics);
         if (result.GeneratedTrees.Length != 1) return $"expected one generated file, got {result.GeneratedTrees.Length}";
         string text = result.GeneratedTrees[0].ToString();
-        int layers = text.Split("new global::PeftGen.Adapters.AdaptedLayer(").Length - 1;
+        int layers = text.Split("new global::PeftGen.Methods.AdaptedLayer(").Length - 1;
         if (layers != 32 * 7) return $"expected a plan of 224 layers, got {layers}";
         if (!text.Contains($"TrainableParameterCount = {ExpectedTrainable}L;", StringComparison.Ordinal))
             return $"expected TrainableParameterCount = {ExpectedTrainable}";

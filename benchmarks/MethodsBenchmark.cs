@@ -2,10 +2,18 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
-using PeftGen.Adapters;
 using PeftGen.Autograd;
 using PeftGen.Backends.Cpu;
 using PeftGen.IO;
+using PeftGen.Methods;
+using PeftGen.Methods.Bottleneck;
+using PeftGen.Methods.DeltaLoRA;
+using PeftGen.Methods.IA3;
+using PeftGen.Methods.LayerDrop;
+using PeftGen.Methods.LoRA;
+using PeftGen.Methods.PromptLearning;
+using PeftGen.Methods.Sparse;
+using PeftGen.Methods.VeRA;
 using PeftGen.Models.Llama;
 using PeftGen.Nn;
 using PeftGen.Quantization;
@@ -156,14 +164,14 @@ internal static class MethodsBenchmark
             case "lora+layer-drop":
             {
                 var peft = PeftModel.Create(model, lora);
-                var drop = LayerDrop.Apply(model, new LayerDropConfig { Probability = 0.1f, Seed = 3 });
+                var drop = LayerDropper.Apply(model, new LayerDropConfig { Probability = 0.1f, Seed = 3 });
                 return new Applied { Trainable = Count(), Rngs = [peft.DropoutRng, drop.Rng] };
             }
             case "vera":
-                PeftModel.Create(model, new VeraConfig { Rank = Math.Min(256, 4 * dim), Targets = TargetModules.AllLinear });
+                VeraModel.Create(model, new VeraConfig { Rank = Math.Min(256, 4 * dim), Targets = TargetModules.AllLinear });
                 return new Applied { Trainable = Count() };
             case "ia3":
-                PeftModel.Create(model, new IA3Config());
+                IA3Model.Create(model, new IA3Config());
                 return new Applied { Trainable = Count() };
             case "prompt-tuning":
                 return PromptLearning(new PromptTuningConfig { NumVirtualTokens = Virtual });
@@ -185,7 +193,7 @@ internal static class MethodsBenchmark
 
         Applied PromptLearning(PromptLearningConfig config)
         {
-            var prompt = PeftModel.Create(model, config);
+            var prompt = PromptLearningModel.Create(model, config);
             return new Applied { Trainable = prompt.TrainableParameters().Sum(p => p.Count), Trainee = prompt };
         }
     }

@@ -1,10 +1,11 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
-using PeftGen.Adapters;
 using PeftGen.Backends.Cpu;
+using PeftGen.Methods;
+using PeftGen.Methods.LoRA;
+using PeftGen.Models.Llama;
 using PeftGen.Optim;
 using PeftGen.Quantization;
-using PeftGen.Models.Llama;
 using PeftGen.Tensors;
 
 namespace PeftGen.Benchmarks;

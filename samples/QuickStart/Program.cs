@@ -13,7 +13,6 @@
 // With --model <folder or .bin> --data <jsonl> it fine-tunes a real model with QLoRA instead (see --help).
 using System.Diagnostics;
 using System.Globalization;
-using PeftGen.Adapters;
 using PeftGen.Data;
 using PeftGen.Models.Llama;
 using PeftGen.Samples.QuickStart;

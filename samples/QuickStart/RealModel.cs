@@ -1,7 +1,9 @@
 using System.Globalization;
-using PeftGen.Adapters;
 using PeftGen.Data;
 using PeftGen.Generation;
+using PeftGen.Methods;
+using PeftGen.Methods.LoRA;
+using PeftGen.Quantization;
 using PeftGen.Text;
 using PeftGen.Training;
 

@@ -1,6 +1,6 @@
 using System.CommandLine;
-using PeftGen.Adapters;
 using PeftGen.Backends.Cpu;
+using PeftGen.Methods.LoRA;
 using PeftGen.Quantization;
 using PeftGen.Tensors;
 using PeftGen.Training;
@@ -80,7 +80,7 @@ internal static class CommonOptions
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var loadOptions = adapterFolder != null
-            ? IO.ModelLoadOptions.ForAdapter(PeftAdapterFile.ReadConfig(Path.Combine(adapterFolder, PeftAdapterFile.ConfigFileName)), quantization)
+            ? PeftModel.LoadOptions(PeftAdapterFile.ReadConfig(Path.Combine(adapterFolder, PeftAdapterFile.ConfigFileName)), quantization)
             : new IO.ModelLoadOptions { Quantization = quantization, FrozenWeights = IO.FrozenWeightStorage.AsStored };
         var pretrained = PretrainedModel.Load(modelPath, tokenizerPath, target, loadOptions);
         try

@@ -1,9 +1,9 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
-using PeftGen.Adapters;
 using PeftGen.Data;
 using PeftGen.IO;
+using PeftGen.Methods.LoRA;
 using PeftGen.Text;
 using PeftGen.Training;
 

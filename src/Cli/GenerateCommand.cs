@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Diagnostics;
-using PeftGen.Adapters;
 using PeftGen.Generation;
 using PeftGen.Training;
 

@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
-using PeftGen.Adapters;
 using PeftGen.IO;
+using PeftGen.Methods.LoRA;
 using PeftGen.Models.Llama;
 
 namespace PeftGen.Cli;

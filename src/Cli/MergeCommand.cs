@@ -1,6 +1,6 @@
 using System.CommandLine;
-using PeftGen.Adapters;
 using PeftGen.IO;
+using PeftGen.Methods.LoRA;
 using PeftGen.Training;
 
 namespace PeftGen.Cli;

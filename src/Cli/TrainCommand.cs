@@ -1,8 +1,9 @@
 using System.CommandLine;
 using System.Globalization;
-using PeftGen.Adapters;
 using PeftGen.Data;
 using PeftGen.IO;
+using PeftGen.Methods;
+using PeftGen.Methods.LoRA;
 using PeftGen.Text;
 using PeftGen.Training;
 

@@ -10,7 +10,7 @@ public sealed class CleanCodeTests
         AnalyzerVerifier.VerifyAsync(
             """
             using PeftGen;
-            using PeftGen.Adapters;
+            using PeftGen.Methods.LoRA;
             using PeftGen.Models.Llama;
             using PeftGen.Quantization;
             using PeftGen.Tensors;

@@ -212,7 +212,7 @@ public sealed class MethodAttributeAnalyzerTests
         AnalyzerVerifier.VerifyAsync(Sources.Llama("""
             [VeRA(rank: 256, targets: "all-linear", DInitial = 0.1)]
             [Quantize(QuantType.NF4)]
-            [LayerDrop(0.1, Schedule = PeftGen.Adapters.LayerDropSchedule.Linear)]
+            [LayerDrop(0.1, Schedule = PeftGen.Methods.LayerDrop.LayerDropSchedule.Linear)]
             [LayerwiseLearningRate(0.9)]
             """));
 }

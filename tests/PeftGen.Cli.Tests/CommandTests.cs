@@ -1,9 +1,10 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Xml.Linq;
-using PeftGen.Adapters;
 using PeftGen.Autograd;
 using PeftGen.IO;
+using PeftGen.Methods;
+using PeftGen.Methods.LoRA;
 using PeftGen.Models.Llama;
 using PeftGen.Tensors;
 using PeftGen.Tests.TestSupport;

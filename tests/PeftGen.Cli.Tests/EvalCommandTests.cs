@@ -1,7 +1,8 @@
 using System.Globalization;
 using System.Text.Json;
-using PeftGen.Adapters;
 using PeftGen.IO;
+using PeftGen.Methods;
+using PeftGen.Methods.LoRA;
 using PeftGen.Training;
 using Xunit;
 

@@ -227,7 +227,7 @@ public class TrainMisuseTests
         {
             ModelPath = model, DataPath = data, OutputDir = output, BatchSize = 2, Resume = true,
             Dataset = new PeftGen.Data.JsonlDatasetOptions { MaxSequenceLength = 32 },
-            LoRA = new PeftGen.Adapters.LoRAConfig { Rank = 4, Alpha = 16, Dropout = 0.05f, Targets = PeftGen.Adapters.TargetModules.AllLinear },
+            LoRA = new PeftGen.Methods.LoRA.LoRAConfig { Rank = 4, Alpha = 16, Dropout = 0.05f, Targets = PeftGen.Methods.TargetModules.AllLinear },
             Trainer = new TrainerOptions { MaxSteps = 8, LearningRate = 1e-2f, CheckpointEvery = 2 },
         };
         using (var cts = new CancellationTokenSource())

@@ -1,4 +1,5 @@
-using PeftGen.Adapters;
+using PeftGen.Methods;
+using PeftGen.Methods.LoRA;
 using PeftGen.Models.Llama;
 using PeftGen.Quantization;
 using PeftGen.Training;

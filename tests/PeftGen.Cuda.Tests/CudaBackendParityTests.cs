@@ -1,6 +1,7 @@
-using PeftGen.Adapters;
 using PeftGen.Backends;
 using PeftGen.Backends.Cuda;
+using PeftGen.Methods;
+using PeftGen.Methods.LoRA;
 using PeftGen.Models.Llama;
 using PeftGen.Optim;
 using PeftGen.Quantization;

@@ -67,7 +67,7 @@ public class GeneratedAdapterCodeTests
                 facts["count"] = global::System.Linq.Enumerable.Sum(source.NamedAdapterParameters(), p => p.Tensor.Count);
 
                 StoryTeller.SaveAdapter(peft, generated);
-                global::PeftGen.Adapters.PeftAdapterFile.Save(peft, runtime);
+                global::PeftGen.Methods.LoRA.PeftAdapterFile.Save(peft, runtime);
                 facts["sameWeights"] = SameBytes(global::System.IO.Path.Combine(generated, "adapter_model.safetensors"), global::System.IO.Path.Combine(runtime, "adapter_model.safetensors"));
                 facts["sameConfig"] = SameBytes(global::System.IO.Path.Combine(generated, "adapter_config.json"), global::System.IO.Path.Combine(runtime, "adapter_config.json"));
                 using (var file = global::PeftGen.IO.SafetensorsFile.Open(global::System.IO.Path.Combine(generated, "adapter_model.safetensors")))
@@ -82,7 +82,7 @@ public class GeneratedAdapterCodeTests
                 var viaGenerated = new StoryTeller(Config(3));
                 using (viaGenerated.LoadAdapter(runtime)) facts["generatedLoad"] = MaxDiff(expected, Logits(viaGenerated));
                 var viaRuntime = new StoryTeller(Config(3));
-                using (global::PeftGen.Adapters.PeftAdapterFile.LoadInto(viaRuntime, generated, StoryTeller.QuantizationConfig))
+                using (global::PeftGen.Methods.LoRA.PeftAdapterFile.LoadInto(viaRuntime, generated, StoryTeller.QuantizationConfig))
                     facts["runtimeLoad"] = MaxDiff(expected, Logits(viaRuntime));
 
                 using var shallow = new StoryTeller(Config(2));
@@ -95,7 +95,7 @@ public class GeneratedAdapterCodeTests
                 {
                     facts["mismatch"] = e.Message;
                 }
-                facts["untouched"] = !global::System.Linq.Enumerable.Any(shallow.LinearLayers(), l => l.Layer is global::PeftGen.Adapters.LoRALinear)
+                facts["untouched"] = !global::System.Linq.Enumerable.Any(shallow.LinearLayers(), l => l.Layer is global::PeftGen.Methods.LoRA.LoRALinear)
                     && global::System.Linq.Enumerable.All(shallow.NamedParameters(), p => p.Tensor.RequiresGrad);
                 return facts;
             }
@@ -214,7 +214,7 @@ public class GeneratedAdapterCodeTests
                     global::PeftGen.IO.HuggingFaceLlama.Save(source, folder, global::PeftGen.Tensors.DType.BFloat16);
                 }
                 using var peft = MovingChat.FromPretrained(folder).ApplyAdapters();
-                var updater = global::PeftGen.Adapters.DeltaLoRAUpdater.Create(peft);
+                var updater = global::PeftGen.Methods.DeltaLoRA.DeltaLoRAUpdater.Create(peft);
                 updater.AfterStep(1000); // past StartStep: adds to the float32 base weights
                 return string.Join(",", global::System.Linq.Enumerable.Distinct(global::System.Linq.Enumerable.Select(
                     peft.Model.NamedParameters(), p => p.Tensor.DType.ToString())));
@@ -234,7 +234,7 @@ public class GeneratedAdapterCodeTests
                 {
                     using var peft = model.ApplyAdapters();
                     return string.Join(",", global::System.Linq.Enumerable.Select(model.LinearLayers(),
-                        l => l.Path + (l.Layer is global::PeftGen.Adapters.LoRALinear ? "*" : "")));
+                        l => l.Path + (l.Layer is global::PeftGen.Methods.LoRA.LoRALinear ? "*" : "")));
                 }
                 catch (global::System.ArgumentException e)
                 {

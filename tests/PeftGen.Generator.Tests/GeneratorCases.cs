@@ -26,7 +26,7 @@ internal static class GeneratorCases
         [
             """
             using PeftGen;
-            using PeftGen.Adapters;
+            using PeftGen.Methods.LoRA;
             using PeftGen.Models.Llama;
             using PeftGen.Quantization;
             using PeftGen.Tensors;
@@ -251,7 +251,9 @@ internal static class GeneratorCases
         [
             $$"""
             using PeftGen;
-            using PeftGen.Adapters;
+            using PeftGen.Methods.Bottleneck;
+            using PeftGen.Methods.LayerDrop;
+            using PeftGen.Methods.Sparse;
             using PeftGen.Models.Llama;
             using PeftGen.Quantization;
 

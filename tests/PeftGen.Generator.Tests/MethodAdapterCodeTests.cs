@@ -17,7 +17,8 @@ public class MethodAdapterCodeTests(ITestOutputHelper output)
 {
     private const string Probe = """
         using System.Linq;
-        using PeftGen.Adapters;
+        using PeftGen.Methods.LayerDrop;
+        using PeftGen.Methods.VeRA;
         using PeftGen.Models.Llama;
         using PeftGen.Optim;
         using PeftGen.Training;
@@ -70,7 +71,7 @@ public class MethodAdapterCodeTests(ITestOutputHelper output)
                 using var frugal = new FrugalChat(Config());
                 using var peft = frugal.ApplyAdapters();
                 using var trainer = frugal.CreateTrainer(peft, _ => throw new System.InvalidOperationException(), Batches, options);
-                var drop = frugal.Model.LayerDrop;
+                var drop = frugal.Model.LayerSkip as LayerDropper; // the harness compiles with C# 13, which cannot see the LayerDrop extension property
                 string first = $"lora+ {trainer.Options.LoRAPlusRatio} decay {trainer.Options.LayerwiseLearningRateDecay} drop {drop?.Probabilities[2]}";
 
                 using var moving = new MovingChat(Config());
@@ -87,7 +88,7 @@ public class MethodAdapterCodeTests(ITestOutputHelper output)
                 using var encoded = new EncodedChat(Config());
                 using var prompt = encoded.ApplyAdapters();
                 using var promptTrainer = encoded.CreateTrainer(prompt, _ => throw new System.InvalidOperationException(), Batches, options);
-                string fourth = $"prompt {promptTrainer.Optimizer.AllParameters().Sum(t => t.Count)} of {EncodedChat.TrainableParameterCount} drop {encoded.Model.LayerDrop?.Probabilities[0]}";
+                string fourth = $"prompt {promptTrainer.Optimizer.AllParameters().Sum(t => t.Count)} of {EncodedChat.TrainableParameterCount} drop {(encoded.Model.LayerSkip as LayerDropper)?.Probabilities[0]}";
                 return first + "; " + second + "; " + third + "; " + fourth;
             }
 
@@ -151,7 +152,7 @@ public class MethodAdapterCodeTests(ITestOutputHelper output)
                     var fresh = new ScaledChat(Config());
                     using (fresh.LoadAdapter(Dir("ia3"))) lines.Add(Line("IA3", adapted, baseline, Logits(fresh)));
                     var viaRuntime = new ScaledChat(Config());
-                    using (PeftGen.Adapters.Formats.IA3AdapterFile.LoadInto(viaRuntime, Dir("ia3")))
+                    using (PeftGen.Methods.IA3.IA3AdapterFile.LoadInto(viaRuntime, Dir("ia3")))
                         lines.Add(Line("IA3-runtime-load", adapted, baseline, Logits(viaRuntime)));
                 }
                 {
@@ -230,7 +231,7 @@ public class MethodAdapterCodeTests(ITestOutputHelper output)
             GeneratorCases.LoRAFAWithTraining, GeneratorCases.DeltaLoRA, GeneratorCases.VeRAAllOptions, GeneratorCases.IA3AllOptions,
             GeneratorCases.BottleneckAllOptions, GeneratorCases.PrefixTuningProjection, GeneratorCases.PTuningEncoder,
             GeneratorCases.Llama("RandomPrompt", "[PromptTuning(8)]"),
-            GeneratorCases.Llama("SparseChat", "[SparseFineTuning(1.0, \"gate_proj\", Score = PeftGen.Adapters.SparseScore.None)]"),
+            GeneratorCases.Llama("SparseChat", "[SparseFineTuning(1.0, \"gate_proj\", Score = PeftGen.Methods.Sparse.SparseScore.None)]"),
         };
         return new GeneratorCase(cases.SelectMany(c => c.Sources).Append(Probe).ToArray(), [cases[0].AdditionalFiles[0]]);
     }

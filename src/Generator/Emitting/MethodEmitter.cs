@@ -13,8 +13,6 @@ namespace PeftGen.Generator.Emitting;
 /// </summary>
 internal static class MethodEmitter
 {
-    private const string Adapters = "global::PeftGen.Adapters.";
-    private const string Formats = Adapters + "Formats.";
     private const string InvalidData = "global::System.IO.InvalidDataException";
 
     public static void Write(IndentedWriter w, GenerationSpec spec)
@@ -28,39 +26,39 @@ internal static class MethodEmitter
                 WriteVeraConfig(w, vera);
                 WriteQuantization(w, model.Quantize);
                 WriteTrainingSettings(w, model);
-                WritePlan(w, plan, "AdaptedLayer", "path, in and out features, rank, alpha and scaling (1), whether the base is 4-bit, and trainable parameters (out + r)",
+                WritePlan(w, plan, "global::PeftGen.Methods.AdaptedLayer", "path, in and out features, rank, alpha and scaling (1), whether the base is 4-bit, and trainable parameters (out + r)",
                     r => Quote(r.Path) + ", " + Int(r.InFeatures) + ", " + Int(r.OutFeatures) + ", " + Int(r.Rank) + ", 1f, 1f, " + Bool(r.Flag),
                     "ApplyAdapters().Plan()");
                 WriteTrainableCount(w, plan, "the b and d vectors: out + r per layer", "ApplyAdapters().Plan()");
                 WriteApply(w, "Freezes this model and adds VeRA to the layers <see cref=\"VeraConfig\"/> targets"
                         + (model.Quantize != null ? ", storing their base weights in 4 bits" : "") + ".",
-                    Adapters + "PeftModel<" + self + ">", "", Adapters + "PeftModel.Create(this, VeraConfig, QuantizationConfig)", model);
-                WriteCreateTrainer(w, spec, Adapters + "PeftModel<" + self + ">", "peft");
-                WriteSave(w, "VeRA adapter <paramref name=\"adapter\"/> of", "Hugging Face PEFT format (<see cref=\"" + Adapters + "VeraAdapterFile\"/>)",
+                    "global::PeftGen.Methods.VeRA.VeraModel<" + self + ">", "", "global::PeftGen.Methods.VeRA.VeraModel.Create(this, VeraConfig, QuantizationConfig)", model);
+                WriteCreateTrainer(w, spec, "global::PeftGen.Methods.VeRA.VeraModel<" + self + ">", "peft");
+                WriteSave(w, "VeRA adapter <paramref name=\"adapter\"/> of", "Hugging Face PEFT format (<see cref=\"global::PeftGen.Methods.VeRA.VeraAdapterFile\"/>)",
                     "the b and d vectors of each layer and, when <see cref=\"VeraConfig\"/> saves them, the shared projections",
-                    Adapters + "PeftModel<" + self + ">", "peft", named: true,
-                    Adapters + "VeraAdapterFile.Save(peft, folder, adapter, baseModelNameOrPath)");
+                    "global::PeftGen.Methods.VeRA.VeraModel<" + self + ">", "peft", named: true,
+                    "global::PeftGen.Methods.VeRA.VeraAdapterFile.Save(peft, folder, adapter, baseModelNameOrPath)");
                 WriteLoad(w, "the VeRA adapter in <paramref name=\"folder\"/> onto this model as <paramref name=\"adapter\"/>, with the folder's",
                     "<c>adapter_config.json</c> and projections, quantizing the adapted layers' bases per <see cref=\"QuantizationConfig\"/>;",
-                    Adapters + "PeftModel<" + self + ">", named: true, Adapters + "VeraAdapterFile.LoadInto(this, folder, QuantizationConfig, adapter)",
+                    "global::PeftGen.Methods.VeRA.VeraModel<" + self + ">", named: true, "global::PeftGen.Methods.VeRA.VeraAdapterFile.LoadInto(this, folder, QuantizationConfig, adapter)",
                     "The config is invalid, keys and layers disagree (every mismatch listed), or the projections are missing.");
                 break;
             case IA3Spec ia3:
                 WriteIA3Config(w, ia3);
                 WriteTrainingSettings(w, model);
-                WritePlan(w, plan, "IA3AdaptedLayer", "path, in and out features, whether the vector scales the input (feed-forward), and trainable parameters",
+                WritePlan(w, plan, "global::PeftGen.Methods.IA3.IA3AdaptedLayer", "path, in and out features, whether the vector scales the input (feed-forward), and trainable parameters",
                     r => Quote(r.Path) + ", " + Int(r.InFeatures) + ", " + Int(r.OutFeatures) + ", " + Bool(r.Flag),
                     "ApplyAdapters().Plan()");
                 WriteTrainableCount(w, plan, "one vector per layer: in channels for feed-forward layers, out channels otherwise", "ApplyAdapters().Plan()");
                 WriteApply(w, "Freezes this model and adds (IA)³ vectors to the layers <see cref=\"IA3Config\"/> targets.",
-                    Adapters + "IA3Model<" + self + ">", "", Adapters + "IA3Model<" + self + ">.Create(this, IA3Config)", model);
+                    "global::PeftGen.Methods.IA3.IA3Model<" + self + ">", "", "global::PeftGen.Methods.IA3.IA3Model<" + self + ">.Create(this, IA3Config)", model);
                 WriteCreateTrainer(w, spec, null, null);
-                WriteSave(w, "(IA)³ adapter <paramref name=\"adapter\"/> of", "Hugging Face PEFT format (<see cref=\"" + Formats + "IA3AdapterFile\"/>)",
-                    "one <c>ia3_l</c> vector per adapted layer", Adapters + "IA3Model<" + self + ">", "ia3", named: true,
-                    Formats + "IA3AdapterFile.Save(ia3, folder, adapter, baseModelNameOrPath)");
+                WriteSave(w, "(IA)³ adapter <paramref name=\"adapter\"/> of", "Hugging Face PEFT format (<see cref=\"global::PeftGen.Methods.IA3.IA3AdapterFile\"/>)",
+                    "one <c>ia3_l</c> vector per adapted layer", "global::PeftGen.Methods.IA3.IA3Model<" + self + ">", "ia3", named: true,
+                    "global::PeftGen.Methods.IA3.IA3AdapterFile.Save(ia3, folder, adapter, baseModelNameOrPath)");
                 WriteLoad(w, "the (IA)³ adapter in <paramref name=\"folder\"/> onto this model as <paramref name=\"adapter\"/>, with the folder's",
-                    "<c>adapter_config.json</c>;", Adapters + "IA3Model<" + self + ">", named: true,
-                    Formats + "IA3AdapterFile.LoadInto(this, folder, adapter)",
+                    "<c>adapter_config.json</c>;", "global::PeftGen.Methods.IA3.IA3Model<" + self + ">", named: true,
+                    "global::PeftGen.Methods.IA3.IA3AdapterFile.LoadInto(this, folder, adapter)",
                     "The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.");
                 break;
             case PromptSpec prompt:
@@ -84,36 +82,36 @@ internal static class MethodEmitter
                 bool text = prompt.Kind == PeftMethod.PromptTuning && prompt.InitText != null;
                 WriteApply(w, "Adds " + Describe(prompt.Kind) + " to this model with <see cref=\"" + configType + "\"/>; the model stays frozen and the returned"
                         + " model trains only the virtual tokens' encoder.",
-                    Adapters + "PromptLearningModel",
+                    "global::PeftGen.Methods.PromptLearning.PromptLearningModel",
                     "global::PeftGen.Text.ITokenizer? tokenizer = null",
-                    Adapters + "PeftModel.Create(this, " + configType + ", tokenizer)", model,
+                    "global::PeftGen.Methods.PromptLearning.PromptLearningModel.Create(this, " + configType + ", tokenizer)", model,
                     text ? "tokenizer\">The tokenizer of <see cref=\"PromptTuningConfig\"/>'s InitText; required." : "tokenizer\">A tokenizer (needed only for a text initialisation); may be null.");
-                WriteCreateTrainer(w, spec, Adapters + "PromptLearningModel", "prompt");
-                WriteSave(w, Describe(prompt.Kind) + " adapter <paramref name=\"adapter\"/> of", "Hugging Face PEFT format (<see cref=\"" + Formats + "PromptLearningAdapterFile\"/>)",
+                WriteCreateTrainer(w, spec, "global::PeftGen.Methods.PromptLearning.PromptLearningModel", "prompt");
+                WriteSave(w, Describe(prompt.Kind) + " adapter <paramref name=\"adapter\"/> of", "Hugging Face PEFT format (<see cref=\"global::PeftGen.Methods.PromptLearning.PromptLearningAdapterFile\"/>)",
                     "the virtual tokens' embeddings as the encoder computes them, one tensor <c>prompt_embeddings</c>",
-                    Adapters + "PromptLearningModel", "prompt", named: true,
-                    Formats + "PromptLearningAdapterFile.Save(prompt, folder, adapter, baseModelNameOrPath)");
+                    "global::PeftGen.Methods.PromptLearning.PromptLearningModel", "prompt", named: true,
+                    "global::PeftGen.Methods.PromptLearning.PromptLearningAdapterFile.Save(prompt, folder, adapter, baseModelNameOrPath)");
                 WriteLoad(w, "the " + Describe(prompt.Kind) + " adapter in <paramref name=\"folder\"/> onto this model as <paramref name=\"adapter\"/>, with the",
-                    "folder's <c>adapter_config.json</c>, active and frozen (PEFT's inference mode);", Adapters + "PromptLearningModel", named: true,
-                    Formats + "PromptLearningAdapterFile.LoadInto(this, folder, adapter)",
+                    "folder's <c>adapter_config.json</c>, active and frozen (PEFT's inference mode);", "global::PeftGen.Methods.PromptLearning.PromptLearningModel", named: true,
+                    "global::PeftGen.Methods.PromptLearning.PromptLearningAdapterFile.LoadInto(this, folder, adapter)",
                     "The config is invalid or describes another model, or the tensor is missing or misshapen.");
                 break;
             }
             case BottleneckSpec bottleneck:
                 WriteBottleneckConfig(w, bottleneck);
                 WriteTrainingSettings(w, model);
-                WritePlan(w, plan, "BottleneckSite", "path, hidden size d, bottleneck width m, and trainable parameters",
+                WritePlan(w, plan, "global::PeftGen.Methods.Bottleneck.BottleneckSite", "path, hidden size d, bottleneck width m, and trainable parameters",
                     r => Quote(r.Path) + ", " + Int(r.InFeatures) + ", " + Int(r.Rank), "ApplyAdapters().Plan()");
                 WriteTrainableCount(w, plan, bottleneck.Bias ? "2·d·m + d + m per adapter" : "2·d·m per adapter", "ApplyAdapters().Plan()");
                 WriteApply(w, "Freezes this model and inserts bottleneck adapters into its decoder layers per <see cref=\"BottleneckConfig\"/>.",
-                    Adapters + "BottleneckModel<" + self + ">", "", Adapters + "BottleneckModel<" + self + ">.Create(this, BottleneckConfig)", model);
+                    "global::PeftGen.Methods.Bottleneck.BottleneckModel<" + self + ">", "", "global::PeftGen.Methods.Bottleneck.BottleneckModel<" + self + ">.Create(this, BottleneckConfig)", model);
                 WriteCreateTrainer(w, spec, null, null);
-                WriteSave(w, "the bottleneck adapters of", "PeftGen's PEFT-style format (<see cref=\"" + Adapters + "BottleneckAdapterFile\"/>, <c>peft_type</c> BOTTLENECK)",
-                    "each adapter's down and up projections", Adapters + "BottleneckModel<" + self + ">", "bottleneck", named: false,
-                    Adapters + "BottleneckAdapterFile.Save(bottleneck, folder, baseModelNameOrPath)");
+                WriteSave(w, "the bottleneck adapters of", "PeftGen's PEFT-style format (<see cref=\"global::PeftGen.Methods.Bottleneck.BottleneckAdapterFile\"/>, <c>peft_type</c> BOTTLENECK)",
+                    "each adapter's down and up projections", "global::PeftGen.Methods.Bottleneck.BottleneckModel<" + self + ">", "bottleneck", named: false,
+                    "global::PeftGen.Methods.Bottleneck.BottleneckAdapterFile.Save(bottleneck, folder, baseModelNameOrPath)");
                 WriteLoad(w, "the bottleneck adapters in <paramref name=\"folder\"/> into this model's decoder layers, with the folder's",
-                    "<c>adapter_config.json</c>;", Adapters + "BottleneckModel<" + self + ">", named: false,
-                    Adapters + "BottleneckAdapterFile.LoadInto(this, folder)",
+                    "<c>adapter_config.json</c>;", "global::PeftGen.Methods.Bottleneck.BottleneckModel<" + self + ">", named: false,
+                    "global::PeftGen.Methods.Bottleneck.BottleneckAdapterFile.LoadInto(this, folder)",
                     "The config is invalid, or keys and adapters disagree; every mismatch is listed.");
                 break;
             case SparseSpec sparse:
@@ -121,12 +119,12 @@ internal static class MethodEmitter
                 WriteTrainingSettings(w, model);
                 WriteApply(w, "Chooses the entries of this model that train per <see cref=\"SparseFineTuningConfig\"/> and freezes everything else;"
                         + " train with <see cref=\"CreateTrainer\"/>, which attaches the gradient masks.",
-                    Adapters + "SparseFineTuning",
+                    "global::PeftGen.Methods.Sparse.SparseFineTuning",
                     "global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor>? loss = null, global::PeftGen.Training.IBatchSource? calibration = null",
-                    Adapters + "SparseFineTuning.Create(this, SparseFineTuningConfig, loss, calibration)", model,
+                    "global::PeftGen.Methods.Sparse.SparseFineTuning.Create(this, SparseFineTuningConfig, loss, calibration)", model,
                     "loss\">Computes a calibration batch's loss (needed when the score is not None).",
                     "calibration\">The calibration batches (needed when the score is not None).");
-                WriteCreateTrainer(w, spec, Adapters + "SparseFineTuning", "sparse");
+                WriteCreateTrainer(w, spec, "global::PeftGen.Methods.Sparse.SparseFineTuning", "sparse");
                 WriteSparseSaveLoad(w);
                 break;
         }
@@ -142,7 +140,7 @@ internal static class MethodEmitter
     private static void WriteVeraConfig(IndentedWriter w, VeraSpec v)
     {
         w.Line("/// <summary>The VeRA adapter's settings, from this class's <c>[VeRA]</c> attribute.</summary>")
-         .Line("public static " + Adapters + "VeraConfig VeraConfig { get; } = new " + Adapters + "VeraConfig")
+         .Line("public static global::PeftGen.Methods.VeRA.VeraConfig VeraConfig { get; } = new global::PeftGen.Methods.VeRA.VeraConfig")
          .Open()
          .Line("Rank = " + Int(v.Rank) + ",")
          .Line("Targets = " + Targets(v.Targets) + ",");
@@ -159,7 +157,7 @@ internal static class MethodEmitter
     private static void WriteIA3Config(IndentedWriter w, IA3Spec a)
     {
         w.Line("/// <summary>The (IA)³ adapter's settings, from this class's <c>[IA3]</c> attribute.</summary>")
-         .Line("public static " + Adapters + "IA3Config IA3Config { get; } = new " + Adapters + "IA3Config")
+         .Line("public static global::PeftGen.Methods.IA3.IA3Config IA3Config { get; } = new global::PeftGen.Methods.IA3.IA3Config")
          .Open()
          .Line("Targets = " + Targets(a.Targets) + ",")
          .Line("FeedForward = " + (a.FeedForward is { } ff ? Targets(ff) : "null") + ",");
@@ -172,12 +170,12 @@ internal static class MethodEmitter
     private static void WritePromptConfig(IndentedWriter w, PromptSpec p, string configType)
     {
         w.Line("/// <summary>The " + Describe(p.Kind) + " settings, from this class's <c>[" + Attribute(p.Kind) + "]</c> attribute.</summary>")
-         .Line("public static " + Adapters + configType + " " + configType + " { get; } = new " + Adapters + configType)
+         .Line("public static global::PeftGen.Methods.PromptLearning." + configType + " " + configType + " { get; } = new global::PeftGen.Methods.PromptLearning." + configType)
          .Open()
          .Line("NumVirtualTokens = " + Int(p.VirtualTokens) + ",");
         if (p.InitText != null)
         {
-            w.Line("Init = " + Adapters + "PromptTuningInit.Text,")
+            w.Line("Init = global::PeftGen.Methods.PromptLearning.PromptTuningInit.Text,")
              .Line("InitText = " + Quote(p.InitText) + ",");
         }
         if (p.Projection) w.Line("PrefixProjection = true,");
@@ -197,7 +195,7 @@ internal static class MethodEmitter
     private static void WriteBottleneckConfig(IndentedWriter w, BottleneckSpec b)
     {
         w.Line("/// <summary>The bottleneck adapters' settings, from this class's <c>[Bottleneck]</c> attribute.</summary>")
-         .Line("public static " + Adapters + "BottleneckConfig BottleneckConfig { get; } = new " + Adapters + "BottleneckConfig")
+         .Line("public static global::PeftGen.Methods.Bottleneck.BottleneckConfig BottleneckConfig { get; } = new global::PeftGen.Methods.Bottleneck.BottleneckConfig")
          .Open();
         if (b.Size != 0) w.Line("BottleneckSize = " + Int(b.Size) + ",");
         else if (b.ReductionFactor != 16) w.Line("ReductionFactor = " + Int(b.ReductionFactor) + ",");
@@ -212,7 +210,7 @@ internal static class MethodEmitter
     private static void WriteSparseConfig(IndentedWriter w, SparseSpec s)
     {
         w.Line("/// <summary>The sparse fine-tuning settings, from this class's <c>[SparseFineTuning]</c> attribute.</summary>")
-         .Line("public static " + Adapters + "SparseFineTuningConfig SparseFineTuningConfig { get; } = new " + Adapters + "SparseFineTuningConfig")
+         .Line("public static global::PeftGen.Methods.Sparse.SparseFineTuningConfig SparseFineTuningConfig { get; } = new global::PeftGen.Methods.Sparse.SparseFineTuningConfig")
          .Open()
          .Line("Fraction = " + Float((float)s.Fraction) + ",")
          .Line("Targets = " + Targets(s.Targets) + ",");
@@ -229,10 +227,10 @@ internal static class MethodEmitter
          .Line("/// The adapted layers, known at compile time: " + columns + ".")
          .Line("/// Equals <c>" + equals + "</c>.")
          .Line("/// </summary>")
-         .Line("public static global::System.Collections.Generic.IReadOnlyList<" + Adapters + rowType + "> AdapterPlan { get; } = new " + Adapters + rowType + "[]")
+         .Line("public static global::System.Collections.Generic.IReadOnlyList<" + rowType + "> AdapterPlan { get; } = new " + rowType + "[]")
          .Open();
         foreach (var row in rows)
-            w.Line("new " + Adapters + rowType + "(" + arguments(row) + ", " + row.TrainableParameters.ToString(CultureInfo.InvariantCulture) + "L),");
+            w.Line("new " + rowType + "(" + arguments(row) + ", " + row.TrainableParameters.ToString(CultureInfo.InvariantCulture) + "L),");
         w.Close(";").Line();
     }
 
@@ -257,7 +255,7 @@ internal static class MethodEmitter
         if (layerDrop)
         {
             w.Line("var adapted = " + create + ";")
-             .Line(Adapters + "LayerDrop.Apply(this, LayerDropConfig);")
+             .Line("global::PeftGen.Methods.LayerDrop.LayerDropper.Apply(this, LayerDropConfig);")
              .Line("return adapted;");
         }
         else
@@ -312,19 +310,19 @@ internal static class MethodEmitter
     /// </summary>
     private static void WriteSparseSaveLoad(IndentedWriter w)
     {
-        const string Delta = Adapters + "SparseDelta";
+        const string Delta = "global::PeftGen.Methods.Sparse.SparseDelta";
         w.Line("/// <summary>The file <see cref=\"SaveAdapter\"/> writes in its folder: the sparse delta, in PeftGen's own safetensors format.</summary>")
          .Line("public const string SparseDeltaFileName = \"sparse_delta.safetensors\";")
          .Line()
          .Line("/// <summary>")
-         .Line("/// Writes the change of every trainable entry of <paramref name=\"sparse\"/> (<see cref=\"" + Adapters + "SparseFineTuning.Delta\"/>) to")
+         .Line("/// Writes the change of every trainable entry of <paramref name=\"sparse\"/> (<see cref=\"global::PeftGen.Methods.Sparse.SparseFineTuning.Delta\"/>) to")
          .Line("/// <paramref name=\"folder\"/> as <see cref=\"SparseDeltaFileName\"/> (<see cref=\"" + Delta + "\"/>'s format: indices, values and")
          .Line("/// shape per parameter), written in full under a temporary name, then renamed into place. Sparse fine-tuning has no PEFT")
          .Line("/// adapter config, so there is no <c>adapter_config.json</c>.")
          .Line("/// </summary>")
          .Line("/// <param name=\"sparse\">The selection from <see cref=\"ApplyAdapters\"/>, after training.</param>")
          .Line("/// <param name=\"folder\">The folder, created when missing.</param>")
-         .Line("public static void SaveAdapter(" + Adapters + "SparseFineTuning sparse, string folder)")
+         .Line("public static void SaveAdapter(global::PeftGen.Methods.Sparse.SparseFineTuning sparse, string folder)")
          .Open()
          .Line("global::System.ArgumentNullException.ThrowIfNull(sparse);")
          .Line("global::System.IO.Directory.CreateDirectory(folder);")

@@ -13,11 +13,10 @@ namespace PeftGen.Generator.Emitting;
 /// </summary>
 internal static class ModelEmitter
 {
-    private const string Adapters = "global::PeftGen.Adapters.";
     private const string Generic = "global::System.Collections.Generic.";
     private const string Tensor = "global::PeftGen.Tensors.Tensor";
     private const string LinearBase = "global::PeftGen.Nn.LinearBase";
-    private const string LoRALinear = Adapters + "LoRALinear";
+    private const string LoRALinear = "global::PeftGen.Methods.LoRA.LoRALinear";
 
     public static string Emit(GenerationSpec spec)
     {
@@ -51,7 +50,7 @@ internal static class ModelEmitter
             WriteEstimateTrainingMemory(w, spec);
             WriteFromPretrained(w, spec);
             WriteApplyAdapters(w, spec);
-            WriteCreateTrainer(w, spec, Adapters + "PeftModel<" + model.FullyQualifiedName + ">", "peft");
+            WriteCreateTrainer(w, spec, "global::PeftGen.Methods.LoRA.PeftModel<" + model.FullyQualifiedName + ">", "peft");
             WriteLinearLayers(w, model);
             WriteAdapterParameters(w, spec);
             WriteSaveLoad(w, spec);
@@ -68,7 +67,7 @@ internal static class ModelEmitter
     {
         var a = output.Adapter;
         w.Line("/// <summary>The " + Quote(a.Name) + " adapter's settings, from this class's <c>[LoRA]</c> attribute.</summary>")
-         .Line("public static " + Adapters + "LoRAConfig " + output.MemberPrefix + "LoRAConfig { get; } = new " + Adapters + "LoRAConfig")
+         .Line("public static global::PeftGen.Methods.LoRA.LoRAConfig " + output.MemberPrefix + "LoRAConfig { get; } = new global::PeftGen.Methods.LoRA.LoRAConfig")
          .Open()
          .Line("Rank = " + Int(a.Rank) + ",")
          .Line("Alpha = " + Float((float)a.Alpha) + ",")
@@ -80,7 +79,7 @@ internal static class ModelEmitter
         if (a.LoRAFAGradientCorrection) w.Line("LoRAFAGradientCorrection = true,");
         if (delta != null)
         {
-            w.Line("DeltaLoRA = new " + Adapters + "DeltaLoRAOptions { StartStep = " + Int(delta.StartStep) + ", UpdateRatio = "
+            w.Line("DeltaLoRA = new global::PeftGen.Methods.DeltaLoRA.DeltaLoRAOptions { StartStep = " + Int(delta.StartStep) + ", UpdateRatio = "
                 + Float((float)delta.UpdateRatio) + " },");
         }
         if (a.Init.Value != 0) w.Line("Init = " + Enum(a.Init) + ",");
@@ -108,11 +107,11 @@ internal static class ModelEmitter
         w.Line("/// <summary>How adapted layers store their base weights (from <c>[Quantize]</c>); null keeps them in full precision.</summary>");
         if (q == null)
         {
-            w.Line("public static " + Adapters + "QuantizationConfig? QuantizationConfig => null;").Line();
+            w.Line("public static global::PeftGen.Quantization.QuantizationConfig? QuantizationConfig => null;").Line();
             return;
         }
-        w.Line("public static " + Adapters + "QuantizationConfig? QuantizationConfig { get; } =")
-         .Line("    new " + Adapters + "QuantizationConfig(" + Enum(q.Type) + ", DoubleQuant: " + Bool(q.DoubleQuant) + ", BlockSize: " + Int(q.BlockSize) + ");")
+        w.Line("public static global::PeftGen.Quantization.QuantizationConfig? QuantizationConfig { get; } =")
+         .Line("    new global::PeftGen.Quantization.QuantizationConfig(" + Enum(q.Type) + ", DoubleQuant: " + Bool(q.DoubleQuant) + ", BlockSize: " + Int(q.BlockSize) + ");")
          .Line()
          .Line("/// <summary>The type 4-bit weights are dequantized to for the matrix multiply (from <c>[Quantize]</c>).</summary>")
          .Line("public const global::PeftGen.Tensors.DType QuantizationComputeType = " + Enum(q.ComputeType) + ";")
@@ -127,11 +126,11 @@ internal static class ModelEmitter
          .Line("/// The layers the " + name + " adapter adapts, known at compile time: path, in and out features, rank, alpha,")
          .Line("/// scaling, whether the base is 4-bit, and trainable parameters. Equals <c>ApplyAdapters().Plan(" + name + ")</c>.")
          .Line("/// </summary>")
-         .Line("public static global::System.Collections.Generic.IReadOnlyList<" + Adapters + "AdaptedLayer> " + output.MemberPrefix + "AdapterPlan { get; } = new " + Adapters + "AdaptedLayer[]")
+         .Line("public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Methods.AdaptedLayer> " + output.MemberPrefix + "AdapterPlan { get; } = new global::PeftGen.Methods.AdaptedLayer[]")
          .Open();
         foreach (var row in plan)
         {
-            w.Line("new " + Adapters + "AdaptedLayer(" + Quote(row.Path) + ", " + Int(row.InFeatures) + ", " + Int(row.OutFeatures) + ", "
+            w.Line("new global::PeftGen.Methods.AdaptedLayer(" + Quote(row.Path) + ", " + Int(row.InFeatures) + ", " + Int(row.OutFeatures) + ", "
                 + Int(row.Rank) + ", " + Float(row.Alpha) + ", " + Float(row.Scaling) + ", " + Bool(row.Quantized) + ", "
                 + row.TrainableParameters.ToString(CultureInfo.InvariantCulture) + "L),");
         }
@@ -191,7 +190,7 @@ internal static class ModelEmitter
             w.Line(load + ");").Line();
             return;
         }
-        string options = "        " + IO + "ModelLoadOptions.ForAdapter(" + first.MemberPrefix + "LoRAConfig, QuantizationConfig)";
+        string options = "        global::PeftGen.Methods.LoRA.PeftModel.LoadOptions(" + first.MemberPrefix + "LoRAConfig, QuantizationConfig)";
         w.Line(load + ",");
         if (model.Quantize == null || spec.Adapters.Count == 1)
         {
@@ -201,7 +200,7 @@ internal static class ModelEmitter
         w.Line(options + " with")
          .Line("        {")
          .Line("            // ApplyAdapters stores the layers of every adapter in 4 bits.");
-        var adapts = spec.Adapters.Select(a => Adapters + "PeftModel.Adapts(" + a.MemberPrefix + "LoRAConfig, path)").ToList();
+        var adapts = spec.Adapters.Select(a => "global::PeftGen.Methods.LoRA.PeftModel.Adapts(" + a.MemberPrefix + "LoRAConfig, path)").ToList();
         w.Line("            QuantizeLayer = path => " + adapts[0]);
         for (int i = 1; i < adapts.Count; i++) w.Line("                || " + adapts[i] + (i == adapts.Count - 1 ? "," : ""));
         w.Line("        });")
@@ -269,17 +268,17 @@ internal static class ModelEmitter
         w.Line("/// <summary>")
          .Line("/// Freezes this model and wraps the layers its adapters target (" + names + ") with LoRA"
             + (spec.Model.Quantize != null ? ", storing their base weights in 4 bits" : "") + ".")
-         .Line("/// The " + Quote(first.Adapter.Name) + " adapter is active. The model is owned by the returned <see cref=\"" + Adapters + "PeftModel{TModel}\"/>.")
+         .Line("/// The " + Quote(first.Adapter.Name) + " adapter is active. The model is owned by the returned <see cref=\"global::PeftGen.Methods.LoRA.PeftModel{TModel}\"/>.")
          .Line("/// </summary>")
          .Line("/// <exception cref=\"global::System.ArgumentException\">")
          .Line("/// A target matches no layer of this model, or a rank exceeds a layer's size (where the compiler could not check it,")
          .Line("/// with the text of diagnostic PEFT003).")
          .Line("/// </exception>")
-         .Line("public " + Adapters + "PeftModel<" + spec.Model.FullyQualifiedName + "> ApplyAdapters()")
+         .Line("public global::PeftGen.Methods.LoRA.PeftModel<" + spec.Model.FullyQualifiedName + "> ApplyAdapters()")
          .Open();
         foreach (var adapter in spec.Adapters.Where(a => a.Plan == null))
             w.Line("ThrowIfRankExceedsLayer(" + adapter.MemberPrefix + "LoRAConfig);");
-        string create = Adapters + "PeftModel.Create(this, " + first.MemberPrefix + "LoRAConfig, QuantizationConfig, " + Quote(first.Adapter.Name) + ");";
+        string create = "global::PeftGen.Methods.LoRA.PeftModel.Create(this, " + first.MemberPrefix + "LoRAConfig, QuantizationConfig, " + Quote(first.Adapter.Name) + ");";
         bool layerDrop = HasLayerDrop(spec.Model);
         if (spec.Adapters.Count == 1 && !layerDrop)
         {
@@ -289,7 +288,7 @@ internal static class ModelEmitter
         w.Line("var peft = " + create);
         foreach (var adapter in spec.Adapters.Skip(1))
             w.Line("peft.AddAdapter(" + Quote(adapter.Adapter.Name) + ", " + adapter.MemberPrefix + "LoRAConfig);");
-        if (layerDrop) w.Line(Adapters + "LayerDrop.Apply(this, LayerDropConfig);");
+        if (layerDrop) w.Line("global::PeftGen.Methods.LayerDrop.LayerDropper.Apply(this, LayerDropConfig);");
         w.Line("return peft;").Close().Line();
     }
 
@@ -326,7 +325,7 @@ internal static class ModelEmitter
         if (model.Training?.LayerDrop is { } drop && model.IsLlama)
         {
             w.Line("/// <summary>The layer drop settings (from <c>[LayerDrop]</c>); <see cref=\"ApplyAdapters\"/> installs them.</summary>")
-             .Line("public static " + Adapters + "LayerDropConfig LayerDropConfig { get; } = new " + Adapters + "LayerDropConfig")
+             .Line("public static global::PeftGen.Methods.LayerDrop.LayerDropConfig LayerDropConfig { get; } = new global::PeftGen.Methods.LayerDrop.LayerDropConfig")
              .Open()
              .Line("Probability = " + Float((float)drop.Probability) + ",");
             if (drop.Schedule.Value != 0) w.Line("Schedule = " + Enum(drop.Schedule) + ",");
@@ -346,7 +345,7 @@ internal static class ModelEmitter
         if (!NeedsTrainer(spec)) return;
         var model = spec.Model;
         const string Training = "global::PeftGen.Training.";
-        bool peft = adaptedType != null && adaptedType.StartsWith(Adapters + "PeftModel<", System.StringComparison.Ordinal);
+        bool peft = adaptedType != null && (adaptedType.StartsWith("global::PeftGen.Methods.LoRA.PeftModel<", System.StringComparison.Ordinal) || adaptedType.StartsWith("global::PeftGen.Methods.VeRA.VeraModel<", System.StringComparison.Ordinal));
         bool delta = spec.Method == null && model.Training?.DeltaLoRA != null;
         bool prompt = spec.Method?.Method is PromptSpec;
         bool decay = model.Training?.LayerwiseDecay != null && !prompt;
@@ -377,10 +376,10 @@ internal static class ModelEmitter
         string options = settings.Count == 0 ? "options" : "options with { " + string.Join(", ", settings) + " }";
         var rngs = new List<string>();
         if (peft) rngs.Add(adaptedName + ".DropoutRng");
-        if (HasLayerDrop(model)) rngs.Add("this.Model.LayerDrop!.Rng");
+        if (HasLayerDrop(model)) rngs.Add("((global::PeftGen.Methods.LayerDrop.LayerDropper)this.Model.LayerSkip!).Rng");
         string rngArgument = rngs.Count == 0 ? "" : ", new global::PeftGen.Tensors.Rng[] { " + string.Join(", ", rngs) + " }";
         w.Line("var trainer = new " + Training + "Trainer(" + (prompt ? adaptedName : "this") + ", loss, train, " + options + ", eval" + rngArgument + ");");
-        if (delta) w.Line("trainer.AfterStepHooks.Add(" + Adapters + "DeltaLoRAUpdater.Create(" + adaptedName + ", " + Quote(spec.Adapters[0].Adapter.Name) + "));");
+        if (delta) w.Line("trainer.AfterStepHooks.Add(global::PeftGen.Methods.DeltaLoRA.DeltaLoRAUpdater.Create(" + adaptedName + ", " + Quote(spec.Adapters[0].Adapter.Name) + "));");
         if (spec.Method?.Method is SparseSpec) w.Line(adaptedName + ".AttachTo(trainer);");
         w.Line("return trainer;").Close().Line();
     }
@@ -461,14 +460,14 @@ internal static class ModelEmitter
          .Line("/// </summary>")
          .Line("/// <param name=\"adapter\">The adapter's name.</param>")
          .Line("public " + Generic + "IReadOnlyList<(string Path, " + Tensor + " Tensor)> NamedAdapterParameters(string adapter = " + first + ") =>")
-         .Line("    " + Adapters + "AdapterLayers.NamedParameters(LinearLayers(), adapter);")
+         .Line("    global::PeftGen.Methods.LoRA.AdapterLayers.NamedParameters(LinearLayers(), adapter);")
          .Line();
     }
 
     private static void WriteSaveLoad(IndentedWriter w, GenerationSpec spec)
     {
         string first = Quote(spec.Adapters[0].Adapter.Name);
-        string peftType = Adapters + "PeftModel<" + spec.Model.FullyQualifiedName + ">";
+        string peftType = "global::PeftGen.Methods.LoRA.PeftModel<" + spec.Model.FullyQualifiedName + ">";
         if (spec.Model.Training?.DeltaLoRA != null)
         {
             WriteDeltaSaveLoad(w, spec, peftType);
@@ -487,8 +486,8 @@ internal static class ModelEmitter
          .Line("public static void SaveAdapter(" + peftType + " peft, string folder, string adapter = " + first + ", string? baseModelNameOrPath = null)")
          .Open()
          .Line("global::System.ArgumentNullException.ThrowIfNull(peft);")
-         .Line("var tensors = " + Adapters + "AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);")
-         .Line(Adapters + "PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);")
+         .Line("var tensors = global::PeftGen.Methods.LoRA.AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);")
+         .Line("global::PeftGen.Methods.LoRA.PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);")
          .Close()
          .Line()
          .Line("/// <summary>")
@@ -501,7 +500,7 @@ internal static class ModelEmitter
          .Line("/// <param name=\"adapter\">The name the adapter gets.</param>")
          .Line("/// <exception cref=\"global::System.IO.InvalidDataException\">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>")
          .Line("public " + peftType + " LoadAdapter(string folder, string adapter = " + first + ") =>")
-         .Line("    " + Adapters + "AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);");
+         .Line("    global::PeftGen.Methods.LoRA.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);");
     }
 
     /// <summary>
@@ -510,10 +509,10 @@ internal static class ModelEmitter
     /// </summary>
     private static void WriteDeltaSaveLoad(IndentedWriter w, GenerationSpec spec, string peftType)
     {
-        const string Updater = Adapters + "DeltaLoRAUpdater";
+        const string Updater = "global::PeftGen.Methods.DeltaLoRA.DeltaLoRAUpdater";
         string first = Quote(spec.Adapters[0].Adapter.Name);
         w.Line("/// <summary>")
-         .Line("/// Writes the Delta-LoRA result of <paramref name=\"peft\"/> to <paramref name=\"folder\"/> (<see cref=\"" + Adapters + "DeltaLoRAFile\"/>): the")
+         .Line("/// Writes the Delta-LoRA result of <paramref name=\"peft\"/> to <paramref name=\"folder\"/> (<see cref=\"global::PeftGen.Methods.DeltaLoRA.DeltaLoRAFile\"/>): the")
          .Line("/// " + first.Replace("\"", "") + " adapter as a Hugging Face PEFT LoRA folder (<c>adapter_config.json</c>, <c>adapter_model.safetensors</c>) and")
          .Line("/// <c>delta_lora_base.safetensors</c>, the base change the <see cref=\"" + Updater + "\"/> of <paramref name=\"trainer\"/>")
          .Line("/// applied, factored per layer. Each file is written in full under a temporary name, then renamed into place.")
@@ -528,7 +527,7 @@ internal static class ModelEmitter
          .Line("global::System.ArgumentNullException.ThrowIfNull(trainer);")
          .Line("var updater = global::System.Linq.Enumerable.FirstOrDefault(global::System.Linq.Enumerable.OfType<" + Updater + ">(trainer.AfterStepHooks))")
          .Line("    ?? throw new global::System.ArgumentException(\"The trainer has no DeltaLoRAUpdater among its AfterStepHooks: create it with CreateTrainer, which adds one.\", nameof(trainer));")
-         .Line(Adapters + "DeltaLoRAFile.Save(peft, updater, folder, baseModelNameOrPath);")
+         .Line("global::PeftGen.Methods.DeltaLoRA.DeltaLoRAFile.Save(peft, updater, folder, baseModelNameOrPath);")
          .Close()
          .Line()
          .Line("/// <summary>")
@@ -541,7 +540,7 @@ internal static class ModelEmitter
          .Line("/// <exception cref=\"global::System.IO.FileNotFoundException\">The folder has no <c>delta_lora_base.safetensors</c> (a plain LoRA folder).</exception>")
          .Line("/// <exception cref=\"global::System.IO.InvalidDataException\">The files do not fit this model; every mismatch is listed.</exception>")
          .Line("public " + peftType + " LoadAdapter(string folder, string adapter = " + first + ") =>")
-         .Line("    " + Adapters + "DeltaLoRAFile.LoadInto(this, folder, adapter);");
+         .Line("    global::PeftGen.Methods.DeltaLoRA.DeltaLoRAFile.LoadInto(this, folder, adapter);");
     }
 
     private static void WriteHelpers(IndentedWriter w, GenerationSpec spec)
@@ -549,12 +548,12 @@ internal static class ModelEmitter
         if (spec.Adapters.All(a => a.Plan != null)) return;
         w.Line()
          .Line("// Ranks the compiler could not check (a shape or a list length is only known at run time), with PEFT003's text.")
-         .Line("private void ThrowIfRankExceedsLayer(" + Adapters + "LoRAConfig config)")
+         .Line("private void ThrowIfRankExceedsLayer(global::PeftGen.Methods.LoRA.LoRAConfig config)")
          .Open()
          .Line("foreach (var (path, layer) in LinearLayers())")
          .Open()
-         .Line("if (!" + Adapters + "PeftModel.Adapts(config, path)) continue;")
-         .Line("int rank = " + Adapters + "PeftModel.RankFor(config, path);")
+         .Line("if (!global::PeftGen.Methods.LoRA.PeftModel.Adapts(config, path)) continue;")
+         .Line("int rank = global::PeftGen.Methods.LoRA.PeftModel.RankFor(config, path);")
          .Line("int limit = global::System.Math.Min(layer.InFeatures, layer.OutFeatures);")
          .Line("if (rank > limit)")
          .Open()
@@ -598,10 +597,10 @@ internal static class ModelEmitter
 
     internal static string Targets(TargetSpec targets) => targets.Kind switch
     {
-        TargetKind.AllLinear => Adapters + "TargetModules.AllLinear",
-        TargetKind.List => Adapters + "TargetModules.List(" + string.Join(", ", targets.Names.Select(Quote)) + ")",
-        TargetKind.Regex => Adapters + "TargetModules.Regex(" + Verbatim(targets.Text) + ")",
-        _ => Adapters + "TargetModules.Parse(" + Quote(targets.Text) + ")",
+        TargetKind.AllLinear => "global::PeftGen.Methods.TargetModules.AllLinear",
+        TargetKind.List => "global::PeftGen.Methods.TargetModules.List(" + string.Join(", ", targets.Names.Select(Quote)) + ")",
+        TargetKind.Regex => "global::PeftGen.Methods.TargetModules.Regex(" + Verbatim(targets.Text) + ")",
+        _ => "global::PeftGen.Methods.TargetModules.Parse(" + Quote(targets.Text) + ")",
     };
 
     internal static string Enum(EnumValueSpec value) =>

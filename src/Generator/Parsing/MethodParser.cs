@@ -54,17 +54,17 @@ internal static class MethodParser
                 return new PromptSpec(PeftMethod.PrefixTuning, v.Int("VirtualTokens"), null, v.Bool("Projection", false), v.Int("EncoderHiddenSize"), default, v.Int("Seed"));
             case KnownSymbols.PTuningAttribute:
                 return new PromptSpec(PeftMethod.PTuning, v.Int("VirtualTokens"), null, false, v.Int("EncoderHiddenSize"),
-                    v.Enum("EncoderType", assembly, "PeftGen.Adapters.PromptEncoderType", 0), v.Int("Seed"));
+                    v.Enum("EncoderType", assembly, "PeftGen.Methods.PromptLearning.PromptEncoderType", 0), v.Int("Seed"));
             case KnownSymbols.BottleneckAttribute:
                 return new BottleneckSpec(
                     v.Int("Size"), v.Int("ReductionFactor", 16),
-                    v.Enum("Placement", assembly, "PeftGen.Adapters.BottleneckPlacement", 2),
-                    v.Enum("Activation", assembly, "PeftGen.Adapters.BottleneckActivation", 0),
+                    v.Enum("Placement", assembly, "PeftGen.Methods.Bottleneck.BottleneckPlacement", 2),
+                    v.Enum("Activation", assembly, "PeftGen.Methods.Bottleneck.BottleneckActivation", 0),
                     v.Bool("Bias", true), v.Ints("Layers"), v.Int("Seed"));
             case KnownSymbols.SparseFineTuningAttribute:
                 return new SparseSpec(
                     v.Double("Fraction", 0), TargetParser.Parse(v.String("Targets") ?? "all-linear"),
-                    v.Enum("Score", assembly, "PeftGen.Adapters.SparseScore", 1), v.Int("CalibrationBatches", 4));
+                    v.Enum("Score", assembly, "PeftGen.Methods.Sparse.SparseScore", 1), v.Int("CalibrationBatches", 4));
             default:
                 return null;
         }
@@ -87,7 +87,7 @@ internal static class MethodParser
                     break;
                 case KnownSymbols.LayerDropAttribute:
                     drop = new LayerDropSpec(v.Double("Probability", 0),
-                        v.Enum("Schedule", constructor.ContainingAssembly, "PeftGen.Adapters.LayerDropSchedule", 0), v.Ints("Layers"), v.Int("Seed"));
+                        v.Enum("Schedule", constructor.ContainingAssembly, "PeftGen.Methods.LayerDrop.LayerDropSchedule", 0), v.Ints("Layers"), v.Int("Seed"));
                     break;
                 case KnownSymbols.LayerwiseLearningRateAttribute:
                     decay = v.Double("Decay", 1);

@@ -103,8 +103,8 @@ internal static class ModelParser
                 case "targets": targets = value.Value as string; break;
             }
         }
-        var initType = constructor.ContainingAssembly.GetTypeByMetadataName("PeftGen.Adapters.LoRAInit");
-        var biasType = constructor.ContainingAssembly.GetTypeByMetadataName("PeftGen.Adapters.LoRABias");
+        var initType = constructor.ContainingAssembly.GetTypeByMetadataName("PeftGen.Methods.LoRA.LoRAInit");
+        var biasType = constructor.ContainingAssembly.GetTypeByMetadataName("PeftGen.Methods.LoRA.LoRABias");
         var spec = new AdapterSpec(
             "default", rank, alpha, TargetParser.Parse(targets), 0, false, false,
             EnumValue(initType, 0), EnumValue(biasType, 0), EquatableArray<string>.Empty, null, 0);

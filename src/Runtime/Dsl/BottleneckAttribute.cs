@@ -1,12 +1,12 @@
-using PeftGen.Adapters;
+using PeftGen.Methods.Bottleneck;
 
 namespace PeftGen;
 
 /// <summary>
 /// Declares bottleneck adapters (Houlsby et al. 2019) on a <c>partial</c> Llama-family model class instead of
 /// <see cref="LoRAAttribute"/>: h + W_up·σ(W_down·h) after the attention and/or MLP block of each decoder layer. The
-/// generator turns it into a static <see cref="Adapters.BottleneckConfig"/> and an <c>ApplyAdapters()</c> that returns a
-/// <see cref="Adapters.BottleneckModel{TModel}"/>.
+/// generator turns it into a static <see cref="Methods.Bottleneck.BottleneckConfig"/> and an <c>ApplyAdapters()</c> that returns a
+/// <see cref="Methods.Bottleneck.BottleneckModel{TModel}"/>.
 /// </summary>
 [AttributeUsage(AttributeTargets.Class, AllowMultiple = false, Inherited = false)]
 public sealed class BottleneckAttribute : Attribute

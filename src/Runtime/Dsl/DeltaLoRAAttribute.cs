@@ -3,8 +3,8 @@ namespace PeftGen;
 /// <summary>
 /// Delta-LoRA (Zi et al. 2023) for the class's <see cref="LoRAAttribute"/> adapters: after each optimizer step past
 /// <see cref="StartStep"/> the frozen base weight also moves by λ·s·(B⁽ᵗ⁺¹⁾A⁽ᵗ⁺¹⁾ − B⁽ᵗ⁾A⁽ᵗ⁾). The generator sets
-/// <see cref="Adapters.LoRAConfig.DeltaLoRA"/> on every adapter's configuration, and its <c>CreateTrainer</c> registers
-/// the <see cref="Adapters.DeltaLoRAUpdater"/> of the active adapter. Needs a float base: not with <see cref="QuantizeAttribute"/>.
+/// <see cref="Methods.LoRA.LoRAConfig.DeltaLoRA"/> on every adapter's configuration, and its <c>CreateTrainer</c> registers
+/// the <see cref="Methods.DeltaLoRA.DeltaLoRAUpdater"/> of the active adapter. Needs a float base: not with <see cref="QuantizeAttribute"/>.
 /// </summary>
 [AttributeUsage(AttributeTargets.Class, AllowMultiple = false, Inherited = false)]
 public sealed class DeltaLoRAAttribute : Attribute

@@ -4,7 +4,7 @@ namespace PeftGen;
 /// Declares an (IA)³ adapter (Liu et al. 2022) on a <c>partial</c> model class instead of <see cref="LoRAAttribute"/>:
 /// a learned scaling vector per targeted layer, on its output channels (keys, values) or, for the layers in
 /// <see cref="FeedForward"/>, on its input channels. The generator turns it into a static
-/// <see cref="Adapters.IA3Config"/> and an <c>ApplyAdapters()</c> that returns an <see cref="Adapters.IA3Model{TModel}"/>.
+/// <see cref="Methods.IA3.IA3Config"/> and an <c>ApplyAdapters()</c> that returns an <see cref="Methods.IA3.IA3Model{TModel}"/>.
 /// </summary>
 [AttributeUsage(AttributeTargets.Class, AllowMultiple = false, Inherited = false)]
 public sealed class IA3Attribute : Attribute

@@ -1,4 +1,4 @@
-using PeftGen.Adapters;
+using PeftGen.Methods.LayerDrop;
 
 namespace PeftGen;
 

@@ -1,10 +1,10 @@
-using PeftGen.Adapters;
+using PeftGen.Methods.LoRA;
 
 namespace PeftGen;
 
 /// <summary>
 /// Declares a LoRA adapter on a <c>partial</c> model class (a <see cref="Nn.Module"/>). The PeftGen source generator
-/// turns it into a static <see cref="Adapters.LoRAConfig"/>, an <c>ApplyAdapters()</c> method and, when every targeted
+/// turns it into a static <see cref="Methods.LoRA.LoRAConfig"/>, an <c>ApplyAdapters()</c> method and, when every targeted
 /// layer's shape is known at compile time, the adapter plan with its trainable-parameter count. Declare the
 /// attribute several times with different <see cref="Name"/>s for several adapters; the first one declared is active.
 /// </summary>

@@ -1,12 +1,12 @@
-using PeftGen.Adapters;
+using PeftGen.Methods.PromptLearning;
 
 namespace PeftGen;
 
 /// <summary>
 /// Declares P-tuning (Liu et al. 2021) on a <c>partial</c> <see cref="Models.Llama.LlamaForCausalLM"/> subclass instead
 /// of <see cref="LoRAAttribute"/>: virtual tokens produced by a small trainable encoder. The generator turns it into a
-/// static <see cref="Adapters.PTuningConfig"/> and an <c>ApplyAdapters()</c> that returns a
-/// <see cref="Adapters.PromptLearningModel"/>.
+/// static <see cref="Methods.PromptLearning.PTuningConfig"/> and an <c>ApplyAdapters()</c> that returns a
+/// <see cref="Methods.PromptLearning.PromptLearningModel"/>.
 /// </summary>
 [AttributeUsage(AttributeTargets.Class, AllowMultiple = false, Inherited = false)]
 public sealed class PTuningAttribute : Attribute

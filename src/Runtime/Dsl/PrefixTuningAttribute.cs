@@ -3,8 +3,8 @@ namespace PeftGen;
 /// <summary>
 /// Declares prefix tuning (Li and Liang 2021) on a <c>partial</c> <see cref="Models.Llama.LlamaForCausalLM"/> subclass
 /// instead of <see cref="LoRAAttribute"/>: n trainable keys and values per layer before the input. The generator turns it
-/// into a static <see cref="Adapters.PrefixTuningConfig"/> and an <c>ApplyAdapters()</c> that returns a
-/// <see cref="Adapters.PromptLearningModel"/>.
+/// into a static <see cref="Methods.PromptLearning.PrefixTuningConfig"/> and an <c>ApplyAdapters()</c> that returns a
+/// <see cref="Methods.PromptLearning.PromptLearningModel"/>.
 /// </summary>
 [AttributeUsage(AttributeTargets.Class, AllowMultiple = false, Inherited = false)]
 public sealed class PrefixTuningAttribute : Attribute

@@ -3,8 +3,8 @@ namespace PeftGen;
 /// <summary>
 /// Declares prompt tuning (Lester et al. 2021) on a <c>partial</c> <see cref="Models.Llama.LlamaForCausalLM"/> subclass
 /// instead of <see cref="LoRAAttribute"/>: n trainable virtual token embeddings [n, hidden] before the input. The
-/// generator turns it into a static <see cref="Adapters.PromptTuningConfig"/> and an <c>ApplyAdapters(tokenizer)</c> that
-/// returns a <see cref="Adapters.PromptLearningModel"/>.
+/// generator turns it into a static <see cref="Methods.PromptLearning.PromptTuningConfig"/> and an <c>ApplyAdapters(tokenizer)</c> that
+/// returns a <see cref="Methods.PromptLearning.PromptLearningModel"/>.
 /// </summary>
 [AttributeUsage(AttributeTargets.Class, AllowMultiple = false, Inherited = false)]
 public sealed class PromptTuningAttribute : Attribute

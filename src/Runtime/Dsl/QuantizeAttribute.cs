@@ -6,7 +6,7 @@ namespace PeftGen;
 /// <summary>
 /// QLoRA: store the base weights of the layers the adapters target in 4 bits (block-wise absmax quantization, the
 /// bitsandbytes layout). Other layers keep their precision. The generator emits the matching
-/// <see cref="Adapters.QuantizationConfig"/> and passes it to <c>PeftModel.Create</c>.
+/// <see cref="Quantization.QuantizationConfig"/> and passes it to <c>PeftModel.Create</c> (or <c>VeraModel.Create</c>).
 /// </summary>
 [AttributeUsage(AttributeTargets.Class, AllowMultiple = false, Inherited = false)]
 public sealed class QuantizeAttribute : Attribute

@@ -1,4 +1,4 @@
-using PeftGen.Adapters;
+using PeftGen.Methods.Sparse;
 
 namespace PeftGen;
 
@@ -6,8 +6,8 @@ namespace PeftGen;
 /// Declares sparse fine-tuning on a <c>partial</c> model class instead of <see cref="LoRAAttribute"/>: the top
 /// <see cref="Fraction"/> of the targeted parameters' entries train (ranked by <see cref="Score"/> over calibration
 /// batches), every other entry stays as it was. The generator turns it into a static
-/// <see cref="Adapters.SparseFineTuningConfig"/>, an <c>ApplyAdapters(loss, calibration)</c> that returns the
-/// <see cref="Adapters.SparseFineTuning"/>, and a <c>CreateTrainer</c> that attaches its gradient masks.
+/// <see cref="Methods.Sparse.SparseFineTuningConfig"/>, an <c>ApplyAdapters(loss, calibration)</c> that returns the
+/// <see cref="Methods.Sparse.SparseFineTuning"/>, and a <c>CreateTrainer</c> that attaches its gradient masks.
 /// </summary>
 [AttributeUsage(AttributeTargets.Class, AllowMultiple = false, Inherited = false)]
 public sealed class SparseFineTuningAttribute : Attribute

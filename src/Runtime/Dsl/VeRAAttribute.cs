@@ -3,8 +3,8 @@ namespace PeftGen;
 /// <summary>
 /// Declares a VeRA adapter (Kopiczko et al. 2024) on a <c>partial</c> model class instead of <see cref="LoRAAttribute"/>:
 /// frozen random projections shared by every targeted layer and, per layer, two trainable vectors b [out] and d [r]
-/// (out + r parameters). The generator turns it into a static <see cref="Adapters.VeraConfig"/> and an
-/// <c>ApplyAdapters()</c> that returns a <see cref="Adapters.PeftModel{TModel}"/>. Combines with <see cref="QuantizeAttribute"/>.
+/// (out + r parameters). The generator turns it into a static <see cref="Methods.VeRA.VeraConfig"/> and an
+/// <c>ApplyAdapters()</c> that returns a <see cref="Methods.VeRA.VeraModel{TModel}"/>. Combines with <see cref="QuantizeAttribute"/>.
 /// </summary>
 [AttributeUsage(AttributeTargets.Class, AllowMultiple = false, Inherited = false)]
 public sealed class VeRAAttribute : Attribute

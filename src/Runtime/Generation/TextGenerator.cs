@@ -39,7 +39,7 @@ public sealed class TextGenerator
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         if (promptIds.Length == 0) throw new ArgumentException("The prompt must hold at least one token (BOS).", nameof(promptIds));
-        int reserved = _model.Model.PromptLearning?.VirtualTokens ?? 0; // prompt learning's virtual positions sit in the cache first
+        int reserved = _model.Model.VirtualTokens?.Count ?? 0;           // virtual positions sit in the cache first
         int context = _model.Config.MaxPositionEmbeddings - reserved;
         if (promptIds.Length > context)
             throw new ArgumentException($"The prompt is {promptIds.Length} tokens; the model's context is {context} (max_position_embeddings{(reserved > 0 ? $" less {reserved} virtual tokens" : "")}). Shorten the prompt.", nameof(promptIds));

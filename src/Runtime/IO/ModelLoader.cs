@@ -1,4 +1,3 @@
-using PeftGen.Adapters;
 using PeftGen.Models.Llama;
 using PeftGen.Nn;
 using PeftGen.Quantization;
@@ -37,23 +36,6 @@ public sealed record ModelLoadOptions
 
     /// <summary>How the other weights are kept (default: float32).</summary>
     public FrozenWeightStorage FrozenWeights { get; init; } = FrozenWeightStorage.Float32;
-
-    /// <summary>
-    /// The options QLoRA (or LoRA, without <paramref name="quantization"/>) training with <paramref name="lora"/> wants:
-    /// the layers the adapter targets stored 4-bit, every other weight frozen in the checkpoint's 16-bit type.
-    /// </summary>
-    /// <param name="lora">The adapter that will be added (its targets, exclusions and layer filter pick the 4-bit layers).</param>
-    /// <param name="quantization">The 4-bit format; null for plain LoRA on a 16-bit base.</param>
-    public static ModelLoadOptions ForAdapter(LoRAConfig lora, QuantizationConfig? quantization)
-    {
-        ArgumentNullException.ThrowIfNull(lora);
-        return new ModelLoadOptions
-        {
-            Quantization = quantization,
-            QuantizeLayer = path => PeftModel.Adapts(lora, path),
-            FrozenWeights = FrozenWeightStorage.AsStored,
-        };
-    }
 }
 
 /// <summary>
@@ -99,7 +81,7 @@ public static class ModelLoader
         {
             CheckParameters(model, reader);
             if (options.Quantization is { } quantization)
-                QuantizeLayers(model, reader, quantization, options.QuantizeLayer ?? (path => !TargetModules.IsOutputHead(path)));
+                QuantizeLayers(model, reader, quantization, options.QuantizeLayer ?? (path => !LlamaForCausalLM.IsOutputHead(path)));
             foreach (var (path, module) in model.NamedModules())
                 foreach (var (name, parameter) in module.OwnParameters())
                     if (parameter.IsEmpty) ReadParameter(reader, Module.Join(path, name), parameter, StorageOf(module, name, reader, Module.Join(path, name), options));

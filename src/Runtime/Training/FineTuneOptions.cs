@@ -1,5 +1,7 @@
-using PeftGen.Adapters;
 using PeftGen.Data;
+using PeftGen.Methods;
+using PeftGen.Methods.LoRA;
+using PeftGen.Quantization;
 using PeftGen.Tensors;
 
 namespace PeftGen.Training;

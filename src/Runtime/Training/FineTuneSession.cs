@@ -1,10 +1,11 @@
 using System.Diagnostics;
 using System.Text.Json;
-using PeftGen.Adapters;
 using PeftGen.Data;
 using PeftGen.Generation;
 using PeftGen.IO;
+using PeftGen.Methods.LoRA;
 using PeftGen.Models.Llama;
+using PeftGen.Quantization;
 using PeftGen.Text;
 
 namespace PeftGen.Training;
@@ -49,7 +50,7 @@ public static class FineTuneSession
         // The adapter's targets are quantized while they are read (QLoRA) and frozen weights stay 16-bit, so the float32
         // model never exists: peak memory is the trained model's, not the checkpoint's in float32.
         var pretrained = PretrainedModel.Load(options.ModelPath, options.TokenizerPath, options.Device,
-            ModelLoadOptions.ForAdapter(options.LoRA, options.Quantization));
+            PeftModel.LoadOptions(options.LoRA, options.Quantization));
         try
         {
             var peft = PeftModel.Create(pretrained.Model, options.LoRA, options.Quantization);

@@ -1,7 +1,7 @@
 using System.Globalization;
-using PeftGen.Adapters;
 using PeftGen.Backends.Cpu;
 using PeftGen.IO;
+using PeftGen.Methods.LoRA;
 using PeftGen.Models.Llama;
 using PeftGen.Quantization;
 using PeftGen.Tensors;

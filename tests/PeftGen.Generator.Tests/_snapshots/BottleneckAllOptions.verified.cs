@@ -6,11 +6,11 @@ namespace Demo
     partial class NarrowChat
     {
         /// <summary>The bottleneck adapters' settings, from this class's <c>[Bottleneck]</c> attribute.</summary>
-        public static global::PeftGen.Adapters.BottleneckConfig BottleneckConfig { get; } = new global::PeftGen.Adapters.BottleneckConfig
+        public static global::PeftGen.Methods.Bottleneck.BottleneckConfig BottleneckConfig { get; } = new global::PeftGen.Methods.Bottleneck.BottleneckConfig
         {
             BottleneckSize = 8,
-            Placement = global::PeftGen.Adapters.BottleneckPlacement.Mlp,
-            Activation = global::PeftGen.Adapters.BottleneckActivation.Gelu,
+            Placement = global::PeftGen.Methods.Bottleneck.BottleneckPlacement.Mlp,
+            Activation = global::PeftGen.Methods.Bottleneck.BottleneckActivation.Gelu,
             Bias = false,
             Layers = new int[] { 0, 2 },
             Seed = 11,
@@ -20,10 +20,10 @@ namespace Demo
         /// The adapted layers, known at compile time: path, hidden size d, bottleneck width m, and trainable parameters.
         /// Equals <c>ApplyAdapters().Plan()</c>.
         /// </summary>
-        public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Adapters.BottleneckSite> AdapterPlan { get; } = new global::PeftGen.Adapters.BottleneckSite[]
+        public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Methods.Bottleneck.BottleneckSite> AdapterPlan { get; } = new global::PeftGen.Methods.Bottleneck.BottleneckSite[]
         {
-            new global::PeftGen.Adapters.BottleneckSite("model.layers.0.mlp_adapter", 64, 8, 1024L),
-            new global::PeftGen.Adapters.BottleneckSite("model.layers.2.mlp_adapter", 64, 8, 1024L),
+            new global::PeftGen.Methods.Bottleneck.BottleneckSite("model.layers.0.mlp_adapter", 64, 8, 1024L),
+            new global::PeftGen.Methods.Bottleneck.BottleneckSite("model.layers.2.mlp_adapter", 64, 8, 1024L),
         };
 
         /// <summary>Parameters the method trains (2·d·m per adapter), known at compile time; the sum over <c>ApplyAdapters().Plan()</c>.</summary>
@@ -33,22 +33,22 @@ namespace Demo
         /// Freezes this model and inserts bottleneck adapters into its decoder layers per <see cref="BottleneckConfig"/>.
         /// </summary>
         /// <exception cref="global::System.ArgumentException">A setting does not fit this model (a target matches no layer, a size is out of range).</exception>
-        public global::PeftGen.Adapters.BottleneckModel<global::Demo.NarrowChat> ApplyAdapters()
+        public global::PeftGen.Methods.Bottleneck.BottleneckModel<global::Demo.NarrowChat> ApplyAdapters()
         {
-            return global::PeftGen.Adapters.BottleneckModel<global::Demo.NarrowChat>.Create(this, BottleneckConfig);
+            return global::PeftGen.Methods.Bottleneck.BottleneckModel<global::Demo.NarrowChat>.Create(this, BottleneckConfig);
         }
 
         /// <summary>
         /// Writes the bottleneck adapters of <paramref name="bottleneck"/> to <paramref name="folder"/> in
-        /// PeftGen's PEFT-style format (<see cref="global::PeftGen.Adapters.BottleneckAdapterFile"/>, <c>peft_type</c> BOTTLENECK):
+        /// PeftGen's PEFT-style format (<see cref="global::PeftGen.Methods.Bottleneck.BottleneckAdapterFile"/>, <c>peft_type</c> BOTTLENECK):
         /// <c>adapter_config.json</c> and <c>adapter_model.safetensors</c> with each adapter's down and up projections.
         /// Both files are written in full under temporary names, then renamed into place.
         /// </summary>
         /// <param name="bottleneck">The adapted model (from <see cref="ApplyAdapters"/> or <see cref="LoadAdapter"/>).</param>
         /// <param name="folder">The adapter folder, created when missing.</param>
         /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
-        public static void SaveAdapter(global::PeftGen.Adapters.BottleneckModel<global::Demo.NarrowChat> bottleneck, string folder, string? baseModelNameOrPath = null) =>
-            global::PeftGen.Adapters.BottleneckAdapterFile.Save(bottleneck, folder, baseModelNameOrPath);
+        public static void SaveAdapter(global::PeftGen.Methods.Bottleneck.BottleneckModel<global::Demo.NarrowChat> bottleneck, string folder, string? baseModelNameOrPath = null) =>
+            global::PeftGen.Methods.Bottleneck.BottleneckAdapterFile.Save(bottleneck, folder, baseModelNameOrPath);
 
         /// <summary>
         /// Loads the bottleneck adapters in <paramref name="folder"/> into this model's decoder layers, with the folder's
@@ -57,8 +57,8 @@ namespace Demo
         /// </summary>
         /// <param name="folder">The adapter folder.</param>
         /// <exception cref="global::System.IO.InvalidDataException">The config is invalid, or keys and adapters disagree; every mismatch is listed.</exception>
-        public global::PeftGen.Adapters.BottleneckModel<global::Demo.NarrowChat> LoadAdapter(string folder) =>
-            global::PeftGen.Adapters.BottleneckAdapterFile.LoadInto(this, folder);
+        public global::PeftGen.Methods.Bottleneck.BottleneckModel<global::Demo.NarrowChat> LoadAdapter(string folder) =>
+            global::PeftGen.Methods.Bottleneck.BottleneckAdapterFile.LoadInto(this, folder);
 
     }
 }

@@ -6,29 +6,29 @@ namespace Demo
     partial class MovingChat
     {
         /// <summary>The "default" adapter's settings, from this class's <c>[LoRA]</c> attribute.</summary>
-        public static global::PeftGen.Adapters.LoRAConfig LoRAConfig { get; } = new global::PeftGen.Adapters.LoRAConfig
+        public static global::PeftGen.Methods.LoRA.LoRAConfig LoRAConfig { get; } = new global::PeftGen.Methods.LoRA.LoRAConfig
         {
             Rank = 8,
             Alpha = 16f,
-            Targets = global::PeftGen.Adapters.TargetModules.List("q_proj", "v_proj"),
-            DeltaLoRA = new global::PeftGen.Adapters.DeltaLoRAOptions { StartStep = 100, UpdateRatio = 0.5f },
+            Targets = global::PeftGen.Methods.TargetModules.List("q_proj", "v_proj"),
+            DeltaLoRA = new global::PeftGen.Methods.DeltaLoRA.DeltaLoRAOptions { StartStep = 100, UpdateRatio = 0.5f },
         };
 
         /// <summary>How adapted layers store their base weights (from <c>[Quantize]</c>); null keeps them in full precision.</summary>
-        public static global::PeftGen.Adapters.QuantizationConfig? QuantizationConfig => null;
+        public static global::PeftGen.Quantization.QuantizationConfig? QuantizationConfig => null;
 
         /// <summary>
         /// The layers the "default" adapter adapts, known at compile time: path, in and out features, rank, alpha,
         /// scaling, whether the base is 4-bit, and trainable parameters. Equals <c>ApplyAdapters().Plan("default")</c>.
         /// </summary>
-        public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Adapters.AdaptedLayer> AdapterPlan { get; } = new global::PeftGen.Adapters.AdaptedLayer[]
+        public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Methods.AdaptedLayer> AdapterPlan { get; } = new global::PeftGen.Methods.AdaptedLayer[]
         {
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.self_attn.q_proj", 64, 64, 8, 16f, 2f, false, 1024L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.self_attn.v_proj", 64, 32, 8, 16f, 2f, false, 768L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.self_attn.q_proj", 64, 64, 8, 16f, 2f, false, 1024L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.self_attn.v_proj", 64, 32, 8, 16f, 2f, false, 768L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.2.self_attn.q_proj", 64, 64, 8, 16f, 2f, false, 1024L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.2.self_attn.v_proj", 64, 32, 8, 16f, 2f, false, 768L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.q_proj", 64, 64, 8, 16f, 2f, false, 1024L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.v_proj", 64, 32, 8, 16f, 2f, false, 768L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.1.self_attn.q_proj", 64, 64, 8, 16f, 2f, false, 1024L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.1.self_attn.v_proj", 64, 32, 8, 16f, 2f, false, 768L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.2.self_attn.q_proj", 64, 64, 8, 16f, 2f, false, 1024L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.2.self_attn.v_proj", 64, 32, 8, 16f, 2f, false, 768L),
         };
 
         /// <summary>Parameters the "default" adapter trains (A, B and DoRA magnitudes; biases trained by its bias mode are not counted).</summary>
@@ -98,15 +98,15 @@ namespace Demo
 
         /// <summary>
         /// Freezes this model and wraps the layers its adapters target ("default") with LoRA.
-        /// The "default" adapter is active. The model is owned by the returned <see cref="global::PeftGen.Adapters.PeftModel{TModel}"/>.
+        /// The "default" adapter is active. The model is owned by the returned <see cref="global::PeftGen.Methods.LoRA.PeftModel{TModel}"/>.
         /// </summary>
         /// <exception cref="global::System.ArgumentException">
         /// A target matches no layer of this model, or a rank exceeds a layer's size (where the compiler could not check it,
         /// with the text of diagnostic PEFT003).
         /// </exception>
-        public global::PeftGen.Adapters.PeftModel<global::Demo.MovingChat> ApplyAdapters()
+        public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.MovingChat> ApplyAdapters()
         {
-            return global::PeftGen.Adapters.PeftModel.Create(this, LoRAConfig, QuantizationConfig, "default");
+            return global::PeftGen.Methods.LoRA.PeftModel.Create(this, LoRAConfig, QuantizationConfig, "default");
         }
 
         /// <summary>
@@ -120,18 +120,18 @@ namespace Demo
         /// <param name="train">The training batches.</param>
         /// <param name="options">The training settings.</param>
         /// <param name="eval">Evaluation batches, or null.</param>
-        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Adapters.PeftModel<global::Demo.MovingChat> peft, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
+        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.MovingChat> peft, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(peft);
             global::System.ArgumentNullException.ThrowIfNull(options);
             var trainer = new global::PeftGen.Training.Trainer(this, loss, train, options, eval, new global::PeftGen.Tensors.Rng[] { peft.DropoutRng });
-            trainer.AfterStepHooks.Add(global::PeftGen.Adapters.DeltaLoRAUpdater.Create(peft, "default"));
+            trainer.AfterStepHooks.Add(global::PeftGen.Methods.DeltaLoRA.DeltaLoRAUpdater.Create(peft, "default"));
             return trainer;
         }
 
         /// <summary>
         /// Every linear layer of this model with its PyTorch-style path, in module order, read through this class's members
-        /// (loops over module lists, no reflection). Adapted layers appear as their <see cref="global::PeftGen.Adapters.LoRALinear"/> wrappers.
+        /// (loops over module lists, no reflection). Adapted layers appear as their <see cref="global::PeftGen.Methods.LoRA.LoRALinear"/> wrappers.
         /// </summary>
         public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Nn.LinearBase Layer)> LinearLayers()
         {
@@ -163,12 +163,12 @@ namespace Demo
         /// </summary>
         /// <param name="adapter">The adapter's name.</param>
         public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Tensors.Tensor Tensor)> NamedAdapterParameters(string adapter = "default") =>
-            global::PeftGen.Adapters.AdapterLayers.NamedParameters(LinearLayers(), adapter);
+            global::PeftGen.Methods.LoRA.AdapterLayers.NamedParameters(LinearLayers(), adapter);
 
         /// <summary>
-        /// Writes the Delta-LoRA result of <paramref name="peft"/> to <paramref name="folder"/> (<see cref="global::PeftGen.Adapters.DeltaLoRAFile"/>): the
+        /// Writes the Delta-LoRA result of <paramref name="peft"/> to <paramref name="folder"/> (<see cref="global::PeftGen.Methods.DeltaLoRA.DeltaLoRAFile"/>): the
         /// default adapter as a Hugging Face PEFT LoRA folder (<c>adapter_config.json</c>, <c>adapter_model.safetensors</c>) and
-        /// <c>delta_lora_base.safetensors</c>, the base change the <see cref="global::PeftGen.Adapters.DeltaLoRAUpdater"/> of <paramref name="trainer"/>
+        /// <c>delta_lora_base.safetensors</c>, the base change the <see cref="global::PeftGen.Methods.DeltaLoRA.DeltaLoRAUpdater"/> of <paramref name="trainer"/>
         /// applied, factored per layer. Each file is written in full under a temporary name, then renamed into place.
         /// </summary>
         /// <param name="peft">The model with its adapters (from <see cref="ApplyAdapters"/>).</param>
@@ -176,12 +176,12 @@ namespace Demo
         /// <param name="folder">The adapter folder, created when missing.</param>
         /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
         /// <exception cref="global::System.ArgumentException"><paramref name="trainer"/> has no Delta-LoRA updater among its after-step hooks.</exception>
-        public static void SaveAdapter(global::PeftGen.Adapters.PeftModel<global::Demo.MovingChat> peft, global::PeftGen.Training.Trainer trainer, string folder, string? baseModelNameOrPath = null)
+        public static void SaveAdapter(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.MovingChat> peft, global::PeftGen.Training.Trainer trainer, string folder, string? baseModelNameOrPath = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(trainer);
-            var updater = global::System.Linq.Enumerable.FirstOrDefault(global::System.Linq.Enumerable.OfType<global::PeftGen.Adapters.DeltaLoRAUpdater>(trainer.AfterStepHooks))
+            var updater = global::System.Linq.Enumerable.FirstOrDefault(global::System.Linq.Enumerable.OfType<global::PeftGen.Methods.DeltaLoRA.DeltaLoRAUpdater>(trainer.AfterStepHooks))
                 ?? throw new global::System.ArgumentException("The trainer has no DeltaLoRAUpdater among its AfterStepHooks: create it with CreateTrainer, which adds one.", nameof(trainer));
-            global::PeftGen.Adapters.DeltaLoRAFile.Save(peft, updater, folder, baseModelNameOrPath);
+            global::PeftGen.Methods.DeltaLoRA.DeltaLoRAFile.Save(peft, updater, folder, baseModelNameOrPath);
         }
 
         /// <summary>
@@ -193,7 +193,7 @@ namespace Demo
         /// <param name="adapter">The name the adapter gets.</param>
         /// <exception cref="global::System.IO.FileNotFoundException">The folder has no <c>delta_lora_base.safetensors</c> (a plain LoRA folder).</exception>
         /// <exception cref="global::System.IO.InvalidDataException">The files do not fit this model; every mismatch is listed.</exception>
-        public global::PeftGen.Adapters.PeftModel<global::Demo.MovingChat> LoadAdapter(string folder, string adapter = "default") =>
-            global::PeftGen.Adapters.DeltaLoRAFile.LoadInto(this, folder, adapter);
+        public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.MovingChat> LoadAdapter(string folder, string adapter = "default") =>
+            global::PeftGen.Methods.DeltaLoRA.DeltaLoRAFile.LoadInto(this, folder, adapter);
     }
 }

@@ -6,27 +6,27 @@ namespace Demo
     partial class ScaledChat
     {
         /// <summary>The (IA)³ adapter's settings, from this class's <c>[IA3]</c> attribute.</summary>
-        public static global::PeftGen.Adapters.IA3Config IA3Config { get; } = new global::PeftGen.Adapters.IA3Config
+        public static global::PeftGen.Methods.IA3.IA3Config IA3Config { get; } = new global::PeftGen.Methods.IA3.IA3Config
         {
-            Targets = global::PeftGen.Adapters.TargetModules.List("k_proj", "v_proj", "down_proj"),
-            FeedForward = global::PeftGen.Adapters.TargetModules.List("down_proj"),
+            Targets = global::PeftGen.Methods.TargetModules.List("k_proj", "v_proj", "down_proj"),
+            FeedForward = global::PeftGen.Methods.TargetModules.List("down_proj"),
         };
 
         /// <summary>
         /// The adapted layers, known at compile time: path, in and out features, whether the vector scales the input (feed-forward), and trainable parameters.
         /// Equals <c>ApplyAdapters().Plan()</c>.
         /// </summary>
-        public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Adapters.IA3AdaptedLayer> AdapterPlan { get; } = new global::PeftGen.Adapters.IA3AdaptedLayer[]
+        public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Methods.IA3.IA3AdaptedLayer> AdapterPlan { get; } = new global::PeftGen.Methods.IA3.IA3AdaptedLayer[]
         {
-            new global::PeftGen.Adapters.IA3AdaptedLayer("model.layers.0.self_attn.k_proj", 64, 32, false, 32L),
-            new global::PeftGen.Adapters.IA3AdaptedLayer("model.layers.0.self_attn.v_proj", 64, 32, false, 32L),
-            new global::PeftGen.Adapters.IA3AdaptedLayer("model.layers.0.mlp.down_proj", 172, 64, true, 172L),
-            new global::PeftGen.Adapters.IA3AdaptedLayer("model.layers.1.self_attn.k_proj", 64, 32, false, 32L),
-            new global::PeftGen.Adapters.IA3AdaptedLayer("model.layers.1.self_attn.v_proj", 64, 32, false, 32L),
-            new global::PeftGen.Adapters.IA3AdaptedLayer("model.layers.1.mlp.down_proj", 172, 64, true, 172L),
-            new global::PeftGen.Adapters.IA3AdaptedLayer("model.layers.2.self_attn.k_proj", 64, 32, false, 32L),
-            new global::PeftGen.Adapters.IA3AdaptedLayer("model.layers.2.self_attn.v_proj", 64, 32, false, 32L),
-            new global::PeftGen.Adapters.IA3AdaptedLayer("model.layers.2.mlp.down_proj", 172, 64, true, 172L),
+            new global::PeftGen.Methods.IA3.IA3AdaptedLayer("model.layers.0.self_attn.k_proj", 64, 32, false, 32L),
+            new global::PeftGen.Methods.IA3.IA3AdaptedLayer("model.layers.0.self_attn.v_proj", 64, 32, false, 32L),
+            new global::PeftGen.Methods.IA3.IA3AdaptedLayer("model.layers.0.mlp.down_proj", 172, 64, true, 172L),
+            new global::PeftGen.Methods.IA3.IA3AdaptedLayer("model.layers.1.self_attn.k_proj", 64, 32, false, 32L),
+            new global::PeftGen.Methods.IA3.IA3AdaptedLayer("model.layers.1.self_attn.v_proj", 64, 32, false, 32L),
+            new global::PeftGen.Methods.IA3.IA3AdaptedLayer("model.layers.1.mlp.down_proj", 172, 64, true, 172L),
+            new global::PeftGen.Methods.IA3.IA3AdaptedLayer("model.layers.2.self_attn.k_proj", 64, 32, false, 32L),
+            new global::PeftGen.Methods.IA3.IA3AdaptedLayer("model.layers.2.self_attn.v_proj", 64, 32, false, 32L),
+            new global::PeftGen.Methods.IA3.IA3AdaptedLayer("model.layers.2.mlp.down_proj", 172, 64, true, 172L),
         };
 
         /// <summary>Parameters the method trains (one vector per layer: in channels for feed-forward layers, out channels otherwise), known at compile time; the sum over <c>ApplyAdapters().Plan()</c>.</summary>
@@ -36,14 +36,14 @@ namespace Demo
         /// Freezes this model and adds (IA)³ vectors to the layers <see cref="IA3Config"/> targets.
         /// </summary>
         /// <exception cref="global::System.ArgumentException">A setting does not fit this model (a target matches no layer, a size is out of range).</exception>
-        public global::PeftGen.Adapters.IA3Model<global::Demo.ScaledChat> ApplyAdapters()
+        public global::PeftGen.Methods.IA3.IA3Model<global::Demo.ScaledChat> ApplyAdapters()
         {
-            return global::PeftGen.Adapters.IA3Model<global::Demo.ScaledChat>.Create(this, IA3Config);
+            return global::PeftGen.Methods.IA3.IA3Model<global::Demo.ScaledChat>.Create(this, IA3Config);
         }
 
         /// <summary>
         /// Writes (IA)³ adapter <paramref name="adapter"/> of <paramref name="ia3"/> to <paramref name="folder"/> in
-        /// Hugging Face PEFT format (<see cref="global::PeftGen.Adapters.Formats.IA3AdapterFile"/>):
+        /// Hugging Face PEFT format (<see cref="global::PeftGen.Methods.IA3.IA3AdapterFile"/>):
         /// <c>adapter_config.json</c> and <c>adapter_model.safetensors</c> with one <c>ia3_l</c> vector per adapted layer.
         /// Both files are written in full under temporary names, then renamed into place.
         /// </summary>
@@ -51,8 +51,8 @@ namespace Demo
         /// <param name="folder">The adapter folder, created when missing.</param>
         /// <param name="adapter">The adapter to save.</param>
         /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
-        public static void SaveAdapter(global::PeftGen.Adapters.IA3Model<global::Demo.ScaledChat> ia3, string folder, string adapter = "default", string? baseModelNameOrPath = null) =>
-            global::PeftGen.Adapters.Formats.IA3AdapterFile.Save(ia3, folder, adapter, baseModelNameOrPath);
+        public static void SaveAdapter(global::PeftGen.Methods.IA3.IA3Model<global::Demo.ScaledChat> ia3, string folder, string adapter = "default", string? baseModelNameOrPath = null) =>
+            global::PeftGen.Methods.IA3.IA3AdapterFile.Save(ia3, folder, adapter, baseModelNameOrPath);
 
         /// <summary>
         /// Loads the (IA)³ adapter in <paramref name="folder"/> onto this model as <paramref name="adapter"/>, with the folder's
@@ -62,8 +62,8 @@ namespace Demo
         /// <param name="folder">The adapter folder.</param>
         /// <param name="adapter">The name the adapter gets.</param>
         /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>
-        public global::PeftGen.Adapters.IA3Model<global::Demo.ScaledChat> LoadAdapter(string folder, string adapter = "default") =>
-            global::PeftGen.Adapters.Formats.IA3AdapterFile.LoadInto(this, folder, adapter);
+        public global::PeftGen.Methods.IA3.IA3Model<global::Demo.ScaledChat> LoadAdapter(string folder, string adapter = "default") =>
+            global::PeftGen.Methods.IA3.IA3AdapterFile.LoadInto(this, folder, adapter);
 
     }
 }

@@ -6,24 +6,24 @@ namespace Demo
     partial class StoryTeller
     {
         /// <summary>The "default" adapter's settings, from this class's <c>[LoRA]</c> attribute.</summary>
-        public static global::PeftGen.Adapters.LoRAConfig LoRAConfig { get; } = new global::PeftGen.Adapters.LoRAConfig
+        public static global::PeftGen.Methods.LoRA.LoRAConfig LoRAConfig { get; } = new global::PeftGen.Methods.LoRA.LoRAConfig
         {
             Rank = 16,
             Alpha = 32f,
-            Targets = global::PeftGen.Adapters.TargetModules.List("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+            Targets = global::PeftGen.Methods.TargetModules.List("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
             Dropout = 0.05f,
             UseRsLoRA = true,
             UseDoRA = true,
-            Init = global::PeftGen.Adapters.LoRAInit.Gaussian,
-            Bias = global::PeftGen.Adapters.LoRABias.LoraOnly,
+            Init = global::PeftGen.Methods.LoRA.LoRAInit.Gaussian,
+            Bias = global::PeftGen.Methods.LoRA.LoRABias.LoraOnly,
             Exclude = new string[] { "k_proj" },
             Layers = new int[] { 0, 2 },
             Seed = 42,
         };
 
         /// <summary>How adapted layers store their base weights (from <c>[Quantize]</c>); null keeps them in full precision.</summary>
-        public static global::PeftGen.Adapters.QuantizationConfig? QuantizationConfig { get; } =
-            new global::PeftGen.Adapters.QuantizationConfig(global::PeftGen.Quantization.QuantType.NF4, DoubleQuant: false, BlockSize: 128);
+        public static global::PeftGen.Quantization.QuantizationConfig? QuantizationConfig { get; } =
+            new global::PeftGen.Quantization.QuantizationConfig(global::PeftGen.Quantization.QuantType.NF4, DoubleQuant: false, BlockSize: 128);
 
         /// <summary>The type 4-bit weights are dequantized to for the matrix multiply (from <c>[Quantize]</c>).</summary>
         public const global::PeftGen.Tensors.DType QuantizationComputeType = global::PeftGen.Tensors.DType.BFloat16;
@@ -38,20 +38,20 @@ namespace Demo
         /// The layers the "default" adapter adapts, known at compile time: path, in and out features, rank, alpha,
         /// scaling, whether the base is 4-bit, and trainable parameters. Equals <c>ApplyAdapters().Plan("default")</c>.
         /// </summary>
-        public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Adapters.AdaptedLayer> AdapterPlan { get; } = new global::PeftGen.Adapters.AdaptedLayer[]
+        public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Methods.AdaptedLayer> AdapterPlan { get; } = new global::PeftGen.Methods.AdaptedLayer[]
         {
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.self_attn.q_proj", 64, 64, 16, 32f, 8f, true, 2112L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.self_attn.v_proj", 64, 32, 16, 32f, 8f, true, 1568L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.self_attn.o_proj", 64, 64, 16, 32f, 8f, true, 2112L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.mlp.gate_proj", 64, 172, 16, 32f, 8f, true, 3948L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.mlp.up_proj", 64, 172, 16, 32f, 8f, true, 3948L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.mlp.down_proj", 172, 64, 16, 32f, 8f, true, 3840L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.2.self_attn.q_proj", 64, 64, 16, 32f, 8f, true, 2112L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.2.self_attn.v_proj", 64, 32, 16, 32f, 8f, true, 1568L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.2.self_attn.o_proj", 64, 64, 16, 32f, 8f, true, 2112L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.2.mlp.gate_proj", 64, 172, 16, 32f, 8f, true, 3948L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.2.mlp.up_proj", 64, 172, 16, 32f, 8f, true, 3948L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.2.mlp.down_proj", 172, 64, 16, 32f, 8f, true, 3840L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.q_proj", 64, 64, 16, 32f, 8f, true, 2112L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.v_proj", 64, 32, 16, 32f, 8f, true, 1568L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.o_proj", 64, 64, 16, 32f, 8f, true, 2112L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.0.mlp.gate_proj", 64, 172, 16, 32f, 8f, true, 3948L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.0.mlp.up_proj", 64, 172, 16, 32f, 8f, true, 3948L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.0.mlp.down_proj", 172, 64, 16, 32f, 8f, true, 3840L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.2.self_attn.q_proj", 64, 64, 16, 32f, 8f, true, 2112L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.2.self_attn.v_proj", 64, 32, 16, 32f, 8f, true, 1568L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.2.self_attn.o_proj", 64, 64, 16, 32f, 8f, true, 2112L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.2.mlp.gate_proj", 64, 172, 16, 32f, 8f, true, 3948L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.2.mlp.up_proj", 64, 172, 16, 32f, 8f, true, 3948L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.2.mlp.down_proj", 172, 64, 16, 32f, 8f, true, 3840L),
         };
 
         /// <summary>Parameters the "default" adapter trains (A, B and DoRA magnitudes; biases trained by its bias mode are not counted).</summary>
@@ -144,19 +144,19 @@ namespace Demo
         /// <exception cref="global::System.IO.InvalidDataException">The files are malformed, or a parameter of this model is missing from them or has another shape.</exception>
         public static global::Demo.StoryTeller FromPretrained(string modelPath) =>
             global::PeftGen.IO.ModelLoader.Load(modelPath, config => new global::Demo.StoryTeller(config),
-                global::PeftGen.IO.ModelLoadOptions.ForAdapter(LoRAConfig, QuantizationConfig));
+                global::PeftGen.Methods.LoRA.PeftModel.LoadOptions(LoRAConfig, QuantizationConfig));
 
         /// <summary>
         /// Freezes this model and wraps the layers its adapters target ("default") with LoRA, storing their base weights in 4 bits.
-        /// The "default" adapter is active. The model is owned by the returned <see cref="global::PeftGen.Adapters.PeftModel{TModel}"/>.
+        /// The "default" adapter is active. The model is owned by the returned <see cref="global::PeftGen.Methods.LoRA.PeftModel{TModel}"/>.
         /// </summary>
         /// <exception cref="global::System.ArgumentException">
         /// A target matches no layer of this model, or a rank exceeds a layer's size (where the compiler could not check it,
         /// with the text of diagnostic PEFT003).
         /// </exception>
-        public global::PeftGen.Adapters.PeftModel<global::Demo.StoryTeller> ApplyAdapters()
+        public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.StoryTeller> ApplyAdapters()
         {
-            return global::PeftGen.Adapters.PeftModel.Create(this, LoRAConfig, QuantizationConfig, "default");
+            return global::PeftGen.Methods.LoRA.PeftModel.Create(this, LoRAConfig, QuantizationConfig, "default");
         }
 
         /// <summary>
@@ -170,7 +170,7 @@ namespace Demo
         /// <param name="train">The training batches.</param>
         /// <param name="options">The training settings.</param>
         /// <param name="eval">Evaluation batches, or null.</param>
-        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Adapters.PeftModel<global::Demo.StoryTeller> peft, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
+        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.StoryTeller> peft, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(peft);
             global::System.ArgumentNullException.ThrowIfNull(options);
@@ -180,7 +180,7 @@ namespace Demo
 
         /// <summary>
         /// Every linear layer of this model with its PyTorch-style path, in module order, read through this class's members
-        /// (loops over module lists, no reflection). Adapted layers appear as their <see cref="global::PeftGen.Adapters.LoRALinear"/> wrappers.
+        /// (loops over module lists, no reflection). Adapted layers appear as their <see cref="global::PeftGen.Methods.LoRA.LoRALinear"/> wrappers.
         /// </summary>
         public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Nn.LinearBase Layer)> LinearLayers()
         {
@@ -212,7 +212,7 @@ namespace Demo
         /// </summary>
         /// <param name="adapter">The adapter's name.</param>
         public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Tensors.Tensor Tensor)> NamedAdapterParameters(string adapter = "default") =>
-            global::PeftGen.Adapters.AdapterLayers.NamedParameters(LinearLayers(), adapter);
+            global::PeftGen.Methods.LoRA.AdapterLayers.NamedParameters(LinearLayers(), adapter);
 
         /// <summary>
         /// Writes adapter <paramref name="adapter"/> of <paramref name="peft"/> to <paramref name="folder"/> in Hugging Face PEFT
@@ -224,11 +224,11 @@ namespace Demo
         /// <param name="folder">The adapter folder, created when missing.</param>
         /// <param name="adapter">The adapter to save.</param>
         /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
-        public static void SaveAdapter(global::PeftGen.Adapters.PeftModel<global::Demo.StoryTeller> peft, string folder, string adapter = "default", string? baseModelNameOrPath = null)
+        public static void SaveAdapter(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.StoryTeller> peft, string folder, string adapter = "default", string? baseModelNameOrPath = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(peft);
-            var tensors = global::PeftGen.Adapters.AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);
-            global::PeftGen.Adapters.PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);
+            var tensors = global::PeftGen.Methods.LoRA.AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);
+            global::PeftGen.Methods.LoRA.PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);
         }
 
         /// <summary>
@@ -240,7 +240,7 @@ namespace Demo
         /// <param name="folder">The adapter folder.</param>
         /// <param name="adapter">The name the adapter gets.</param>
         /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>
-        public global::PeftGen.Adapters.PeftModel<global::Demo.StoryTeller> LoadAdapter(string folder, string adapter = "default") =>
-            global::PeftGen.Adapters.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
+        public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.StoryTeller> LoadAdapter(string folder, string adapter = "default") =>
+            global::PeftGen.Methods.LoRA.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
     }
 }

@@ -6,17 +6,17 @@ namespace Demo
     partial class FrugalChat
     {
         /// <summary>The "default" adapter's settings, from this class's <c>[LoRA]</c> attribute.</summary>
-        public static global::PeftGen.Adapters.LoRAConfig LoRAConfig { get; } = new global::PeftGen.Adapters.LoRAConfig
+        public static global::PeftGen.Methods.LoRA.LoRAConfig LoRAConfig { get; } = new global::PeftGen.Methods.LoRA.LoRAConfig
         {
             Rank = 4,
             Alpha = 8f,
-            Targets = global::PeftGen.Adapters.TargetModules.AllLinear,
+            Targets = global::PeftGen.Methods.TargetModules.AllLinear,
             UseLoRAFA = true,
             LoRAFAGradientCorrection = true,
         };
 
         /// <summary>How adapted layers store their base weights (from <c>[Quantize]</c>); null keeps them in full precision.</summary>
-        public static global::PeftGen.Adapters.QuantizationConfig? QuantizationConfig => null;
+        public static global::PeftGen.Quantization.QuantizationConfig? QuantizationConfig => null;
 
         /// <summary>
         /// LoRA+ (from <c>[LoRAPlus]</c>): each B matrix trains with this many times the learning rate of A. Pass it as
@@ -31,10 +31,10 @@ namespace Demo
         public const float LayerwiseLearningRateDecay = 0.9f;
 
         /// <summary>The layer drop settings (from <c>[LayerDrop]</c>); <see cref="ApplyAdapters"/> installs them.</summary>
-        public static global::PeftGen.Adapters.LayerDropConfig LayerDropConfig { get; } = new global::PeftGen.Adapters.LayerDropConfig
+        public static global::PeftGen.Methods.LayerDrop.LayerDropConfig LayerDropConfig { get; } = new global::PeftGen.Methods.LayerDrop.LayerDropConfig
         {
             Probability = 0.2f,
-            Schedule = global::PeftGen.Adapters.LayerDropSchedule.Linear,
+            Schedule = global::PeftGen.Methods.LayerDrop.LayerDropSchedule.Linear,
             Layers = new int[] { 1, 2 },
             Seed = 5,
         };
@@ -43,29 +43,29 @@ namespace Demo
         /// The layers the "default" adapter adapts, known at compile time: path, in and out features, rank, alpha,
         /// scaling, whether the base is 4-bit, and trainable parameters. Equals <c>ApplyAdapters().Plan("default")</c>.
         /// </summary>
-        public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Adapters.AdaptedLayer> AdapterPlan { get; } = new global::PeftGen.Adapters.AdaptedLayer[]
+        public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Methods.AdaptedLayer> AdapterPlan { get; } = new global::PeftGen.Methods.AdaptedLayer[]
         {
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.self_attn.q_proj", 64, 64, 4, 8f, 2f, false, 256L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.self_attn.k_proj", 64, 32, 4, 8f, 2f, false, 128L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.self_attn.v_proj", 64, 32, 4, 8f, 2f, false, 128L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.self_attn.o_proj", 64, 64, 4, 8f, 2f, false, 256L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.mlp.gate_proj", 64, 172, 4, 8f, 2f, false, 688L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.mlp.up_proj", 64, 172, 4, 8f, 2f, false, 688L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.mlp.down_proj", 172, 64, 4, 8f, 2f, false, 256L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.self_attn.q_proj", 64, 64, 4, 8f, 2f, false, 256L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.self_attn.k_proj", 64, 32, 4, 8f, 2f, false, 128L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.self_attn.v_proj", 64, 32, 4, 8f, 2f, false, 128L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.self_attn.o_proj", 64, 64, 4, 8f, 2f, false, 256L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.mlp.gate_proj", 64, 172, 4, 8f, 2f, false, 688L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.mlp.up_proj", 64, 172, 4, 8f, 2f, false, 688L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.mlp.down_proj", 172, 64, 4, 8f, 2f, false, 256L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.2.self_attn.q_proj", 64, 64, 4, 8f, 2f, false, 256L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.2.self_attn.k_proj", 64, 32, 4, 8f, 2f, false, 128L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.2.self_attn.v_proj", 64, 32, 4, 8f, 2f, false, 128L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.2.self_attn.o_proj", 64, 64, 4, 8f, 2f, false, 256L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.2.mlp.gate_proj", 64, 172, 4, 8f, 2f, false, 688L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.2.mlp.up_proj", 64, 172, 4, 8f, 2f, false, 688L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.2.mlp.down_proj", 172, 64, 4, 8f, 2f, false, 256L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.q_proj", 64, 64, 4, 8f, 2f, false, 256L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.k_proj", 64, 32, 4, 8f, 2f, false, 128L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.v_proj", 64, 32, 4, 8f, 2f, false, 128L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.o_proj", 64, 64, 4, 8f, 2f, false, 256L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.0.mlp.gate_proj", 64, 172, 4, 8f, 2f, false, 688L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.0.mlp.up_proj", 64, 172, 4, 8f, 2f, false, 688L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.0.mlp.down_proj", 172, 64, 4, 8f, 2f, false, 256L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.1.self_attn.q_proj", 64, 64, 4, 8f, 2f, false, 256L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.1.self_attn.k_proj", 64, 32, 4, 8f, 2f, false, 128L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.1.self_attn.v_proj", 64, 32, 4, 8f, 2f, false, 128L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.1.self_attn.o_proj", 64, 64, 4, 8f, 2f, false, 256L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.1.mlp.gate_proj", 64, 172, 4, 8f, 2f, false, 688L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.1.mlp.up_proj", 64, 172, 4, 8f, 2f, false, 688L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.1.mlp.down_proj", 172, 64, 4, 8f, 2f, false, 256L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.2.self_attn.q_proj", 64, 64, 4, 8f, 2f, false, 256L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.2.self_attn.k_proj", 64, 32, 4, 8f, 2f, false, 128L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.2.self_attn.v_proj", 64, 32, 4, 8f, 2f, false, 128L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.2.self_attn.o_proj", 64, 64, 4, 8f, 2f, false, 256L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.2.mlp.gate_proj", 64, 172, 4, 8f, 2f, false, 688L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.2.mlp.up_proj", 64, 172, 4, 8f, 2f, false, 688L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.2.mlp.down_proj", 172, 64, 4, 8f, 2f, false, 256L),
         };
 
         /// <summary>Parameters the "default" adapter trains (A, B and DoRA magnitudes; biases trained by its bias mode are not counted).</summary>
@@ -163,20 +163,20 @@ namespace Demo
         /// <exception cref="global::System.IO.InvalidDataException">The files are malformed, or a parameter of this model is missing from them or has another shape.</exception>
         public static global::Demo.FrugalChat FromPretrained(string modelPath) =>
             global::PeftGen.IO.ModelLoader.Load(modelPath, config => new global::Demo.FrugalChat(config),
-                global::PeftGen.IO.ModelLoadOptions.ForAdapter(LoRAConfig, QuantizationConfig));
+                global::PeftGen.Methods.LoRA.PeftModel.LoadOptions(LoRAConfig, QuantizationConfig));
 
         /// <summary>
         /// Freezes this model and wraps the layers its adapters target ("default") with LoRA.
-        /// The "default" adapter is active. The model is owned by the returned <see cref="global::PeftGen.Adapters.PeftModel{TModel}"/>.
+        /// The "default" adapter is active. The model is owned by the returned <see cref="global::PeftGen.Methods.LoRA.PeftModel{TModel}"/>.
         /// </summary>
         /// <exception cref="global::System.ArgumentException">
         /// A target matches no layer of this model, or a rank exceeds a layer's size (where the compiler could not check it,
         /// with the text of diagnostic PEFT003).
         /// </exception>
-        public global::PeftGen.Adapters.PeftModel<global::Demo.FrugalChat> ApplyAdapters()
+        public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.FrugalChat> ApplyAdapters()
         {
-            var peft = global::PeftGen.Adapters.PeftModel.Create(this, LoRAConfig, QuantizationConfig, "default");
-            global::PeftGen.Adapters.LayerDrop.Apply(this, LayerDropConfig);
+            var peft = global::PeftGen.Methods.LoRA.PeftModel.Create(this, LoRAConfig, QuantizationConfig, "default");
+            global::PeftGen.Methods.LayerDrop.LayerDropper.Apply(this, LayerDropConfig);
             return peft;
         }
 
@@ -192,17 +192,17 @@ namespace Demo
         /// <param name="train">The training batches.</param>
         /// <param name="options">The training settings.</param>
         /// <param name="eval">Evaluation batches, or null.</param>
-        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Adapters.PeftModel<global::Demo.FrugalChat> peft, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
+        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.FrugalChat> peft, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(peft);
             global::System.ArgumentNullException.ThrowIfNull(options);
-            var trainer = new global::PeftGen.Training.Trainer(this, loss, train, options with { LoRAPlusRatio = LoRAPlusRatio, LayerwiseLearningRateDecay = LayerwiseLearningRateDecay }, eval, new global::PeftGen.Tensors.Rng[] { peft.DropoutRng, this.Model.LayerDrop!.Rng });
+            var trainer = new global::PeftGen.Training.Trainer(this, loss, train, options with { LoRAPlusRatio = LoRAPlusRatio, LayerwiseLearningRateDecay = LayerwiseLearningRateDecay }, eval, new global::PeftGen.Tensors.Rng[] { peft.DropoutRng, ((global::PeftGen.Methods.LayerDrop.LayerDropper)this.Model.LayerSkip!).Rng });
             return trainer;
         }
 
         /// <summary>
         /// Every linear layer of this model with its PyTorch-style path, in module order, read through this class's members
-        /// (loops over module lists, no reflection). Adapted layers appear as their <see cref="global::PeftGen.Adapters.LoRALinear"/> wrappers.
+        /// (loops over module lists, no reflection). Adapted layers appear as their <see cref="global::PeftGen.Methods.LoRA.LoRALinear"/> wrappers.
         /// </summary>
         public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Nn.LinearBase Layer)> LinearLayers()
         {
@@ -234,7 +234,7 @@ namespace Demo
         /// </summary>
         /// <param name="adapter">The adapter's name.</param>
         public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Tensors.Tensor Tensor)> NamedAdapterParameters(string adapter = "default") =>
-            global::PeftGen.Adapters.AdapterLayers.NamedParameters(LinearLayers(), adapter);
+            global::PeftGen.Methods.LoRA.AdapterLayers.NamedParameters(LinearLayers(), adapter);
 
         /// <summary>
         /// Writes adapter <paramref name="adapter"/> of <paramref name="peft"/> to <paramref name="folder"/> in Hugging Face PEFT
@@ -246,11 +246,11 @@ namespace Demo
         /// <param name="folder">The adapter folder, created when missing.</param>
         /// <param name="adapter">The adapter to save.</param>
         /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
-        public static void SaveAdapter(global::PeftGen.Adapters.PeftModel<global::Demo.FrugalChat> peft, string folder, string adapter = "default", string? baseModelNameOrPath = null)
+        public static void SaveAdapter(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.FrugalChat> peft, string folder, string adapter = "default", string? baseModelNameOrPath = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(peft);
-            var tensors = global::PeftGen.Adapters.AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);
-            global::PeftGen.Adapters.PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);
+            var tensors = global::PeftGen.Methods.LoRA.AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);
+            global::PeftGen.Methods.LoRA.PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);
         }
 
         /// <summary>
@@ -262,7 +262,7 @@ namespace Demo
         /// <param name="folder">The adapter folder.</param>
         /// <param name="adapter">The name the adapter gets.</param>
         /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>
-        public global::PeftGen.Adapters.PeftModel<global::Demo.FrugalChat> LoadAdapter(string folder, string adapter = "default") =>
-            global::PeftGen.Adapters.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
+        public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.FrugalChat> LoadAdapter(string folder, string adapter = "default") =>
+            global::PeftGen.Methods.LoRA.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
     }
 }

@@ -6,7 +6,7 @@ namespace Demo
     partial class EncodedChat
     {
         /// <summary>The P-tuning settings, from this class's <c>[PTuning]</c> attribute.</summary>
-        public static global::PeftGen.Adapters.PTuningConfig PTuningConfig { get; } = new global::PeftGen.Adapters.PTuningConfig
+        public static global::PeftGen.Methods.PromptLearning.PTuningConfig PTuningConfig { get; } = new global::PeftGen.Methods.PromptLearning.PTuningConfig
         {
             NumVirtualTokens = 5,
             EncoderHiddenSize = 32,
@@ -14,7 +14,7 @@ namespace Demo
         };
 
         /// <summary>The layer drop settings (from <c>[LayerDrop]</c>); <see cref="ApplyAdapters"/> installs them.</summary>
-        public static global::PeftGen.Adapters.LayerDropConfig LayerDropConfig { get; } = new global::PeftGen.Adapters.LayerDropConfig
+        public static global::PeftGen.Methods.LayerDrop.LayerDropConfig LayerDropConfig { get; } = new global::PeftGen.Methods.LayerDrop.LayerDropConfig
         {
             Probability = 0.1f,
         };
@@ -27,10 +27,10 @@ namespace Demo
         /// </summary>
         /// <param name="tokenizer">A tokenizer (needed only for a text initialisation); may be null.</param>
         /// <exception cref="global::System.ArgumentException">A setting does not fit this model (a target matches no layer, a size is out of range).</exception>
-        public global::PeftGen.Adapters.PromptLearningModel ApplyAdapters(global::PeftGen.Text.ITokenizer? tokenizer = null)
+        public global::PeftGen.Methods.PromptLearning.PromptLearningModel ApplyAdapters(global::PeftGen.Text.ITokenizer? tokenizer = null)
         {
-            var adapted = global::PeftGen.Adapters.PeftModel.Create(this, PTuningConfig, tokenizer);
-            global::PeftGen.Adapters.LayerDrop.Apply(this, LayerDropConfig);
+            var adapted = global::PeftGen.Methods.PromptLearning.PromptLearningModel.Create(this, PTuningConfig, tokenizer);
+            global::PeftGen.Methods.LayerDrop.LayerDropper.Apply(this, LayerDropConfig);
             return adapted;
         }
 
@@ -45,17 +45,17 @@ namespace Demo
         /// <param name="train">The training batches.</param>
         /// <param name="options">The training settings.</param>
         /// <param name="eval">Evaluation batches, or null.</param>
-        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Adapters.PromptLearningModel prompt, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
+        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Methods.PromptLearning.PromptLearningModel prompt, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(prompt);
             global::System.ArgumentNullException.ThrowIfNull(options);
-            var trainer = new global::PeftGen.Training.Trainer(prompt, loss, train, options, eval, new global::PeftGen.Tensors.Rng[] { this.Model.LayerDrop!.Rng });
+            var trainer = new global::PeftGen.Training.Trainer(prompt, loss, train, options, eval, new global::PeftGen.Tensors.Rng[] { ((global::PeftGen.Methods.LayerDrop.LayerDropper)this.Model.LayerSkip!).Rng });
             return trainer;
         }
 
         /// <summary>
         /// Writes P-tuning adapter <paramref name="adapter"/> of <paramref name="prompt"/> to <paramref name="folder"/> in
-        /// Hugging Face PEFT format (<see cref="global::PeftGen.Adapters.Formats.PromptLearningAdapterFile"/>):
+        /// Hugging Face PEFT format (<see cref="global::PeftGen.Methods.PromptLearning.PromptLearningAdapterFile"/>):
         /// <c>adapter_config.json</c> and <c>adapter_model.safetensors</c> with the virtual tokens' embeddings as the encoder computes them, one tensor <c>prompt_embeddings</c>.
         /// Both files are written in full under temporary names, then renamed into place.
         /// </summary>
@@ -63,8 +63,8 @@ namespace Demo
         /// <param name="folder">The adapter folder, created when missing.</param>
         /// <param name="adapter">The adapter to save.</param>
         /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
-        public static void SaveAdapter(global::PeftGen.Adapters.PromptLearningModel prompt, string folder, string adapter = "default", string? baseModelNameOrPath = null) =>
-            global::PeftGen.Adapters.Formats.PromptLearningAdapterFile.Save(prompt, folder, adapter, baseModelNameOrPath);
+        public static void SaveAdapter(global::PeftGen.Methods.PromptLearning.PromptLearningModel prompt, string folder, string adapter = "default", string? baseModelNameOrPath = null) =>
+            global::PeftGen.Methods.PromptLearning.PromptLearningAdapterFile.Save(prompt, folder, adapter, baseModelNameOrPath);
 
         /// <summary>
         /// Loads the P-tuning adapter in <paramref name="folder"/> onto this model as <paramref name="adapter"/>, with the
@@ -74,8 +74,8 @@ namespace Demo
         /// <param name="folder">The adapter folder.</param>
         /// <param name="adapter">The name the adapter gets.</param>
         /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or describes another model, or the tensor is missing or misshapen.</exception>
-        public global::PeftGen.Adapters.PromptLearningModel LoadAdapter(string folder, string adapter = "default") =>
-            global::PeftGen.Adapters.Formats.PromptLearningAdapterFile.LoadInto(this, folder, adapter);
+        public global::PeftGen.Methods.PromptLearning.PromptLearningModel LoadAdapter(string folder, string adapter = "default") =>
+            global::PeftGen.Methods.PromptLearning.PromptLearningAdapterFile.LoadInto(this, folder, adapter);
 
     }
 }

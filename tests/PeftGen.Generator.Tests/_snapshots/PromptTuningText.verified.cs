@@ -6,10 +6,10 @@ namespace Demo
     partial class PromptedChat
     {
         /// <summary>The prompt tuning settings, from this class's <c>[PromptTuning]</c> attribute.</summary>
-        public static global::PeftGen.Adapters.PromptTuningConfig PromptTuningConfig { get; } = new global::PeftGen.Adapters.PromptTuningConfig
+        public static global::PeftGen.Methods.PromptLearning.PromptTuningConfig PromptTuningConfig { get; } = new global::PeftGen.Methods.PromptLearning.PromptTuningConfig
         {
             NumVirtualTokens = 8,
-            Init = global::PeftGen.Adapters.PromptTuningInit.Text,
+            Init = global::PeftGen.Methods.PromptLearning.PromptTuningInit.Text,
             InitText = "Classify the sentiment:",
             Seed = 2,
         };
@@ -28,9 +28,9 @@ namespace Demo
         /// </summary>
         /// <param name="tokenizer">The tokenizer of <see cref="PromptTuningConfig"/>'s InitText; required.</param>
         /// <exception cref="global::System.ArgumentException">A setting does not fit this model (a target matches no layer, a size is out of range).</exception>
-        public global::PeftGen.Adapters.PromptLearningModel ApplyAdapters(global::PeftGen.Text.ITokenizer? tokenizer = null)
+        public global::PeftGen.Methods.PromptLearning.PromptLearningModel ApplyAdapters(global::PeftGen.Text.ITokenizer? tokenizer = null)
         {
-            return global::PeftGen.Adapters.PeftModel.Create(this, PromptTuningConfig, tokenizer);
+            return global::PeftGen.Methods.PromptLearning.PromptLearningModel.Create(this, PromptTuningConfig, tokenizer);
         }
 
         /// <summary>
@@ -43,7 +43,7 @@ namespace Demo
         /// <param name="train">The training batches.</param>
         /// <param name="options">The training settings.</param>
         /// <param name="eval">Evaluation batches, or null.</param>
-        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Adapters.PromptLearningModel prompt, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
+        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Methods.PromptLearning.PromptLearningModel prompt, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(prompt);
             global::System.ArgumentNullException.ThrowIfNull(options);
@@ -53,7 +53,7 @@ namespace Demo
 
         /// <summary>
         /// Writes prompt tuning adapter <paramref name="adapter"/> of <paramref name="prompt"/> to <paramref name="folder"/> in
-        /// Hugging Face PEFT format (<see cref="global::PeftGen.Adapters.Formats.PromptLearningAdapterFile"/>):
+        /// Hugging Face PEFT format (<see cref="global::PeftGen.Methods.PromptLearning.PromptLearningAdapterFile"/>):
         /// <c>adapter_config.json</c> and <c>adapter_model.safetensors</c> with the virtual tokens' embeddings as the encoder computes them, one tensor <c>prompt_embeddings</c>.
         /// Both files are written in full under temporary names, then renamed into place.
         /// </summary>
@@ -61,8 +61,8 @@ namespace Demo
         /// <param name="folder">The adapter folder, created when missing.</param>
         /// <param name="adapter">The adapter to save.</param>
         /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
-        public static void SaveAdapter(global::PeftGen.Adapters.PromptLearningModel prompt, string folder, string adapter = "default", string? baseModelNameOrPath = null) =>
-            global::PeftGen.Adapters.Formats.PromptLearningAdapterFile.Save(prompt, folder, adapter, baseModelNameOrPath);
+        public static void SaveAdapter(global::PeftGen.Methods.PromptLearning.PromptLearningModel prompt, string folder, string adapter = "default", string? baseModelNameOrPath = null) =>
+            global::PeftGen.Methods.PromptLearning.PromptLearningAdapterFile.Save(prompt, folder, adapter, baseModelNameOrPath);
 
         /// <summary>
         /// Loads the prompt tuning adapter in <paramref name="folder"/> onto this model as <paramref name="adapter"/>, with the
@@ -72,8 +72,8 @@ namespace Demo
         /// <param name="folder">The adapter folder.</param>
         /// <param name="adapter">The name the adapter gets.</param>
         /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or describes another model, or the tensor is missing or misshapen.</exception>
-        public global::PeftGen.Adapters.PromptLearningModel LoadAdapter(string folder, string adapter = "default") =>
-            global::PeftGen.Adapters.Formats.PromptLearningAdapterFile.LoadInto(this, folder, adapter);
+        public global::PeftGen.Methods.PromptLearning.PromptLearningModel LoadAdapter(string folder, string adapter = "default") =>
+            global::PeftGen.Methods.PromptLearning.PromptLearningAdapterFile.LoadInto(this, folder, adapter);
 
     }
 }

@@ -6,11 +6,11 @@ namespace Demo
     partial class SparseChat
     {
         /// <summary>The sparse fine-tuning settings, from this class's <c>[SparseFineTuning]</c> attribute.</summary>
-        public static global::PeftGen.Adapters.SparseFineTuningConfig SparseFineTuningConfig { get; } = new global::PeftGen.Adapters.SparseFineTuningConfig
+        public static global::PeftGen.Methods.Sparse.SparseFineTuningConfig SparseFineTuningConfig { get; } = new global::PeftGen.Methods.Sparse.SparseFineTuningConfig
         {
             Fraction = 0.05f,
-            Targets = global::PeftGen.Adapters.TargetModules.Regex(@"model\.layers\.\d+\.mlp\..*"),
-            Score = global::PeftGen.Adapters.SparseScore.GradientTimesWeight,
+            Targets = global::PeftGen.Methods.TargetModules.Regex(@"model\.layers\.\d+\.mlp\..*"),
+            Score = global::PeftGen.Methods.Sparse.SparseScore.GradientTimesWeight,
             CalibrationBatches = 2,
         };
 
@@ -20,9 +20,9 @@ namespace Demo
         /// <param name="loss">Computes a calibration batch's loss (needed when the score is not None).</param>
         /// <param name="calibration">The calibration batches (needed when the score is not None).</param>
         /// <exception cref="global::System.ArgumentException">A setting does not fit this model (a target matches no layer, a size is out of range).</exception>
-        public global::PeftGen.Adapters.SparseFineTuning ApplyAdapters(global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor>? loss = null, global::PeftGen.Training.IBatchSource? calibration = null)
+        public global::PeftGen.Methods.Sparse.SparseFineTuning ApplyAdapters(global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor>? loss = null, global::PeftGen.Training.IBatchSource? calibration = null)
         {
-            return global::PeftGen.Adapters.SparseFineTuning.Create(this, SparseFineTuningConfig, loss, calibration);
+            return global::PeftGen.Methods.Sparse.SparseFineTuning.Create(this, SparseFineTuningConfig, loss, calibration);
         }
 
         /// <summary>
@@ -35,7 +35,7 @@ namespace Demo
         /// <param name="train">The training batches.</param>
         /// <param name="options">The training settings.</param>
         /// <param name="eval">Evaluation batches, or null.</param>
-        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Adapters.SparseFineTuning sparse, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
+        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Methods.Sparse.SparseFineTuning sparse, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(sparse);
             global::System.ArgumentNullException.ThrowIfNull(options);
@@ -48,14 +48,14 @@ namespace Demo
         public const string SparseDeltaFileName = "sparse_delta.safetensors";
 
         /// <summary>
-        /// Writes the change of every trainable entry of <paramref name="sparse"/> (<see cref="global::PeftGen.Adapters.SparseFineTuning.Delta"/>) to
-        /// <paramref name="folder"/> as <see cref="SparseDeltaFileName"/> (<see cref="global::PeftGen.Adapters.SparseDelta"/>'s format: indices, values and
+        /// Writes the change of every trainable entry of <paramref name="sparse"/> (<see cref="global::PeftGen.Methods.Sparse.SparseFineTuning.Delta"/>) to
+        /// <paramref name="folder"/> as <see cref="SparseDeltaFileName"/> (<see cref="global::PeftGen.Methods.Sparse.SparseDelta"/>'s format: indices, values and
         /// shape per parameter), written in full under a temporary name, then renamed into place. Sparse fine-tuning has no PEFT
         /// adapter config, so there is no <c>adapter_config.json</c>.
         /// </summary>
         /// <param name="sparse">The selection from <see cref="ApplyAdapters"/>, after training.</param>
         /// <param name="folder">The folder, created when missing.</param>
-        public static void SaveAdapter(global::PeftGen.Adapters.SparseFineTuning sparse, string folder)
+        public static void SaveAdapter(global::PeftGen.Methods.Sparse.SparseFineTuning sparse, string folder)
         {
             global::System.ArgumentNullException.ThrowIfNull(sparse);
             global::System.IO.Directory.CreateDirectory(folder);
@@ -69,9 +69,9 @@ namespace Demo
         /// </summary>
         /// <param name="folder">The folder <see cref="SaveAdapter"/> wrote.</param>
         /// <exception cref="global::System.IO.InvalidDataException">The file is not a sparse delta, or it does not fit this model; every mismatch is listed.</exception>
-        public global::PeftGen.Adapters.SparseDelta LoadAdapter(string folder)
+        public global::PeftGen.Methods.Sparse.SparseDelta LoadAdapter(string folder)
         {
-            var delta = global::PeftGen.Adapters.SparseDelta.Load(global::System.IO.Path.Combine(folder, SparseDeltaFileName));
+            var delta = global::PeftGen.Methods.Sparse.SparseDelta.Load(global::System.IO.Path.Combine(folder, SparseDeltaFileName));
             delta.ApplyTo(this);
             return delta;
         }

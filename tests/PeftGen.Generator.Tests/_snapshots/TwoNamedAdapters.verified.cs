@@ -8,24 +8,24 @@ namespace Demo.Models
         partial class Assistant
         {
             /// <summary>The "general" adapter's settings, from this class's <c>[LoRA]</c> attribute.</summary>
-            public static global::PeftGen.Adapters.LoRAConfig GeneralLoRAConfig { get; } = new global::PeftGen.Adapters.LoRAConfig
+            public static global::PeftGen.Methods.LoRA.LoRAConfig GeneralLoRAConfig { get; } = new global::PeftGen.Methods.LoRA.LoRAConfig
             {
                 Rank = 4,
                 Alpha = 8f,
-                Targets = global::PeftGen.Adapters.TargetModules.AllLinear,
+                Targets = global::PeftGen.Methods.TargetModules.AllLinear,
             };
 
             /// <summary>The "sql-queries" adapter's settings, from this class's <c>[LoRA]</c> attribute.</summary>
-            public static global::PeftGen.Adapters.LoRAConfig SqlQueriesLoRAConfig { get; } = new global::PeftGen.Adapters.LoRAConfig
+            public static global::PeftGen.Methods.LoRA.LoRAConfig SqlQueriesLoRAConfig { get; } = new global::PeftGen.Methods.LoRA.LoRAConfig
             {
                 Rank = 2,
                 Alpha = 4f,
-                Targets = global::PeftGen.Adapters.TargetModules.Regex(@"model\.layers\.[01]\.self_attn\.(q|v)_proj"),
+                Targets = global::PeftGen.Methods.TargetModules.Regex(@"model\.layers\.[01]\.self_attn\.(q|v)_proj"),
             };
 
             /// <summary>How adapted layers store their base weights (from <c>[Quantize]</c>); null keeps them in full precision.</summary>
-            public static global::PeftGen.Adapters.QuantizationConfig? QuantizationConfig { get; } =
-                new global::PeftGen.Adapters.QuantizationConfig(global::PeftGen.Quantization.QuantType.FP4, DoubleQuant: true, BlockSize: 64);
+            public static global::PeftGen.Quantization.QuantizationConfig? QuantizationConfig { get; } =
+                new global::PeftGen.Quantization.QuantizationConfig(global::PeftGen.Quantization.QuantType.FP4, DoubleQuant: true, BlockSize: 64);
 
             /// <summary>The type 4-bit weights are dequantized to for the matrix multiply (from <c>[Quantize]</c>).</summary>
             public const global::PeftGen.Tensors.DType QuantizationComputeType = global::PeftGen.Tensors.DType.Float32;
@@ -34,22 +34,22 @@ namespace Demo.Models
             /// The layers the "general" adapter adapts, known at compile time: path, in and out features, rank, alpha,
             /// scaling, whether the base is 4-bit, and trainable parameters. Equals <c>ApplyAdapters().Plan("general")</c>.
             /// </summary>
-            public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Adapters.AdaptedLayer> GeneralAdapterPlan { get; } = new global::PeftGen.Adapters.AdaptedLayer[]
+            public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Methods.AdaptedLayer> GeneralAdapterPlan { get; } = new global::PeftGen.Methods.AdaptedLayer[]
             {
-                new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.self_attn.q_proj", 64, 64, 4, 8f, 2f, true, 512L),
-                new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.self_attn.k_proj", 64, 32, 4, 8f, 2f, true, 384L),
-                new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.self_attn.v_proj", 64, 32, 4, 8f, 2f, true, 384L),
-                new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.self_attn.o_proj", 64, 64, 4, 8f, 2f, true, 512L),
-                new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.mlp.gate_proj", 64, 172, 4, 8f, 2f, true, 944L),
-                new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.mlp.up_proj", 64, 172, 4, 8f, 2f, true, 944L),
-                new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.mlp.down_proj", 172, 64, 4, 8f, 2f, true, 944L),
-                new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.self_attn.q_proj", 64, 64, 4, 8f, 2f, true, 512L),
-                new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.self_attn.k_proj", 64, 32, 4, 8f, 2f, true, 384L),
-                new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.self_attn.v_proj", 64, 32, 4, 8f, 2f, true, 384L),
-                new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.self_attn.o_proj", 64, 64, 4, 8f, 2f, true, 512L),
-                new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.mlp.gate_proj", 64, 172, 4, 8f, 2f, true, 944L),
-                new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.mlp.up_proj", 64, 172, 4, 8f, 2f, true, 944L),
-                new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.mlp.down_proj", 172, 64, 4, 8f, 2f, true, 944L),
+                new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.q_proj", 64, 64, 4, 8f, 2f, true, 512L),
+                new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.k_proj", 64, 32, 4, 8f, 2f, true, 384L),
+                new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.v_proj", 64, 32, 4, 8f, 2f, true, 384L),
+                new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.o_proj", 64, 64, 4, 8f, 2f, true, 512L),
+                new global::PeftGen.Methods.AdaptedLayer("model.layers.0.mlp.gate_proj", 64, 172, 4, 8f, 2f, true, 944L),
+                new global::PeftGen.Methods.AdaptedLayer("model.layers.0.mlp.up_proj", 64, 172, 4, 8f, 2f, true, 944L),
+                new global::PeftGen.Methods.AdaptedLayer("model.layers.0.mlp.down_proj", 172, 64, 4, 8f, 2f, true, 944L),
+                new global::PeftGen.Methods.AdaptedLayer("model.layers.1.self_attn.q_proj", 64, 64, 4, 8f, 2f, true, 512L),
+                new global::PeftGen.Methods.AdaptedLayer("model.layers.1.self_attn.k_proj", 64, 32, 4, 8f, 2f, true, 384L),
+                new global::PeftGen.Methods.AdaptedLayer("model.layers.1.self_attn.v_proj", 64, 32, 4, 8f, 2f, true, 384L),
+                new global::PeftGen.Methods.AdaptedLayer("model.layers.1.self_attn.o_proj", 64, 64, 4, 8f, 2f, true, 512L),
+                new global::PeftGen.Methods.AdaptedLayer("model.layers.1.mlp.gate_proj", 64, 172, 4, 8f, 2f, true, 944L),
+                new global::PeftGen.Methods.AdaptedLayer("model.layers.1.mlp.up_proj", 64, 172, 4, 8f, 2f, true, 944L),
+                new global::PeftGen.Methods.AdaptedLayer("model.layers.1.mlp.down_proj", 172, 64, 4, 8f, 2f, true, 944L),
             };
 
             /// <summary>Parameters the "general" adapter trains (A, B and DoRA magnitudes; biases trained by its bias mode are not counted).</summary>
@@ -59,12 +59,12 @@ namespace Demo.Models
             /// The layers the "sql-queries" adapter adapts, known at compile time: path, in and out features, rank, alpha,
             /// scaling, whether the base is 4-bit, and trainable parameters. Equals <c>ApplyAdapters().Plan("sql-queries")</c>.
             /// </summary>
-            public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Adapters.AdaptedLayer> SqlQueriesAdapterPlan { get; } = new global::PeftGen.Adapters.AdaptedLayer[]
+            public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Methods.AdaptedLayer> SqlQueriesAdapterPlan { get; } = new global::PeftGen.Methods.AdaptedLayer[]
             {
-                new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.self_attn.q_proj", 64, 64, 2, 4f, 2f, true, 256L),
-                new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.self_attn.v_proj", 64, 32, 2, 4f, 2f, true, 192L),
-                new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.self_attn.q_proj", 64, 64, 2, 4f, 2f, true, 256L),
-                new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.self_attn.v_proj", 64, 32, 2, 4f, 2f, true, 192L),
+                new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.q_proj", 64, 64, 2, 4f, 2f, true, 256L),
+                new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.v_proj", 64, 32, 2, 4f, 2f, true, 192L),
+                new global::PeftGen.Methods.AdaptedLayer("model.layers.1.self_attn.q_proj", 64, 64, 2, 4f, 2f, true, 256L),
+                new global::PeftGen.Methods.AdaptedLayer("model.layers.1.self_attn.v_proj", 64, 32, 2, 4f, 2f, true, 192L),
             };
 
             /// <summary>Parameters the "sql-queries" adapter trains (A, B and DoRA magnitudes; biases trained by its bias mode are not counted).</summary>
@@ -166,31 +166,31 @@ namespace Demo.Models
             /// <exception cref="global::System.IO.InvalidDataException">The files are malformed, or a parameter of this model is missing from them or has another shape.</exception>
             public static global::Demo.Models.Zoo.Assistant FromPretrained(string modelPath) =>
                 global::PeftGen.IO.ModelLoader.Load(modelPath, config => new global::Demo.Models.Zoo.Assistant(config),
-                    global::PeftGen.IO.ModelLoadOptions.ForAdapter(GeneralLoRAConfig, QuantizationConfig) with
+                    global::PeftGen.Methods.LoRA.PeftModel.LoadOptions(GeneralLoRAConfig, QuantizationConfig) with
                     {
                         // ApplyAdapters stores the layers of every adapter in 4 bits.
-                        QuantizeLayer = path => global::PeftGen.Adapters.PeftModel.Adapts(GeneralLoRAConfig, path)
-                            || global::PeftGen.Adapters.PeftModel.Adapts(SqlQueriesLoRAConfig, path),
+                        QuantizeLayer = path => global::PeftGen.Methods.LoRA.PeftModel.Adapts(GeneralLoRAConfig, path)
+                            || global::PeftGen.Methods.LoRA.PeftModel.Adapts(SqlQueriesLoRAConfig, path),
                     });
 
             /// <summary>
             /// Freezes this model and wraps the layers its adapters target ("general", "sql-queries") with LoRA, storing their base weights in 4 bits.
-            /// The "general" adapter is active. The model is owned by the returned <see cref="global::PeftGen.Adapters.PeftModel{TModel}"/>.
+            /// The "general" adapter is active. The model is owned by the returned <see cref="global::PeftGen.Methods.LoRA.PeftModel{TModel}"/>.
             /// </summary>
             /// <exception cref="global::System.ArgumentException">
             /// A target matches no layer of this model, or a rank exceeds a layer's size (where the compiler could not check it,
             /// with the text of diagnostic PEFT003).
             /// </exception>
-            public global::PeftGen.Adapters.PeftModel<global::Demo.Models.Zoo.Assistant> ApplyAdapters()
+            public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.Models.Zoo.Assistant> ApplyAdapters()
             {
-                var peft = global::PeftGen.Adapters.PeftModel.Create(this, GeneralLoRAConfig, QuantizationConfig, "general");
+                var peft = global::PeftGen.Methods.LoRA.PeftModel.Create(this, GeneralLoRAConfig, QuantizationConfig, "general");
                 peft.AddAdapter("sql-queries", SqlQueriesLoRAConfig);
                 return peft;
             }
 
             /// <summary>
             /// Every linear layer of this model with its PyTorch-style path, in module order, read through this class's members
-            /// (loops over module lists, no reflection). Adapted layers appear as their <see cref="global::PeftGen.Adapters.LoRALinear"/> wrappers.
+            /// (loops over module lists, no reflection). Adapted layers appear as their <see cref="global::PeftGen.Methods.LoRA.LoRALinear"/> wrappers.
             /// </summary>
             public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Nn.LinearBase Layer)> LinearLayers()
             {
@@ -222,7 +222,7 @@ namespace Demo.Models
             /// </summary>
             /// <param name="adapter">The adapter's name.</param>
             public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Tensors.Tensor Tensor)> NamedAdapterParameters(string adapter = "general") =>
-                global::PeftGen.Adapters.AdapterLayers.NamedParameters(LinearLayers(), adapter);
+                global::PeftGen.Methods.LoRA.AdapterLayers.NamedParameters(LinearLayers(), adapter);
 
             /// <summary>
             /// Writes adapter <paramref name="adapter"/> of <paramref name="peft"/> to <paramref name="folder"/> in Hugging Face PEFT
@@ -234,11 +234,11 @@ namespace Demo.Models
             /// <param name="folder">The adapter folder, created when missing.</param>
             /// <param name="adapter">The adapter to save.</param>
             /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
-            public static void SaveAdapter(global::PeftGen.Adapters.PeftModel<global::Demo.Models.Zoo.Assistant> peft, string folder, string adapter = "general", string? baseModelNameOrPath = null)
+            public static void SaveAdapter(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.Models.Zoo.Assistant> peft, string folder, string adapter = "general", string? baseModelNameOrPath = null)
             {
                 global::System.ArgumentNullException.ThrowIfNull(peft);
-                var tensors = global::PeftGen.Adapters.AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);
-                global::PeftGen.Adapters.PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);
+                var tensors = global::PeftGen.Methods.LoRA.AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);
+                global::PeftGen.Methods.LoRA.PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);
             }
 
             /// <summary>
@@ -250,8 +250,8 @@ namespace Demo.Models
             /// <param name="folder">The adapter folder.</param>
             /// <param name="adapter">The name the adapter gets.</param>
             /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>
-            public global::PeftGen.Adapters.PeftModel<global::Demo.Models.Zoo.Assistant> LoadAdapter(string folder, string adapter = "general") =>
-                global::PeftGen.Adapters.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
+            public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.Models.Zoo.Assistant> LoadAdapter(string folder, string adapter = "general") =>
+                global::PeftGen.Methods.LoRA.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
         }
     }
 }

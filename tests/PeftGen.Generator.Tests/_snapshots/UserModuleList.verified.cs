@@ -4,11 +4,11 @@
 partial class Stack
 {
     /// <summary>The "default" adapter's settings, from this class's <c>[LoRA]</c> attribute.</summary>
-    public static global::PeftGen.Adapters.LoRAConfig LoRAConfig { get; } = new global::PeftGen.Adapters.LoRAConfig
+    public static global::PeftGen.Methods.LoRA.LoRAConfig LoRAConfig { get; } = new global::PeftGen.Methods.LoRA.LoRAConfig
     {
         Rank = 4,
         Alpha = 8f,
-        Targets = global::PeftGen.Adapters.TargetModules.List("proj"),
+        Targets = global::PeftGen.Methods.TargetModules.List("proj"),
         Exclude = new string[] { "head" },
         RankPattern = new global::System.Collections.Generic.Dictionary<string, int>
         {
@@ -17,7 +17,7 @@ partial class Stack
     };
 
     /// <summary>How adapted layers store their base weights (from <c>[Quantize]</c>); null keeps them in full precision.</summary>
-    public static global::PeftGen.Adapters.QuantizationConfig? QuantizationConfig => null;
+    public static global::PeftGen.Quantization.QuantizationConfig? QuantizationConfig => null;
 
     /// <summary>
     /// The keys of the "default" adapter's tensors in a PEFT <c>adapter_model.safetensors</c>, in module order, with "{i}"
@@ -32,21 +32,21 @@ partial class Stack
 
     /// <summary>
     /// Freezes this model and wraps the layers its adapters target ("default") with LoRA.
-    /// The "default" adapter is active. The model is owned by the returned <see cref="global::PeftGen.Adapters.PeftModel{TModel}"/>.
+    /// The "default" adapter is active. The model is owned by the returned <see cref="global::PeftGen.Methods.LoRA.PeftModel{TModel}"/>.
     /// </summary>
     /// <exception cref="global::System.ArgumentException">
     /// A target matches no layer of this model, or a rank exceeds a layer's size (where the compiler could not check it,
     /// with the text of diagnostic PEFT003).
     /// </exception>
-    public global::PeftGen.Adapters.PeftModel<global::Stack> ApplyAdapters()
+    public global::PeftGen.Methods.LoRA.PeftModel<global::Stack> ApplyAdapters()
     {
         ThrowIfRankExceedsLayer(LoRAConfig);
-        return global::PeftGen.Adapters.PeftModel.Create(this, LoRAConfig, QuantizationConfig, "default");
+        return global::PeftGen.Methods.LoRA.PeftModel.Create(this, LoRAConfig, QuantizationConfig, "default");
     }
 
     /// <summary>
     /// Every linear layer of this model with its PyTorch-style path, in module order, read through this class's members
-    /// (loops over module lists, no reflection). Adapted layers appear as their <see cref="global::PeftGen.Adapters.LoRALinear"/> wrappers.
+    /// (loops over module lists, no reflection). Adapted layers appear as their <see cref="global::PeftGen.Methods.LoRA.LoRALinear"/> wrappers.
     /// </summary>
     public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Nn.LinearBase Layer)> LinearLayers()
     {
@@ -72,7 +72,7 @@ partial class Stack
     /// </summary>
     /// <param name="adapter">The adapter's name.</param>
     public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Tensors.Tensor Tensor)> NamedAdapterParameters(string adapter = "default") =>
-        global::PeftGen.Adapters.AdapterLayers.NamedParameters(LinearLayers(), adapter);
+        global::PeftGen.Methods.LoRA.AdapterLayers.NamedParameters(LinearLayers(), adapter);
 
     /// <summary>
     /// Writes adapter <paramref name="adapter"/> of <paramref name="peft"/> to <paramref name="folder"/> in Hugging Face PEFT
@@ -84,11 +84,11 @@ partial class Stack
     /// <param name="folder">The adapter folder, created when missing.</param>
     /// <param name="adapter">The adapter to save.</param>
     /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
-    public static void SaveAdapter(global::PeftGen.Adapters.PeftModel<global::Stack> peft, string folder, string adapter = "default", string? baseModelNameOrPath = null)
+    public static void SaveAdapter(global::PeftGen.Methods.LoRA.PeftModel<global::Stack> peft, string folder, string adapter = "default", string? baseModelNameOrPath = null)
     {
         global::System.ArgumentNullException.ThrowIfNull(peft);
-        var tensors = global::PeftGen.Adapters.AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);
-        global::PeftGen.Adapters.PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);
+        var tensors = global::PeftGen.Methods.LoRA.AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);
+        global::PeftGen.Methods.LoRA.PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);
     }
 
     /// <summary>
@@ -100,16 +100,16 @@ partial class Stack
     /// <param name="folder">The adapter folder.</param>
     /// <param name="adapter">The name the adapter gets.</param>
     /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>
-    public global::PeftGen.Adapters.PeftModel<global::Stack> LoadAdapter(string folder, string adapter = "default") =>
-        global::PeftGen.Adapters.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
+    public global::PeftGen.Methods.LoRA.PeftModel<global::Stack> LoadAdapter(string folder, string adapter = "default") =>
+        global::PeftGen.Methods.LoRA.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
 
     // Ranks the compiler could not check (a shape or a list length is only known at run time), with PEFT003's text.
-    private void ThrowIfRankExceedsLayer(global::PeftGen.Adapters.LoRAConfig config)
+    private void ThrowIfRankExceedsLayer(global::PeftGen.Methods.LoRA.LoRAConfig config)
     {
         foreach (var (path, layer) in LinearLayers())
         {
-            if (!global::PeftGen.Adapters.PeftModel.Adapts(config, path)) continue;
-            int rank = global::PeftGen.Adapters.PeftModel.RankFor(config, path);
+            if (!global::PeftGen.Methods.LoRA.PeftModel.Adapts(config, path)) continue;
+            int rank = global::PeftGen.Methods.LoRA.PeftModel.RankFor(config, path);
             int limit = global::System.Math.Min(layer.InFeatures, layer.OutFeatures);
             if (rank > limit)
             {

@@ -6,11 +6,11 @@ namespace Demo
     partial class TinyAttention
     {
         /// <summary>The "default" adapter's settings, from this class's <c>[LoRA]</c> attribute.</summary>
-        public static global::PeftGen.Adapters.LoRAConfig LoRAConfig { get; } = new global::PeftGen.Adapters.LoRAConfig
+        public static global::PeftGen.Methods.LoRA.LoRAConfig LoRAConfig { get; } = new global::PeftGen.Methods.LoRA.LoRAConfig
         {
             Rank = 8,
             Alpha = 16f,
-            Targets = global::PeftGen.Adapters.TargetModules.AllLinear,
+            Targets = global::PeftGen.Methods.TargetModules.AllLinear,
             Exclude = new string[] { "o_proj" },
             RankPattern = new global::System.Collections.Generic.Dictionary<string, int>
             {
@@ -25,19 +25,19 @@ namespace Demo
         };
 
         /// <summary>How adapted layers store their base weights (from <c>[Quantize]</c>); null keeps them in full precision.</summary>
-        public static global::PeftGen.Adapters.QuantizationConfig? QuantizationConfig => null;
+        public static global::PeftGen.Quantization.QuantizationConfig? QuantizationConfig => null;
 
         /// <summary>
         /// The layers the "default" adapter adapts, known at compile time: path, in and out features, rank, alpha,
         /// scaling, whether the base is 4-bit, and trainable parameters. Equals <c>ApplyAdapters().Plan("default")</c>.
         /// </summary>
-        public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Adapters.AdaptedLayer> AdapterPlan { get; } = new global::PeftGen.Adapters.AdaptedLayer[]
+        public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Methods.AdaptedLayer> AdapterPlan { get; } = new global::PeftGen.Methods.AdaptedLayer[]
         {
-            new global::PeftGen.Adapters.AdaptedLayer("q_proj", 32, 32, 8, 16f, 2f, false, 512L),
-            new global::PeftGen.Adapters.AdaptedLayer("k_proj", 32, 16, 4, 8f, 2f, false, 192L),
-            new global::PeftGen.Adapters.AdaptedLayer("v_proj", 32, 16, 8, 16f, 2f, false, 384L),
-            new global::PeftGen.Adapters.AdaptedLayer("mlp.up", 32, 128, 2, 16f, 8f, false, 320L),
-            new global::PeftGen.Adapters.AdaptedLayer("mlp.down", 128, 32, 2, 16f, 8f, false, 320L),
+            new global::PeftGen.Methods.AdaptedLayer("q_proj", 32, 32, 8, 16f, 2f, false, 512L),
+            new global::PeftGen.Methods.AdaptedLayer("k_proj", 32, 16, 4, 8f, 2f, false, 192L),
+            new global::PeftGen.Methods.AdaptedLayer("v_proj", 32, 16, 8, 16f, 2f, false, 384L),
+            new global::PeftGen.Methods.AdaptedLayer("mlp.up", 32, 128, 2, 16f, 8f, false, 320L),
+            new global::PeftGen.Methods.AdaptedLayer("mlp.down", 128, 32, 2, 16f, 8f, false, 320L),
         };
 
         /// <summary>Parameters the "default" adapter trains (A, B and DoRA magnitudes; biases trained by its bias mode are not counted).</summary>
@@ -63,20 +63,20 @@ namespace Demo
 
         /// <summary>
         /// Freezes this model and wraps the layers its adapters target ("default") with LoRA.
-        /// The "default" adapter is active. The model is owned by the returned <see cref="global::PeftGen.Adapters.PeftModel{TModel}"/>.
+        /// The "default" adapter is active. The model is owned by the returned <see cref="global::PeftGen.Methods.LoRA.PeftModel{TModel}"/>.
         /// </summary>
         /// <exception cref="global::System.ArgumentException">
         /// A target matches no layer of this model, or a rank exceeds a layer's size (where the compiler could not check it,
         /// with the text of diagnostic PEFT003).
         /// </exception>
-        public global::PeftGen.Adapters.PeftModel<global::Demo.TinyAttention> ApplyAdapters()
+        public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.TinyAttention> ApplyAdapters()
         {
-            return global::PeftGen.Adapters.PeftModel.Create(this, LoRAConfig, QuantizationConfig, "default");
+            return global::PeftGen.Methods.LoRA.PeftModel.Create(this, LoRAConfig, QuantizationConfig, "default");
         }
 
         /// <summary>
         /// Every linear layer of this model with its PyTorch-style path, in module order, read through this class's members
-        /// (loops over module lists, no reflection). Adapted layers appear as their <see cref="global::PeftGen.Adapters.LoRALinear"/> wrappers.
+        /// (loops over module lists, no reflection). Adapted layers appear as their <see cref="global::PeftGen.Methods.LoRA.LoRALinear"/> wrappers.
         /// </summary>
         public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Nn.LinearBase Layer)> LinearLayers()
         {
@@ -103,7 +103,7 @@ namespace Demo
         /// </summary>
         /// <param name="adapter">The adapter's name.</param>
         public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Tensors.Tensor Tensor)> NamedAdapterParameters(string adapter = "default") =>
-            global::PeftGen.Adapters.AdapterLayers.NamedParameters(LinearLayers(), adapter);
+            global::PeftGen.Methods.LoRA.AdapterLayers.NamedParameters(LinearLayers(), adapter);
 
         /// <summary>
         /// Writes adapter <paramref name="adapter"/> of <paramref name="peft"/> to <paramref name="folder"/> in Hugging Face PEFT
@@ -115,11 +115,11 @@ namespace Demo
         /// <param name="folder">The adapter folder, created when missing.</param>
         /// <param name="adapter">The adapter to save.</param>
         /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
-        public static void SaveAdapter(global::PeftGen.Adapters.PeftModel<global::Demo.TinyAttention> peft, string folder, string adapter = "default", string? baseModelNameOrPath = null)
+        public static void SaveAdapter(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.TinyAttention> peft, string folder, string adapter = "default", string? baseModelNameOrPath = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(peft);
-            var tensors = global::PeftGen.Adapters.AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);
-            global::PeftGen.Adapters.PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);
+            var tensors = global::PeftGen.Methods.LoRA.AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);
+            global::PeftGen.Methods.LoRA.PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);
         }
 
         /// <summary>
@@ -131,7 +131,7 @@ namespace Demo
         /// <param name="folder">The adapter folder.</param>
         /// <param name="adapter">The name the adapter gets.</param>
         /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>
-        public global::PeftGen.Adapters.PeftModel<global::Demo.TinyAttention> LoadAdapter(string folder, string adapter = "default") =>
-            global::PeftGen.Adapters.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
+        public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.TinyAttention> LoadAdapter(string folder, string adapter = "default") =>
+            global::PeftGen.Methods.LoRA.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
     }
 }

@@ -6,10 +6,10 @@ namespace Demo
     partial class VeraChat
     {
         /// <summary>The VeRA adapter's settings, from this class's <c>[VeRA]</c> attribute.</summary>
-        public static global::PeftGen.Adapters.VeraConfig VeraConfig { get; } = new global::PeftGen.Adapters.VeraConfig
+        public static global::PeftGen.Methods.VeRA.VeraConfig VeraConfig { get; } = new global::PeftGen.Methods.VeRA.VeraConfig
         {
             Rank = 32,
-            Targets = global::PeftGen.Adapters.TargetModules.List("q_proj", "k_proj", "v_proj", "o_proj"),
+            Targets = global::PeftGen.Methods.TargetModules.List("q_proj", "k_proj", "v_proj", "o_proj"),
             DInitial = 0.2f,
             ProjectionSeed = 7,
             SaveProjection = false,
@@ -20,8 +20,8 @@ namespace Demo
         };
 
         /// <summary>How adapted layers store their base weights (from <c>[Quantize]</c>); null keeps them in full precision.</summary>
-        public static global::PeftGen.Adapters.QuantizationConfig? QuantizationConfig { get; } =
-            new global::PeftGen.Adapters.QuantizationConfig(global::PeftGen.Quantization.QuantType.NF4, DoubleQuant: true, BlockSize: 64);
+        public static global::PeftGen.Quantization.QuantizationConfig? QuantizationConfig { get; } =
+            new global::PeftGen.Quantization.QuantizationConfig(global::PeftGen.Quantization.QuantType.NF4, DoubleQuant: true, BlockSize: 64);
 
         /// <summary>The type 4-bit weights are dequantized to for the matrix multiply (from <c>[Quantize]</c>).</summary>
         public const global::PeftGen.Tensors.DType QuantizationComputeType = global::PeftGen.Tensors.DType.Float32;
@@ -30,14 +30,14 @@ namespace Demo
         /// The adapted layers, known at compile time: path, in and out features, rank, alpha and scaling (1), whether the base is 4-bit, and trainable parameters (out + r).
         /// Equals <c>ApplyAdapters().Plan()</c>.
         /// </summary>
-        public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Adapters.AdaptedLayer> AdapterPlan { get; } = new global::PeftGen.Adapters.AdaptedLayer[]
+        public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Methods.AdaptedLayer> AdapterPlan { get; } = new global::PeftGen.Methods.AdaptedLayer[]
         {
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.self_attn.q_proj", 64, 64, 32, 1f, 1f, true, 96L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.self_attn.v_proj", 64, 32, 32, 1f, 1f, true, 64L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.0.self_attn.o_proj", 64, 64, 32, 1f, 1f, true, 96L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.self_attn.q_proj", 64, 64, 32, 1f, 1f, true, 96L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.self_attn.v_proj", 64, 32, 32, 1f, 1f, true, 64L),
-            new global::PeftGen.Adapters.AdaptedLayer("model.layers.1.self_attn.o_proj", 64, 64, 32, 1f, 1f, true, 96L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.q_proj", 64, 64, 32, 1f, 1f, true, 96L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.v_proj", 64, 32, 32, 1f, 1f, true, 64L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.o_proj", 64, 64, 32, 1f, 1f, true, 96L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.1.self_attn.q_proj", 64, 64, 32, 1f, 1f, true, 96L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.1.self_attn.v_proj", 64, 32, 32, 1f, 1f, true, 64L),
+            new global::PeftGen.Methods.AdaptedLayer("model.layers.1.self_attn.o_proj", 64, 64, 32, 1f, 1f, true, 96L),
         };
 
         /// <summary>Parameters the method trains (the b and d vectors: out + r per layer), known at compile time; the sum over <c>ApplyAdapters().Plan()</c>.</summary>
@@ -47,14 +47,14 @@ namespace Demo
         /// Freezes this model and adds VeRA to the layers <see cref="VeraConfig"/> targets, storing their base weights in 4 bits.
         /// </summary>
         /// <exception cref="global::System.ArgumentException">A setting does not fit this model (a target matches no layer, a size is out of range).</exception>
-        public global::PeftGen.Adapters.PeftModel<global::Demo.VeraChat> ApplyAdapters()
+        public global::PeftGen.Methods.VeRA.VeraModel<global::Demo.VeraChat> ApplyAdapters()
         {
-            return global::PeftGen.Adapters.PeftModel.Create(this, VeraConfig, QuantizationConfig);
+            return global::PeftGen.Methods.VeRA.VeraModel.Create(this, VeraConfig, QuantizationConfig);
         }
 
         /// <summary>
         /// Writes VeRA adapter <paramref name="adapter"/> of <paramref name="peft"/> to <paramref name="folder"/> in
-        /// Hugging Face PEFT format (<see cref="global::PeftGen.Adapters.VeraAdapterFile"/>):
+        /// Hugging Face PEFT format (<see cref="global::PeftGen.Methods.VeRA.VeraAdapterFile"/>):
         /// <c>adapter_config.json</c> and <c>adapter_model.safetensors</c> with the b and d vectors of each layer and, when <see cref="VeraConfig"/> saves them, the shared projections.
         /// Both files are written in full under temporary names, then renamed into place.
         /// </summary>
@@ -62,8 +62,8 @@ namespace Demo
         /// <param name="folder">The adapter folder, created when missing.</param>
         /// <param name="adapter">The adapter to save.</param>
         /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
-        public static void SaveAdapter(global::PeftGen.Adapters.PeftModel<global::Demo.VeraChat> peft, string folder, string adapter = "default", string? baseModelNameOrPath = null) =>
-            global::PeftGen.Adapters.VeraAdapterFile.Save(peft, folder, adapter, baseModelNameOrPath);
+        public static void SaveAdapter(global::PeftGen.Methods.VeRA.VeraModel<global::Demo.VeraChat> peft, string folder, string adapter = "default", string? baseModelNameOrPath = null) =>
+            global::PeftGen.Methods.VeRA.VeraAdapterFile.Save(peft, folder, adapter, baseModelNameOrPath);
 
         /// <summary>
         /// Loads the VeRA adapter in <paramref name="folder"/> onto this model as <paramref name="adapter"/>, with the folder's
@@ -73,8 +73,8 @@ namespace Demo
         /// <param name="folder">The adapter folder.</param>
         /// <param name="adapter">The name the adapter gets.</param>
         /// <exception cref="global::System.IO.InvalidDataException">The config is invalid, keys and layers disagree (every mismatch listed), or the projections are missing.</exception>
-        public global::PeftGen.Adapters.PeftModel<global::Demo.VeraChat> LoadAdapter(string folder, string adapter = "default") =>
-            global::PeftGen.Adapters.VeraAdapterFile.LoadInto(this, folder, QuantizationConfig, adapter);
+        public global::PeftGen.Methods.VeRA.VeraModel<global::Demo.VeraChat> LoadAdapter(string folder, string adapter = "default") =>
+            global::PeftGen.Methods.VeRA.VeraAdapterFile.LoadInto(this, folder, QuantizationConfig, adapter);
 
     }
 }

@@ -1,7 +1,8 @@
 using System.Diagnostics;
 using System.Text;
-using PeftGen.Adapters;
 using PeftGen.IO;
+using PeftGen.Methods;
+using PeftGen.Methods.LoRA;
 using PeftGen.Models.Llama;
 using PeftGen.Tensors;
 using Xunit;

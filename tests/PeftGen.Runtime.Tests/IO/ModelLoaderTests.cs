@@ -1,5 +1,6 @@
-using PeftGen.Adapters;
 using PeftGen.IO;
+using PeftGen.Methods;
+using PeftGen.Methods.LoRA;
 using PeftGen.Models.Llama;
 using PeftGen.Nn;
 using PeftGen.Quantization;
@@ -144,7 +145,7 @@ public class ModelLoaderTests(ITestOutputHelper output)
         using var dir = new TempFolder();
         using (var source = new LlamaForCausalLM(IOTestSupport.Tiny, seed: 1)) HuggingFaceLlama.Save(source, dir.Path);
         var lora = new LoRAConfig { Rank = 4, Alpha = 8, Targets = TargetModules.Parse("q_proj,v_proj"), Layers = [1] };
-        using var model = ModelLoader.Load(dir.Path, ModelLoadOptions.ForAdapter(lora, Nf4));
+        using var model = ModelLoader.Load(dir.Path, PeftModel.LoadOptions(lora, Nf4));
         var fourBit = model.NamedModules().Where(m => m.Module is Linear4Bit).Select(m => m.Path).ToArray();
         Assert.Equal(["model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"], fourBit);
         using var peft = PeftModel.Create(model, lora, Nf4);

@@ -1,6 +1,7 @@
 using System.Text.Json;
-using PeftGen.Adapters;
 using PeftGen.IO;
+using PeftGen.Methods;
+using PeftGen.Methods.LoRA;
 using PeftGen.Models.Llama;
 using PeftGen.Tensors;
 using Xunit;

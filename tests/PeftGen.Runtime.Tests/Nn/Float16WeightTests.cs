@@ -1,5 +1,9 @@
-using PeftGen.Adapters;
 using PeftGen.Autograd;
+using PeftGen.Methods;
+using PeftGen.Methods.DeltaLoRA;
+using PeftGen.Methods.IA3;
+using PeftGen.Methods.LoRA;
+using PeftGen.Methods.VeRA;
 using PeftGen.Models.Llama;
 using PeftGen.Nn;
 using PeftGen.Tensors;
@@ -426,7 +430,7 @@ public class Float16WeightTests(ITestOutputHelper output)
     [Fact]
     public void IA3_and_VeRA_merge_into_a_bf16_base_and_IA3_restores_it_exactly()
     {
-        using (var ia3 = PeftModel.Create(SixteenBitModel(Tiny, DType.BFloat16), new IA3Config()))
+        using (var ia3 = IA3Model.Create(SixteenBitModel(Tiny, DType.BFloat16), new IA3Config()))
         {
             var random = new Random(8);
             foreach (var (_, layer) in ia3.IA3Layers)
@@ -445,7 +449,7 @@ public class Float16WeightTests(ITestOutputHelper output)
             for (int i = 0; i < weights.Length; i++) Assert.Equal(original[i], Bits(weights[i]));
         }
 
-        using var vera = PeftModel.Create(SixteenBitModel(Tiny, DType.BFloat16), new VeraConfig { Rank = 8, Targets = TargetModules.Parse("q_proj,up_proj") });
+        using var vera = VeraModel.Create(SixteenBitModel(Tiny, DType.BFloat16), new VeraConfig { Rank = 8, Targets = TargetModules.Parse("q_proj,up_proj") });
         foreach (var (_, layer) in vera.VeraLayers) Randomize(layer.LambdaB("default"), 9, 0.5f);
         var veraLogits = Logits(vera.Model);
         var probe = (Linear)vera.VeraLayers.First().Layer.BaseLayer;

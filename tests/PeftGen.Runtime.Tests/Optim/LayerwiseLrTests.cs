@@ -1,8 +1,10 @@
-using PeftGen.Adapters;
+using PeftGen.Methods;
+using PeftGen.Methods.LoRA;
 using PeftGen.Models.Llama;
 using PeftGen.Optim;
 using PeftGen.Tensors;
-using PeftGen.Tests.Adapters;
+using PeftGen.Tests.Methods.Bottleneck;
+using PeftGen.Tests.Methods.LoRA;
 using PeftGen.Tests.Training;
 using PeftGen.Training;
 using Xunit;

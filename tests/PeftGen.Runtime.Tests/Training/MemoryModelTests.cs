@@ -1,5 +1,6 @@
-using PeftGen.Adapters;
 using PeftGen.IO;
+using PeftGen.Methods;
+using PeftGen.Methods.LoRA;
 using PeftGen.Models.Llama;
 using PeftGen.Quantization;
 using PeftGen.Tensors;
@@ -28,7 +29,7 @@ public class MemoryModelTests(ITestOutputHelper output)
         using var dir = new TempFolder();
         using (var source = new LlamaForCausalLM(Config, seed: 1)) HuggingFaceLlama.Save(source, dir.Path, DType.BFloat16);
         var quantization = quantized ? new QuantizationConfig() : null;
-        using var model = ModelLoader.Load(dir.Path, ModelLoadOptions.ForAdapter(AllLinear, quantization));
+        using var model = ModelLoader.Load(dir.Path, PeftModel.LoadOptions(AllLinear, quantization));
         long fourBit = model.NamedModules().Select(m => m.Module).OfType<Linear4Bit>().Sum(l => l.Weight.StorageBytes);
         long other = model.NamedParameters().Sum(p => p.Tensor.Count * p.Tensor.DType.ElementSize());
         var estimate = MemoryModel.ForTraining(Config, AllLinear, quantization, DType.BFloat16, 1, 64, gradientCheckpointing: true);

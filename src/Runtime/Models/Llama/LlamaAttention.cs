@@ -40,10 +40,9 @@ public sealed class LlamaAttention : Module
 
     /// <summary>
     /// Attends x [b, t, hidden] to itself causally; with a cache, also to the cached past; with a
-    /// <paramref name="prefix"/> (prefix tuning, no cache), also to n learned keys/values, the input then sitting at
-    /// positions n..n+t−1.
+    /// <paramref name="prefix"/> (no cache), also to its n keys/values, the input then sitting at positions n..n+t−1.
     /// </summary>
-    public Tensor Forward(Tensor x, KvCache? cache = null, Adapters.KeyValuePrefix? prefix = null)
+    public Tensor Forward(Tensor x, KvCache? cache = null, KeyValuePrefix? prefix = null)
     {
         if (prefix != null && cache != null)
             throw new ArgumentException("A key/value prefix goes into the KV cache once, before decoding; pass either the prefix or the cache.", nameof(prefix));

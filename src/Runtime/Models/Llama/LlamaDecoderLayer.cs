@@ -32,8 +32,8 @@ public sealed class LlamaDecoderLayer : Module
     [ModuleName("mlp")]
     public LlamaMlp Mlp { get; }
 
-    /// <summary>Transforms x [b, t, hidden]; <paramref name="prefix"/> is this layer's prefix-tuning keys/values, if any.</summary>
-    public Tensor Forward(Tensor x, KvCache? cache = null, Adapters.KeyValuePrefix? prefix = null)
+    /// <summary>Transforms x [b, t, hidden]; <paramref name="prefix"/> is keys/values its attention sees before the input's, if any.</summary>
+    public Tensor Forward(Tensor x, KvCache? cache = null, KeyValuePrefix? prefix = null)
     {
         var normed = InputLayerNorm.Forward(x);                                            // [b, t, hidden]
         var attention = SelfAttn.Forward(normed, cache, prefix);                           // [b, t, hidden]
@@ -58,19 +58,21 @@ public sealed class LlamaDecoderLayer : Module
         activation.ReleaseValues();
     }
 
-    /// <summary>Module applied to the attention block's output before the residual add ("attn_adapter"), or null.</summary>
+    /// <summary>
+    /// Sublayer-output hook: a module applied to the attention block's output before the residual add ("attn_adapter"),
+    /// or null. A registered child, so its parameters train, save and load with the model's.
+    /// </summary>
     [ModuleName("attn_adapter")]
     [AdapterSlot]
     public Module<Tensor, Tensor>? AttentionAdapter { get; private set; }
 
-    /// <summary>Module applied to the MLP's output before the residual add ("mlp_adapter"), or null.</summary>
+    /// <summary>Sublayer-output hook on the MLP's output before the residual add ("mlp_adapter"), as <see cref="AttentionAdapter"/>.</summary>
     [ModuleName("mlp_adapter")]
     [AdapterSlot]
     public Module<Tensor, Tensor>? MlpAdapter { get; private set; }
 
     /// <summary>
-    /// Inserts <paramref name="adapter"/> on the attention output (Houlsby's bottleneck placement), replacing any
-    /// previous one; null removes it. Returns the module taken out (the caller owns it), or null.
+    /// Inserts <paramref name="adapter"/> on the attention output, replacing any previous one; null removes it. Returns the module taken out (the caller owns it), or null.
     /// </summary>
     public Module<Tensor, Tensor>? SetAttentionAdapter(Module<Tensor, Tensor>? adapter)
     {

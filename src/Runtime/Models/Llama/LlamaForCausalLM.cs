@@ -36,6 +36,9 @@ public class LlamaForCausalLM : Module
     [ModuleName("lm_head")]
     public Linear? LmHead { get; }
 
+    /// <summary>Whether <paramref name="path"/> is the output head ("lm_head"), which "all linear layers" selections leave out.</summary>
+    internal static bool IsOutputHead(string path) => path == "lm_head" || path.EndsWith(".lm_head", StringComparison.Ordinal);
+
     /// <summary>The output projection weight [vocab, hidden] (the embedding when tied).</summary>
     public Tensor OutputWeight => LmHead?.Weight ?? Model.EmbedTokens.Weight;
 
@@ -45,7 +48,7 @@ public class LlamaForCausalLM : Module
         if (ids.Length != batch * time)
             throw new ArgumentException($"{ids.Length} token ids do not fill a [{batch}, {time}] batch.", nameof(ids));
         int past = cache?.Length ?? 0;
-        if (past == 0) past = Model.PromptLearning?.VirtualTokens ?? 0; // virtual tokens / a prefix take positions 0..n-1
+        if (past == 0) past = Model.VirtualTokens?.Count ?? 0;                          // virtual tokens take positions 0..n-1
         if (past + time > Config.MaxPositionEmbeddings)
             throw new ArgumentException($"Positions {past}..{past + time - 1} exceed the model's context of {Config.MaxPositionEmbeddings} tokens (max_position_embeddings); shorten the input.", nameof(time));
         var h = Model.Forward(ids, batch, time, cache);                                    // [b, t, hidden]

@@ -48,26 +48,26 @@ public sealed class LlamaModel : Module
     private Rng[]? _checkpointRngs;
 
     /// <summary>
-    /// Prompt learning plugged in by <see cref="Adapters.PromptLearningModel"/> (prompt tuning, P-tuning, prefix
-    /// tuning): virtual tokens before the input or per-layer key/value prefixes. Null runs the plain model.
+    /// Positions put before the real tokens of every forward pass, as embeddings or as per-layer keys/values (see
+    /// <see cref="IVirtualTokens"/>). Null runs the plain model.
     /// </summary>
-    public Adapters.IPromptLearning? PromptLearning { get; set; }
+    public IVirtualTokens? VirtualTokens { get; set; }
 
     /// <summary>
-    /// Layer drop (<see cref="Adapters.LayerDrop.Apply"/>): while training without a cache, decoder layers are skipped
-    /// at random. Null runs every layer.
+    /// Decides which decoder layers a training forward pass without a cache skips (see <see cref="ILayerSkip"/>). Null runs
+    /// every layer.
     /// </summary>
-    public Adapters.LayerDrop? LayerDrop { get; set; }
+    public ILayerSkip? LayerSkip { get; set; }
 
-    /// <summary>Hidden states [b, t, hidden] of token ids laid out [b, t] (the real tokens only, under prompt learning).</summary>
+    /// <summary>Hidden states [b, t, hidden] of token ids laid out [b, t] (the real tokens only, under <see cref="VirtualTokens"/>).</summary>
     public Tensor Forward(ReadOnlySpan<int> ids, int batch, int time, KvCache? cache = null)
     {
         var x = EmbedTokens.Forward(ids, batch, time);                                     // [b, t, hidden]
-        // Prompt learning's n virtual positions come first; with a cache they are written once, into the empty cache.
-        var prompt = cache == null || cache.Length == 0 ? PromptLearning : null;
-        var virtualTokens = prompt?.VirtualTokenEmbeddings(batch);                         // [b, n, hidden] or null
-        if (virtualTokens != null) x = Ops.Concat([virtualTokens, x], 1);                  // [b, n + t, hidden]
-        var prefixes = prompt?.KeyValuePrefixes(batch);                                    // per layer [b, n, kvHeads, headDim]
+        // The n virtual positions come first; with a cache they are written once, into the empty cache.
+        var virtualTokens = cache == null || cache.Length == 0 ? VirtualTokens : null;
+        var embeddings = virtualTokens?.Embeddings(batch);                                 // [b, n, hidden] or null
+        if (embeddings != null) x = Ops.Concat([embeddings, x], 1);                        // [b, n + t, hidden]
+        var prefixes = virtualTokens?.KeyValues(batch);                                    // per layer [b, n, kvHeads, headDim]
         if (prefixes != null && cache != null)
         {
             for (int i = 0; i < prefixes.Count; i++) cache.Append(i, prefixes[i].Keys, prefixes[i].Values);
@@ -75,16 +75,18 @@ public sealed class LlamaModel : Module
             prefixes = null;
         }
         bool checkpoint = _checkpointRngs != null && cache == null && IsTraining;
+        // A checkpointed layer is recomputed from its input alone, without its prefix (PEFT refuses the combination too).
         if (checkpoint && prefixes != null)
-            throw new InvalidOperationException("Prefix tuning does not work with gradient checkpointing (as in PEFT); call DisableGradientCheckpointing() first.");
+            throw new InvalidOperationException("Virtual tokens given as key/value prefixes do not work with gradient checkpointing (as in PEFT); call DisableGradientCheckpointing() first.");
+        var skip = cache == null && IsTraining ? LayerSkip : null;
         for (int i = 0; i < Layers.Count; i++)
         {
-            if (LayerDrop != null && cache == null && IsTraining && LayerDrop.ShouldSkip(i)) continue; // skipped: x passes on unchanged
+            if (skip != null && skip.ShouldSkip(i)) continue;                              // skipped: x passes on unchanged
             var layer = Layers[i];
             x = checkpoint ? Ops.Checkpoint(h => layer.Forward(h), x, _checkpointRngs) : layer.Forward(x, cache, prefixes?[i]);
         }
         cache?.Advance(x.Size(1));
-        if (virtualTokens != null) x = Ops.Slice(x, 1, virtualTokens.Size(1), time);      // [b, t, hidden]: the real tokens
+        if (embeddings != null) x = Ops.Slice(x, 1, embeddings.Size(1), time);            // [b, t, hidden]: the real tokens
         return Norm.Forward(x);
     }
 }

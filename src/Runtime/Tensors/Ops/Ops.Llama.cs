@@ -141,6 +141,26 @@ public static partial class Ops
     }
 
     /// <summary>
+    /// Causal grouped-query attention behind a key/value prefix: q [b, t, heads, d] holds the last t of the
+    /// n + t positions whose keys and values k, v [b, n + t, kvHeads, d] are given, so query i sees keys 0..n + i
+    /// (the whole prefix and the causal past). Scaled by 1/sqrt(d); differentiable in q, k and v, memory-efficient
+    /// like <see cref="CausalAttention"/> (the same kernel, whose queries are always the last tq of tk keys).
+    /// </summary>
+    /// <exception cref="ArgumentException">Shapes do not fit, or there are fewer keys than queries.</exception>
+    public static Tensor CausalAttentionWithPrefix(Tensor q, Tensor k, Tensor v)
+    {
+        ArgumentNullException.ThrowIfNull(q);
+        ArgumentNullException.ThrowIfNull(k);
+        ArgumentNullException.ThrowIfNull(v);
+        k = k.Contiguous();
+        v = v.Contiguous();
+        CheckAttentionShapes(q, k, v, k.Size(1));
+        if (q.Size(1) > k.Size(1))
+            throw new ArgumentException($"CausalAttentionWithPrefix: q {q.DescribeForError()} has more positions than keys {k.DescribeForError()}; the keys must be the n prefix positions plus the t queries.");
+        return TrainableAttention(q, k, v);
+    }
+
+    /// <summary>
     /// Attention for decoding with a KV cache (no gradients): q [b, tq, heads, d] holds the newest tq positions;
     /// the caches are [b, capacity, kvHeads, d] with the first <paramref name="keyLength"/> rows filled.
     /// </summary>
