@@ -1,12 +1,5 @@
-using System.Composition;
 using System.Globalization;
-using System.Threading;
-using System.Threading.Tasks;
-using Microsoft.CodeAnalysis;
-using Microsoft.CodeAnalysis.CodeFixes;
-using Microsoft.CodeAnalysis.CSharp;
 using Microsoft.CodeAnalysis.Text;
-using PeftGen.Analyzers;
 
 namespace PeftGen.CodeFixes;
 

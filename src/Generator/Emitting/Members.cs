@@ -38,6 +38,20 @@ internal sealed record TrainerWiring(string? AdaptedType, string? AdaptedName)
 /// </summary>
 internal static class Members
 {
+    /// <summary>
+    /// Opens the method's config: <c>public static T Name { get; } = new T</c> and its initializer's brace, for the caller
+    /// to write the settings and close with <c>};</c>.
+    /// </summary>
+    /// <param name="w">The writer.</param>
+    /// <param name="what">Whose settings, for the summary: "VeRA adapter's".</param>
+    /// <param name="attribute">The attribute they come from: "VeRA".</param>
+    /// <param name="type">The runtime's config type in <c>PeftGen.Adapters</c>.</param>
+    /// <param name="name">The property's name; the type's by default.</param>
+    public static IndentedWriter OpenConfig(IndentedWriter w, string what, string attribute, string type, string? name = null) =>
+        w.Line("/// <summary>The " + what + " settings, from this class's <c>[" + attribute + "]</c> attribute.</summary>")
+         .Member("public static " + Adapters + type + " " + (name ?? type) + " { get; } = new " + Adapters + type)
+         .Open();
+
     /// <summary>The companions' members, those of the companions <paramref name="method"/> works with.</summary>
     public static void WriteCompanions(IndentedWriter w, GenerationSpec spec, MethodDefinition method, TrainerWiring trainer)
     {

@@ -109,14 +109,17 @@ internal abstract partial class MethodDefinition
 }
 
 /// <summary>A method with its spec and plan types.</summary>
-internal abstract partial class MethodDefinition<TSpec, TPlan> : MethodDefinition
+/// <param name="name">The attribute as C# code writes it: "VeRA".</param>
+/// <param name="companions">The companions the method works with besides <see cref="Companion.Common"/>.</param>
+internal abstract partial class MethodDefinition<TSpec, TPlan>(string name, Companion companions) : MethodDefinition(name, companions)
     where TSpec : MethodSpec
     where TPlan : MethodPlan
 {
-    protected MethodDefinition(string name, Companion companions)
-        : base(name, companions)
-    {
-    }
+    /// <summary>The spec from the first attribute; a method whose attribute may repeat reads them all.</summary>
+    public override MethodSpec Read(IReadOnlyList<AttributeData> attributes) => Read(AttributeValues.Of(attributes[0]));
+
+    /// <summary>The spec of one attribute, with the attribute's defaults where a setting is not written.</summary>
+    protected abstract TSpec Read(AttributeValues values);
 
     public sealed override MethodPlan Plan(MethodSpec method, PlanContext context) => Plan((TSpec)method, context);
 

@@ -10,9 +10,7 @@ internal sealed partial class BottleneckMethod
 {
     protected override void WriteConfig(IndentedWriter w, BottleneckSpec b, RowPlan<BottleneckSite> plan, GenerationSpec spec)
     {
-        w.Line("/// <summary>The bottleneck adapters' settings, from this class's <c>[Bottleneck]</c> attribute.</summary>")
-         .Member("public static " + Adapters + "BottleneckConfig BottleneckConfig { get; } = new " + Adapters + "BottleneckConfig")
-         .Open();
+        Members.OpenConfig(w, "bottleneck adapters'", Name, "BottleneckConfig");
         if (b.Size != 0) w.Line("BottleneckSize = " + Int(b.Size) + ",");
         else if (b.ReductionFactor != BottleneckSpec.DefaultReductionFactor) w.Line("ReductionFactor = " + Int(b.ReductionFactor) + ",");
         if (b.Placement.Value != BottleneckSpec.DefaultPlacement) w.Line("Placement = " + Enum(b.Placement) + ",");

@@ -34,24 +34,15 @@ internal sealed record BottleneckSpec(
 internal readonly record struct BottleneckSite(string Path, int Hidden, int Width, long TrainableParameters) : IPlanRow;
 
 /// <summary>Bottleneck adapters (Houlsby): <c>h + W_up σ(W_down h)</c> after attention and/or the MLP of each decoder layer.</summary>
-internal sealed partial class BottleneckMethod : MethodDefinition<BottleneckSpec, RowPlan<BottleneckSite>>
+internal sealed partial class BottleneckMethod() : MethodDefinition<BottleneckSpec, RowPlan<BottleneckSite>>("Bottleneck", Companion.LayerwiseLearningRate)
 {
     public static readonly BottleneckMethod Instance = new();
 
-    private BottleneckMethod()
-        : base("Bottleneck", Companion.LayerwiseLearningRate)
-    {
-    }
-
-    public override MethodSpec Read(IReadOnlyList<AttributeData> attributes)
-    {
-        var v = AttributeValues.Of(attributes[0]);
-        return new BottleneckSpec(
-            v.Int("Size"), v.Int("ReductionFactor", BottleneckSpec.DefaultReductionFactor),
-            v.Enum("Placement", "PeftGen.Adapters.BottleneckPlacement", BottleneckSpec.DefaultPlacement),
-            v.Enum("Activation", "PeftGen.Adapters.BottleneckActivation", 0),
-            v.Bool("Bias", true), v.Ints("Layers"), v.Int("Seed"));
-    }
+    protected override BottleneckSpec Read(AttributeValues v) => new(
+        v.Int("Size"), v.Int("ReductionFactor", BottleneckSpec.DefaultReductionFactor),
+        v.Enum("Placement", "PeftGen.Adapters.BottleneckPlacement", BottleneckSpec.DefaultPlacement),
+        v.Enum("Activation", "PeftGen.Adapters.BottleneckActivation", 0),
+        v.Bool("Bias", true), v.Ints("Layers"), v.Int("Seed"));
 
     /// <summary>The sites of a Llama model whose config gives the hidden size and layer count; 2·d·m (+ d + m with biases) each.</summary>
     protected override RowPlan<BottleneckSite> Plan(BottleneckSpec bottleneck, PlanContext context)

@@ -10,9 +10,7 @@ internal sealed partial class IA3Method
 {
     protected override void WriteConfig(IndentedWriter w, IA3Spec a, RowPlan<IA3Row> plan, GenerationSpec spec)
     {
-        w.Line("/// <summary>The (IA)³ adapter's settings, from this class's <c>[IA3]</c> attribute.</summary>")
-         .Member("public static " + Adapters + "IA3Config IA3Config { get; } = new " + Adapters + "IA3Config")
-         .Open()
+        Members.OpenConfig(w, "(IA)³ adapter's", Name, "IA3Config")
          .Line("Targets = " + Targets(a.Targets) + ",")
          .Line("FeedForward = " + (a.FeedForward is { } ff ? Targets(ff) : "null") + ",");
         if (a.Exclude.Count > 0) w.Line("Exclude = " + Strings(a.Exclude) + ",");

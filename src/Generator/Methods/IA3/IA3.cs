@@ -25,18 +25,12 @@ internal sealed record IA3Spec(
 internal readonly record struct IA3Row(string Path, int InFeatures, int OutFeatures, bool FeedForward, long TrainableParameters) : IPlanRow;
 
 /// <summary>(IA)³: learned per-channel scaling vectors on the targeted layers' outputs (inputs for feed-forward layers).</summary>
-internal sealed partial class IA3Method : MethodDefinition<IA3Spec, RowPlan<IA3Row>>
+internal sealed partial class IA3Method() : MethodDefinition<IA3Spec, RowPlan<IA3Row>>("IA3", Companion.LayerwiseLearningRate)
 {
     public static readonly IA3Method Instance = new();
 
-    private IA3Method()
-        : base("IA3", Companion.LayerwiseLearningRate)
+    protected override IA3Spec Read(AttributeValues v)
     {
-    }
-
-    public override MethodSpec Read(IReadOnlyList<AttributeData> attributes)
-    {
-        var v = AttributeValues.Of(attributes[0]);
         var targets = TargetMatcher.Parse(v.String("Targets") ?? "k_proj,v_proj,down_proj");
         string? feedForward = v.String("FeedForward");
         // PEFT's Llama default, down_proj, wherever the targets may select it; an explicit "" means none.

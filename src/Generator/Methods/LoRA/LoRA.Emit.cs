@@ -19,9 +19,7 @@ internal sealed partial class LoRAMethod
         foreach (var output in plan.Adapters)
         {
             var a = output.Adapter;
-            w.Line("/// <summary>The " + Quote(a.Name) + " adapter's settings, from this class's <c>[LoRA]</c> attribute.</summary>")
-             .Member("public static " + Adapters + "LoRAConfig " + output.MemberPrefix + "LoRAConfig { get; } = new " + Adapters + "LoRAConfig")
-             .Open()
+            Members.OpenConfig(w, Quote(a.Name) + " adapter's", Name, "LoRAConfig", output.MemberPrefix + "LoRAConfig")
              .Line("Rank = " + Int(a.Rank) + ",")
              .Line("Alpha = " + Float((float)a.Alpha) + ",")
              .Line("Targets = " + Targets(a.Targets) + ",");

@@ -68,20 +68,19 @@ internal readonly record struct LoRARow(
 /// LoRA (with rsLoRA, DoRA and LoRA-FA): several <c>[LoRA]</c> attributes are the class's named adapters; member-level
 /// <c>[LoRAOverride]</c> and <c>[NoLoRA]</c> become rank/alpha patterns and exclusions.
 /// </summary>
-internal sealed partial class LoRAMethod : MethodDefinition<LoRASpec, LoRAPlan>
+internal sealed partial class LoRAMethod()
+    : MethodDefinition<LoRASpec, LoRAPlan>("LoRA", Companion.Quantize | Companion.LoRAPlus | Companion.DeltaLoRA | Companion.LayerwiseLearningRate)
 {
     public static readonly LoRAMethod Instance = new();
-
-    private LoRAMethod()
-        : base("LoRA", Companion.Quantize | Companion.LoRAPlus | Companion.DeltaLoRA | Companion.LayerwiseLearningRate)
-    {
-    }
 
     /// <summary>The name of the adapter a <c>[LoRA]</c> without a Name gets.</summary>
     public const string DefaultAdapterName = "default";
 
+    /// <summary>Every [LoRA] of the class, one adapter each.</summary>
     public override MethodSpec Read(IReadOnlyList<AttributeData> attributes) =>
         new LoRASpec(attributes.Select(a => ReadAdapter(AttributeValues.Of(a))).ToEquatableArray());
+
+    protected override LoRASpec Read(AttributeValues values) => new(new[] { ReadAdapter(values) }.ToEquatableArray());
 
     private static AdapterSpec ReadAdapter(AttributeValues v) => new(
         v.String("Name") ?? DefaultAdapterName,

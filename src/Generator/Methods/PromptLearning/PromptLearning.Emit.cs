@@ -16,9 +16,7 @@ internal abstract partial class PromptLearningMethod<TSpec>
 
     protected sealed override void WriteConfig(IndentedWriter w, TSpec prompt, CountPlan plan, GenerationSpec spec)
     {
-        w.Line("/// <summary>The " + Description + " settings, from this class's <c>[" + Name + "]</c> attribute.</summary>")
-         .Member("public static " + Adapters + ConfigType + " " + ConfigType + " { get; } = new " + Adapters + ConfigType)
-         .Open()
+        Members.OpenConfig(w, Description, Name, ConfigType)
          .Line("NumVirtualTokens = " + Int(prompt.VirtualTokens) + ",");
         WriteSettings(w, prompt);
         if (prompt.Seed != 0) w.Line("Seed = " + Int(prompt.Seed) + ",");

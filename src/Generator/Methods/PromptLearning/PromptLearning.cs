@@ -31,17 +31,13 @@ internal sealed record PTuningSpec(int VirtualTokens, int EncoderHiddenSize, Enu
 /// The prompt-learning methods: the frozen Llama model gets n virtual tokens whose encoder trains. They adapt no layer,
 /// so their plan is the parameter count, known where the model is a Llama with a config.
 /// </summary>
-internal abstract partial class PromptLearningMethod<TSpec> : MethodDefinition<TSpec, CountPlan>
+/// <param name="name">The attribute's name.</param>
+/// <param name="description">The method in prose: "prompt tuning".</param>
+internal abstract partial class PromptLearningMethod<TSpec>(string name, string description) : MethodDefinition<TSpec, CountPlan>(name, Companion.None)
     where TSpec : PromptLearningSpec
 {
-    protected PromptLearningMethod(string name, string description)
-        : base(name, Companion.None)
-    {
-        Description = description;
-    }
-
     /// <summary>The method in prose: "prompt tuning".</summary>
-    public string Description { get; }
+    public string Description { get; } = description;
 
     protected sealed override CountPlan Plan(TSpec prompt, PlanContext context)
     {
@@ -59,40 +55,23 @@ internal abstract partial class PromptLearningMethod<TSpec> : MethodDefinition<T
 }
 
 /// <summary>Prompt tuning: n trainable virtual-token embeddings.</summary>
-internal sealed partial class PromptTuningMethod : PromptLearningMethod<PromptTuningSpec>
+internal sealed partial class PromptTuningMethod() : PromptLearningMethod<PromptTuningSpec>("PromptTuning", "prompt tuning")
 {
     public static readonly PromptTuningMethod Instance = new();
 
-    private PromptTuningMethod()
-        : base("PromptTuning", "prompt tuning")
-    {
-    }
-
-    public override MethodSpec Read(IReadOnlyList<AttributeData> attributes)
-    {
-        var v = AttributeValues.Of(attributes[0]);
-        return new PromptTuningSpec(v.Int("VirtualTokens"), v.String("InitText"), v.Int("Seed"));
-    }
+    protected override PromptTuningSpec Read(AttributeValues v) => new(v.Int("VirtualTokens"), v.String("InitText"), v.Int("Seed"));
 
     // The embedding [n, hidden].
     protected override long Count(PromptTuningSpec prompt, long n, long hidden, long kvDim, long layers) => n * hidden;
 }
 
 /// <summary>Prefix tuning: trainable per-layer key/value prefixes, optionally from a reparameterisation MLP.</summary>
-internal sealed partial class PrefixTuningMethod : PromptLearningMethod<PrefixTuningSpec>
+internal sealed partial class PrefixTuningMethod() : PromptLearningMethod<PrefixTuningSpec>("PrefixTuning", "prefix tuning")
 {
     public static readonly PrefixTuningMethod Instance = new();
 
-    private PrefixTuningMethod()
-        : base("PrefixTuning", "prefix tuning")
-    {
-    }
-
-    public override MethodSpec Read(IReadOnlyList<AttributeData> attributes)
-    {
-        var v = AttributeValues.Of(attributes[0]);
-        return new PrefixTuningSpec(v.Int("VirtualTokens"), v.Bool("Projection", false), v.Int("EncoderHiddenSize"), v.Int("Seed"));
-    }
+    protected override PrefixTuningSpec Read(AttributeValues v) =>
+        new(v.Int("VirtualTokens"), v.Bool("Projection", false), v.Int("EncoderHiddenSize"), v.Int("Seed"));
 
     // The table [n, layers · 2 · kv_dim]; with the projection, the embedding [n, kv_dim] and the MLP.
     protected override long Count(PrefixTuningSpec prefix, long n, long hidden, long kvDim, long layers)
@@ -105,20 +84,12 @@ internal sealed partial class PrefixTuningMethod : PromptLearningMethod<PrefixTu
 }
 
 /// <summary>P-tuning: virtual tokens produced by a small trainable encoder (MLP or LSTM).</summary>
-internal sealed partial class PTuningMethod : PromptLearningMethod<PTuningSpec>
+internal sealed partial class PTuningMethod() : PromptLearningMethod<PTuningSpec>("PTuning", "P-tuning")
 {
     public static readonly PTuningMethod Instance = new();
 
-    private PTuningMethod()
-        : base("PTuning", "P-tuning")
-    {
-    }
-
-    public override MethodSpec Read(IReadOnlyList<AttributeData> attributes)
-    {
-        var v = AttributeValues.Of(attributes[0]);
-        return new PTuningSpec(v.Int("VirtualTokens"), v.Int("EncoderHiddenSize"), v.Enum("EncoderType", "PeftGen.Adapters.PromptEncoderType", 0), v.Int("Seed"));
-    }
+    protected override PTuningSpec Read(AttributeValues v) =>
+        new(v.Int("VirtualTokens"), v.Int("EncoderHiddenSize"), v.Enum("EncoderType", "PeftGen.Adapters.PromptEncoderType", 0), v.Int("Seed"));
 
     // The embedding [n, hidden] and the encoder MLP.
     protected override long Count(PTuningSpec ptuning, long n, long hidden, long kvDim, long layers)

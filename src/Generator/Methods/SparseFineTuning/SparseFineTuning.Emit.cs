@@ -14,9 +14,7 @@ internal sealed partial class SparseFineTuningMethod
 
     protected override void WriteConfig(IndentedWriter w, SparseFineTuningSpec s, MethodPlan plan, GenerationSpec spec)
     {
-        w.Line("/// <summary>The sparse fine-tuning settings, from this class's <c>[SparseFineTuning]</c> attribute.</summary>")
-         .Member("public static " + Adapters + "SparseFineTuningConfig SparseFineTuningConfig { get; } = new " + Adapters + "SparseFineTuningConfig")
-         .Open()
+        Members.OpenConfig(w, "sparse fine-tuning", Name, "SparseFineTuningConfig")
          .Line("Fraction = " + Float((float)s.Fraction) + ",")
          .Line("Targets = " + Targets(s.Targets) + ",");
         if (s.Score.Value != SparseFineTuningSpec.DefaultScore) w.Line("Score = " + Enum(s.Score) + ",");

@@ -19,23 +19,14 @@ internal sealed record SparseFineTuningSpec(double Fraction, TargetSpec Targets,
 }
 
 /// <summary>Sparse fine-tuning: a chosen fraction of the model's entries trains; which ones depends on calibration, so nothing is planned.</summary>
-internal sealed partial class SparseFineTuningMethod : MethodDefinition<SparseFineTuningSpec, MethodPlan>
+internal sealed partial class SparseFineTuningMethod() : MethodDefinition<SparseFineTuningSpec, MethodPlan>("SparseFineTuning", Companion.LayerwiseLearningRate)
 {
     public static readonly SparseFineTuningMethod Instance = new();
 
-    private SparseFineTuningMethod()
-        : base("SparseFineTuning", Companion.LayerwiseLearningRate)
-    {
-    }
-
-    public override MethodSpec Read(IReadOnlyList<AttributeData> attributes)
-    {
-        var v = AttributeValues.Of(attributes[0]);
-        return new SparseFineTuningSpec(
-            v.Double("Fraction", 0), TargetMatcher.Parse(v.String("Targets") ?? "all-linear"),
-            v.Enum("Score", "PeftGen.Adapters.SparseScore", SparseFineTuningSpec.DefaultScore),
-            v.Int("CalibrationBatches", SparseFineTuningSpec.DefaultCalibrationBatches));
-    }
+    protected override SparseFineTuningSpec Read(AttributeValues v) => new(
+        v.Double("Fraction", 0), TargetMatcher.Parse(v.String("Targets") ?? "all-linear"),
+        v.Enum("Score", "PeftGen.Adapters.SparseScore", SparseFineTuningSpec.DefaultScore),
+        v.Int("CalibrationBatches", SparseFineTuningSpec.DefaultCalibrationBatches));
 
     protected override MethodPlan Plan(SparseFineTuningSpec method, PlanContext context) => MethodPlan.None;
 }

@@ -10,9 +10,7 @@ internal sealed partial class VeRAMethod
 {
     protected override void WriteConfig(IndentedWriter w, VeRASpec v, RowPlan<VeRARow> plan, GenerationSpec spec)
     {
-        w.Line("/// <summary>The VeRA adapter's settings, from this class's <c>[VeRA]</c> attribute.</summary>")
-         .Member("public static " + Adapters + "VeraConfig VeraConfig { get; } = new " + Adapters + "VeraConfig")
-         .Open()
+        Members.OpenConfig(w, "VeRA adapter's", Name, "VeraConfig")
          .Line("Rank = " + Int(v.Rank) + ",")
          .Line("Targets = " + Targets(v.Targets) + ",");
         if (v.DInitial != VeRASpec.DefaultDInitial) w.Line("DInitial = " + Float((float)v.DInitial) + ",");

@@ -32,22 +32,13 @@ internal sealed record VeRASpec(
 internal readonly record struct VeRARow(string Path, int InFeatures, int OutFeatures, int Rank, bool Quantized, long TrainableParameters) : IQuantizedRow;
 
 /// <summary>VeRA: frozen random projections shared by every adapted layer, trainable scaling vectors b and d per layer.</summary>
-internal sealed partial class VeRAMethod : MethodDefinition<VeRASpec, RowPlan<VeRARow>>
+internal sealed partial class VeRAMethod() : MethodDefinition<VeRASpec, RowPlan<VeRARow>>("VeRA", Companion.Quantize | Companion.LayerwiseLearningRate)
 {
     public static readonly VeRAMethod Instance = new();
 
-    private VeRAMethod()
-        : base("VeRA", Companion.Quantize | Companion.LayerwiseLearningRate)
-    {
-    }
-
-    public override MethodSpec Read(IReadOnlyList<AttributeData> attributes)
-    {
-        var v = AttributeValues.Of(attributes[0]);
-        return new VeRASpec(
-            v.Int("Rank"), TargetMatcher.Parse(v.String("Targets")), v.Double("DInitial", VeRASpec.DefaultDInitial), v.Int("ProjectionSeed"),
-            v.Bool("SaveProjection", true), v.Double("Dropout", 0), TargetMatcher.SplitList(v.String("Exclude")), v.Ints("Layers"), v.Int("Seed"));
-    }
+    protected override VeRASpec Read(AttributeValues v) => new(
+        v.Int("Rank"), TargetMatcher.Parse(v.String("Targets")), v.Double("DInitial", VeRASpec.DefaultDInitial), v.Int("ProjectionSeed"),
+        v.Bool("SaveProjection", true), v.Double("Dropout", 0), TargetMatcher.SplitList(v.String("Exclude")), v.Ints("Layers"), v.Int("Seed"));
 
     protected override RowPlan<VeRARow> Plan(VeRASpec vera, PlanContext context)
     {
