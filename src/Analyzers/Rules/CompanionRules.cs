@@ -1,6 +1,5 @@
 using System.Collections.Generic;
 using System.Linq;
-using PeftGen.Generator.Methods;
 using PeftGen.Generator.Parsing;
 using PeftGen.Generator.Planning;
 using PeftGen.Generator.Spec;

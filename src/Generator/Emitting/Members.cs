@@ -1,5 +1,4 @@
 using System.Collections.Generic;
-using System.Linq;
 using PeftGen.Generator.Methods;
 using PeftGen.Generator.Parsing;
 using PeftGen.Generator.Spec;

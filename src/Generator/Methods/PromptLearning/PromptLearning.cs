@@ -1,5 +1,3 @@
-using System.Collections.Generic;
-using Microsoft.CodeAnalysis;
 using PeftGen.Generator.Parsing;
 using PeftGen.Generator.Planning;
 using PeftGen.Generator.Spec;

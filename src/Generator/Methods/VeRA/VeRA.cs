@@ -1,6 +1,4 @@
-using System.Collections.Generic;
 using System.Linq;
-using Microsoft.CodeAnalysis;
 using PeftGen.Generator.Parsing;
 using PeftGen.Generator.Planning;
 using PeftGen.Generator.Spec;
