@@ -9,14 +9,6 @@ namespace PeftGen.Generator.Emitting;
 /// <summary>C# text for values: literals in invariant culture, runtime names as <c>global::</c> names.</summary>
 internal static class Code
 {
-    /// <summary>The runtime's adapter types.</summary>
-    public const string Adapters = "global::PeftGen.Adapters.";
-
-    /// <summary>The runtime's adapter file formats.</summary>
-    public const string Formats = Adapters + "Formats.";
-
-    public const string Training = "global::PeftGen.Training.";
-
     public const string Generic = "global::System.Collections.Generic.";
 
     public const string Tensor = "global::PeftGen.Tensors.Tensor";
@@ -25,10 +17,10 @@ internal static class Code
 
     public static string Targets(TargetSpec targets) => targets.Kind switch
     {
-        TargetKind.AllLinear => Adapters + "TargetModules.AllLinear",
-        TargetKind.List => Adapters + "TargetModules.List(" + string.Join(", ", targets.Names.Select(Quote)) + ")",
-        TargetKind.Regex => Adapters + "TargetModules.Regex(" + Verbatim(targets.Text) + ")",
-        _ => Adapters + "TargetModules.Parse(" + Quote(targets.Text) + ")",
+        TargetKind.AllLinear => "global::PeftGen.Adapters.TargetModules.AllLinear",
+        TargetKind.List => "global::PeftGen.Adapters.TargetModules.List(" + string.Join(", ", targets.Names.Select(Quote)) + ")",
+        TargetKind.Regex => "global::PeftGen.Adapters.TargetModules.Regex(" + Verbatim(targets.Text) + ")",
+        _ => "global::PeftGen.Adapters.TargetModules.Parse(" + Quote(targets.Text) + ")",
     };
 
     public static string Enum(EnumValueSpec value) =>

@@ -44,11 +44,11 @@ internal static class Members
     /// <param name="w">The writer.</param>
     /// <param name="what">Whose settings, for the summary: "VeRA adapter's".</param>
     /// <param name="attribute">The attribute they come from: "VeRA".</param>
-    /// <param name="type">The runtime's config type in <c>PeftGen.Adapters</c>.</param>
+    /// <param name="type">The runtime's config type, a <c>global::</c> name.</param>
     /// <param name="name">The property's name; the type's by default.</param>
     public static IndentedWriter OpenConfig(IndentedWriter w, string what, string attribute, string type, string? name = null) =>
         w.Line("/// <summary>The " + what + " settings, from this class's <c>[" + attribute + "]</c> attribute.</summary>")
-         .Member("public static " + Adapters + type + " " + (name ?? type) + " { get; } = new " + Adapters + type)
+         .Member("public static " + type + " " + (name ?? type.Substring(type.LastIndexOf('.') + 1)) + " { get; } = new " + type)
          .Open();
 
     /// <summary>The companions' members, those of the companions <paramref name="method"/> works with.</summary>
@@ -79,7 +79,7 @@ internal static class Members
         if (HasLayerDrop(spec.Model) && companions.LayerDrop is { } drop)
         {
             w.Line("/// <summary>The layer drop settings (from <c>[LayerDrop]</c>); <see cref=\"ApplyAdapters\"/> installs them.</summary>")
-             .Member("public static " + Adapters + "LayerDropConfig LayerDropConfig { get; } = new " + Adapters + "LayerDropConfig")
+             .Member("public static global::PeftGen.Adapters.LayerDropConfig LayerDropConfig { get; } = new global::PeftGen.Adapters.LayerDropConfig")
              .Open()
              .Line("Probability = " + Float((float)drop.Probability) + ",");
             if (drop.Schedule.Value != 0) w.Line("Schedule = " + Enum(drop.Schedule) + ",");
@@ -94,11 +94,11 @@ internal static class Members
         w.Line("/// <summary>How adapted layers store their base weights (from <c>[Quantize]</c>); null keeps them in full precision.</summary>");
         if (q == null)
         {
-            w.Member("public static " + Adapters + "QuantizationConfig? QuantizationConfig => null;").Line();
+            w.Member("public static global::PeftGen.Adapters.QuantizationConfig? QuantizationConfig => null;").Line();
             return;
         }
-        w.Member("public static " + Adapters + "QuantizationConfig? QuantizationConfig { get; } =")
-         .Line("    new " + Adapters + "QuantizationConfig(" + Enum(q.Type) + ", DoubleQuant: " + Bool(q.DoubleQuant) + ", BlockSize: " + Int(q.BlockSize) + ");")
+        w.Member("public static global::PeftGen.Adapters.QuantizationConfig? QuantizationConfig { get; } =")
+         .Line("    new global::PeftGen.Adapters.QuantizationConfig(" + Enum(q.Type) + ", DoubleQuant: " + Bool(q.DoubleQuant) + ", BlockSize: " + Int(q.BlockSize) + ");")
          .Line()
          .Line("/// <summary>The type 4-bit weights are dequantized to for the matrix multiply (from <c>[Quantize]</c>).</summary>")
          .Member("public const global::PeftGen.Tensors.DType QuantizationComputeType = " + Enum(q.ComputeType) + ";")
@@ -140,9 +140,9 @@ internal static class Members
          .Line("/// <param name=\"options\">The training settings.</param>")
          .Line("/// <param name=\"eval\">Evaluation batches, or null.</param>");
         string parameters = (trainer.AdaptedType != null ? trainer.AdaptedType + " " + name + ", " : "")
-            + "global::System.Func<" + Training + "Batch, " + Tensor + "> loss, " + Training + "IBatchSource train, "
-            + Training + "TrainerOptions options, " + Training + "IBatchSource? eval = null";
-        w.Member("public " + Training + "Trainer CreateTrainer(" + parameters + ")").Open();
+            + "global::System.Func<global::PeftGen.Training.Batch, " + Tensor + "> loss, global::PeftGen.Training.IBatchSource train, "
+            + "global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null";
+        w.Member("public global::PeftGen.Training.Trainer CreateTrainer(" + parameters + ")").Open();
         if (name != null) w.Line("global::System.ArgumentNullException.ThrowIfNull(" + name + ");");
         w.Line("global::System.ArgumentNullException.ThrowIfNull(options);");
         var settings = new List<string>();
@@ -153,14 +153,14 @@ internal static class Members
         if (trainer.DropoutRng) rngs.Add(name + ".DropoutRng");
         if (layerDrop) rngs.Add("this.Model.LayerDrop!.Rng");
         string rngArgument = rngs.Count == 0 ? "" : ", new global::PeftGen.Tensors.Rng[] { " + string.Join(", ", rngs) + " }";
-        w.Line("var trainer = new " + Training + "Trainer(" + (trainer.OnAdapted ? name : "this") + ", loss, train, " + options + ", eval" + rngArgument + ");");
+        w.Line("var trainer = new global::PeftGen.Training.Trainer(" + (trainer.OnAdapted ? name : "this") + ", loss, train, " + options + ", eval" + rngArgument + ");");
         if (trainer.AfterStep is { } step) w.Line(step.Statement);
         w.Line("return trainer;").Close().Line();
     }
 
     /// <summary>
     /// The compile-time plan (one row per adapted layer or site), when every shape is known: <paramref name="rows"/> are
-    /// the constructor arguments of the runtime's <paramref name="rowType"/> before its trainable-parameter count, and that
+    /// the constructor arguments of the runtime's <paramref name="rowType"/> (a <c>global::</c> name) before its trainable-parameter count, and that
     /// count; <paramref name="columns"/> says what the arguments are.
     /// </summary>
     public static void WritePlan(IndentedWriter w, string rowType, string columns, IEnumerable<(string Arguments, long Trainable)>? rows)
@@ -170,10 +170,10 @@ internal static class Members
          .Line("/// The adapted layers, known at compile time: " + columns + ".")
          .Line("/// Equals <c>ApplyAdapters().Plan()</c>.")
          .Line("/// </summary>")
-         .Member("public static " + Generic + "IReadOnlyList<" + Adapters + rowType + "> AdapterPlan { get; } = new " + Adapters + rowType + "[]")
+         .Member("public static " + Generic + "IReadOnlyList<" + rowType + "> AdapterPlan { get; } = new " + rowType + "[]")
          .Open();
         foreach (var (arguments, trainable) in rows)
-            w.Line("new " + Adapters + rowType + "(" + arguments + ", " + Long(trainable) + "),");
+            w.Line("new " + rowType + "(" + arguments + ", " + Long(trainable) + "),");
         w.Close(";").Line();
     }
 
@@ -203,7 +203,7 @@ internal static class Members
         if (layerDrop)
         {
             w.Line("var adapted = " + create + ";")
-             .Line(Adapters + "LayerDrop.Apply(this, LayerDropConfig);")
+             .Line("global::PeftGen.Adapters.LayerDrop.Apply(this, LayerDropConfig);")
              .Line("return adapted;");
         }
         else

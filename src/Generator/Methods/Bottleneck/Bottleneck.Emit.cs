@@ -10,7 +10,7 @@ internal sealed partial class BottleneckMethod
 {
     protected override void WriteConfig(IndentedWriter w, BottleneckSpec b, RowPlan<BottleneckSite> plan, GenerationSpec spec)
     {
-        Members.OpenConfig(w, "bottleneck adapters'", Name, "BottleneckConfig");
+        Members.OpenConfig(w, "bottleneck adapters'", Name, "global::PeftGen.Adapters.BottleneckConfig");
         if (b.Size != 0) w.Line("BottleneckSize = " + Int(b.Size) + ",");
         else if (b.ReductionFactor != BottleneckSpec.DefaultReductionFactor) w.Line("ReductionFactor = " + Int(b.ReductionFactor) + ",");
         if (b.Placement.Value != BottleneckSpec.DefaultPlacement) w.Line("Placement = " + Enum(b.Placement) + ",");
@@ -25,17 +25,17 @@ internal sealed partial class BottleneckMethod
 
     protected override void WriteMembers(IndentedWriter w, BottleneckSpec bottleneck, RowPlan<BottleneckSite> plan, GenerationSpec spec, TrainerWiring trainer)
     {
-        string model = Adapters + "BottleneckModel<" + spec.Model.FullyQualifiedName + ">";
-        Members.WritePlan(w, "BottleneckSite", "path, hidden size d, bottleneck width m, and trainable parameters",
+        string model = "global::PeftGen.Adapters.BottleneckModel<" + spec.Model.FullyQualifiedName + ">";
+        Members.WritePlan(w, "global::PeftGen.Adapters.BottleneckSite", "path, hidden size d, bottleneck width m, and trainable parameters",
             plan.Rows?.Select(r => (Quote(r.Path) + ", " + Int(r.Hidden) + ", " + Int(r.Width), r.TrainableParameters)));
         Members.WriteTrainableCount(w, plan, bottleneck.Bias ? "2·d·m + d + m per adapter" : "2·d·m per adapter");
         Members.WriteApply(w, spec.Model, "Freezes this model and inserts bottleneck adapters into its decoder layers per <see cref=\"BottleneckConfig\"/>.",
             model, "", model + ".Create(this, BottleneckConfig)");
         Members.WriteCreateTrainer(w, spec, trainer);
-        Members.WriteSave(w, "the bottleneck adapters of", "PeftGen's PEFT-style format (<see cref=\"" + Adapters + "BottleneckAdapterFile\"/>, <c>peft_type</c> BOTTLENECK)",
-            "each adapter's down and up projections", model, "bottleneck", named: false, Adapters + "BottleneckAdapterFile.Save(bottleneck, folder, baseModelNameOrPath)");
+        Members.WriteSave(w, "the bottleneck adapters of", "PeftGen's PEFT-style format (<see cref=\"global::PeftGen.Adapters.BottleneckAdapterFile\"/>, <c>peft_type</c> BOTTLENECK)",
+            "each adapter's down and up projections", model, "bottleneck", named: false, "global::PeftGen.Adapters.BottleneckAdapterFile.Save(bottleneck, folder, baseModelNameOrPath)");
         Members.WriteLoad(w, "the bottleneck adapters in <paramref name=\"folder\"/> into this model's decoder layers, with the folder's",
-            "<c>adapter_config.json</c>;", model, named: false, Adapters + "BottleneckAdapterFile.LoadInto(this, folder)",
+            "<c>adapter_config.json</c>;", model, named: false, "global::PeftGen.Adapters.BottleneckAdapterFile.LoadInto(this, folder)",
             "The config is invalid, or keys and adapters disagree; every mismatch is listed.");
     }
 }

@@ -10,7 +10,7 @@ internal sealed partial class IA3Method
 {
     protected override void WriteConfig(IndentedWriter w, IA3Spec a, RowPlan<IA3Row> plan, GenerationSpec spec)
     {
-        Members.OpenConfig(w, "(IA)³ adapter's", Name, "IA3Config")
+        Members.OpenConfig(w, "(IA)³ adapter's", Name, "global::PeftGen.Adapters.IA3Config")
          .Line("Targets = " + Targets(a.Targets) + ",")
          .Line("FeedForward = " + (a.FeedForward is { } ff ? Targets(ff) : "null") + ",");
         if (a.Exclude.Count > 0) w.Line("Exclude = " + Strings(a.Exclude) + ",");
@@ -23,17 +23,17 @@ internal sealed partial class IA3Method
 
     protected override void WriteMembers(IndentedWriter w, IA3Spec ia3, RowPlan<IA3Row> plan, GenerationSpec spec, TrainerWiring trainer)
     {
-        string model = Adapters + "IA3Model<" + spec.Model.FullyQualifiedName + ">";
-        Members.WritePlan(w, "IA3AdaptedLayer", "path, in and out features, whether the vector scales the input (feed-forward), and trainable parameters",
+        string model = "global::PeftGen.Adapters.IA3Model<" + spec.Model.FullyQualifiedName + ">";
+        Members.WritePlan(w, "global::PeftGen.Adapters.IA3AdaptedLayer", "path, in and out features, whether the vector scales the input (feed-forward), and trainable parameters",
             plan.Rows?.Select(r => (Quote(r.Path) + ", " + Int(r.InFeatures) + ", " + Int(r.OutFeatures) + ", " + Bool(r.FeedForward), r.TrainableParameters)));
         Members.WriteTrainableCount(w, plan, "one vector per layer: in channels for feed-forward layers, out channels otherwise");
         Members.WriteApply(w, spec.Model, "Freezes this model and adds (IA)³ vectors to the layers <see cref=\"IA3Config\"/> targets.",
             model, "", model + ".Create(this, IA3Config)");
         Members.WriteCreateTrainer(w, spec, trainer);
-        Members.WriteSave(w, "(IA)³ adapter <paramref name=\"adapter\"/> of", "Hugging Face PEFT format (<see cref=\"" + Formats + "IA3AdapterFile\"/>)",
-            "one <c>ia3_l</c> vector per adapted layer", model, "ia3", named: true, Formats + "IA3AdapterFile.Save(ia3, folder, adapter, baseModelNameOrPath)");
+        Members.WriteSave(w, "(IA)³ adapter <paramref name=\"adapter\"/> of", "Hugging Face PEFT format (<see cref=\"global::PeftGen.Adapters.Formats.IA3AdapterFile\"/>)",
+            "one <c>ia3_l</c> vector per adapted layer", model, "ia3", named: true, "global::PeftGen.Adapters.Formats.IA3AdapterFile.Save(ia3, folder, adapter, baseModelNameOrPath)");
         Members.WriteLoad(w, "the (IA)³ adapter in <paramref name=\"folder\"/> onto this model as <paramref name=\"adapter\"/>, with the folder's",
-            "<c>adapter_config.json</c>;", model, named: true, Formats + "IA3AdapterFile.LoadInto(this, folder, adapter)",
+            "<c>adapter_config.json</c>;", model, named: true, "global::PeftGen.Adapters.Formats.IA3AdapterFile.LoadInto(this, folder, adapter)",
             "The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.");
     }
 }

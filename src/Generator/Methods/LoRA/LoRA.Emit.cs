@@ -19,7 +19,7 @@ internal sealed partial class LoRAMethod
         foreach (var output in plan.Adapters)
         {
             var a = output.Adapter;
-            Members.OpenConfig(w, Quote(a.Name) + " adapter's", Name, "LoRAConfig", output.MemberPrefix + "LoRAConfig")
+            Members.OpenConfig(w, Quote(a.Name) + " adapter's", Name, "global::PeftGen.Adapters.LoRAConfig", output.MemberPrefix + "LoRAConfig")
              .Line("Rank = " + Int(a.Rank) + ",")
              .Line("Alpha = " + Float((float)a.Alpha) + ",")
              .Line("Targets = " + Targets(a.Targets) + ",");
@@ -29,7 +29,7 @@ internal sealed partial class LoRAMethod
             if (a.UseLoRAFA) w.Line("UseLoRAFA = true,");
             if (a.LoRAFAGradientCorrection) w.Line("LoRAFAGradientCorrection = true,");
             if (delta != null)
-                w.Line("DeltaLoRA = new " + Adapters + "DeltaLoRAOptions { StartStep = " + Int(delta.StartStep) + ", UpdateRatio = " + Float((float)delta.UpdateRatio) + " },");
+                w.Line("DeltaLoRA = new global::PeftGen.Adapters.DeltaLoRAOptions { StartStep = " + Int(delta.StartStep) + ", UpdateRatio = " + Float((float)delta.UpdateRatio) + " },");
             if (a.Init.Value != 0) w.Line("Init = " + Enum(a.Init) + ",");
             if (a.Bias.Value != 0) w.Line("Bias = " + Enum(a.Bias) + ",");
             if (output.Exclude.Count > 0) w.Line("Exclude = " + Strings(output.Exclude) + ",");
@@ -49,7 +49,7 @@ internal sealed partial class LoRAMethod
         w.Close(",");
     }
 
-    private static string PeftModel(GenerationSpec spec) => Adapters + "PeftModel<" + spec.Model.FullyQualifiedName + ">";
+    private static string PeftModel(GenerationSpec spec) => "global::PeftGen.Adapters.PeftModel<" + spec.Model.FullyQualifiedName + ">";
 
     /// <summary>An adapter's name for prose: its C# literal without the quotes.</summary>
     private static string Unquoted(string name) => Quote(name).Replace("\"", "");
@@ -62,7 +62,7 @@ internal sealed partial class LoRAMethod
         DropoutRng = true,
         AfterStep = spec.Model.Companions.DeltaLoRA == null ? null
             : ("the Delta-LoRA base update of the " + Unquoted(lora.Adapters[0].Name) + " adapter after each step,",
-                "trainer.AfterStepHooks.Add(" + Adapters + "DeltaLoRAUpdater.Create(peft, " + Quote(lora.Adapters[0].Name) + "));"),
+                "trainer.AfterStepHooks.Add(global::PeftGen.Adapters.DeltaLoRAUpdater.Create(peft, " + Quote(lora.Adapters[0].Name) + "));"),
     };
 
     protected override void WriteMembers(IndentedWriter w, LoRASpec lora, LoRAPlan plan, GenerationSpec spec, TrainerWiring trainer)
@@ -88,11 +88,11 @@ internal sealed partial class LoRAMethod
          .Line("/// The layers the " + name + " adapter adapts, known at compile time: path, in and out features, rank, alpha,")
          .Line("/// scaling, whether the base is 4-bit, and trainable parameters. Equals <c>ApplyAdapters().Plan(" + name + ")</c>.")
          .Line("/// </summary>")
-         .Member("public static " + Generic + "IReadOnlyList<" + Adapters + "AdaptedLayer> " + output.MemberPrefix + "AdapterPlan { get; } = new " + Adapters + "AdaptedLayer[]")
+         .Member("public static " + Generic + "IReadOnlyList<global::PeftGen.Adapters.AdaptedLayer> " + output.MemberPrefix + "AdapterPlan { get; } = new global::PeftGen.Adapters.AdaptedLayer[]")
          .Open();
         foreach (var row in plan)
         {
-            w.Line("new " + Adapters + "AdaptedLayer(" + Quote(row.Path) + ", " + Int(row.InFeatures) + ", " + Int(row.OutFeatures) + ", "
+            w.Line("new global::PeftGen.Adapters.AdaptedLayer(" + Quote(row.Path) + ", " + Int(row.InFeatures) + ", " + Int(row.OutFeatures) + ", "
                 + Int(row.Rank) + ", " + Float(row.Alpha) + ", " + Float(row.Scaling) + ", " + Bool(row.Quantized) + ", " + Long(row.TrainableParameters) + "),");
         }
         w.Close(";")
@@ -131,7 +131,7 @@ internal sealed partial class LoRAMethod
         w.Line("/// <summary>")
          .Line("/// Freezes this model and wraps the layers its adapters target (" + names + ") with LoRA"
             + (spec.Model.Companions.Quantize != null ? ", storing their base weights in 4 bits" : "") + ".")
-         .Line("/// The " + FirstName(plan) + " adapter is active. The model is owned by the returned <see cref=\"" + Adapters + "PeftModel{TModel}\"/>.")
+         .Line("/// The " + FirstName(plan) + " adapter is active. The model is owned by the returned <see cref=\"global::PeftGen.Adapters.PeftModel{TModel}\"/>.")
          .Line("/// </summary>")
          .Line("/// <exception cref=\"global::System.ArgumentException\">")
          .Line("/// A target matches no layer of this model, or a rank exceeds a layer's size (where the compiler could not check it,")
@@ -141,7 +141,7 @@ internal sealed partial class LoRAMethod
          .Open();
         foreach (var adapter in plan.Adapters.Where(a => a.Plan == null))
             w.Line("ThrowIfRankExceedsLayer(" + adapter.MemberPrefix + "LoRAConfig);");
-        string create = Adapters + "PeftModel.Create(this, " + first.MemberPrefix + "LoRAConfig, QuantizationConfig, " + FirstName(plan) + ");";
+        string create = "global::PeftGen.Adapters.PeftModel.Create(this, " + first.MemberPrefix + "LoRAConfig, QuantizationConfig, " + FirstName(plan) + ");";
         bool layerDrop = Members.HasLayerDrop(spec.Model);
         if (plan.Adapters.Count == 1 && !layerDrop)
         {
@@ -151,7 +151,7 @@ internal sealed partial class LoRAMethod
         w.Line("var peft = " + create);
         foreach (var adapter in plan.Adapters.Skip(1))
             w.Line("peft.AddAdapter(" + Quote(adapter.Adapter.Name) + ", " + adapter.MemberPrefix + "LoRAConfig);");
-        if (layerDrop) w.Line(Adapters + "LayerDrop.Apply(this, LayerDropConfig);");
+        if (layerDrop) w.Line("global::PeftGen.Adapters.LayerDrop.Apply(this, LayerDropConfig);");
         w.Line("return peft;").Close().Line();
     }
 
@@ -170,11 +170,11 @@ internal sealed partial class LoRAMethod
          .Member("public static void SaveAdapter(" + PeftModel(spec) + " peft, string folder, string adapter = " + FirstName(plan) + ", string? baseModelNameOrPath = null)")
          .Open()
          .Line("global::System.ArgumentNullException.ThrowIfNull(peft);")
-         .Line("var tensors = " + Adapters + "AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);")
-         .Line(Adapters + "PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);")
+         .Line("var tensors = global::PeftGen.Adapters.AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);")
+         .Line("global::PeftGen.Adapters.PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);")
          .Close()
          .Line();
-        WriteLoadAdapter(w, spec, plan, "AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter)", "The adapter folder.",
+        WriteLoadAdapter(w, spec, plan, "global::PeftGen.Adapters.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter)", "The adapter folder.",
             [
                 "Loads the Hugging Face PEFT adapter in <paramref name=\"folder\"/> onto this model as <paramref name=\"adapter\"/>, with",
                 "the folder's <c>adapter_config.json</c>: first checks that the keys and shapes of <c>adapter_model.safetensors</c> fit",
@@ -190,9 +190,9 @@ internal sealed partial class LoRAMethod
     /// </summary>
     private static void WriteDeltaSaveLoad(IndentedWriter w, GenerationSpec spec, LoRAPlan plan)
     {
-        const string Updater = Adapters + "DeltaLoRAUpdater";
+        const string Updater = "global::PeftGen.Adapters.DeltaLoRAUpdater";
         w.Line("/// <summary>")
-         .Line("/// Writes the Delta-LoRA result of <paramref name=\"peft\"/> to <paramref name=\"folder\"/> (<see cref=\"" + Adapters + "DeltaLoRAFile\"/>): the")
+         .Line("/// Writes the Delta-LoRA result of <paramref name=\"peft\"/> to <paramref name=\"folder\"/> (<see cref=\"global::PeftGen.Adapters.DeltaLoRAFile\"/>): the")
          .Line("/// " + Unquoted(plan.Adapters[0].Adapter.Name) + " adapter as a Hugging Face PEFT LoRA folder (<c>adapter_config.json</c>, <c>adapter_model.safetensors</c>) and")
          .Line("/// <c>delta_lora_base.safetensors</c>, the base change the <see cref=\"" + Updater + "\"/> of <paramref name=\"trainer\"/>")
          .Line("/// applied, factored per layer. Each file is written in full under a temporary name, then renamed into place.")
@@ -207,10 +207,10 @@ internal sealed partial class LoRAMethod
          .Line("global::System.ArgumentNullException.ThrowIfNull(trainer);")
          .Line("var updater = global::System.Linq.Enumerable.FirstOrDefault(global::System.Linq.Enumerable.OfType<" + Updater + ">(trainer.AfterStepHooks))")
          .Line("    ?? throw new global::System.ArgumentException(\"The trainer has no DeltaLoRAUpdater among its AfterStepHooks: create it with CreateTrainer, which adds one.\", nameof(trainer));")
-         .Line(Adapters + "DeltaLoRAFile.Save(peft, updater, folder, baseModelNameOrPath);")
+         .Line("global::PeftGen.Adapters.DeltaLoRAFile.Save(peft, updater, folder, baseModelNameOrPath);")
          .Close()
          .Line();
-        WriteLoadAdapter(w, spec, plan, "DeltaLoRAFile.LoadInto(this, folder, adapter)", "The folder <see cref=\"SaveAdapter\"/> wrote.",
+        WriteLoadAdapter(w, spec, plan, "global::PeftGen.Adapters.DeltaLoRAFile.LoadInto(this, folder, adapter)", "The folder <see cref=\"SaveAdapter\"/> wrote.",
             [
                 "Loads a Delta-LoRA folder onto this model: adds the saved base change to the float base weights, then wraps the adapted",
                 "layers with the saved LoRA adapter as <paramref name=\"adapter\"/> (plain LoRA from then on). The files are checked against",
@@ -220,7 +220,7 @@ internal sealed partial class LoRAMethod
             ("global::System.IO.InvalidDataException", "The files do not fit this model; every mismatch is listed."));
     }
 
-    /// <summary><c>LoadAdapter(folder, adapter)</c>, one delegation to the runtime's <paramref name="call"/> (in <c>PeftGen.Adapters</c>).</summary>
+    /// <summary><c>LoadAdapter(folder, adapter)</c>, one delegation to the runtime's <paramref name="call"/>.</summary>
     private static void WriteLoadAdapter(IndentedWriter w, GenerationSpec spec, LoRAPlan plan, string call, string folder, string[] summary,
         params (string Type, string When)[] exceptions)
     {
@@ -231,7 +231,7 @@ internal sealed partial class LoRAMethod
          .Line("/// <param name=\"adapter\">The name the adapter gets.</param>");
         foreach (var (type, when) in exceptions) w.Line("/// <exception cref=\"" + type + "\">" + when + "</exception>");
         w.Member("public " + PeftModel(spec) + " LoadAdapter(string folder, string adapter = " + FirstName(plan) + ") =>")
-         .Line("    " + Adapters + call + ";");
+         .Line("    " + call + ";");
     }
 
     private static void WriteRankCheck(IndentedWriter w, LoRAPlan plan)
@@ -239,12 +239,12 @@ internal sealed partial class LoRAMethod
         if (plan.Adapters.All(a => a.Plan != null)) return;
         w.Line()
          .Line("// Ranks the compiler could not check (a shape or a list length is only known at run time), with PEFT003's text.")
-         .Member("private void ThrowIfRankExceedsLayer(" + Adapters + "LoRAConfig config)")
+         .Member("private void ThrowIfRankExceedsLayer(global::PeftGen.Adapters.LoRAConfig config)")
          .Open()
          .Line("foreach (var (path, layer) in LinearLayers())")
          .Open()
-         .Line("if (!" + Adapters + "PeftModel.Adapts(config, path)) continue;")
-         .Line("int rank = " + Adapters + "PeftModel.RankFor(config, path);")
+         .Line("if (!global::PeftGen.Adapters.PeftModel.Adapts(config, path)) continue;")
+         .Line("int rank = global::PeftGen.Adapters.PeftModel.RankFor(config, path);")
          .Line("int limit = global::System.Math.Min(layer.InFeatures, layer.OutFeatures);")
          .Line("if (rank > limit)")
          .Open()

@@ -22,7 +22,6 @@ internal sealed partial class LoRAMethod
     {
         var model = spec.Model;
         if (!model.IsLlama || !model.HasLlamaConfigConstructor) return;
-        const string IO = "global::PeftGen.IO.";
         var first = plan.Adapters[0];
         bool delta = model.Companions.DeltaLoRA != null;
         bool quantized = model.Companions.Quantize != null;
@@ -54,13 +53,13 @@ internal sealed partial class LoRAMethod
          .Line("/// <exception cref=\"global::System.IO.FileNotFoundException\">Nothing is at <paramref name=\"modelPath\"/>, or the folder lacks its config or weights.</exception>")
          .Line("/// <exception cref=\"global::System.IO.InvalidDataException\">The files are malformed, or a parameter of this model is missing from them or has another shape.</exception>")
          .Member("public static " + model.FullyQualifiedName + " FromPretrained(string modelPath) =>");
-        string load = "    " + IO + "ModelLoader.Load(modelPath, config => new " + model.FullyQualifiedName + "(config)";
+        string load = "    global::PeftGen.IO.ModelLoader.Load(modelPath, config => new " + model.FullyQualifiedName + "(config)";
         if (delta)
         {
             w.Line(load + ");").Line();
             return;
         }
-        string options = "        " + IO + "ModelLoadOptions.ForAdapter(" + first.MemberPrefix + "LoRAConfig, QuantizationConfig)";
+        string options = "        global::PeftGen.IO.ModelLoadOptions.ForAdapter(" + first.MemberPrefix + "LoRAConfig, QuantizationConfig)";
         w.Line(load + ",");
         if (!quantized || plan.Adapters.Count == 1)
         {
@@ -70,7 +69,7 @@ internal sealed partial class LoRAMethod
         w.Line(options + " with")
          .Line("        {")
          .Line("            // ApplyAdapters stores the layers of every adapter in 4 bits.");
-        var adapts = plan.Adapters.Select(a => Adapters + "PeftModel.Adapts(" + a.MemberPrefix + "LoRAConfig, path)").ToList();
+        var adapts = plan.Adapters.Select(a => "global::PeftGen.Adapters.PeftModel.Adapts(" + a.MemberPrefix + "LoRAConfig, path)").ToList();
         w.Line("            QuantizeLayer = path => " + adapts[0]);
         for (int i = 1; i < adapts.Count; i++) w.Line("                || " + adapts[i] + (i == adapts.Count - 1 ? "," : ""));
         w.Line("        });")
@@ -97,7 +96,7 @@ internal sealed partial class LoRAMethod
          .Line(model.Companions.Quantize != null
             ? "/// on 4-bit layers (<see cref=\"QuantizationConfig\"/>), from " + shapes
             : "/// on a base without 4-bit layers, from " + shapes)
-         .Line("/// <see cref=\"" + Training + "MemoryModel.ForTraining\"/> for them, with the weights stored as "
+         .Line("/// <see cref=\"global::PeftGen.Training.MemoryModel.ForTraining\"/> for them, with the weights stored as "
             + (model.HasLlamaConfigConstructor ? "<see cref=\"FromPretrained\"/>" : "<see cref=\"global::PeftGen.IO.ModelLoader\"/>") + " loads them.");
         if (plan.Adapters.Count > 1) w.Line("/// Only the active adapter is counted; the others add their own parameters, gradients and optimizer state.");
         w.Line("/// </summary>")
@@ -109,9 +108,9 @@ internal sealed partial class LoRAMethod
             : "/// <param name=\"frozenWeightType\">The type frozen weights are kept in: the checkpoint's 16-bit type, or float32.</param>")
          .Line("/// <param name=\"optimizer\">The optimizer (8-bit ones keep a quarter of the state).</param>")
          .Line("/// <returns>The estimate, by part; <c>Total</c> is the predicted peak in bytes.</returns>")
-         .Member("public static " + Training + "MemoryEstimate EstimateTrainingMemory(int batchSize, int sequenceLength, bool gradientCheckpointing,")
+         .Member("public static global::PeftGen.Training.MemoryEstimate EstimateTrainingMemory(int batchSize, int sequenceLength, bool gradientCheckpointing,")
          .Line("    " + DType + " frozenWeightType = " + DType + (delta ? ".Float32" : ".BFloat16") + ",")
-         .Line("    " + Training + "OptimizerKind optimizer = " + Training + "OptimizerKind.AdamW)")
+         .Line("    global::PeftGen.Training.OptimizerKind optimizer = global::PeftGen.Training.OptimizerKind.AdamW)")
          .Open()
          .Line("var config = new global::PeftGen.Models.Llama.LlamaConfig")
          .Open()
@@ -125,7 +124,7 @@ internal sealed partial class LoRAMethod
         if (c.MaxPositionEmbeddings is { } positions) w.Line("MaxPositionEmbeddings = " + Int(positions) + ",");
         w.Line("TieWordEmbeddings = " + Bool(c.TieWordEmbeddings) + ",")
          .Close(";")
-         .Line("return " + Training + "MemoryModel.ForTraining(config, " + first.MemberPrefix + "LoRAConfig, QuantizationConfig, frozenWeightType,")
+         .Line("return global::PeftGen.Training.MemoryModel.ForTraining(config, " + first.MemberPrefix + "LoRAConfig, QuantizationConfig, frozenWeightType,")
          .Line("    batchSize, sequenceLength, gradientCheckpointing, optimizer);")
          .Close()
          .Line();
@@ -136,7 +135,7 @@ internal sealed partial class LoRAMethod
     {
         w.Line("/// <summary>")
          .Line("/// Every linear layer of this model with its PyTorch-style path, in module order, read through this class's members")
-         .Line("/// (loops over module lists, no reflection). Adapted layers appear as their <see cref=\"" + Adapters + "LoRALinear\"/> wrappers.")
+         .Line("/// (loops over module lists, no reflection). Adapted layers appear as their <see cref=\"global::PeftGen.Adapters.LoRALinear\"/> wrappers.")
          .Line("/// </summary>")
          .Member("public " + Generic + "IReadOnlyList<(string Path, " + LinearBase + " Layer)> LinearLayers()")
          .Open()
@@ -184,7 +183,7 @@ internal sealed partial class LoRAMethod
          .Line("/// </summary>")
          .Line("/// <param name=\"adapter\">The adapter's name.</param>")
          .Member("public " + Generic + "IReadOnlyList<(string Path, " + Tensor + " Tensor)> NamedAdapterParameters(string adapter = " + FirstName(plan) + ") =>")
-         .Line("    " + Adapters + "AdapterLayers.NamedParameters(LinearLayers(), adapter);")
+         .Line("    global::PeftGen.Adapters.AdapterLayers.NamedParameters(LinearLayers(), adapter);")
          .Line();
     }
 

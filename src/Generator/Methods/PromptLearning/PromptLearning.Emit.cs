@@ -10,9 +10,10 @@ namespace PeftGen.Generator.Methods;
 /// </summary>
 internal abstract partial class PromptLearningMethod<TSpec>
 {
-    private const string PromptModel = Adapters + "PromptLearningModel";
+    private const string PromptModel = "global::PeftGen.Adapters.PromptLearningModel";
 
-    private string ConfigType => Name + "Config";
+    /// <summary>The generated config property: the config type's own name.</summary>
+    private string Config => ConfigType.Substring(ConfigType.LastIndexOf('.') + 1);
 
     protected sealed override void WriteConfig(IndentedWriter w, TSpec prompt, CountPlan plan, GenerationSpec spec)
     {
@@ -43,19 +44,19 @@ internal abstract partial class PromptLearningMethod<TSpec>
     {
         Members.WriteTrainableCount(w, plan, Formula(prompt), "ApplyAdapters().ParameterCount(\"default\")");
         if (!spec.Model.IsLlama) return;
-        Members.WriteApply(w, spec.Model, "Adds " + Description + " to this model with <see cref=\"" + ConfigType + "\"/>; the model stays frozen and the returned"
+        Members.WriteApply(w, spec.Model, "Adds " + Description + " to this model with <see cref=\"" + Config + "\"/>; the model stays frozen and the returned"
                 + " model trains only the virtual tokens' encoder.",
-            PromptModel, "global::PeftGen.Text.ITokenizer? tokenizer = null", Adapters + "PeftModel.Create(this, " + ConfigType + ", tokenizer)",
+            PromptModel, "global::PeftGen.Text.ITokenizer? tokenizer = null", "global::PeftGen.Adapters.PeftModel.Create(this, " + Config + ", tokenizer)",
             NeedsTokenizer(prompt)
                 ? "tokenizer\">The tokenizer of <see cref=\"PromptTuningConfig\"/>'s InitText; required."
                 : "tokenizer\">A tokenizer (needed only for a text initialisation); may be null.");
         Members.WriteCreateTrainer(w, spec, trainer);
-        Members.WriteSave(w, Description + " adapter <paramref name=\"adapter\"/> of", "Hugging Face PEFT format (<see cref=\"" + Formats + "PromptLearningAdapterFile\"/>)",
+        Members.WriteSave(w, Description + " adapter <paramref name=\"adapter\"/> of", "Hugging Face PEFT format (<see cref=\"global::PeftGen.Adapters.Formats.PromptLearningAdapterFile\"/>)",
             "the virtual tokens' embeddings as the encoder computes them, one tensor <c>prompt_embeddings</c>",
-            PromptModel, "prompt", named: true, Formats + "PromptLearningAdapterFile.Save(prompt, folder, adapter, baseModelNameOrPath)");
+            PromptModel, "prompt", named: true, "global::PeftGen.Adapters.Formats.PromptLearningAdapterFile.Save(prompt, folder, adapter, baseModelNameOrPath)");
         Members.WriteLoad(w, "the " + Description + " adapter in <paramref name=\"folder\"/> onto this model as <paramref name=\"adapter\"/>, with the",
             "folder's <c>adapter_config.json</c>, active and frozen (PEFT's inference mode);", PromptModel, named: true,
-            Formats + "PromptLearningAdapterFile.LoadInto(this, folder, adapter)",
+            "global::PeftGen.Adapters.Formats.PromptLearningAdapterFile.LoadInto(this, folder, adapter)",
             "The config is invalid or describes another model, or the tensor is missing or misshapen.");
     }
 }
@@ -65,7 +66,7 @@ internal sealed partial class PromptTuningMethod
     protected override void WriteSettings(IndentedWriter w, PromptTuningSpec prompt)
     {
         if (prompt.InitText == null) return;
-        w.Line("Init = " + Adapters + "PromptTuningInit.Text,")
+        w.Line("Init = global::PeftGen.Adapters.PromptTuningInit.Text,")
          .Line("InitText = " + Quote(prompt.InitText) + ",");
     }
 

@@ -31,11 +31,16 @@ internal sealed record PTuningSpec(int VirtualTokens, int EncoderHiddenSize, Enu
 /// </summary>
 /// <param name="name">The attribute's name.</param>
 /// <param name="description">The method in prose: "prompt tuning".</param>
-internal abstract partial class PromptLearningMethod<TSpec>(string name, string description) : MethodDefinition<TSpec, CountPlan>(name, Companion.None)
+/// <param name="configType">The runtime's config type, a <c>global::</c> name.</param>
+internal abstract partial class PromptLearningMethod<TSpec>(string name, string description, string configType)
+    : MethodDefinition<TSpec, CountPlan>(name, Companion.None)
     where TSpec : PromptLearningSpec
 {
     /// <summary>The method in prose: "prompt tuning".</summary>
     public string Description { get; } = description;
+
+    /// <summary>The runtime's config type, a <c>global::</c> name.</summary>
+    public string ConfigType { get; } = configType;
 
     protected sealed override CountPlan Plan(TSpec prompt, PlanContext context)
     {
@@ -53,7 +58,7 @@ internal abstract partial class PromptLearningMethod<TSpec>(string name, string 
 }
 
 /// <summary>Prompt tuning: n trainable virtual-token embeddings.</summary>
-internal sealed partial class PromptTuningMethod() : PromptLearningMethod<PromptTuningSpec>("PromptTuning", "prompt tuning")
+internal sealed partial class PromptTuningMethod() : PromptLearningMethod<PromptTuningSpec>("PromptTuning", "prompt tuning", "global::PeftGen.Adapters.PromptTuningConfig")
 {
     public static readonly PromptTuningMethod Instance = new();
 
@@ -64,7 +69,7 @@ internal sealed partial class PromptTuningMethod() : PromptLearningMethod<Prompt
 }
 
 /// <summary>Prefix tuning: trainable per-layer key/value prefixes, optionally from a reparameterisation MLP.</summary>
-internal sealed partial class PrefixTuningMethod() : PromptLearningMethod<PrefixTuningSpec>("PrefixTuning", "prefix tuning")
+internal sealed partial class PrefixTuningMethod() : PromptLearningMethod<PrefixTuningSpec>("PrefixTuning", "prefix tuning", "global::PeftGen.Adapters.PrefixTuningConfig")
 {
     public static readonly PrefixTuningMethod Instance = new();
 
@@ -82,7 +87,7 @@ internal sealed partial class PrefixTuningMethod() : PromptLearningMethod<Prefix
 }
 
 /// <summary>P-tuning: virtual tokens produced by a small trainable encoder (MLP or LSTM).</summary>
-internal sealed partial class PTuningMethod() : PromptLearningMethod<PTuningSpec>("PTuning", "P-tuning")
+internal sealed partial class PTuningMethod() : PromptLearningMethod<PTuningSpec>("PTuning", "P-tuning", "global::PeftGen.Adapters.PTuningConfig")
 {
     public static readonly PTuningMethod Instance = new();
 

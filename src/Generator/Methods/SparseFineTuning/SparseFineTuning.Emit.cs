@@ -10,11 +10,11 @@ namespace PeftGen.Generator.Methods;
 /// </summary>
 internal sealed partial class SparseFineTuningMethod
 {
-    private const string Sparse = Adapters + "SparseFineTuning";
+    private const string Sparse = "global::PeftGen.Adapters.SparseFineTuning";
 
     protected override void WriteConfig(IndentedWriter w, SparseFineTuningSpec s, MethodPlan plan, GenerationSpec spec)
     {
-        Members.OpenConfig(w, "sparse fine-tuning", Name, "SparseFineTuningConfig")
+        Members.OpenConfig(w, "sparse fine-tuning", Name, "global::PeftGen.Adapters.SparseFineTuningConfig")
          .Line("Fraction = " + Float((float)s.Fraction) + ",")
          .Line("Targets = " + Targets(s.Targets) + ",");
         if (s.Score.Value != SparseFineTuningSpec.DefaultScore) w.Line("Score = " + Enum(s.Score) + ",");
@@ -48,7 +48,7 @@ internal sealed partial class SparseFineTuningMethod
     /// </summary>
     private static void WriteSaveLoad(IndentedWriter w)
     {
-        const string Delta = Adapters + "SparseDelta";
+        const string Delta = "global::PeftGen.Adapters.SparseDelta";
         w.Line("/// <summary>The file <see cref=\"SaveAdapter\"/> writes in its folder: the sparse delta, in PeftGen's own safetensors format.</summary>")
          .Member("public const string SparseDeltaFileName = \"sparse_delta.safetensors\";")
          .Line()

@@ -10,7 +10,7 @@ internal sealed partial class VeRAMethod
 {
     protected override void WriteConfig(IndentedWriter w, VeRASpec v, RowPlan<VeRARow> plan, GenerationSpec spec)
     {
-        Members.OpenConfig(w, "VeRA adapter's", Name, "VeraConfig")
+        Members.OpenConfig(w, "VeRA adapter's", Name, "global::PeftGen.Adapters.VeraConfig")
          .Line("Rank = " + Int(v.Rank) + ",")
          .Line("Targets = " + Targets(v.Targets) + ",");
         if (v.DInitial != VeRASpec.DefaultDInitial) w.Line("DInitial = " + Float((float)v.DInitial) + ",");
@@ -26,23 +26,23 @@ internal sealed partial class VeRAMethod
     protected override TrainerWiring Trainer(GenerationSpec spec, VeRASpec method) =>
         new(PeftModel(spec), "peft") { DropoutRng = true };
 
-    private static string PeftModel(GenerationSpec spec) => Adapters + "PeftModel<" + spec.Model.FullyQualifiedName + ">";
+    private static string PeftModel(GenerationSpec spec) => "global::PeftGen.Adapters.PeftModel<" + spec.Model.FullyQualifiedName + ">";
 
     protected override void WriteMembers(IndentedWriter w, VeRASpec vera, RowPlan<VeRARow> plan, GenerationSpec spec, TrainerWiring trainer)
     {
-        Members.WritePlan(w, "AdaptedLayer", "path, in and out features, rank, alpha and scaling (1), whether the base is 4-bit, and trainable parameters (out + r)",
+        Members.WritePlan(w, "global::PeftGen.Adapters.AdaptedLayer", "path, in and out features, rank, alpha and scaling (1), whether the base is 4-bit, and trainable parameters (out + r)",
             plan.Rows?.Select(r => (Quote(r.Path) + ", " + Int(r.InFeatures) + ", " + Int(r.OutFeatures) + ", " + Int(r.Rank) + ", 1f, 1f, " + Bool(r.Quantized), r.TrainableParameters)));
         Members.WriteTrainableCount(w, plan, "the b and d vectors: out + r per layer");
         string quantized = spec.Model.Companions.Quantize != null ? ", storing their base weights in 4 bits" : "";
         Members.WriteApply(w, spec.Model, "Freezes this model and adds VeRA to the layers <see cref=\"VeraConfig\"/> targets" + quantized + ".",
-            PeftModel(spec), "", Adapters + "PeftModel.Create(this, VeraConfig, QuantizationConfig)");
+            PeftModel(spec), "", "global::PeftGen.Adapters.PeftModel.Create(this, VeraConfig, QuantizationConfig)");
         Members.WriteCreateTrainer(w, spec, trainer);
-        Members.WriteSave(w, "VeRA adapter <paramref name=\"adapter\"/> of", "Hugging Face PEFT format (<see cref=\"" + Adapters + "VeraAdapterFile\"/>)",
+        Members.WriteSave(w, "VeRA adapter <paramref name=\"adapter\"/> of", "Hugging Face PEFT format (<see cref=\"global::PeftGen.Adapters.VeraAdapterFile\"/>)",
             "the b and d vectors of each layer and, when <see cref=\"VeraConfig\"/> saves them, the shared projections",
-            PeftModel(spec), "peft", named: true, Adapters + "VeraAdapterFile.Save(peft, folder, adapter, baseModelNameOrPath)");
+            PeftModel(spec), "peft", named: true, "global::PeftGen.Adapters.VeraAdapterFile.Save(peft, folder, adapter, baseModelNameOrPath)");
         Members.WriteLoad(w, "the VeRA adapter in <paramref name=\"folder\"/> onto this model as <paramref name=\"adapter\"/>, with the folder's",
             "<c>adapter_config.json</c> and projections, quantizing the adapted layers' bases per <see cref=\"QuantizationConfig\"/>;",
-            PeftModel(spec), named: true, Adapters + "VeraAdapterFile.LoadInto(this, folder, QuantizationConfig, adapter)",
+            PeftModel(spec), named: true, "global::PeftGen.Adapters.VeraAdapterFile.LoadInto(this, folder, QuantizationConfig, adapter)",
             "The config is invalid, keys and layers disagree (every mismatch listed), or the projections are missing.");
     }
 }
