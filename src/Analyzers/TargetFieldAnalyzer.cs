@@ -1,7 +1,6 @@
 using System;
 using System.Collections.Concurrent;
 using System.Collections.Generic;
-using System.Collections.Immutable;
 using System.Linq;
 using System.Threading;
 using Microsoft.CodeAnalysis;
@@ -9,7 +8,9 @@ using Microsoft.CodeAnalysis.CSharp;
 using Microsoft.CodeAnalysis.CSharp.Syntax;
 using Microsoft.CodeAnalysis.Diagnostics;
 using Microsoft.CodeAnalysis.Text;
+using PeftGen.Generator.Methods;
 using PeftGen.Generator.Parsing;
+using PeftGen.Generator.Planning;
 using PeftGen.Generator.Spec;
 
 namespace PeftGen.Analyzers;
@@ -17,29 +18,18 @@ namespace PeftGen.Analyzers;
 /// <summary>
 /// Checks the members that hold layers: a targeted layer field must be writable so the adapter can replace it
 /// (PEFT008), and [LoRAOverride] / [NoLoRA] must sit where an adapter targets a linear layer (PEFT018). A module type
-/// may be reached from several models, so an override is reported at the end of the compilation, once no model it is
-/// reached from turned out to use it.
+/// may be reached from several models, so a field is reported once, and an override at the end of the compilation, once
+/// no model it is reached from turned out to use it.
 /// </summary>
 [DiagnosticAnalyzer(LanguageNames.CSharp)]
-public sealed class TargetFieldAnalyzer : DiagnosticAnalyzer
+public sealed class TargetFieldAnalyzer() : PeftAnalyzer(DiagnosticCatalog.ReadOnlyTarget, DiagnosticCatalog.OverrideWithoutEffect)
 {
-    /// <inheritdoc />
-    public override ImmutableArray<DiagnosticDescriptor> SupportedDiagnostics { get; } = ImmutableArray.Create(
-        DiagnosticCatalog.ReadOnlyTarget, DiagnosticCatalog.OverrideWithoutEffect);
-
-    /// <inheritdoc />
-    public override void Initialize(AnalysisContext context)
+    private protected override void Start(CompilationStartAnalysisContext start, PeftCompilation peft)
     {
-        context.EnableConcurrentExecution();
-        context.ConfigureGeneratedCodeAnalysis(GeneratedCodeAnalysisFlags.None);
-        context.RegisterCompilationStartAction(start =>
-        {
-            if (PeftCompilation.From(start.Compilation, start.Options) is not { } peft) return;
-            var state = new State(peft);
-            start.RegisterSymbolAction(state.AnalyzeMember, SymbolKind.Field, SymbolKind.Property);
-            start.RegisterSymbolAction(state.AnalyzeModel, SymbolKind.NamedType);
-            start.RegisterCompilationEndAction(state.ReportUnusedOverrides);
-        });
+        var state = new State(peft);
+        start.RegisterSymbolAction(state.AnalyzeMember, SymbolKind.Field, SymbolKind.Property);
+        start.RegisterSymbolAction(state.AnalyzeModel, SymbolKind.NamedType);
+        start.RegisterCompilationEndAction(state.ReportUnusedOverrides);
     }
 
     private sealed class State(PeftCompilation peft)
@@ -53,7 +43,7 @@ public sealed class TargetFieldAnalyzer : DiagnosticAnalyzer
         /// <summary>Overrides on members that hold no module, or that change nothing, have no effect in any model.</summary>
         public void AnalyzeMember(SymbolAnalysisContext context)
         {
-            foreach (var attribute in Overrides(context.Symbol))
+            foreach (var (attribute, spec) in Overrides(context.Symbol))
             {
                 var type = context.Symbol switch
                 {
@@ -62,17 +52,19 @@ public sealed class TargetFieldAnalyzer : DiagnosticAnalyzer
                     _ => null,
                 };
                 string? reason = !KnownSymbols.DerivesFrom(type, _known.Module) ? "'" + context.Symbol.Name + "' does not hold a module"
-                    : IsEmptyOverride(attribute) ? "it sets neither Rank nor Alpha"
+                    : spec.ChangesNothing ? "it sets neither Rank nor Alpha"
                     : null;
                 if (reason != null) Report(context.ReportDiagnostic, attribute, context.Symbol.Name, reason, context.CancellationToken);
             }
         }
 
+        /// <summary>The fields and overrides of a LoRA model's modules.</summary>
         public void AnalyzeModel(SymbolAnalysisContext context)
         {
-            if (peft.Model((INamedTypeSymbol)context.Symbol, context.CancellationToken) is not { } model) return;
-            var adapters = model.Adapters.Select(a => a.Spec).ToList();
-            foreach (var node in model.Tree.Nodes)
+            if (peft.Model((INamedTypeSymbol)context.Symbol, context.CancellationToken) is not { Tree: { } tree } model
+                || model.Declaration.Method?.Spec is not LoRASpec lora) return;
+            var adapters = lora.Adapters.ToList();
+            foreach (var node in tree.Nodes)
             {
                 if (node.IsLinear && node.Member is IFieldSymbol { IsReadOnly: true } field
                     && adapters.Any(a => Adapts(a, node.Path)) && ReadonlyModifier(field, context.CancellationToken) is { } modifier
@@ -81,10 +73,10 @@ public sealed class TargetFieldAnalyzer : DiagnosticAnalyzer
                     context.ReportDiagnostic(Diagnostic.Create(DiagnosticCatalog.ReadOnlyTarget, modifier, field.Name));
                 }
 
-                foreach (var attribute in Overrides(node.Member))
+                foreach (var (attribute, spec) in Overrides(node.Member))
                 {
-                    if (attribute.ApplicationSyntaxReference is not { } written || IsEmptyOverride(attribute)) continue;
-                    string? reason = model.Tree.IsComplete ? WhyUnused(attribute, node, model, adapters) : null;
+                    if (attribute.ApplicationSyntaxReference is not { } written || spec.ChangesNothing) continue;
+                    string? reason = tree.IsComplete ? WhyUnused(spec, node, model, tree, adapters) : null;
                     _overrides.AddOrUpdate((written.SyntaxTree, written.Span), (attribute, node.Member.Name, reason),
                         (_, seen) => seen.Reason == null || reason == null ? (seen.Attribute, seen.Member, null) : seen);
                 }
@@ -99,25 +91,21 @@ public sealed class TargetFieldAnalyzer : DiagnosticAnalyzer
             }
         }
 
-        private static string? WhyUnused(AttributeData attribute, ModuleNode node, ModelAnalysis model, List<AdapterSpec> adapters)
+        private static string? WhyUnused(MemberOverrideSpec spec, ModuleNode node, ModelAnalysis model, ModuleWalker tree, List<AdapterSpec> adapters)
         {
-            var name = attribute.NamedArguments.FirstOrDefault(n => n.Key == "Adapter").Value.Value as string;
-            var applicable = adapters.Where(a => name == null || a.Name == name).ToList();
-            if (applicable.Count == 0) return "'" + model.Type.Name + "' has no adapter named '" + name + "'";
-            var layers = model.Tree.Linears.Where(l => l.Path == node.Path || l.Path.StartsWith(node.Path + ".", StringComparison.Ordinal)).ToList();
+            var applicable = adapters.Where(a => spec.Adapter == null || a.Name == spec.Adapter).ToList();
+            if (applicable.Count == 0) return "'" + model.Type.Name + "' has no adapter named '" + spec.Adapter + "'";
+            var layers = tree.Linears.Where(l => l.Path == node.Path || l.Path.StartsWith(node.Path + ".", StringComparison.Ordinal)).ToList();
             if (layers.Count == 0) return "there is no linear layer under '" + node.Path + "'";
             return layers.Any(l => applicable.Any(a => Adapts(a, l.Path))) ? null : "no adapter of '" + model.Type.Name + "' targets a linear layer there";
         }
 
         private static bool Adapts(AdapterSpec adapter, string path) =>
-            TargetNames.MayTarget(adapter.Targets, path) && !adapter.Exclude.Any(e => TargetNames.Matches(path, e));
+            TargetMatcher.MayTarget(adapter.Targets, path) && !adapter.Exclude.Any(e => TargetMatcher.MayMatchName(path, e));
 
-        private IEnumerable<AttributeData> Overrides(ISymbol member) =>
-            member.GetAttributes().Where(a => KnownSymbols.Is(a.AttributeClass, _known.LoRAOverride) || KnownSymbols.Is(a.AttributeClass, _known.NoLoRA));
-
-        private bool IsEmptyOverride(AttributeData attribute) =>
-            KnownSymbols.Is(attribute.AttributeClass, _known.LoRAOverride)
-            && !attribute.NamedArguments.Any(n => (n.Key == "Rank" && n.Value.Value is int r && r > 0) || (n.Key == "Alpha" && ModelParser.ToDouble(n.Value) > 0));
+        /// <summary>The member's [LoRAOverride] and [NoLoRA] attributes, read as the generator reads them.</summary>
+        private IEnumerable<(AttributeData Attribute, MemberOverrideSpec Spec)> Overrides(ISymbol member) =>
+            member.GetAttributes().Select(a => (a, ModuleWalker.ReadOverride(_known, a, member.Name))).Where(o => o.Item2 != null).Select(o => (o.a, o.Item2!));
 
         private static void Report(Action<Diagnostic> report, AttributeData attribute, string member, string reason, CancellationToken cancellationToken)
         {

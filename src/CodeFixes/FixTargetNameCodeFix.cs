@@ -1,14 +1,5 @@
-using System.Collections.Immutable;
-using System.Composition;
 using System.Globalization;
-using System.Threading;
-using System.Threading.Tasks;
-using Microsoft.CodeAnalysis;
-using Microsoft.CodeAnalysis.CodeActions;
-using Microsoft.CodeAnalysis.CodeFixes;
-using Microsoft.CodeAnalysis.CSharp;
 using Microsoft.CodeAnalysis.Text;
-using PeftGen.Analyzers;
 
 namespace PeftGen.CodeFixes;
 
@@ -18,7 +9,7 @@ namespace PeftGen.CodeFixes;
 /// </summary>
 [ExportCodeFixProvider(LanguageNames.CSharp, Name = nameof(FixTargetNameCodeFix))]
 [Shared]
-public sealed class FixTargetNameCodeFix : CodeFixProvider
+public sealed class FixTargetNameCodeFix() : PeftCodeFix<(string Target, TextChange Change)>(DiagnosticCatalog.UnknownTarget, EquivalenceKey)
 {
     /// <summary>Identifies this fix's actions, so that fix-all groups them.</summary>
     public const string EquivalenceKey = "PeftGen.FixTargetName";
@@ -26,44 +17,27 @@ public sealed class FixTargetNameCodeFix : CodeFixProvider
     /// <summary>Property key under which the analyzer may pass the misspelled target; the message is parsed otherwise.</summary>
     public const string TargetProperty = "Target";
 
-    /// <inheritdoc />
-    public override ImmutableArray<string> FixableDiagnosticIds { get; } =
-        ImmutableArray.Create(DiagnosticCatalog.UnknownTarget.Id);
-
-    /// <inheritdoc />
-    public override FixAllProvider GetFixAllProvider() => WellKnownFixAllProviders.BatchFixer;
-
-    /// <inheritdoc />
-    public override async Task RegisterCodeFixesAsync(CodeFixContext context)
+    /// <summary>The misspelled entry of the targets literal and the edit that puts the analyzer's suggestion in its place.</summary>
+    private protected override bool TryFind(SyntaxNode root, Diagnostic diagnostic, out (string Target, TextChange Change) fix)
     {
-        var root = await context.Document.GetSyntaxRootAsync(context.CancellationToken).ConfigureAwait(false);
-        if (root == null)
-            return;
+        fix = default;
+        if (!diagnostic.Properties.TryGetValue(DiagnosticCatalog.SuggestionProperty, out var suggestion) || string.IsNullOrEmpty(suggestion)
+            || MisspelledTarget(diagnostic) is not { } target)
+            return false;
+        var literal = root.FindToken(diagnostic.Location.SourceSpan.Start);
+        if (!literal.IsKind(SyntaxKind.StringLiteralToken) || FindEntry(literal, target, diagnostic.Location.SourceSpan) is not { } entry)
+            return false;
+        fix = (target, new TextChange(entry, suggestion!));
+        return true;
+    }
 
-        foreach (var diagnostic in context.Diagnostics)
-        {
-            if (!diagnostic.Properties.TryGetValue(DiagnosticCatalog.SuggestionProperty, out var suggestion) || string.IsNullOrEmpty(suggestion))
-                continue;
-            var target = MisspelledTarget(diagnostic);
-            if (target == null)
-                continue;
+    private protected override string Title((string Target, TextChange Change) fix) => $"Change target '{fix.Target}' to '{fix.Change.NewText}'";
 
-            var literal = root.FindToken(diagnostic.Location.SourceSpan.Start);
-            if (!literal.IsKind(SyntaxKind.StringLiteralToken))
-                continue;
-            var entry = FindEntry(literal, target, diagnostic.Location.SourceSpan);
-            if (entry == null)
-                continue;
-
-            var document = context.Document;
-            var change = new TextChange(entry.Value, suggestion!);
-            context.RegisterCodeFix(
-                CodeAction.Create(
-                    $"Change target '{target}' to '{suggestion}'",
-                    cancellationToken => ReplaceAsync(document, change, cancellationToken),
-                    EquivalenceKey),
-                diagnostic);
-        }
+    private protected override async Task<Document> ApplyAsync(Document document, (string Target, TextChange Change) fix, CancellationToken cancellationToken)
+    {
+        // A text edit of the name alone, not a new literal: fix-all can then merge several fixes to one list.
+        var text = await document.GetTextAsync(cancellationToken).ConfigureAwait(false);
+        return document.WithText(text.WithChanges(fix.Change));
     }
 
     /// <summary>The target as the analyzer saw it: its own property when present, else the first quoted name of the message.</summary>
@@ -115,12 +89,5 @@ public sealed class FixTargetNameCodeFix : CodeFixProvider
         }
 
         return first;
-    }
-
-    private static async Task<Document> ReplaceAsync(Document document, TextChange change, CancellationToken cancellationToken)
-    {
-        // A text edit of the name alone, not a new literal: fix-all can then merge several fixes to one list.
-        var text = await document.GetTextAsync(cancellationToken).ConfigureAwait(false);
-        return document.WithText(text.WithChanges(change));
     }
 }

@@ -1,15 +1,3 @@
-using System.Collections.Immutable;
-using System.Composition;
-using System.Linq;
-using System.Threading;
-using System.Threading.Tasks;
-using Microsoft.CodeAnalysis;
-using Microsoft.CodeAnalysis.CodeActions;
-using Microsoft.CodeAnalysis.CodeFixes;
-using Microsoft.CodeAnalysis.CSharp;
-using Microsoft.CodeAnalysis.CSharp.Syntax;
-using PeftGen.Analyzers;
-
 namespace PeftGen.CodeFixes;
 
 /// <summary>
@@ -18,54 +6,26 @@ namespace PeftGen.CodeFixes;
 /// </summary>
 [ExportCodeFixProvider(LanguageNames.CSharp, Name = nameof(MakePartialCodeFix))]
 [Shared]
-public sealed class MakePartialCodeFix : CodeFixProvider
+public sealed class MakePartialCodeFix() : PeftCodeFix<TypeDeclarationSyntax>(DiagnosticCatalog.ClassNotPartial, EquivalenceKey)
 {
     /// <summary>Identifies this fix's actions, so that fix-all groups them.</summary>
     public const string EquivalenceKey = "PeftGen.MakePartial";
 
-    /// <inheritdoc />
-    public override ImmutableArray<string> FixableDiagnosticIds { get; } =
-        ImmutableArray.Create(DiagnosticCatalog.ClassNotPartial.Id);
-
-    /// <inheritdoc />
-    public override FixAllProvider GetFixAllProvider() => WellKnownFixAllProviders.BatchFixer;
-
-    /// <inheritdoc />
-    public override async Task RegisterCodeFixesAsync(CodeFixContext context)
+    private protected override bool TryFind(SyntaxNode root, Diagnostic diagnostic, out TypeDeclarationSyntax type)
     {
-        var root = await context.Document.GetSyntaxRootAsync(context.CancellationToken).ConfigureAwait(false);
-        if (root == null)
-            return;
-
-        foreach (var diagnostic in context.Diagnostics)
-        {
-            var type = root.FindToken(diagnostic.Location.SourceSpan.Start).Parent?
-                .AncestorsAndSelf().OfType<TypeDeclarationSyntax>().FirstOrDefault();
-            if (type == null)
-                continue;
-
-            var document = context.Document;
-            context.RegisterCodeFix(
-                CodeAction.Create(
-                    $"Make '{type.Identifier.ValueText}' partial",
-                    cancellationToken => MakePartialAsync(document, type, cancellationToken),
-                    EquivalenceKey),
-                diagnostic);
-        }
+        type = root.FindToken(diagnostic.Location.SourceSpan.Start).Parent?.AncestorsAndSelf().OfType<TypeDeclarationSyntax>().FirstOrDefault()!;
+        return type != null;
     }
 
-    private static async Task<Document> MakePartialAsync(Document document, TypeDeclarationSyntax type, CancellationToken cancellationToken)
-    {
-        var root = await document.GetSyntaxRootAsync(cancellationToken).ConfigureAwait(false);
-        if (root == null)
-            return document;
+    private protected override string Title(TypeDeclarationSyntax type) => $"Make '{type.Identifier.ValueText}' partial";
 
+    private protected override Task<Document> ApplyAsync(Document document, TypeDeclarationSyntax type, CancellationToken cancellationToken)
+    {
         var notPartial = type.AncestorsAndSelf().OfType<TypeDeclarationSyntax>()
             .Where(declaration => !declaration.Modifiers.Any(SyntaxKind.PartialKeyword));
 
         // ReplaceNodes hands each outer type its already-rewritten nested types, so one pass fixes the whole chain.
-        var newRoot = root.ReplaceNodes(notPartial, (_, rewritten) => AddPartial(rewritten));
-        return document.WithSyntaxRoot(newRoot);
+        return RewriteAsync(document, root => root.ReplaceNodes(notPartial, (_, rewritten) => AddPartial(rewritten)), cancellationToken);
     }
 
     private static TypeDeclarationSyntax AddPartial(TypeDeclarationSyntax type)

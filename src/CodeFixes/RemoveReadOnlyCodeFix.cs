@@ -1,15 +1,3 @@
-using System.Collections.Immutable;
-using System.Composition;
-using System.Linq;
-using System.Threading;
-using System.Threading.Tasks;
-using Microsoft.CodeAnalysis;
-using Microsoft.CodeAnalysis.CodeActions;
-using Microsoft.CodeAnalysis.CodeFixes;
-using Microsoft.CodeAnalysis.CSharp;
-using Microsoft.CodeAnalysis.CSharp.Syntax;
-using PeftGen.Analyzers;
-
 namespace PeftGen.CodeFixes;
 
 /// <summary>
@@ -18,58 +6,33 @@ namespace PeftGen.CodeFixes;
 /// </summary>
 [ExportCodeFixProvider(LanguageNames.CSharp, Name = nameof(RemoveReadOnlyCodeFix))]
 [Shared]
-public sealed class RemoveReadOnlyCodeFix : CodeFixProvider
+public sealed class RemoveReadOnlyCodeFix() : PeftCodeFix<(FieldDeclarationSyntax Field, SyntaxToken Token)>(DiagnosticCatalog.ReadOnlyTarget, EquivalenceKey)
 {
     /// <summary>Identifies this fix's actions, so that fix-all groups them.</summary>
     public const string EquivalenceKey = "PeftGen.RemoveReadOnly";
 
-    /// <inheritdoc />
-    public override ImmutableArray<string> FixableDiagnosticIds { get; } =
-        ImmutableArray.Create(DiagnosticCatalog.ReadOnlyTarget.Id);
-
-    /// <inheritdoc />
-    public override FixAllProvider GetFixAllProvider() => WellKnownFixAllProviders.BatchFixer;
-
-    /// <inheritdoc />
-    public override async Task RegisterCodeFixesAsync(CodeFixContext context)
+    /// <summary>The field to fix, and the token the diagnostic points at: the <c>readonly</c> modifier or a declarator's name.</summary>
+    private protected override bool TryFind(SyntaxNode root, Diagnostic diagnostic, out (FieldDeclarationSyntax Field, SyntaxToken Token) target)
     {
-        var root = await context.Document.GetSyntaxRootAsync(context.CancellationToken).ConfigureAwait(false);
-        if (root == null)
-            return;
-
-        foreach (var diagnostic in context.Diagnostics)
-        {
-            // The analyzer may point at the 'readonly' modifier or at the field's name; both lead to the field.
-            var token = root.FindToken(diagnostic.Location.SourceSpan.Start);
-            var field = token.Parent?.AncestorsAndSelf().OfType<FieldDeclarationSyntax>().FirstOrDefault();
-            if (field == null || !field.Modifiers.Any(SyntaxKind.ReadOnlyKeyword))
-                continue;
-
-            var document = context.Document;
-            context.RegisterCodeFix(
-                CodeAction.Create(
-                    $"Remove 'readonly' from '{FieldName(field, token)}'",
-                    cancellationToken => RemoveReadOnlyAsync(document, field, cancellationToken),
-                    EquivalenceKey),
-                diagnostic);
-        }
+        // The analyzer may point at the 'readonly' modifier or at the field's name; both lead to the field.
+        var token = root.FindToken(diagnostic.Location.SourceSpan.Start);
+        var field = token.Parent?.AncestorsAndSelf().OfType<FieldDeclarationSyntax>().FirstOrDefault();
+        target = (field!, token);
+        return field != null && field.Modifiers.Any(SyntaxKind.ReadOnlyKeyword);
     }
 
     /// <summary>
-    /// The name shown in the title: the declarator the diagnostic points at, else every declarator of the field, as
-    /// removing the modifier affects them all.
+    /// The title names the declarator the diagnostic points at, else every declarator of the field, as removing the
+    /// modifier affects them all.
     /// </summary>
-    private static string FieldName(FieldDeclarationSyntax field, SyntaxToken token) =>
-        token.Parent is VariableDeclaratorSyntax declarator && declarator.Identifier == token
+    private protected override string Title((FieldDeclarationSyntax Field, SyntaxToken Token) target) =>
+        "Remove 'readonly' from '" + (target.Token.Parent is VariableDeclaratorSyntax declarator && declarator.Identifier == target.Token
             ? declarator.Identifier.ValueText
-            : string.Join(", ", field.Declaration.Variables.Select(variable => variable.Identifier.ValueText));
+            : string.Join(", ", target.Field.Declaration.Variables.Select(variable => variable.Identifier.ValueText))) + "'";
 
-    private static async Task<Document> RemoveReadOnlyAsync(Document document, FieldDeclarationSyntax field, CancellationToken cancellationToken)
+    private protected override Task<Document> ApplyAsync(Document document, (FieldDeclarationSyntax Field, SyntaxToken Token) target, CancellationToken cancellationToken)
     {
-        var root = await document.GetSyntaxRootAsync(cancellationToken).ConfigureAwait(false);
-        if (root == null)
-            return document;
-
+        var field = target.Field;
         var modifiers = field.Modifiers;
         var index = modifiers.IndexOf(SyntaxKind.ReadOnlyKeyword);
         var readOnly = modifiers[index];
@@ -86,6 +49,6 @@ public sealed class RemoveReadOnlyCodeFix : CodeFixProvider
             newField = newField.ReplaceToken(next, next.WithLeadingTrivia(kept.AddRange(next.LeadingTrivia)));
         }
 
-        return document.WithSyntaxRoot(root.ReplaceNode(field, newField));
+        return RewriteAsync(document, root => root.ReplaceNode(field, newField), cancellationToken);
     }
 }

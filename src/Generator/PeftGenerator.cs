@@ -4,7 +4,9 @@ using Microsoft.CodeAnalysis;
 using Microsoft.CodeAnalysis.CSharp.Syntax;
 using Microsoft.CodeAnalysis.Text;
 using PeftGen.Generator.Emitting;
+using PeftGen.Generator.Methods;
 using PeftGen.Generator.Parsing;
+using PeftGen.Generator.Planning;
 using PeftGen.Generator.Spec;
 
 namespace PeftGen.Generator;
@@ -17,8 +19,10 @@ namespace PeftGen.Generator;
 /// method or its companions (<c>[LoRAPlus]</c>, <c>[DeltaLoRA]</c>, <c>[LayerDrop]</c>, <c>[LayerwiseLearningRate]</c>)
 /// need trainer wiring, and for LoRA the typed layer walk, adapter parameters, PEFT file keys and PEFT-format
 /// <c>SaveAdapter</c>/<c>LoadAdapter</c>, all without reflection; LoRA on a Llama model also gets <c>FromPretrained</c>
-/// (4-bit layers quantized while the checkpoint is read) and, with its config.json, <c>EstimateTrainingMemory</c>. Pipeline: parse symbols into an equatable spec, resolve
-/// it against config.json additional files, emit text.
+/// (4-bit layers quantized while the checkpoint is read) and, with its config.json, <c>EstimateTrainingMemory</c>.
+/// Pipeline: <see cref="ModelReader"/> reads the class into an equatable <see cref="ModelSpec"/>, <see cref="ModelPlanner"/>
+/// resolves it against config.json additional files with the method's planner, and <see cref="ModelEmitter"/> writes it
+/// with the method's emitter; each method is one folder of <c>Methods/</c>, listed in <see cref="MethodCatalog"/>.
 /// </summary>
 [Generator(LanguageNames.CSharp)]
 public sealed class PeftGenerator : IIncrementalGenerator
@@ -49,20 +53,20 @@ public sealed class PeftGenerator : IIncrementalGenerator
             .WithTrackingName(Steps.ModelConfigs);
 
         // One pipeline per method attribute (a class declares one method; its first method attribute generates it).
-        foreach (var attribute in KnownSymbols.MethodAttributes)
+        foreach (var method in MethodCatalog.All)
         {
             var models = context.SyntaxProvider
                 .ForAttributeWithMetadataName(
-                    attribute,
+                    method.AttributeName,
                     static (node, _) => node is ClassDeclarationSyntax,
-                    static (syntax, cancellationToken) => ModelParser.Parse(syntax, cancellationToken))
+                    static (syntax, cancellationToken) => ModelReader.Parse(syntax, cancellationToken))
                 .Where(static model => model != null)
                 .Select(static (model, _) => model!)
                 .WithTrackingName(Steps.Models);
 
             var plans = models
                 .Combine(configs)
-                .Select(static (pair, _) => AdapterPlanner.Plan(pair.Left, pair.Right))
+                .Select(static (pair, _) => ModelPlanner.Plan(pair.Left, pair.Right))
                 .WithTrackingName(Steps.Plans);
 
             context.RegisterSourceOutput(plans, static (output, plan) =>

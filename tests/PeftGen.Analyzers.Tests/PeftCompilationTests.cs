@@ -30,7 +30,7 @@ public sealed class PeftCompilationTests
         Assert.Same(model, first.Model(chat, CancellationToken.None));
         // The shared analysis is the one an analyzer would make itself: 3 layers × 7 projections planned.
         Assert.Equal(ModelAnalysis.Create(chat, first, CancellationToken.None)!.Plan, model!.Plan);
-        Assert.Equal(21, model.Plan.Adapters[0].Plan!.Value.Count);
+        Assert.Equal(21, ((PeftGen.Generator.Methods.LoRAPlan)model.Plan!.Method).Adapters[0].Plan!.Value.Count);
     }
 
     [Fact]

@@ -65,7 +65,7 @@ public class EndToEndTests
             var type = assembly.GetType(typeName, throwOnError: true)!;
             var model = (PeftGen.Nn.Module)Activator.CreateInstance(type, constructorArguments)!;
             var planProperty = type.GetProperty("AdapterPlan", BindingFlags.Public | BindingFlags.Static)!;
-            var expectedPlan = string.Join("\n", (IEnumerable<Methods.AdaptedLayer>)planProperty.GetValue(null)!);
+            var expectedPlan = string.Join("\n", (IEnumerable<global::PeftGen.Methods.AdaptedLayer>)planProperty.GetValue(null)!);
             var check = assembly.GetType("Demo.Probe", throwOnError: true)!.GetMethod("Check")!;
             var counts = (long[])check.Invoke(null, [model, expectedPlan])!;
             model.Dispose();

@@ -10,32 +10,6 @@ namespace PeftGen.Generator.Parsing;
 /// </summary>
 internal sealed class KnownSymbols
 {
-    public const string LoRAAttribute = "PeftGen.LoRAAttribute";
-    public const string QuantizeAttribute = "PeftGen.QuantizeAttribute";
-    public const string LoRAPlusAttribute = "PeftGen.LoRAPlusAttribute";
-    public const string ModelConfigAttribute = "PeftGen.ModelConfigAttribute";
-    public const string ModuleNameAttribute = "PeftGen.ModuleNameAttribute";
-    public const string LoRAOverrideAttribute = "PeftGen.LoRAOverrideAttribute";
-    public const string NoLoRAAttribute = "PeftGen.NoLoRAAttribute";
-    public const string AdapterSlotAttribute = "PeftGen.AdapterSlotAttribute";
-    public const string VeRAAttribute = "PeftGen.VeRAAttribute";
-    public const string IA3Attribute = "PeftGen.IA3Attribute";
-    public const string PromptTuningAttribute = "PeftGen.PromptTuningAttribute";
-    public const string PrefixTuningAttribute = "PeftGen.PrefixTuningAttribute";
-    public const string PTuningAttribute = "PeftGen.PTuningAttribute";
-    public const string BottleneckAttribute = "PeftGen.BottleneckAttribute";
-    public const string SparseFineTuningAttribute = "PeftGen.SparseFineTuningAttribute";
-    public const string DeltaLoRAAttribute = "PeftGen.DeltaLoRAAttribute";
-    public const string LayerDropAttribute = "PeftGen.LayerDropAttribute";
-    public const string LayerwiseLearningRateAttribute = "PeftGen.LayerwiseLearningRateAttribute";
-
-    /// <summary>The attributes that each declare one PEFT method (a class declares one method), [LoRA] first.</summary>
-    public static readonly string[] MethodAttributes =
-    [
-        LoRAAttribute, VeRAAttribute, IA3Attribute, PromptTuningAttribute, PrefixTuningAttribute, PTuningAttribute,
-        BottleneckAttribute, SparseFineTuningAttribute,
-    ];
-
     /// <summary>The runtime's Llama model, which prompt learning and layer drop need.</summary>
     public const string LlamaForCausalLM = "PeftGen.Models.Llama.LlamaForCausalLM";
 
@@ -49,13 +23,10 @@ internal sealed class KnownSymbols
         LinearBase = linearBase;
         Linear = linear;
         ModuleList = moduleList;
-        Quantize = runtime.GetTypeByMetadataName(QuantizeAttribute);
-        LoRAPlus = runtime.GetTypeByMetadataName(LoRAPlusAttribute);
-        ModelConfig = runtime.GetTypeByMetadataName(ModelConfigAttribute);
-        ModuleName = runtime.GetTypeByMetadataName(ModuleNameAttribute);
-        LoRAOverride = runtime.GetTypeByMetadataName(LoRAOverrideAttribute);
-        NoLoRA = runtime.GetTypeByMetadataName(NoLoRAAttribute);
-        AdapterSlot = runtime.GetTypeByMetadataName(AdapterSlotAttribute);
+        ModuleName = runtime.GetTypeByMetadataName("PeftGen.ModuleNameAttribute");
+        LoRAOverride = runtime.GetTypeByMetadataName("PeftGen.LoRAOverrideAttribute");
+        NoLoRA = runtime.GetTypeByMetadataName("PeftGen.NoLoRAAttribute");
+        AdapterSlot = runtime.GetTypeByMetadataName("PeftGen.AdapterSlotAttribute");
         Llama = runtime.GetTypeByMetadataName(LlamaForCausalLM);
         LlamaConfigType = runtime.GetTypeByMetadataName(LlamaConfig);
     }
@@ -88,12 +59,6 @@ internal sealed class KnownSymbols
 
     public INamedTypeSymbol ModuleList { get; }
 
-    public INamedTypeSymbol? Quantize { get; }
-
-    public INamedTypeSymbol? LoRAPlus { get; }
-
-    public INamedTypeSymbol? ModelConfig { get; }
-
     public INamedTypeSymbol? ModuleName { get; }
 
     public INamedTypeSymbol? LoRAOverride { get; }
@@ -124,12 +89,12 @@ internal sealed class KnownSymbols
     }
 
     /// <summary>
-    /// "PeftGen.VeRAAttribute" for a type declared directly in the <c>PeftGen</c> namespace (where the attributes live),
-    /// null for any other type: the name the constants above hold, without the cost of a display string.
+    /// "VeRAAttribute" for a type declared directly in the <c>PeftGen</c> namespace (where the attributes live), null for
+    /// any other type: a class attribute's identity without the cost of a display string or a symbol lookup.
     /// </summary>
-    public static string? AttributeName(INamedTypeSymbol? type) =>
+    public static string? PeftAttributeClass(INamedTypeSymbol? type) =>
         type is { ContainingType: null, IsGenericType: false, ContainingNamespace: { Name: "PeftGen", ContainingNamespace.IsGlobalNamespace: true } }
-            ? "PeftGen." + type.Name
+            ? type.Name
             : null;
 
     public static bool Is(ITypeSymbol? type, INamedTypeSymbol? expected) =>

@@ -1,3 +1,5 @@
+using PeftGen.Generator.Methods;
+
 namespace PeftGen.Generator.Spec;
 
 /// <summary>Everything the generator knows about one annotated model class, with no Roslyn objects.</summary>
@@ -6,14 +8,10 @@ namespace PeftGen.Generator.Spec;
 /// <param name="Type">The class's own declaration.</param>
 /// <param name="FullyQualifiedName">The class as a <c>global::</c> name.</param>
 /// <param name="HintName">The generated file's name, <c>Namespace.Type.g.cs</c>.</param>
-/// <param name="Adapters">The <c>[LoRA]</c> adapters in declaration order (the first one is activated).</param>
-/// <param name="Quantize">The <c>[Quantize]</c> settings, or null.</param>
-/// <param name="LoRAPlusRatio">The <c>[LoRAPlus]</c> ratio, or null.</param>
-/// <param name="ModelConfigPath">The <c>[ModelConfig]</c> path, or null.</param>
+/// <param name="Method">The class's PEFT method: its method attribute(s) read by the method's definition.</param>
+/// <param name="Companions">The class-level attributes that go with a method: [Quantize], [LoRAPlus], [ModelConfig], ….</param>
 /// <param name="Layers">Every linear layer reachable from the class, in registration (declaration) order.</param>
 /// <param name="Overrides">Member-level <c>[LoRAOverride]</c> and <c>[NoLoRA]</c> settings.</param>
-/// <param name="Method">The method attribute when it is not <c>[LoRA]</c> (then <paramref name="Adapters"/> is empty), or null.</param>
-/// <param name="Training">The training companions: <c>[DeltaLoRA]</c>, <c>[LayerDrop]</c>, <c>[LayerwiseLearningRate]</c>.</param>
 /// <param name="IsLlama">The class derives from the runtime's <c>LlamaForCausalLM</c>.</param>
 /// <param name="HasLlamaConfigConstructor">
 /// The class is a Llama model that code inside it can create as <c>new T(config)</c> from a <c>LlamaConfig</c> (what a
@@ -25,16 +23,12 @@ internal sealed record ModelSpec(
     TypeDeclarationSpec Type,
     string FullyQualifiedName,
     string HintName,
-    EquatableArray<AdapterSpec> Adapters,
-    QuantizeSpec? Quantize,
-    double? LoRAPlusRatio,
-    string? ModelConfigPath,
+    MethodSpec Method,
+    CompanionsSpec Companions,
     EquatableArray<LayerSpec> Layers,
     EquatableArray<MemberOverrideSpec> Overrides,
-    MethodSpec? Method = null,
-    TrainingSpec? Training = null,
-    bool IsLlama = false,
-    bool HasLlamaConfigConstructor = false);
+    bool IsLlama,
+    bool HasLlamaConfigConstructor);
 
 /// <summary>A type declaration to reopen as <c>partial</c>.</summary>
 /// <param name="Keyword">"class", "struct", "record", "record struct" or "interface".</param>
@@ -44,22 +38,29 @@ internal sealed record TypeDeclarationSpec(string Keyword, string Name);
 /// <summary>A value of an enum declared in the runtime, by member name (null when the value has no name).</summary>
 internal readonly record struct EnumValueSpec(string TypeName, string? MemberName, long Value);
 
-/// <summary>One <c>[LoRA]</c> attribute, its values as written (defaults filled in).</summary>
-internal sealed record AdapterSpec(
-    string Name,
-    int Rank,
-    double Alpha,
-    TargetSpec Targets,
-    double Dropout,
-    bool UseRsLoRA,
-    bool UseDoRA,
-    EnumValueSpec Init,
-    EnumValueSpec Bias,
-    EquatableArray<string> Exclude,
-    EquatableArray<int>? Layers,
-    int Seed,
-    bool UseLoRAFA = false,
-    bool LoRAFAGradientCorrection = false);
+/// <summary>The class-level attributes that go with a method; null members are absent.</summary>
+/// <param name="Quantize"><c>[Quantize]</c>.</param>
+/// <param name="LoRAPlusRatio">The <c>[LoRAPlus]</c> ratio.</param>
+/// <param name="ModelConfigPath">The <c>[ModelConfig]</c> path.</param>
+/// <param name="DeltaLoRA"><c>[DeltaLoRA]</c>.</param>
+/// <param name="LayerDrop"><c>[LayerDrop]</c>.</param>
+/// <param name="LayerwiseDecay">The <c>[LayerwiseLearningRate]</c> decay.</param>
+internal sealed record CompanionsSpec(
+    QuantizeSpec? Quantize = null,
+    double? LoRAPlusRatio = null,
+    string? ModelConfigPath = null,
+    DeltaLoRASpec? DeltaLoRA = null,
+    LayerDropSpec? LayerDrop = null,
+    double? LayerwiseDecay = null);
+
+/// <summary>The <c>[Quantize]</c> settings.</summary>
+internal sealed record QuantizeSpec(EnumValueSpec Type, bool DoubleQuant, int BlockSize, EnumValueSpec ComputeType);
+
+/// <summary><c>[DeltaLoRA]</c>.</summary>
+internal sealed record DeltaLoRASpec(int StartStep, double UpdateRatio);
+
+/// <summary><c>[LayerDrop]</c>.</summary>
+internal sealed record LayerDropSpec(double Probability, EnumValueSpec Schedule, EquatableArray<int>? Layers, int Seed);
 
 /// <summary>How the targets text reads under the runtime's <c>TargetModules.Parse</c> rules.</summary>
 internal enum TargetKind
@@ -74,9 +75,6 @@ internal enum TargetKind
 
 /// <summary>The parsed targets: the names of a list, or the text of a regex.</summary>
 internal sealed record TargetSpec(TargetKind Kind, string Text, EquatableArray<string> Names);
-
-/// <summary>The <c>[Quantize]</c> settings.</summary>
-internal sealed record QuantizeSpec(EnumValueSpec Type, bool DoubleQuant, int BlockSize, EnumValueSpec ComputeType);
 
 /// <summary>Where a size comes from when it is not a constant: a field of the model's config.json.</summary>
 internal enum ConfigDimension
@@ -145,7 +143,11 @@ internal sealed record LayerSpec(
 /// <param name="Rank">The rank override, 0 for none.</param>
 /// <param name="Alpha">The alpha override, 0 for none.</param>
 /// <param name="Adapter">The adapter it applies to, or null for all.</param>
-internal sealed record MemberOverrideSpec(string Path, bool Exclude, int Rank, double Alpha, string? Adapter);
+internal sealed record MemberOverrideSpec(string Path, bool Exclude, int Rank, double Alpha, string? Adapter)
+{
+    /// <summary>A <c>[LoRAOverride]</c> that sets neither a rank nor an alpha, and so changes nothing.</summary>
+    public bool ChangesNothing => !Exclude && Rank <= 0 && !(Alpha > 0);
+}
 
 /// <summary>The shape fields of a Hugging Face config.json passed as an additional file.</summary>
 internal sealed record ModelConfigSpec(

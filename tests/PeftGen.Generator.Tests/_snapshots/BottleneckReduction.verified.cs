@@ -6,6 +6,7 @@ namespace Demo
     partial class NarrowChat
     {
         /// <summary>The bottleneck adapters' settings, from this class's <c>[Bottleneck]</c> attribute.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::PeftGen.Methods.Bottleneck.BottleneckConfig BottleneckConfig { get; } = new global::PeftGen.Methods.Bottleneck.BottleneckConfig
         {
             ReductionFactor = 4,
@@ -15,12 +16,14 @@ namespace Demo
         /// Layer-wise learning-rate decay γ (from <c>[LayerwiseLearningRate]</c>): decoder layer i of L trains at lr·γ^(L−1−i).
         /// Pass it as <see cref="global::PeftGen.Training.TrainerOptions.LayerwiseLearningRateDecay"/> (<see cref="CreateTrainer"/> does).
         /// </summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public const float LayerwiseLearningRateDecay = 0.8f;
 
         /// <summary>
         /// The adapted layers, known at compile time: path, hidden size d, bottleneck width m, and trainable parameters.
         /// Equals <c>ApplyAdapters().Plan()</c>.
         /// </summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Methods.Bottleneck.BottleneckSite> AdapterPlan { get; } = new global::PeftGen.Methods.Bottleneck.BottleneckSite[]
         {
             new global::PeftGen.Methods.Bottleneck.BottleneckSite("model.layers.0.attn_adapter", 64, 16, 2128L),
@@ -32,12 +35,14 @@ namespace Demo
         };
 
         /// <summary>Parameters the method trains (2·d·m + d + m per adapter), known at compile time; the sum over <c>ApplyAdapters().Plan()</c>.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public const long TrainableParameterCount = 12768L;
 
         /// <summary>
         /// Freezes this model and inserts bottleneck adapters into its decoder layers per <see cref="BottleneckConfig"/>.
         /// </summary>
         /// <exception cref="global::System.ArgumentException">A setting does not fit this model (a target matches no layer, a size is out of range).</exception>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Methods.Bottleneck.BottleneckModel<global::Demo.NarrowChat> ApplyAdapters()
         {
             return global::PeftGen.Methods.Bottleneck.BottleneckModel<global::Demo.NarrowChat>.Create(this, BottleneckConfig);
@@ -52,6 +57,7 @@ namespace Demo
         /// <param name="train">The training batches.</param>
         /// <param name="options">The training settings.</param>
         /// <param name="eval">Evaluation batches, or null.</param>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Training.Trainer CreateTrainer(global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(options);
@@ -68,6 +74,7 @@ namespace Demo
         /// <param name="bottleneck">The adapted model (from <see cref="ApplyAdapters"/> or <see cref="LoadAdapter"/>).</param>
         /// <param name="folder">The adapter folder, created when missing.</param>
         /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static void SaveAdapter(global::PeftGen.Methods.Bottleneck.BottleneckModel<global::Demo.NarrowChat> bottleneck, string folder, string? baseModelNameOrPath = null) =>
             global::PeftGen.Methods.Bottleneck.BottleneckAdapterFile.Save(bottleneck, folder, baseModelNameOrPath);
 
@@ -78,6 +85,7 @@ namespace Demo
         /// </summary>
         /// <param name="folder">The adapter folder.</param>
         /// <exception cref="global::System.IO.InvalidDataException">The config is invalid, or keys and adapters disagree; every mismatch is listed.</exception>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Methods.Bottleneck.BottleneckModel<global::Demo.NarrowChat> LoadAdapter(string folder) =>
             global::PeftGen.Methods.Bottleneck.BottleneckAdapterFile.LoadInto(this, folder);
 

@@ -6,6 +6,7 @@ namespace Demo
     partial class ScaledChat
     {
         /// <summary>The (IA)³ adapter's settings, from this class's <c>[IA3]</c> attribute.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::PeftGen.Methods.IA3.IA3Config IA3Config { get; } = new global::PeftGen.Methods.IA3.IA3Config
         {
             Targets = global::PeftGen.Methods.TargetModules.List("k_proj", "v_proj", "up_proj", "down_proj"),
@@ -19,6 +20,7 @@ namespace Demo
         /// The adapted layers, known at compile time: path, in and out features, whether the vector scales the input (feed-forward), and trainable parameters.
         /// Equals <c>ApplyAdapters().Plan()</c>.
         /// </summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Methods.IA3.IA3AdaptedLayer> AdapterPlan { get; } = new global::PeftGen.Methods.IA3.IA3AdaptedLayer[]
         {
             new global::PeftGen.Methods.IA3.IA3AdaptedLayer("model.layers.0.self_attn.v_proj", 64, 32, false, 32L),
@@ -35,12 +37,14 @@ namespace Demo
         };
 
         /// <summary>Parameters the method trains (one vector per layer: in channels for feed-forward layers, out channels otherwise), known at compile time; the sum over <c>ApplyAdapters().Plan()</c>.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public const long TrainableParameterCount = 868L;
 
         /// <summary>
         /// Freezes this model and adds (IA)³ vectors to the layers <see cref="IA3Config"/> targets.
         /// </summary>
         /// <exception cref="global::System.ArgumentException">A setting does not fit this model (a target matches no layer, a size is out of range).</exception>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Methods.IA3.IA3Model<global::Demo.ScaledChat> ApplyAdapters()
         {
             return global::PeftGen.Methods.IA3.IA3Model<global::Demo.ScaledChat>.Create(this, IA3Config);
@@ -56,6 +60,7 @@ namespace Demo
         /// <param name="folder">The adapter folder, created when missing.</param>
         /// <param name="adapter">The adapter to save.</param>
         /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static void SaveAdapter(global::PeftGen.Methods.IA3.IA3Model<global::Demo.ScaledChat> ia3, string folder, string adapter = "default", string? baseModelNameOrPath = null) =>
             global::PeftGen.Methods.IA3.IA3AdapterFile.Save(ia3, folder, adapter, baseModelNameOrPath);
 
@@ -67,6 +72,7 @@ namespace Demo
         /// <param name="folder">The adapter folder.</param>
         /// <param name="adapter">The name the adapter gets.</param>
         /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Methods.IA3.IA3Model<global::Demo.ScaledChat> LoadAdapter(string folder, string adapter = "default") =>
             global::PeftGen.Methods.IA3.IA3AdapterFile.LoadInto(this, folder, adapter);
 

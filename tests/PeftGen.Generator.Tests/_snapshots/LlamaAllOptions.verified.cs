@@ -6,6 +6,7 @@ namespace Demo
     partial class StoryTeller
     {
         /// <summary>The "default" adapter's settings, from this class's <c>[LoRA]</c> attribute.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::PeftGen.Methods.LoRA.LoRAConfig LoRAConfig { get; } = new global::PeftGen.Methods.LoRA.LoRAConfig
         {
             Rank = 16,
@@ -22,22 +23,26 @@ namespace Demo
         };
 
         /// <summary>How adapted layers store their base weights (from <c>[Quantize]</c>); null keeps them in full precision.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::PeftGen.Quantization.QuantizationConfig? QuantizationConfig { get; } =
             new global::PeftGen.Quantization.QuantizationConfig(global::PeftGen.Quantization.QuantType.NF4, DoubleQuant: false, BlockSize: 128);
 
         /// <summary>The type 4-bit weights are dequantized to for the matrix multiply (from <c>[Quantize]</c>).</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public const global::PeftGen.Tensors.DType QuantizationComputeType = global::PeftGen.Tensors.DType.BFloat16;
 
         /// <summary>
         /// LoRA+ (from <c>[LoRAPlus]</c>): each B matrix trains with this many times the learning rate of A. Pass it as
         /// <see cref="global::PeftGen.Training.TrainerOptions.LoRAPlusRatio"/> (<see cref="CreateTrainer"/> does).
         /// </summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public const float LoRAPlusRatio = 16f;
 
         /// <summary>
         /// The layers the "default" adapter adapts, known at compile time: path, in and out features, rank, alpha,
         /// scaling, whether the base is 4-bit, and trainable parameters. Equals <c>ApplyAdapters().Plan("default")</c>.
         /// </summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Methods.AdaptedLayer> AdapterPlan { get; } = new global::PeftGen.Methods.AdaptedLayer[]
         {
             new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.q_proj", 64, 64, 16, 32f, 8f, true, 2112L),
@@ -55,12 +60,14 @@ namespace Demo
         };
 
         /// <summary>Parameters the "default" adapter trains (A, B and DoRA magnitudes; biases trained by its bias mode are not counted).</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public const long TrainableParameterCount = 35056L;
 
         /// <summary>
         /// The keys of the "default" adapter's tensors in a PEFT <c>adapter_model.safetensors</c>, in module order, known at
         /// compile time (biases its bias mode saves are not listed).
         /// </summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::System.Collections.Generic.IReadOnlyList<string> AdapterFileKeys { get; } = new string[]
         {
             "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
@@ -112,6 +119,7 @@ namespace Demo
         /// <param name="frozenWeightType">The type frozen weights are kept in: the checkpoint's 16-bit type, or float32.</param>
         /// <param name="optimizer">The optimizer (8-bit ones keep a quarter of the state).</param>
         /// <returns>The estimate, by part; <c>Total</c> is the predicted peak in bytes.</returns>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::PeftGen.Training.MemoryEstimate EstimateTrainingMemory(int batchSize, int sequenceLength, bool gradientCheckpointing,
             global::PeftGen.Tensors.DType frozenWeightType = global::PeftGen.Tensors.DType.BFloat16,
             global::PeftGen.Training.OptimizerKind optimizer = global::PeftGen.Training.OptimizerKind.AdamW)
@@ -142,6 +150,7 @@ namespace Demo
         /// <returns>The model, with the checkpoint's configuration.</returns>
         /// <exception cref="global::System.IO.FileNotFoundException">Nothing is at <paramref name="modelPath"/>, or the folder lacks its config or weights.</exception>
         /// <exception cref="global::System.IO.InvalidDataException">The files are malformed, or a parameter of this model is missing from them or has another shape.</exception>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::Demo.StoryTeller FromPretrained(string modelPath) =>
             global::PeftGen.IO.ModelLoader.Load(modelPath, config => new global::Demo.StoryTeller(config),
                 global::PeftGen.Methods.LoRA.PeftModel.LoadOptions(LoRAConfig, QuantizationConfig));
@@ -154,6 +163,7 @@ namespace Demo
         /// A target matches no layer of this model, or a rank exceeds a layer's size (where the compiler could not check it,
         /// with the text of diagnostic PEFT003).
         /// </exception>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.StoryTeller> ApplyAdapters()
         {
             return global::PeftGen.Methods.LoRA.PeftModel.Create(this, LoRAConfig, QuantizationConfig, "default");
@@ -170,6 +180,7 @@ namespace Demo
         /// <param name="train">The training batches.</param>
         /// <param name="options">The training settings.</param>
         /// <param name="eval">Evaluation batches, or null.</param>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.StoryTeller> peft, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(peft);
@@ -182,6 +193,7 @@ namespace Demo
         /// Every linear layer of this model with its PyTorch-style path, in module order, read through this class's members
         /// (loops over module lists, no reflection). Adapted layers appear as their <see cref="global::PeftGen.Methods.LoRA.LoRALinear"/> wrappers.
         /// </summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Nn.LinearBase Layer)> LinearLayers()
         {
             var layers = new global::System.Collections.Generic.List<(string Path, global::PeftGen.Nn.LinearBase Layer)>();
@@ -211,6 +223,7 @@ namespace Demo
         /// while the adapter is active. Empty until <see cref="ApplyAdapters"/> or <see cref="LoadAdapter"/> wraps the layers.
         /// </summary>
         /// <param name="adapter">The adapter's name.</param>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Tensors.Tensor Tensor)> NamedAdapterParameters(string adapter = "default") =>
             global::PeftGen.Methods.LoRA.AdapterLayers.NamedParameters(LinearLayers(), adapter);
 
@@ -224,6 +237,7 @@ namespace Demo
         /// <param name="folder">The adapter folder, created when missing.</param>
         /// <param name="adapter">The adapter to save.</param>
         /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static void SaveAdapter(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.StoryTeller> peft, string folder, string adapter = "default", string? baseModelNameOrPath = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(peft);
@@ -240,6 +254,7 @@ namespace Demo
         /// <param name="folder">The adapter folder.</param>
         /// <param name="adapter">The name the adapter gets.</param>
         /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.StoryTeller> LoadAdapter(string folder, string adapter = "default") =>
             global::PeftGen.Methods.LoRA.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
     }

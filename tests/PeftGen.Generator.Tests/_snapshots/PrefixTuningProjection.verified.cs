@@ -6,6 +6,7 @@ namespace Demo
     partial class PrefixedChat
     {
         /// <summary>The prefix tuning settings, from this class's <c>[PrefixTuning]</c> attribute.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::PeftGen.Methods.PromptLearning.PrefixTuningConfig PrefixTuningConfig { get; } = new global::PeftGen.Methods.PromptLearning.PrefixTuningConfig
         {
             NumVirtualTokens = 6,
@@ -15,6 +16,7 @@ namespace Demo
         };
 
         /// <summary>Parameters the method trains (the embedding [n, kv_dim] and the projection MLP), known at compile time; the sum over <c>ApplyAdapters().ParameterCount("default")</c>.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public const long TrainableParameterCount = 5784L;
 
         /// <summary>
@@ -22,6 +24,7 @@ namespace Demo
         /// </summary>
         /// <param name="tokenizer">A tokenizer (needed only for a text initialisation); may be null.</param>
         /// <exception cref="global::System.ArgumentException">A setting does not fit this model (a target matches no layer, a size is out of range).</exception>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Methods.PromptLearning.PromptLearningModel ApplyAdapters(global::PeftGen.Text.ITokenizer? tokenizer = null)
         {
             return global::PeftGen.Methods.PromptLearning.PromptLearningModel.Create(this, PrefixTuningConfig, tokenizer);
@@ -37,6 +40,7 @@ namespace Demo
         /// <param name="train">The training batches.</param>
         /// <param name="options">The training settings.</param>
         /// <param name="eval">Evaluation batches, or null.</param>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Methods.PromptLearning.PromptLearningModel prompt, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(prompt);
@@ -55,6 +59,7 @@ namespace Demo
         /// <param name="folder">The adapter folder, created when missing.</param>
         /// <param name="adapter">The adapter to save.</param>
         /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static void SaveAdapter(global::PeftGen.Methods.PromptLearning.PromptLearningModel prompt, string folder, string adapter = "default", string? baseModelNameOrPath = null) =>
             global::PeftGen.Methods.PromptLearning.PromptLearningAdapterFile.Save(prompt, folder, adapter, baseModelNameOrPath);
 
@@ -66,6 +71,7 @@ namespace Demo
         /// <param name="folder">The adapter folder.</param>
         /// <param name="adapter">The name the adapter gets.</param>
         /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or describes another model, or the tensor is missing or misshapen.</exception>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Methods.PromptLearning.PromptLearningModel LoadAdapter(string folder, string adapter = "default") =>
             global::PeftGen.Methods.PromptLearning.PromptLearningAdapterFile.LoadInto(this, folder, adapter);
 

@@ -6,6 +6,7 @@ namespace Demo
     partial class PromptedChat
     {
         /// <summary>The prompt tuning settings, from this class's <c>[PromptTuning]</c> attribute.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::PeftGen.Methods.PromptLearning.PromptTuningConfig PromptTuningConfig { get; } = new global::PeftGen.Methods.PromptLearning.PromptTuningConfig
         {
             NumVirtualTokens = 8,
@@ -18,9 +19,11 @@ namespace Demo
         /// Layer-wise learning-rate decay γ (from <c>[LayerwiseLearningRate]</c>): decoder layer i of L trains at lr·γ^(L−1−i).
         /// It does not apply to prompt learning, whose encoder trains outside the decoder layers (PEFT011): CreateTrainer does not pass it.
         /// </summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public const float LayerwiseLearningRateDecay = 0.95f;
 
         /// <summary>Parameters the method trains (n · hidden), known at compile time; the sum over <c>ApplyAdapters().ParameterCount("default")</c>.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public const long TrainableParameterCount = 512L;
 
         /// <summary>
@@ -28,6 +31,7 @@ namespace Demo
         /// </summary>
         /// <param name="tokenizer">The tokenizer of <see cref="PromptTuningConfig"/>'s InitText; required.</param>
         /// <exception cref="global::System.ArgumentException">A setting does not fit this model (a target matches no layer, a size is out of range).</exception>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Methods.PromptLearning.PromptLearningModel ApplyAdapters(global::PeftGen.Text.ITokenizer? tokenizer = null)
         {
             return global::PeftGen.Methods.PromptLearning.PromptLearningModel.Create(this, PromptTuningConfig, tokenizer);
@@ -43,6 +47,7 @@ namespace Demo
         /// <param name="train">The training batches.</param>
         /// <param name="options">The training settings.</param>
         /// <param name="eval">Evaluation batches, or null.</param>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Methods.PromptLearning.PromptLearningModel prompt, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(prompt);
@@ -61,6 +66,7 @@ namespace Demo
         /// <param name="folder">The adapter folder, created when missing.</param>
         /// <param name="adapter">The adapter to save.</param>
         /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static void SaveAdapter(global::PeftGen.Methods.PromptLearning.PromptLearningModel prompt, string folder, string adapter = "default", string? baseModelNameOrPath = null) =>
             global::PeftGen.Methods.PromptLearning.PromptLearningAdapterFile.Save(prompt, folder, adapter, baseModelNameOrPath);
 
@@ -72,6 +78,7 @@ namespace Demo
         /// <param name="folder">The adapter folder.</param>
         /// <param name="adapter">The name the adapter gets.</param>
         /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or describes another model, or the tensor is missing or misshapen.</exception>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Methods.PromptLearning.PromptLearningModel LoadAdapter(string folder, string adapter = "default") =>
             global::PeftGen.Methods.PromptLearning.PromptLearningAdapterFile.LoadInto(this, folder, adapter);
 

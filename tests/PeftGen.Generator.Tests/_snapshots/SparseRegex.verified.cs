@@ -6,6 +6,7 @@ namespace Demo
     partial class SparseChat
     {
         /// <summary>The sparse fine-tuning settings, from this class's <c>[SparseFineTuning]</c> attribute.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::PeftGen.Methods.Sparse.SparseFineTuningConfig SparseFineTuningConfig { get; } = new global::PeftGen.Methods.Sparse.SparseFineTuningConfig
         {
             Fraction = 0.05f,
@@ -20,6 +21,7 @@ namespace Demo
         /// <param name="loss">Computes a calibration batch's loss (needed when the score is not None).</param>
         /// <param name="calibration">The calibration batches (needed when the score is not None).</param>
         /// <exception cref="global::System.ArgumentException">A setting does not fit this model (a target matches no layer, a size is out of range).</exception>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Methods.Sparse.SparseFineTuning ApplyAdapters(global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor>? loss = null, global::PeftGen.Training.IBatchSource? calibration = null)
         {
             return global::PeftGen.Methods.Sparse.SparseFineTuning.Create(this, SparseFineTuningConfig, loss, calibration);
@@ -35,6 +37,7 @@ namespace Demo
         /// <param name="train">The training batches.</param>
         /// <param name="options">The training settings.</param>
         /// <param name="eval">Evaluation batches, or null.</param>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Methods.Sparse.SparseFineTuning sparse, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(sparse);
@@ -45,6 +48,7 @@ namespace Demo
         }
 
         /// <summary>The file <see cref="SaveAdapter"/> writes in its folder: the sparse delta, in PeftGen's own safetensors format.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public const string SparseDeltaFileName = "sparse_delta.safetensors";
 
         /// <summary>
@@ -55,6 +59,7 @@ namespace Demo
         /// </summary>
         /// <param name="sparse">The selection from <see cref="ApplyAdapters"/>, after training.</param>
         /// <param name="folder">The folder, created when missing.</param>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static void SaveAdapter(global::PeftGen.Methods.Sparse.SparseFineTuning sparse, string folder)
         {
             global::System.ArgumentNullException.ThrowIfNull(sparse);
@@ -69,6 +74,7 @@ namespace Demo
         /// </summary>
         /// <param name="folder">The folder <see cref="SaveAdapter"/> wrote.</param>
         /// <exception cref="global::System.IO.InvalidDataException">The file is not a sparse delta, or it does not fit this model; every mismatch is listed.</exception>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Methods.Sparse.SparseDelta LoadAdapter(string folder)
         {
             var delta = global::PeftGen.Methods.Sparse.SparseDelta.Load(global::System.IO.Path.Combine(folder, SparseDeltaFileName));

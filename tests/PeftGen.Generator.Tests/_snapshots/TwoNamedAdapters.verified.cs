@@ -8,6 +8,7 @@ namespace Demo.Models
         partial class Assistant
         {
             /// <summary>The "general" adapter's settings, from this class's <c>[LoRA]</c> attribute.</summary>
+            [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
             public static global::PeftGen.Methods.LoRA.LoRAConfig GeneralLoRAConfig { get; } = new global::PeftGen.Methods.LoRA.LoRAConfig
             {
                 Rank = 4,
@@ -16,6 +17,7 @@ namespace Demo.Models
             };
 
             /// <summary>The "sql-queries" adapter's settings, from this class's <c>[LoRA]</c> attribute.</summary>
+            [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
             public static global::PeftGen.Methods.LoRA.LoRAConfig SqlQueriesLoRAConfig { get; } = new global::PeftGen.Methods.LoRA.LoRAConfig
             {
                 Rank = 2,
@@ -24,16 +26,19 @@ namespace Demo.Models
             };
 
             /// <summary>How adapted layers store their base weights (from <c>[Quantize]</c>); null keeps them in full precision.</summary>
+            [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
             public static global::PeftGen.Quantization.QuantizationConfig? QuantizationConfig { get; } =
                 new global::PeftGen.Quantization.QuantizationConfig(global::PeftGen.Quantization.QuantType.FP4, DoubleQuant: true, BlockSize: 64);
 
             /// <summary>The type 4-bit weights are dequantized to for the matrix multiply (from <c>[Quantize]</c>).</summary>
+            [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
             public const global::PeftGen.Tensors.DType QuantizationComputeType = global::PeftGen.Tensors.DType.Float32;
 
             /// <summary>
             /// The layers the "general" adapter adapts, known at compile time: path, in and out features, rank, alpha,
             /// scaling, whether the base is 4-bit, and trainable parameters. Equals <c>ApplyAdapters().Plan("general")</c>.
             /// </summary>
+            [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
             public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Methods.AdaptedLayer> GeneralAdapterPlan { get; } = new global::PeftGen.Methods.AdaptedLayer[]
             {
                 new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.q_proj", 64, 64, 4, 8f, 2f, true, 512L),
@@ -53,12 +58,14 @@ namespace Demo.Models
             };
 
             /// <summary>Parameters the "general" adapter trains (A, B and DoRA magnitudes; biases trained by its bias mode are not counted).</summary>
+            [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
             public const long GeneralTrainableParameterCount = 9248L;
 
             /// <summary>
             /// The layers the "sql-queries" adapter adapts, known at compile time: path, in and out features, rank, alpha,
             /// scaling, whether the base is 4-bit, and trainable parameters. Equals <c>ApplyAdapters().Plan("sql-queries")</c>.
             /// </summary>
+            [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
             public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Methods.AdaptedLayer> SqlQueriesAdapterPlan { get; } = new global::PeftGen.Methods.AdaptedLayer[]
             {
                 new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.q_proj", 64, 64, 2, 4f, 2f, true, 256L),
@@ -68,12 +75,14 @@ namespace Demo.Models
             };
 
             /// <summary>Parameters the "sql-queries" adapter trains (A, B and DoRA magnitudes; biases trained by its bias mode are not counted).</summary>
+            [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
             public const long SqlQueriesTrainableParameterCount = 896L;
 
             /// <summary>
             /// The keys of the "general" adapter's tensors in a PEFT <c>adapter_model.safetensors</c>, in module order, known at
             /// compile time (biases its bias mode saves are not listed).
             /// </summary>
+            [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
             public static global::System.Collections.Generic.IReadOnlyList<string> GeneralAdapterFileKeys { get; } = new string[]
             {
                 "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
@@ -110,6 +119,7 @@ namespace Demo.Models
             /// The keys of the "sql-queries" adapter's tensors in a PEFT <c>adapter_model.safetensors</c>, in module order, known at
             /// compile time (biases its bias mode saves are not listed).
             /// </summary>
+            [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
             public static global::System.Collections.Generic.IReadOnlyList<string> SqlQueriesAdapterFileKeys { get; } = new string[]
             {
                 "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
@@ -134,6 +144,7 @@ namespace Demo.Models
             /// <param name="frozenWeightType">The type frozen weights are kept in: the checkpoint's 16-bit type, or float32.</param>
             /// <param name="optimizer">The optimizer (8-bit ones keep a quarter of the state).</param>
             /// <returns>The estimate, by part; <c>Total</c> is the predicted peak in bytes.</returns>
+            [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
             public static global::PeftGen.Training.MemoryEstimate EstimateTrainingMemory(int batchSize, int sequenceLength, bool gradientCheckpointing,
                 global::PeftGen.Tensors.DType frozenWeightType = global::PeftGen.Tensors.DType.BFloat16,
                 global::PeftGen.Training.OptimizerKind optimizer = global::PeftGen.Training.OptimizerKind.AdamW)
@@ -164,6 +175,7 @@ namespace Demo.Models
             /// <returns>The model, with the checkpoint's configuration.</returns>
             /// <exception cref="global::System.IO.FileNotFoundException">Nothing is at <paramref name="modelPath"/>, or the folder lacks its config or weights.</exception>
             /// <exception cref="global::System.IO.InvalidDataException">The files are malformed, or a parameter of this model is missing from them or has another shape.</exception>
+            [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
             public static global::Demo.Models.Zoo.Assistant FromPretrained(string modelPath) =>
                 global::PeftGen.IO.ModelLoader.Load(modelPath, config => new global::Demo.Models.Zoo.Assistant(config),
                     global::PeftGen.Methods.LoRA.PeftModel.LoadOptions(GeneralLoRAConfig, QuantizationConfig) with
@@ -181,6 +193,7 @@ namespace Demo.Models
             /// A target matches no layer of this model, or a rank exceeds a layer's size (where the compiler could not check it,
             /// with the text of diagnostic PEFT003).
             /// </exception>
+            [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
             public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.Models.Zoo.Assistant> ApplyAdapters()
             {
                 var peft = global::PeftGen.Methods.LoRA.PeftModel.Create(this, GeneralLoRAConfig, QuantizationConfig, "general");
@@ -192,6 +205,7 @@ namespace Demo.Models
             /// Every linear layer of this model with its PyTorch-style path, in module order, read through this class's members
             /// (loops over module lists, no reflection). Adapted layers appear as their <see cref="global::PeftGen.Methods.LoRA.LoRALinear"/> wrappers.
             /// </summary>
+            [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
             public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Nn.LinearBase Layer)> LinearLayers()
             {
                 var layers = new global::System.Collections.Generic.List<(string Path, global::PeftGen.Nn.LinearBase Layer)>();
@@ -221,6 +235,7 @@ namespace Demo.Models
             /// while the adapter is active. Empty until <see cref="ApplyAdapters"/> or <see cref="LoadAdapter"/> wraps the layers.
             /// </summary>
             /// <param name="adapter">The adapter's name.</param>
+            [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
             public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Tensors.Tensor Tensor)> NamedAdapterParameters(string adapter = "general") =>
                 global::PeftGen.Methods.LoRA.AdapterLayers.NamedParameters(LinearLayers(), adapter);
 
@@ -234,6 +249,7 @@ namespace Demo.Models
             /// <param name="folder">The adapter folder, created when missing.</param>
             /// <param name="adapter">The adapter to save.</param>
             /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
+            [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
             public static void SaveAdapter(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.Models.Zoo.Assistant> peft, string folder, string adapter = "general", string? baseModelNameOrPath = null)
             {
                 global::System.ArgumentNullException.ThrowIfNull(peft);
@@ -250,6 +266,7 @@ namespace Demo.Models
             /// <param name="folder">The adapter folder.</param>
             /// <param name="adapter">The name the adapter gets.</param>
             /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>
+            [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
             public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.Models.Zoo.Assistant> LoadAdapter(string folder, string adapter = "general") =>
                 global::PeftGen.Methods.LoRA.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
         }

@@ -6,6 +6,7 @@ namespace Demo
     partial class TinyAttention
     {
         /// <summary>The "default" adapter's settings, from this class's <c>[LoRA]</c> attribute.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::PeftGen.Methods.LoRA.LoRAConfig LoRAConfig { get; } = new global::PeftGen.Methods.LoRA.LoRAConfig
         {
             Rank = 8,
@@ -25,12 +26,14 @@ namespace Demo
         };
 
         /// <summary>How adapted layers store their base weights (from <c>[Quantize]</c>); null keeps them in full precision.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::PeftGen.Quantization.QuantizationConfig? QuantizationConfig => null;
 
         /// <summary>
         /// The layers the "default" adapter adapts, known at compile time: path, in and out features, rank, alpha,
         /// scaling, whether the base is 4-bit, and trainable parameters. Equals <c>ApplyAdapters().Plan("default")</c>.
         /// </summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Methods.AdaptedLayer> AdapterPlan { get; } = new global::PeftGen.Methods.AdaptedLayer[]
         {
             new global::PeftGen.Methods.AdaptedLayer("q_proj", 32, 32, 8, 16f, 2f, false, 512L),
@@ -41,12 +44,14 @@ namespace Demo
         };
 
         /// <summary>Parameters the "default" adapter trains (A, B and DoRA magnitudes; biases trained by its bias mode are not counted).</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public const long TrainableParameterCount = 1728L;
 
         /// <summary>
         /// The keys of the "default" adapter's tensors in a PEFT <c>adapter_model.safetensors</c>, in module order, known at
         /// compile time (biases its bias mode saves are not listed).
         /// </summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::System.Collections.Generic.IReadOnlyList<string> AdapterFileKeys { get; } = new string[]
         {
             "base_model.model.q_proj.lora_A.weight",
@@ -69,6 +74,7 @@ namespace Demo
         /// A target matches no layer of this model, or a rank exceeds a layer's size (where the compiler could not check it,
         /// with the text of diagnostic PEFT003).
         /// </exception>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.TinyAttention> ApplyAdapters()
         {
             return global::PeftGen.Methods.LoRA.PeftModel.Create(this, LoRAConfig, QuantizationConfig, "default");
@@ -78,6 +84,7 @@ namespace Demo
         /// Every linear layer of this model with its PyTorch-style path, in module order, read through this class's members
         /// (loops over module lists, no reflection). Adapted layers appear as their <see cref="global::PeftGen.Methods.LoRA.LoRALinear"/> wrappers.
         /// </summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Nn.LinearBase Layer)> LinearLayers()
         {
             var layers = new global::System.Collections.Generic.List<(string Path, global::PeftGen.Nn.LinearBase Layer)>();
@@ -102,6 +109,7 @@ namespace Demo
         /// while the adapter is active. Empty until <see cref="ApplyAdapters"/> or <see cref="LoadAdapter"/> wraps the layers.
         /// </summary>
         /// <param name="adapter">The adapter's name.</param>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Tensors.Tensor Tensor)> NamedAdapterParameters(string adapter = "default") =>
             global::PeftGen.Methods.LoRA.AdapterLayers.NamedParameters(LinearLayers(), adapter);
 
@@ -115,6 +123,7 @@ namespace Demo
         /// <param name="folder">The adapter folder, created when missing.</param>
         /// <param name="adapter">The adapter to save.</param>
         /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static void SaveAdapter(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.TinyAttention> peft, string folder, string adapter = "default", string? baseModelNameOrPath = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(peft);
@@ -131,6 +140,7 @@ namespace Demo
         /// <param name="folder">The adapter folder.</param>
         /// <param name="adapter">The name the adapter gets.</param>
         /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.TinyAttention> LoadAdapter(string folder, string adapter = "default") =>
             global::PeftGen.Methods.LoRA.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
     }

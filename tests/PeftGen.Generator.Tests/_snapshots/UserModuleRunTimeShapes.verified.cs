@@ -6,6 +6,7 @@ namespace Demo
     partial class Resizable
     {
         /// <summary>The "default" adapter's settings, from this class's <c>[LoRA]</c> attribute.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::PeftGen.Methods.LoRA.LoRAConfig LoRAConfig { get; } = new global::PeftGen.Methods.LoRA.LoRAConfig
         {
             Rank = 8,
@@ -14,6 +15,7 @@ namespace Demo
         };
 
         /// <summary>How adapted layers store their base weights (from <c>[Quantize]</c>); null keeps them in full precision.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::PeftGen.Quantization.QuantizationConfig? QuantizationConfig => null;
 
         /// <summary>
@@ -21,6 +23,7 @@ namespace Demo
         /// for each module-list index: the layers its targets may select; list lengths, layer filters and shapes are only
         /// known at run time (biases its bias mode saves are not listed).
         /// </summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::System.Collections.Generic.IReadOnlyList<string> AdapterFileKeys { get; } = new string[]
         {
             "base_model.model.blocks.{i}.proj.lora_A.weight",
@@ -39,6 +42,7 @@ namespace Demo
         /// A target matches no layer of this model, or a rank exceeds a layer's size (where the compiler could not check it,
         /// with the text of diagnostic PEFT003).
         /// </exception>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.Resizable> ApplyAdapters()
         {
             ThrowIfRankExceedsLayer(LoRAConfig);
@@ -49,6 +53,7 @@ namespace Demo
         /// Every linear layer of this model with its PyTorch-style path, in module order, read through this class's members
         /// (loops over module lists, no reflection). Adapted layers appear as their <see cref="global::PeftGen.Methods.LoRA.LoRALinear"/> wrappers.
         /// </summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Nn.LinearBase Layer)> LinearLayers()
         {
             var layers = new global::System.Collections.Generic.List<(string Path, global::PeftGen.Nn.LinearBase Layer)>();
@@ -73,6 +78,7 @@ namespace Demo
         /// while the adapter is active. Empty until <see cref="ApplyAdapters"/> or <see cref="LoadAdapter"/> wraps the layers.
         /// </summary>
         /// <param name="adapter">The adapter's name.</param>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Tensors.Tensor Tensor)> NamedAdapterParameters(string adapter = "default") =>
             global::PeftGen.Methods.LoRA.AdapterLayers.NamedParameters(LinearLayers(), adapter);
 
@@ -86,6 +92,7 @@ namespace Demo
         /// <param name="folder">The adapter folder, created when missing.</param>
         /// <param name="adapter">The adapter to save.</param>
         /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static void SaveAdapter(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.Resizable> peft, string folder, string adapter = "default", string? baseModelNameOrPath = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(peft);
@@ -102,10 +109,12 @@ namespace Demo
         /// <param name="folder">The adapter folder.</param>
         /// <param name="adapter">The name the adapter gets.</param>
         /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.Resizable> LoadAdapter(string folder, string adapter = "default") =>
             global::PeftGen.Methods.LoRA.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
 
         // Ranks the compiler could not check (a shape or a list length is only known at run time), with PEFT003's text.
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         private void ThrowIfRankExceedsLayer(global::PeftGen.Methods.LoRA.LoRAConfig config)
         {
             foreach (var (path, layer) in LinearLayers())

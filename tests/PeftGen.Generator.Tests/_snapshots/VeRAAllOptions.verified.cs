@@ -6,6 +6,7 @@ namespace Demo
     partial class VeraChat
     {
         /// <summary>The VeRA adapter's settings, from this class's <c>[VeRA]</c> attribute.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::PeftGen.Methods.VeRA.VeraConfig VeraConfig { get; } = new global::PeftGen.Methods.VeRA.VeraConfig
         {
             Rank = 32,
@@ -20,16 +21,19 @@ namespace Demo
         };
 
         /// <summary>How adapted layers store their base weights (from <c>[Quantize]</c>); null keeps them in full precision.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::PeftGen.Quantization.QuantizationConfig? QuantizationConfig { get; } =
             new global::PeftGen.Quantization.QuantizationConfig(global::PeftGen.Quantization.QuantType.NF4, DoubleQuant: true, BlockSize: 64);
 
         /// <summary>The type 4-bit weights are dequantized to for the matrix multiply (from <c>[Quantize]</c>).</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public const global::PeftGen.Tensors.DType QuantizationComputeType = global::PeftGen.Tensors.DType.Float32;
 
         /// <summary>
         /// The adapted layers, known at compile time: path, in and out features, rank, alpha and scaling (1), whether the base is 4-bit, and trainable parameters (out + r).
         /// Equals <c>ApplyAdapters().Plan()</c>.
         /// </summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static global::System.Collections.Generic.IReadOnlyList<global::PeftGen.Methods.AdaptedLayer> AdapterPlan { get; } = new global::PeftGen.Methods.AdaptedLayer[]
         {
             new global::PeftGen.Methods.AdaptedLayer("model.layers.0.self_attn.q_proj", 64, 64, 32, 1f, 1f, true, 96L),
@@ -41,12 +45,14 @@ namespace Demo
         };
 
         /// <summary>Parameters the method trains (the b and d vectors: out + r per layer), known at compile time; the sum over <c>ApplyAdapters().Plan()</c>.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public const long TrainableParameterCount = 512L;
 
         /// <summary>
         /// Freezes this model and adds VeRA to the layers <see cref="VeraConfig"/> targets, storing their base weights in 4 bits.
         /// </summary>
         /// <exception cref="global::System.ArgumentException">A setting does not fit this model (a target matches no layer, a size is out of range).</exception>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Methods.VeRA.VeraModel<global::Demo.VeraChat> ApplyAdapters()
         {
             return global::PeftGen.Methods.VeRA.VeraModel.Create(this, VeraConfig, QuantizationConfig);
@@ -62,6 +68,7 @@ namespace Demo
         /// <param name="folder">The adapter folder, created when missing.</param>
         /// <param name="adapter">The adapter to save.</param>
         /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public static void SaveAdapter(global::PeftGen.Methods.VeRA.VeraModel<global::Demo.VeraChat> peft, string folder, string adapter = "default", string? baseModelNameOrPath = null) =>
             global::PeftGen.Methods.VeRA.VeraAdapterFile.Save(peft, folder, adapter, baseModelNameOrPath);
 
@@ -73,6 +80,7 @@ namespace Demo
         /// <param name="folder">The adapter folder.</param>
         /// <param name="adapter">The name the adapter gets.</param>
         /// <exception cref="global::System.IO.InvalidDataException">The config is invalid, keys and layers disagree (every mismatch listed), or the projections are missing.</exception>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Methods.VeRA.VeraModel<global::Demo.VeraChat> LoadAdapter(string folder, string adapter = "default") =>
             global::PeftGen.Methods.VeRA.VeraAdapterFile.LoadInto(this, folder, QuantizationConfig, adapter);
 

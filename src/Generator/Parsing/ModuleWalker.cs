@@ -13,29 +13,49 @@ namespace PeftGen.Generator.Parsing;
 /// Walks the module type graph from a model class: fields and properties whose type is a module are children (named by
 /// <c>[ModuleName]</c> or the member name), <c>ModuleList&lt;T&gt;</c> children are indexed "{i}", and every
 /// <c>LinearBase</c> is an adaptable layer. Base-class members come first and members keep declaration order, which
-/// is the order modules register their children in.
+/// is the order modules register their children in. The generator reads the layers and member overrides; the analyzers
+/// also ask for every child module with its member (<see cref="Nodes"/>) and whether those are the whole tree.
 /// </summary>
-internal sealed class ModuleGraphWalker
+internal sealed class ModuleWalker
 {
     private readonly KnownSymbols _known;
     private readonly CancellationToken _cancellationToken;
     private readonly HashSet<ITypeSymbol> _onPath = new(SymbolEqualityComparer.Default);
+    private readonly List<ModuleNode>? _nodes;
     private INamedTypeSymbol? _root;
 
-    public ModuleGraphWalker(KnownSymbols known, CancellationToken cancellationToken)
+    private ModuleWalker(KnownSymbols known, bool collectNodes, CancellationToken cancellationToken)
     {
         _known = known;
         _cancellationToken = cancellationToken;
+        _nodes = collectNodes ? new List<ModuleNode>() : null;
     }
 
     public List<LayerSpec> Layers { get; } = new();
 
     public List<MemberOverrideSpec> Overrides { get; } = new();
 
-    public void Walk(INamedTypeSymbol root)
+    /// <summary>
+    /// Every child module the analyzers can be sure of, linear or not, with the member that holds it (empty unless asked
+    /// for): modules under a member typed as an abstract module or a <c>ModuleDict</c> are left out, as their real
+    /// children are only known at run time.
+    /// </summary>
+    public IReadOnlyList<ModuleNode> Nodes => (IReadOnlyList<ModuleNode>?)_nodes ?? [];
+
+    public IEnumerable<ModuleNode> Linears => Nodes.Where(n => n.IsLinear);
+
+    /// <summary>
+    /// False when modules may exist that <see cref="Nodes"/> does not show: a member typed as an abstract module, a
+    /// <c>ModuleDict</c>, a list of linear layers, or a <c>RegisterModule</c> call under a name no member carries.
+    /// </summary>
+    public bool IsComplete { get; private set; } = true;
+
+    /// <summary>Walks <paramref name="root"/>; <paramref name="collectNodes"/> also records the analyzers' <see cref="Nodes"/>.</summary>
+    public static ModuleWalker Walk(INamedTypeSymbol root, KnownSymbols known, bool collectNodes, CancellationToken cancellationToken)
     {
-        _root = root;
-        WalkType(root, "", ImmutableArray<DimensionSpec>.Empty, new Reach("this", false), ImmutableArray<string>.Empty);
+        var walker = new ModuleWalker(known, collectNodes, cancellationToken) { _root = root };
+        walker.WalkType(root, "", ImmutableArray<DimensionSpec>.Empty, new Reach("this", false), ImmutableArray<string>.Empty, visible: true);
+        return walker;
     }
 
     /// <summary>A C# expression reading a module from the annotated class, and whether it may be null.</summary>
@@ -49,13 +69,15 @@ internal sealed class ModuleGraphWalker
     }
 
     // reach: how generated code reads a module of this type (null when a member on the way is not readable from the
-    // annotated class); counts: the length expression of each enclosing module list ("" when unreadable).
-    private void WalkType(INamedTypeSymbol type, string prefix, ImmutableArray<DimensionSpec> lists, Reach? reach, ImmutableArray<string> counts)
+    // annotated class); counts: the length expression of each enclosing module list ("" when unreadable); visible: the
+    // type is known to be the module's own (not reached through an abstract member or a ModuleDict).
+    private void WalkType(INamedTypeSymbol type, string prefix, ImmutableArray<DimensionSpec> lists, Reach? reach, ImmutableArray<string> counts, bool visible)
     {
         // A module type that contains itself (directly or not) cannot be walked to the end; stop at the repeat.
         if (!_onPath.Add(type.OriginalDefinition)) return;
         var names = new HashSet<string>();
-        foreach (var declaring in BaseFirst(type))
+        var chain = BaseFirst(type);
+        foreach (var declaring in chain)
         {
             foreach (var member in declaring.GetMembers())
             {
@@ -66,7 +88,9 @@ internal sealed class ModuleGraphWalker
                 string path = prefix.Length == 0 ? name : prefix + "." + name;
                 ReadOverrides(member, path);
                 var memberReach = reach != null && CanRead(member, type) ? reach.Member(Identifier(member.Name), MayBeNull(member)) : null;
-                if (KnownSymbols.DerivesFrom(childType, _known.LinearBase))
+                bool isLinear = KnownSymbols.DerivesFrom(childType, _known.LinearBase);
+                if (visible) _nodes?.Add(new ModuleNode(path, member, childType, isLinear));
+                if (isLinear)
                 {
                     Layers.Add(Layer(member, declaring, name, path, lists) with
                     {
@@ -76,13 +100,20 @@ internal sealed class ModuleGraphWalker
                 }
                 else if (KnownSymbols.Is(childType, _known.ModuleList) && childType.TypeArguments[0] is INamedTypeSymbol element)
                 {
+                    // List elements are walked as containers; a list of linear layers holds layers no member shows.
+                    if (KnownSymbols.DerivesFrom(element, _known.LinearBase) || element.IsAbstract) IsComplete = false;
                     WalkType(element, path + ".{i}", lists.Add(KnownModelShapes.ListCount(declaring, name)),
-                        memberReach?.Element(), counts.Add(memberReach?.Count() ?? ""));
+                        memberReach?.Element(), counts.Add(memberReach?.Count() ?? ""), visible);
                 }
                 else
-                    WalkType(childType, path, lists, memberReach, counts);
+                {
+                    bool opaque = childType.IsAbstract || IsModuleDict(childType);
+                    if (opaque) IsComplete = false;
+                    WalkType(childType, path, lists, memberReach, counts, visible && !opaque);
+                }
             }
         }
+        if (_nodes != null && visible && chain.Any(declaring => RegistersUnnamedChildren(declaring, names))) IsComplete = false;
         _onPath.Remove(type.OriginalDefinition);
     }
 
@@ -116,7 +147,16 @@ internal sealed class ModuleGraphWalker
     private static string Identifier(string name) =>
         Microsoft.CodeAnalysis.CSharp.SyntaxFacts.GetKeywordKind(name) != Microsoft.CodeAnalysis.CSharp.SyntaxKind.None ? "@" + name : name;
 
-    private IEnumerable<INamedTypeSymbol> BaseFirst(INamedTypeSymbol type)
+    // PeftGen.Nn.ModuleDict<T>, matched name by name like the other library types.
+    private static bool IsModuleDict(INamedTypeSymbol type) => type is
+    {
+        Name: "ModuleDict",
+        Arity: 1,
+        ContainingType: null,
+        ContainingNamespace: { Name: "Nn", ContainingNamespace: { Name: "PeftGen", ContainingNamespace.IsGlobalNamespace: true } },
+    };
+
+    private List<INamedTypeSymbol> BaseFirst(INamedTypeSymbol type)
     {
         var chain = new List<INamedTypeSymbol>();
         for (var t = type; t != null && !KnownSymbols.Is(t, _known.Module); t = t.BaseType)
@@ -145,25 +185,17 @@ internal sealed class ModuleGraphWalker
     {
         foreach (var attribute in member.GetAttributes())
         {
-            if (KnownSymbols.Is(attribute.AttributeClass, _known.NoLoRA))
-                Overrides.Add(new MemberOverrideSpec(path, true, 0, 0, null));
-            else if (KnownSymbols.Is(attribute.AttributeClass, _known.LoRAOverride))
-            {
-                int rank = 0;
-                double alpha = 0;
-                string? adapter = null;
-                foreach (var named in attribute.NamedArguments)
-                {
-                    switch (named.Key)
-                    {
-                        case "Rank": rank = named.Value.Value is int r ? r : 0; break;
-                        case "Alpha": alpha = ModelParser.ToDouble(named.Value) ?? 0; break;
-                        case "Adapter": adapter = named.Value.Value as string; break;
-                    }
-                }
-                Overrides.Add(new MemberOverrideSpec(path, false, rank, alpha, adapter));
-            }
+            if (ReadOverride(_known, attribute, path) is { } spec) Overrides.Add(spec);
         }
+    }
+
+    /// <summary>The <c>[LoRAOverride]</c> or <c>[NoLoRA]</c> <paramref name="attribute"/> on the member at <paramref name="path"/>, or null for another attribute.</summary>
+    public static MemberOverrideSpec? ReadOverride(KnownSymbols known, AttributeData attribute, string path)
+    {
+        if (KnownSymbols.Is(attribute.AttributeClass, known.NoLoRA)) return new MemberOverrideSpec(path, true, 0, 0, null);
+        if (!KnownSymbols.Is(attribute.AttributeClass, known.LoRAOverride)) return null;
+        var v = AttributeValues.Of(attribute);
+        return new MemberOverrideSpec(path, false, v.Int("Rank"), v.Double("Alpha", 0), v.String("Adapter"));
     }
 
     private LayerSpec Layer(ISymbol member, INamedTypeSymbol declaring, string name, string path, ImmutableArray<DimensionSpec> lists)
@@ -226,6 +258,35 @@ internal sealed class ModuleGraphWalker
         }
     }
 
+    /// <summary>True when source of <paramref name="type"/> registers a child under a name that is not a constant member name.</summary>
+    private bool RegistersUnnamedChildren(INamedTypeSymbol type, HashSet<string> names)
+    {
+        foreach (var reference in type.DeclaringSyntaxReferences)
+        {
+            var declaration = reference.GetSyntax(_cancellationToken);
+            SemanticModel? model = null;
+            foreach (var invocation in declaration.DescendantNodes().OfType<InvocationExpressionSyntax>())
+            {
+                string? called = invocation.Expression switch
+                {
+                    IdentifierNameSyntax id => id.Identifier.ValueText,
+                    GenericNameSyntax generic => generic.Identifier.ValueText,
+                    MemberAccessExpressionSyntax access => access.Name.Identifier.ValueText,
+                    _ => null,
+                };
+                if (called != "RegisterModule") continue;
+                model ??= Model(declaration);
+                if (model.GetSymbolInfo(invocation, _cancellationToken).Symbol is not IMethodSymbol method
+                    || !KnownSymbols.Is(method.ContainingType, _known.Module)) continue;
+                var nameArgument = invocation.ArgumentList.Arguments.FirstOrDefault(a => a.NameColon?.Name.Identifier.ValueText == "name")
+                    ?? invocation.ArgumentList.Arguments.FirstOrDefault(a => a.NameColon == null);
+                if (nameArgument == null || model.GetConstantValue(nameArgument.Expression, _cancellationToken).Value is not string name || !names.Contains(name))
+                    return true;
+            }
+        }
+        return false;
+    }
+
     private SemanticModel Model(SyntaxNode node) => _known.Compilation.GetSemanticModel(node.SyntaxTree);
 
     // Sees through conversions (a Linear stored in a LinearBase) and RegisterModule("name", new Linear(...)).
@@ -239,3 +300,6 @@ internal sealed class ModuleGraphWalker
         _ => null,
     };
 }
+
+/// <summary>A child module: its path template, the member holding it, and the member's module type.</summary>
+internal sealed record ModuleNode(string Path, ISymbol Member, INamedTypeSymbol Type, bool IsLinear);
