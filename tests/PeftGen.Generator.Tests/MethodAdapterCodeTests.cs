@@ -18,6 +18,7 @@ public class MethodAdapterCodeTests(ITestOutputHelper output)
     private const string Probe = """
         using System.Linq;
         using PeftGen.Adapters;
+        using PeftGen.Data;
         using PeftGen.Models.Llama;
         using PeftGen.Optim;
         using PeftGen.Training;

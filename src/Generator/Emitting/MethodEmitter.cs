@@ -122,7 +122,7 @@ internal static class MethodEmitter
                 WriteApply(w, "Chooses the entries of this model that train per <see cref=\"SparseFineTuningConfig\"/> and freezes everything else;"
                         + " train with <see cref=\"CreateTrainer\"/>, which attaches the gradient masks.",
                     Adapters + "SparseFineTuning",
-                    "global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor>? loss = null, global::PeftGen.Training.IBatchSource? calibration = null",
+                    "global::System.Func<global::PeftGen.Data.Batch, global::PeftGen.Tensors.Tensor>? loss = null, global::PeftGen.Data.IBatchSource? calibration = null",
                     Adapters + "SparseFineTuning.Create(this, SparseFineTuningConfig, loss, calibration)", model,
                     "loss\">Computes a calibration batch's loss (needed when the score is not None).",
                     "calibration\">The calibration batches (needed when the score is not None).");

@@ -22,7 +22,7 @@ public sealed record AdaptedLayer(string Path, int InFeatures, int OutFeatures, 
 /// 4-bit for QLoRA), freezes everything else, and manages named adapters: add, activate, disable, delete,
 /// weighted combination, merge and unload.
 /// </summary>
-public sealed partial class PeftModel<TModel> : IDisposable where TModel : Module
+public sealed partial class PeftModel<TModel> : IAdaptedModel where TModel : Module
 {
     private readonly Dictionary<string, LoRAConfig> _configs = new(StringComparer.Ordinal);
     private readonly QuantizationConfig? _quantization;
@@ -278,11 +278,61 @@ public sealed partial class PeftModel<TModel> : IDisposable where TModel : Modul
         return sb.ToString();
     }
 
-    /// <summary>Disposes the model.</summary>
+    /// <summary>Disposes the model (and the Delta-LoRA updaters training created).</summary>
     public void Dispose()
     {
         Model.Dispose();
         VeraProjections?.Dispose();
+        foreach (var updater in _deltaUpdaters.Values) updater.Dispose();
+        _deltaUpdaters.Clear();
+    }
+
+    // ---- IAdaptedModel: how the trainer trains and saves it --------------------------------------------------------------
+
+    private readonly Dictionary<string, DeltaLoRAUpdater> _deltaUpdaters = new(StringComparer.Ordinal);
+
+    /// <inheritdoc />
+    Module IAdaptedModel.TrainedModule => Model;
+
+    /// <summary>The model as a Llama-family causal LM (adapters active), or null when it is another module.</summary>
+    public Models.Llama.LlamaForCausalLM? CausalLM => Model as Models.Llama.LlamaForCausalLM;
+
+    /// <summary>The dropout generator, then the layer drop's when one is installed on the model (checkpoints save both).</summary>
+    public IReadOnlyList<Rng> RandomGenerators => AdaptedModel.Generators(Model, DropoutRng);
+
+    /// <summary>
+    /// The Delta-LoRA base update of each active adapter with <see cref="LoRAConfig.DeltaLoRA"/> settings, a new
+    /// <see cref="DeltaLoRAUpdater"/> that snapshots A and B now; the model keeps it for <see cref="SaveAdapter"/> and disposes it.
+    /// </summary>
+    public TrainingHooks PrepareTraining()
+    {
+        var hooks = new List<Optim.IAfterStepHook>();
+        foreach (var adapter in ActiveAdapters)
+        {
+            if (!_configs.TryGetValue(adapter, out var config) || config.DeltaLoRA == null) continue;
+            if (_deltaUpdaters.Remove(adapter, out var previous)) previous.Dispose();
+            var updater = DeltaLoRAUpdater.Create(this, adapter);
+            _deltaUpdaters.Add(adapter, updater);
+            hooks.Add(updater);
+        }
+        return hooks.Count == 0 ? TrainingHooks.None : new TrainingHooks([], hooks);
+    }
+
+    /// <summary>
+    /// Writes the active adapter in its format: a PEFT LoRA folder (<see cref="PeftAdapterFile"/>), a PEFT VeRA folder
+    /// (<see cref="VeraAdapterFile"/>), or for Delta-LoRA the LoRA folder plus the base change of the updater the last
+    /// trainer ran (<see cref="DeltaLoRAFile"/>).
+    /// </summary>
+    public void SaveAdapter(string folder, string? baseModelNameOrPath = null)
+    {
+        string adapter = AdaptedModel.SingleActive(ActiveAdapters, _veraConfigs.Count > 0 ? "VeRA" : "LoRA");
+        if (_veraConfigs.ContainsKey(adapter)) VeraAdapterFile.Save(this, folder, adapter, baseModelNameOrPath);
+        else if (GetConfig(adapter).DeltaLoRA == null) PeftAdapterFile.Save(this, folder, adapter, baseModelNameOrPath);
+        else
+        {
+            if (!_deltaUpdaters.TryGetValue(adapter, out var updater)) _deltaUpdaters.Add(adapter, updater = DeltaLoRAUpdater.Create(this, adapter));
+            DeltaLoRAFile.Save(this, updater, folder, baseModelNameOrPath);
+        }
     }
 
     private LoRALinear Wrap(string path)

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using PeftGen.Adapters;
 using PeftGen.Autograd;
+using PeftGen.Data;
 using PeftGen.IO;
 using PeftGen.Models.Llama;
 using PeftGen.Tensors;

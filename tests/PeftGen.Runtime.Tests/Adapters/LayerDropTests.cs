@@ -1,5 +1,6 @@
 using PeftGen.Adapters;
 using PeftGen.Autograd;
+using PeftGen.Data;
 using PeftGen.Models.Llama;
 using PeftGen.Tensors;
 using PeftGen.Tests.Training;

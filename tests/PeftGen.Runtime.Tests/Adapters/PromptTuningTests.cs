@@ -1,6 +1,7 @@
 using System.Text.Json;
 using PeftGen.Adapters;
 using PeftGen.Adapters.Formats;
+using PeftGen.Data;
 using PeftGen.Generation;
 using PeftGen.IO;
 using PeftGen.Models.Llama;

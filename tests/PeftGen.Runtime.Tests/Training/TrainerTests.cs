@@ -1,4 +1,5 @@
 using PeftGen.Adapters;
+using PeftGen.Data;
 using PeftGen.Models.Llama;
 using PeftGen.Quantization;
 using PeftGen.Tensors;
