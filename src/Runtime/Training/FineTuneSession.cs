@@ -50,15 +50,16 @@ public static class FineTuneSession
 
     /// <summary>
     /// Loads <see cref="FineTuneOptions.ModelPath"/> and its tokenizer, applies any PEFT method to the model with
-    /// <paramref name="adapt"/> (for example <c>m =&gt; IA3Model.Create(m, config)</c> or
-    /// <c>m =&gt; PeftModel.Create(m, promptConfig, tokenizer: null)</c>), and reads the dataset. The session owns the
+    /// <paramref name="adapt"/> (for example <c>m =&gt; PeftModel.Create(m, ia3Config)</c> or
+    /// <c>m =&gt; BottleneckModel.Create(m, bottleneckConfig)</c>), and reads the dataset. The session owns the
     /// model; <see cref="FineTuneOptions.LoRA"/> and <see cref="FineTuneOptions.Quantization"/> are not used.
     /// </summary>
     /// <typeparam name="TAdapted">The adapted model's type.</typeparam>
     /// <param name="options">The job; <see cref="FineTuneOptions.ModelPath"/> is required.</param>
     /// <param name="adapt">Applies the method to the loaded model and returns the adapted model.</param>
     /// <param name="load">How the weights are stored; null keeps every weight in the checkpoint's type (16-bit weights stay
-    /// 16-bit and frozen). Sparse fine-tuning trains base weights, which must be float32: pass <c>new ModelLoadOptions()</c>.</param>
+    /// 16-bit and frozen). Sparse fine-tuning and Delta-LoRA change base weights, which must then be float32: pass
+    /// <c>new ModelLoadOptions()</c>.</param>
     /// <returns>The session, ready to <see cref="FineTuneSession{TAdapted}.Train"/>.</returns>
     /// <exception cref="ArgumentException">A setting is invalid (the message names it).</exception>
     /// <exception cref="FileNotFoundException">The model, tokenizer or dataset is missing (the message names it).</exception>

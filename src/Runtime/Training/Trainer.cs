@@ -78,8 +78,8 @@ public sealed partial class Trainer : IDisposable
     /// </summary>
     public Trainer(Module model, Func<Batch, Tensor> loss, IBatchSource train, TrainerOptions options,
         IBatchSource? eval = null, IReadOnlyList<Rng>? rngs = null)
-        : this(model, loss, train, Checked(options), eval, rngs ?? [],
-            m => LearningRateGroups.Of(m, options.LoRAPlusRatio, options.LayerwiseLearningRateDecay), TrainingHooks.None)
+        : this(new Setup(model, loss, Checked(options), rngs ?? [],
+            () => LearningRateGroups.Of(model, options.LoRAPlusRatio, options.LayerwiseLearningRateDecay), () => TrainingHooks.None), train, eval)
     {
     }
 
@@ -97,28 +97,43 @@ public sealed partial class Trainer : IDisposable
     /// <param name="loss">A batch's scalar loss; null uses the causal LM's mean cross-entropy (<see cref="IAdaptedModel.CausalLM"/>).</param>
     /// <exception cref="ArgumentException">No loss is given and the model is not a causal LM, or a setting does not fit the model.</exception>
     public Trainer(IAdaptedModel model, IBatchSource train, TrainerOptions options, IBatchSource? eval = null, Func<Batch, Tensor>? loss = null)
-        : this(Required(model).TrainedModule, loss ?? CausalLoss(model), train, Checked(Declared(model, options)), eval, model.RandomGenerators,
-            _ => model.ParameterGroups(Declared(model, options).LoRAPlusRatio, Declared(model, options).LayerwiseLearningRateDecay), model.PrepareTraining())
+        : this(Setup.Of(model, options, loss), train, eval)
     {
     }
 
-    private Trainer(Module model, Func<Batch, Tensor> loss, IBatchSource train, TrainerOptions options, IBatchSource? eval,
-        IReadOnlyList<Rng> rngs, Func<Module, IReadOnlyList<ParameterGroup>> groups, TrainingHooks hooks)
+    private Trainer(Setup setup, IBatchSource train, IBatchSource? eval)
     {
-        _model = model ?? throw new ArgumentNullException(nameof(model));
-        _loss = loss ?? throw new ArgumentNullException(nameof(loss));
+        _model = setup.Model ?? throw new ArgumentNullException("model");
+        _loss = setup.Loss ?? throw new ArgumentNullException("loss");
         _train = train ?? throw new ArgumentNullException(nameof(train));
-        Options = options;
+        Options = setup.Options;
         _eval = eval;
-        _rngs = rngs;
-        _parameters = model.NamedParameters().Where(p => p.Tensor.RequiresGrad).ToList();
+        _rngs = setup.Rngs;
+        _parameters = _model.NamedParameters().Where(p => p.Tensor.RequiresGrad).ToList();
         if (_parameters.Count == 0) throw new InvalidOperationException("The model has no trainable parameters: add an adapter or unfreeze something.");
-        _optimizer = CreateOptimizer(options, groups(model));
-        _schedule = LearningRateSchedule.FromName(options.Schedule, options.LearningRate, options.WarmupSteps, options.MaxSteps);
+        _optimizer = CreateOptimizer(Options, setup.Groups());
+        _schedule = LearningRateSchedule.FromName(Options.Schedule, Options.LearningRate, Options.WarmupSteps, Options.MaxSteps);
+        var hooks = setup.Hooks();
         foreach (var mask in hooks.GradientMasks) GradientMasks.Add(mask);
         foreach (var hook in hooks.AfterStepHooks) AfterStepHooks.Add(hook);
         _borrowedHooks.UnionWith(hooks.GradientMasks);
         _borrowedHooks.UnionWith(hooks.AfterStepHooks);
+    }
+
+    /// <summary>What the two public constructors resolve: the module, loss, options, generators, groups and hooks.</summary>
+    private sealed record Setup(Module Model, Func<Batch, Tensor> Loss, TrainerOptions Options, IReadOnlyList<Rng> Rngs,
+        Func<IReadOnlyList<ParameterGroup>> Groups, Func<TrainingHooks> Hooks)
+    {
+        /// <summary>An adapted model's: the class's declared settings win over the options (as generated <c>CreateTrainer</c> always did).</summary>
+        public static Setup Of(IAdaptedModel model, TrainerOptions options, Func<Batch, Tensor>? loss)
+        {
+            ArgumentNullException.ThrowIfNull(model);
+            ArgumentNullException.ThrowIfNull(options);
+            var module = model.TrainedModule;
+            options = Checked(module is IDeclaredTraining declared ? declared.ApplyTo(options) : options);
+            return new Setup(module, loss ?? CausalLoss(model), options, model.RandomGenerators,
+                () => model.ParameterGroups(options.LoRAPlusRatio, options.LayerwiseLearningRateDecay), model.PrepareTraining);
+        }
     }
 
     /// <summary>The settings (with the model class's declared ones in place, for an adapted model).</summary>
@@ -279,19 +294,10 @@ public sealed partial class Trainer : IDisposable
         return options;
     }
 
-    private static IAdaptedModel Required(IAdaptedModel model) => model ?? throw new ArgumentNullException(nameof(model));
-
-    /// <summary>The options with what the model's class declares in place (the attributes win, as in generated <c>CreateTrainer</c>).</summary>
-    private static TrainerOptions Declared(IAdaptedModel model, TrainerOptions options)
-    {
-        ArgumentNullException.ThrowIfNull(options);
-        return model.TrainedModule is IDeclaredTraining declared ? declared.ApplyTo(options) : options;
-    }
-
     /// <summary>The causal LM's mean cross-entropy over a batch's scored tokens.</summary>
     private static Func<Batch, Tensor> CausalLoss(IAdaptedModel model)
     {
-        var lm = Required(model).CausalLM
+        var lm = model.CausalLM
             ?? throw new ArgumentException($"{model.GetType().Name} adapts a {model.TrainedModule.GetType().Name}, which is not a causal language model: pass the loss function.", nameof(model));
         return b => lm.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length);
     }
