@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json.Nodes;
 using PeftGen.Autograd;
 using PeftGen.Backends.Cpu;
+using PeftGen.Data;
 using PeftGen.IO;
 using PeftGen.Methods;
 using PeftGen.Methods.Bottleneck;
@@ -122,16 +123,21 @@ internal static class MethodsBenchmark
 
     // ---- one method --------------------------------------------------------------------------------------------
 
-    /// <summary>A method applied to a model: what to train, and what the trainer needs besides.</summary>
+    /// <summary>A method applied to a model: the adapted model the trainer trains, and the trainer settings it takes.</summary>
     private sealed class Applied
     {
         public required long Trainable { get; init; }
         public float LoRAPlusRatio { get; init; }
         public float LayerwiseDecay { get; init; } = 1f;
-        public IReadOnlyList<Rng> Rngs { get; init; } = [];
-        public Action<Trainer>? Attach { get; init; }
-        /// <summary>The module whose trainable parameters train (the model itself unless the method keeps them beside it).</summary>
-        public Module? Trainee { get; init; }
+        /// <summary>The adapted model (its parameter groups, hooks and random generators); null for full fine-tuning.</summary>
+        public IAdaptedModel? Adapted { get; init; }
+
+        /// <summary>The trainer of the adapted model, or of every parameter of the model for full fine-tuning.</summary>
+        public Trainer CreateTrainer(LlamaForCausalLM model, Func<Batch, Tensor> loss, IBatchSource train, TrainerOptions options)
+        {
+            options = options with { LoRAPlusRatio = LoRAPlusRatio, LayerwiseLearningRateDecay = LayerwiseDecay };
+            return Adapted != null ? new Trainer(Adapted, train, options, loss: loss) : new Trainer(model, loss, train, options);
+        }
     }
 
     private static Applied Apply(string method, LlamaForCausalLM model, Func<Batch, Tensor> loss, IBatchSource calibration, int rank, int dim)
@@ -141,7 +147,7 @@ internal static class MethodsBenchmark
         Applied Lora(LoRAConfig config, QuantizationConfig? quantization = null, float ratio = 0, float decay = 1)
         {
             var peft = PeftModel.Create(model, config, quantization);
-            return new Applied { Trainable = Count(), LoRAPlusRatio = ratio, LayerwiseDecay = decay, Rngs = [peft.DropoutRng] };
+            return new Applied { Trainable = Count(), LoRAPlusRatio = ratio, LayerwiseDecay = decay, Adapted = peft };
         }
 
         switch (method)
@@ -156,23 +162,24 @@ internal static class MethodsBenchmark
             case "lora-fa": return Lora(lora with { UseLoRAFA = true });
             case "lora+layerwise-lr": return Lora(lora, decay: 0.7f);
             case "delta-lora":
-            {
-                var peft = PeftModel.Create(model, lora with { DeltaLoRA = new DeltaLoRAOptions { StartStep = 10, UpdateRatio = 2 } });
-                var updater = DeltaLoRAUpdater.Create(peft);
-                return new Applied { Trainable = Count(), Attach = t => t.AfterStepHooks.Add(updater) };
-            }
+                // The trainer runs the Delta-LoRA updater the adapted model creates for it.
+                return Lora(lora with { DeltaLoRA = new DeltaLoRAOptions { StartStep = 10, UpdateRatio = 2 } });
             case "lora+layer-drop":
             {
                 var peft = PeftModel.Create(model, lora);
-                var drop = LayerDropper.Apply(model, new LayerDropConfig { Probability = 0.1f, Seed = 3 });
-                return new Applied { Trainable = Count(), Rngs = [peft.DropoutRng, drop.Rng] };
+                LayerDropper.Apply(model, new LayerDropConfig { Probability = 0.1f, Seed = 3 });     // its generator joins peft.RandomGenerators
+                return new Applied { Trainable = Count(), Adapted = peft };
             }
             case "vera":
-                VeraModel.Create(model, new VeraConfig { Rank = Math.Min(256, 4 * dim), Targets = TargetModules.AllLinear });
-                return new Applied { Trainable = Count() };
+            {
+                var peft = VeraModel.Create(model, new VeraConfig { Rank = Math.Min(256, 4 * dim), Targets = TargetModules.AllLinear });
+                return new Applied { Trainable = Count(), Adapted = peft };
+            }
             case "ia3":
-                IA3Model.Create(model, new IA3Config());
-                return new Applied { Trainable = Count() };
+            {
+                var ia3 = IA3Model.Create(model, new IA3Config());
+                return new Applied { Trainable = Count(), Adapted = ia3 };
+            }
             case "prompt-tuning":
                 return PromptLearning(new PromptTuningConfig { NumVirtualTokens = Virtual });
             case "prefix-tuning":
@@ -180,12 +187,14 @@ internal static class MethodsBenchmark
             case "p-tuning":
                 return PromptLearning(new PTuningConfig { NumVirtualTokens = Virtual, EncoderHiddenSize = dim });
             case "bottleneck":
-                BottleneckModel.Create(model, new BottleneckConfig { BottleneckSize = Math.Max(4, dim / 8) });
-                return new Applied { Trainable = Count() };
+            {
+                var bottleneck = BottleneckModel.Create(model, new BottleneckConfig { BottleneckSize = Math.Max(4, dim / 8) });
+                return new Applied { Trainable = Count(), Adapted = bottleneck };
+            }
             case "sparse":
             {
                 var sparse = SparseFineTuning.Create(model, new SparseFineTuningConfig { Fraction = 0.02f, CalibrationBatches = 2 }, loss, calibration);
-                return new Applied { Trainable = sparse.TrainableEntries, Attach = sparse.AttachTo };
+                return new Applied { Trainable = sparse.TrainableEntries, Adapted = sparse };
             }
             default:
                 throw new ArgumentException($"unknown method '{method}' (known: {string.Join(", ", Methods)})");
@@ -194,7 +203,7 @@ internal static class MethodsBenchmark
         Applied PromptLearning(PromptLearningConfig config)
         {
             var prompt = PromptLearningModel.Create(model, config);
-            return new Applied { Trainable = prompt.TrainableParameters().Sum(p => p.Count), Trainee = prompt };
+            return new Applied { Trainable = prompt.TrainableParameters().Sum(p => p.Count), Adapted = prompt };
         }
     }
 
@@ -214,12 +223,10 @@ internal static class MethodsBenchmark
         long baseParameters = model.CountParameters().Total;
         var applied = Apply(method, model, loss, train, rank: 8, dim: DigitsConfig.HiddenSize);
         float before = EvalLoss(model, loss);
-        using var trainer = new Trainer(applied.Trainee ?? model, loss, train, new TrainerOptions
+        using var trainer = applied.CreateTrainer(model, loss, train, new TrainerOptions
         {
             MaxSteps = steps, LearningRate = LearningRate(method), Schedule = "cosine", WarmupSteps = 10, MaxGradNorm = 1f,
-            LoRAPlusRatio = applied.LoRAPlusRatio, LayerwiseLearningRateDecay = applied.LayerwiseDecay,
-        }, rngs: applied.Rngs);
-        applied.Attach?.Invoke(trainer);
+        });
         var clock = Stopwatch.StartNew();
         var result = trainer.Train();
         double seconds = clock.Elapsed.TotalSeconds;
@@ -264,11 +271,7 @@ internal static class MethodsBenchmark
         Func<Batch, Tensor> loss = b => model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length);
         var source = BatchSource.FromFunction(_ => new Batch(inputs, targets, batch, length));
         var applied = Apply(method, model, loss, source, rank: 8, dim: config.HiddenSize);
-        using var trainer = new Trainer(applied.Trainee ?? model, loss, source, new TrainerOptions
-        {
-            MaxSteps = 3, LearningRate = 1e-4f, LoRAPlusRatio = applied.LoRAPlusRatio, LayerwiseLearningRateDecay = applied.LayerwiseDecay,
-        }, rngs: applied.Rngs);
-        applied.Attach?.Invoke(trainer);
+        using var trainer = applied.CreateTrainer(model, loss, source, new TrainerOptions { MaxSteps = 3, LearningRate = 1e-4f });
         var clock = Stopwatch.StartNew();
         trainer.Train();
         return new JsonObject

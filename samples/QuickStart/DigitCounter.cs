@@ -7,7 +7,8 @@ namespace PeftGen.Samples.QuickStart;
 /// The QuickStart's model, declared with the PeftGen DSL: a tiny Llama whose shapes come from digits-config.json, and
 /// the QLoRA adapter to put on it. The source generator reads the attributes and the config (an AdditionalFile) and
 /// emits <c>LoRAConfig</c>, <c>QuantizationConfig</c>, <c>LoRAPlusRatio</c>, the compile-time <c>AdapterPlan</c> with its
-/// <c>TrainableParameterCount</c>, and <c>ApplyAdapters()</c>.
+/// <c>TrainableParameterCount</c>, <c>ApplyAdapters()</c>, and the <c>IDeclaredTraining</c> implementation through which every
+/// trainer of the adapted model (the QuickStart's <c>FineTuneSession</c>) trains with the LoRA+ ratio.
 /// </summary>
 [LoRA(rank: 8, alpha: 16, targets: "all-linear", Seed = 7)]
 [Quantize(QuantType.NF4, DoubleQuant = true, BlockSize = 64)]

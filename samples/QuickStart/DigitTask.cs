@@ -1,4 +1,5 @@
 using PeftGen.Autograd;
+using PeftGen.Data;
 using PeftGen.Models.Llama;
 using PeftGen.Tensors;
 using PeftGen.Training;

@@ -6,7 +6,8 @@
 // 1. The tiny Llama is pretrained (all weights) to continue digit sequences that count UP by 1, 2 or 3 (mod 10).
 // 2. QLoRA: ApplyAdapters() quantizes its linear layers to 4-bit NF4 (double quantization) and freezes them; LoRA
 //    adapters on all seven projections are trained on countdown.jsonl to count DOWN, a behaviour the base model has
-//    never seen, through the same dataset and trainer path as `peftgen train` (FineTuneSession).
+//    never seen, through the same dataset and trainer path as `peftgen train` (FineTuneSession), with the LoRA+ ratio
+//    [LoRAPlus] declares.
 // 3. The same model then counts down with the adapter and up again with the adapter disabled; the adapter (PEFT
 //    format), metrics.jsonl and loss.svg are in quickstart-output/.
 //
@@ -58,7 +59,8 @@ var fineTune = new FineTuneOptions
     Dataset = new JsonlDatasetOptions { Kind = DatasetKind.Text, AddBos = false, AddEos = false, MaxSequenceLength = config.MaxPositionEmbeddings - 1 },
     BatchSize = 16,
     Seed = 2,
-    Trainer = new TrainerOptions { MaxSteps = 200, LearningRate = 1e-2f, Schedule = "cosine", WarmupSteps = 10, MaxGradNorm = 1f, LoRAPlusRatio = DigitCounter.LoRAPlusRatio },
+    // [LoRAPlus(4)] on DigitCounter needs no setting here: the trainer of an adapted DigitCounter applies what its attributes declare.
+    Trainer = new TrainerOptions { MaxSteps = 200, LearningRate = 1e-2f, Schedule = "cosine", WarmupSteps = 10, MaxGradNorm = 1f },
     BaseModelName = "peftgen/quickstart-digits",
 };
 using (var session = FineTuneSession.Create(peft, new DigitTokenizer(), fineTune))

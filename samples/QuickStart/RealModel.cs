@@ -91,7 +91,7 @@ internal static class RealModel
 
         Console.WriteLine($"PeftGen QuickStart — QLoRA fine-tuning of {options.ModelPath} on {options.DataPath}");
         using var session = FineTuneSession.Open(options);
-        var config = session.Peft.Model.Config;
+        var config = session.Model.Config;
         Console.WriteLine($"   model: {config.NumHiddenLayers} layers, hidden {config.HiddenSize}, vocab {config.VocabSize}, context {config.MaxPositionEmbeddings}");
         Console.WriteLine($"   adapter: NF4 + double quantization, LoRA r={rank} alpha={2 * rank} on {session.Peft.Plan().Count} linear layers; {session.Peft.TrainableParametersSummary()}");
         Console.WriteLine($"   data: {session.Dataset.Examples.Count} {session.Dataset.Kind.ToString().ToLowerInvariant()} examples{(session.Dataset.ChatFormat is { } f ? $" in the {f.Name} format" : "")}, {session.TrainBatches.BatchesPerEpoch} batches of {options.BatchSize} per epoch");

@@ -171,7 +171,7 @@ internal static class TrainCommand
 
             using var session = FineTuneSession.Open(options);
             Console.Error.WriteLine(Invariant($"memory after load: peak resident set {ProcessMemory.PeakResidentBytes / 1e9:F2} GB, resident {ProcessMemory.ResidentBytes / 1e9:F2} GB (predicted {estimate.AfterLoad / 1e9:F2} GB)"));
-            var config = session.Peft.Model.Config;
+            var config = session.Model.Config;
             var dataset = session.Dataset;
             Console.Error.WriteLine($"model {options.ModelPath}: {config.NumHiddenLayers} layers, hidden {config.HiddenSize}, vocab {config.VocabSize}, context {config.MaxPositionEmbeddings}");
             Console.Error.WriteLine($"adapter: {(options.Quantization is { } q ? $"QLoRA ({q.Type}{(q.DoubleQuant ? " + double quant" : "")})" : "LoRA")} r={options.LoRA.Rank} alpha={options.LoRA.Alpha} on {session.Peft.Plan().Count} layers ({options.LoRA.Targets}); {session.Peft.TrainableParametersSummary()}");

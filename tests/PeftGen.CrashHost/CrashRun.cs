@@ -1,5 +1,6 @@
-using PeftGen.Methods;
+using PeftGen.Data;
 using PeftGen.Methods.LoRA;
+using PeftGen.Methods;
 using PeftGen.Models.Llama;
 using PeftGen.Quantization;
 using PeftGen.Training;
@@ -31,13 +32,11 @@ public sealed class CrashRun : IDisposable
         var peft = PeftModel.Create(new LlamaForCausalLM(config, seed: 3),
             new LoRAConfig { Rank = 4, Alpha = 8, Dropout = 0.1f, Targets = TargetModules.AllLinear, Seed = 5 },
             new QuantizationConfig(QuantType.NF4, DoubleQuant: true, BlockSize: 32));
-        var model = peft.Model;
-        var trainer = new Trainer(model, b => model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length),
-            BatchSource.FromFunction(Digits), new TrainerOptions
+        var trainer = new Trainer(peft, BatchSource.FromFunction(Digits), new TrainerOptions
             {
                 MaxSteps = maxSteps, LearningRate = 1e-2f, Schedule = "cosine", WarmupSteps = 2, Optimizer = OptimizerKind.PagedAdamW8bit,
                 CheckpointEvery = 3, KeepCheckpoints = 10, OutputDir = outputDir,
-            }, rngs: [peft.DropoutRng]);
+            });
         return new CrashRun(peft, trainer);
     }
 

@@ -17,6 +17,7 @@ public class MethodAdapterCodeTests(ITestOutputHelper output)
 {
     private const string Probe = """
         using System.Linq;
+        using PeftGen.Data;
         using PeftGen.Methods.LayerDrop;
         using PeftGen.Methods.VeRA;
         using PeftGen.Models.Llama;

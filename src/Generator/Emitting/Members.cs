@@ -17,17 +17,14 @@ internal sealed record TrainerWiring(string? AdaptedType, string? AdaptedName)
     /// <summary>The method always needs a trainer of its own, whatever its companions.</summary>
     public bool Always { get; init; }
 
-    /// <summary>The trainer is built on the adapted model (whose parameters are the encoder's), not on this model.</summary>
-    public bool OnAdapted { get; init; }
-
     /// <summary>The adapted model's dropout generator is saved in checkpoints.</summary>
     public bool DropoutRng { get; init; }
 
     /// <summary>The documentation line that says what the trainer is built on, or null.</summary>
     public string? Summary { get; init; }
 
-    /// <summary>The documentation line and the statement of what runs after each step, or null.</summary>
-    public (string Doc, string Statement)? AfterStep { get; init; }
+    /// <summary>The documentation line of what the adapted model runs after each step (its training hooks), or null.</summary>
+    public string? AfterStep { get; init; }
 }
 
 /// <summary>
@@ -59,8 +56,8 @@ internal static class Members
         if (method.Supports(Companion.LoRAPlus) && companions.LoRAPlusRatio is { } ratio)
         {
             w.Line("/// <summary>")
-             .Line("/// LoRA+ (from <c>[LoRAPlus]</c>): each B matrix trains with this many times the learning rate of A. Pass it as")
-             .Line("/// <see cref=\"global::PeftGen.Training.TrainerOptions.LoRAPlusRatio\"/>" + (NeedsTrainer(spec, trainer) ? " (<see cref=\"CreateTrainer\"/> does)." : "."))
+             .Line("/// LoRA+ (from <c>[LoRAPlus]</c>): each B matrix trains with this many times the learning rate of A. Every trainer of an")
+             .Line("/// adapted model of this class uses it as <see cref=\"global::PeftGen.Training.TrainerOptions.LoRAPlusRatio\"/>.")
              .Line("/// </summary>")
              .Member("public const float LoRAPlusRatio = " + Float((float)ratio) + ";")
              .Line();
@@ -70,7 +67,7 @@ internal static class Members
             w.Line("/// <summary>")
              .Line("/// Layer-wise learning-rate decay γ (from <c>[LayerwiseLearningRate]</c>): decoder layer i of L trains at lr·γ^(L−1−i).")
              .Line(method.Supports(Companion.LayerwiseLearningRate)
-                ? "/// Pass it as <see cref=\"global::PeftGen.Training.TrainerOptions.LayerwiseLearningRateDecay\"/> (<see cref=\"CreateTrainer\"/> does)."
+                ? "/// Every trainer of an adapted model of this class uses it as <see cref=\"global::PeftGen.Training.TrainerOptions.LayerwiseLearningRateDecay\"/>."
                 : "/// It does not apply to prompt learning, whose encoder trains outside the decoder layers (PEFT011): CreateTrainer does not pass it.")
              .Line("/// </summary>")
              .Member("public const float LayerwiseLearningRateDecay = " + Float((float)decay) + ";")
@@ -87,6 +84,29 @@ internal static class Members
             if (drop.Seed != 0) w.Line("Seed = " + Int(drop.Seed) + ",");
             w.Close(";").Line();
         }
+        var declared = DeclaredSettings(spec);
+        if (declared.Count > 0)
+        {
+            w.Line("/// <summary>The trainer settings this class's attributes declare: a trainer built on an adapted model of this class uses them in place of its options'.</summary>")
+             .Member("global::PeftGen.Training.TrainerOptions global::PeftGen.Training.IDeclaredTraining.ApplyTo(global::PeftGen.Training.TrainerOptions options) =>")
+             .Line("    options with { " + string.Join(", ", declared) + " };")
+             .Line();
+        }
+    }
+
+    /// <summary>
+    /// The <c>TrainerOptions</c> settings the class declares with <c>[LoRAPlus]</c> and <c>[LayerwiseLearningRate]</c>, where
+    /// its method takes them (not prompt learning's, whose encoder has no depth: PEFT011): what its
+    /// <c>IDeclaredTraining</c> implementation applies and a trainer without an adapted model is given.
+    /// </summary>
+    public static List<string> DeclaredSettings(GenerationSpec spec)
+    {
+        var companions = spec.Model.Companions;
+        var method = spec.Model.Method.Definition;
+        var settings = new List<string>();
+        if (method.Supports(Companion.LoRAPlus) && companions.LoRAPlusRatio != null) settings.Add("LoRAPlusRatio = LoRAPlusRatio");
+        if (method.Supports(Companion.LayerwiseLearningRate) && companions.LayerwiseDecay != null) settings.Add("LayerwiseLearningRateDecay = LayerwiseLearningRateDecay");
+        return settings;
     }
 
     private static void WriteQuantization(IndentedWriter w, QuantizeSpec? q)
@@ -114,8 +134,11 @@ internal static class Members
         || HasLayerDrop(spec.Model);
 
     /// <summary>
-    /// <c>CreateTrainer</c>, when the method or its companions need wiring: the options with the LoRA+ ratio and the
-    /// layer-wise decay, the random generators to checkpoint (dropout, layer drop), and what runs after each step.
+    /// <c>CreateTrainer</c>, when the method or its companions need wiring. With an adapted model (LoRA, VeRA, prompt
+    /// learning, sparse fine-tuning) it is the trainer of that model, which brings its parameter groups, random generators
+    /// (dropout, layer drop) and hooks (Delta-LoRA, sparse masks) and takes the declared settings from this class
+    /// (<c>IDeclaredTraining</c>); without one ((IA)³, bottleneck) the options get the declared settings and the layer
+    /// drop's generator is checkpointed.
     /// </summary>
     public static void WriteCreateTrainer(IndentedWriter w, GenerationSpec spec, TrainerWiring trainer)
     {
@@ -129,7 +152,7 @@ internal static class Members
         if (trainer.Summary != null) w.Line("/// " + trainer.Summary);
         if (model.Companions.LoRAPlusRatio != null) w.Line("/// the LoRA+ ratio (<see cref=\"LoRAPlusRatio\"/>),");
         if (decay) w.Line("/// the layer-wise learning-rate decay (<see cref=\"LayerwiseLearningRateDecay\"/>),");
-        if (trainer.AfterStep is { } doc) w.Line("/// " + doc.Doc);
+        if (trainer.AfterStep is { } doc) w.Line("/// " + doc);
         if (trainer.DropoutRng || layerDrop)
             w.Line("/// the random generators of " + (trainer.DropoutRng && layerDrop ? "dropout and layer drop" : trainer.DropoutRng ? "dropout" : "layer drop") + " (saved in checkpoints),");
         w.Line("/// and the rest of <paramref name=\"options\"/> as given.")
@@ -140,21 +163,20 @@ internal static class Members
          .Line("/// <param name=\"options\">The training settings.</param>")
          .Line("/// <param name=\"eval\">Evaluation batches, or null.</param>");
         string parameters = (trainer.AdaptedType != null ? trainer.AdaptedType + " " + name + ", " : "")
-            + "global::System.Func<global::PeftGen.Training.Batch, " + Tensor + "> loss, global::PeftGen.Training.IBatchSource train, "
-            + "global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null";
+            + "global::System.Func<global::PeftGen.Data.Batch, " + Tensor + "> loss, global::PeftGen.Data.IBatchSource train, "
+            + "global::PeftGen.Training.TrainerOptions options, global::PeftGen.Data.IBatchSource? eval = null";
         w.Member("public global::PeftGen.Training.Trainer CreateTrainer(" + parameters + ")").Open();
         if (name != null) w.Line("global::System.ArgumentNullException.ThrowIfNull(" + name + ");");
         w.Line("global::System.ArgumentNullException.ThrowIfNull(options);");
-        var settings = new List<string>();
-        if (model.Companions.LoRAPlusRatio != null) settings.Add("LoRAPlusRatio = LoRAPlusRatio");
-        if (decay) settings.Add("LayerwiseLearningRateDecay = LayerwiseLearningRateDecay");
+        if (name != null)
+        {
+            w.Line("return new global::PeftGen.Training.Trainer(" + name + ", train, options, eval, loss);").Close().Line();
+            return;
+        }
+        var settings = DeclaredSettings(spec);
         string options = settings.Count == 0 ? "options" : "options with { " + string.Join(", ", settings) + " }";
-        var rngs = new List<string>();
-        if (trainer.DropoutRng) rngs.Add(name + ".DropoutRng");
-        if (layerDrop) rngs.Add("((global::PeftGen.Methods.LayerDrop.LayerDropper)this.Model.LayerSkip!).Rng");
-        string rngArgument = rngs.Count == 0 ? "" : ", new global::PeftGen.Tensors.Rng[] { " + string.Join(", ", rngs) + " }";
-        w.Line("var trainer = new global::PeftGen.Training.Trainer(" + (trainer.OnAdapted ? name : "this") + ", loss, train, " + options + ", eval" + rngArgument + ");");
-        if (trainer.AfterStep is { } step) w.Line(step.Statement);
+        string rngArgument = layerDrop ? ", new global::PeftGen.Tensors.Rng[] { ((global::PeftGen.Methods.LayerDrop.LayerDropper)this.Model.LayerSkip!).Rng }" : "";
+        w.Line("var trainer = new global::PeftGen.Training.Trainer(this, loss, train, " + options + ", eval" + rngArgument + ");");
         w.Line("return trainer;").Close().Line();
     }
 

@@ -1,5 +1,3 @@
-using PeftGen.Training;
-
 namespace PeftGen.Data;
 
 /// <summary>

@@ -3,7 +3,8 @@ namespace PeftGen;
 /// <summary>
 /// Layer-wise learning-rate decay for the PEFT method a model class declares: decoder layer i of L trains at
 /// lr·γ^(L−1−i). The generator emits γ as a <c>LayerwiseLearningRateDecay</c> constant and sets
-/// <see cref="Training.TrainerOptions.LayerwiseLearningRateDecay"/> in its <c>CreateTrainer</c>.
+/// <see cref="Training.TrainerOptions.LayerwiseLearningRateDecay"/> for every trainer of an adapted model of the class
+/// (<see cref="Training.IDeclaredTraining"/>).
 /// </summary>
 [AttributeUsage(AttributeTargets.Class, AllowMultiple = false, Inherited = false)]
 public sealed class LayerwiseLearningRateAttribute : Attribute

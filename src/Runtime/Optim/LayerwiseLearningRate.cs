@@ -41,14 +41,17 @@ public static partial class LayerwiseLearningRate
     public static float ScaleFor(string path, int layerCount, float decay)
     {
         Validate(decay);
-        if (LayerIndex(path) is int i)
-        {
-            if (i >= layerCount)
-                throw new ArgumentException($"Parameter '{path}' is in layer {i}, but the model was counted with {layerCount} layers.", nameof(path));
-            return (float)Math.Pow(decay, layerCount - 1 - i);
-        }
-        return IsEmbedding(path) ? (float)Math.Pow(decay, layerCount) : 1f;
+        if (LayerIndex(path) is int i && i >= layerCount)
+            throw new ArgumentException($"Parameter '{path}' is in layer {i}, but the model was counted with {layerCount} layers.", nameof(path));
+        return ScaleFor(LayerIndex(path), IsEmbedding(path), layerCount, decay);
     }
+
+    /// <summary>
+    /// The learning-rate multiplier of a parameter of decoder layer <paramref name="layer"/> (null: outside the layers) of
+    /// <paramref name="layerCount"/>: γ^(L−1−i) in a layer, γ^L for the token embedding, 1 elsewhere.
+    /// </summary>
+    public static float ScaleFor(int? layer, bool embedding, int layerCount, float decay) =>
+        layer is int i ? (float)Math.Pow(decay, layerCount - 1 - i) : embedding ? (float)Math.Pow(decay, layerCount) : 1f;
 
     /// <summary>
     /// Parameter groups for <paramref name="parameters"/>: one group per distinct multiplier
@@ -63,11 +66,20 @@ public static partial class LayerwiseLearningRate
         Validate(decay);
         if (layerCount < 1 && decay < 1f)
             throw new ArgumentException("Layer-wise learning-rate decay needs decoder layers, but no parameter path contains 'layers.<i>.'.", nameof(layerCount));
+        return GroupByScale(parameters.Select(p => (p.Tensor, (baseScale?.Invoke(p.Path) ?? 1f) * ScaleFor(p.Path, layerCount, decay))));
+    }
+
+    /// <summary>
+    /// One parameter group per distinct multiplier among <paramref name="parameters"/>, in the order each multiplier first
+    /// appears; parameters keep their order within a group.
+    /// </summary>
+    public static IReadOnlyList<ParameterGroup> GroupByScale(IEnumerable<(Tensor Tensor, float Scale)> parameters)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
         var order = new List<float>();
         var members = new Dictionary<float, List<Tensor>>();
-        foreach (var (path, tensor) in parameters)
+        foreach (var (tensor, scale) in parameters)
         {
-            float scale = (baseScale?.Invoke(path) ?? 1f) * ScaleFor(path, layerCount, decay);
             if (!members.TryGetValue(scale, out var list))
             {
                 members[scale] = list = new List<Tensor>();
@@ -78,7 +90,8 @@ public static partial class LayerwiseLearningRate
         return order.Select(s => new ParameterGroup(members[s], s)).ToList();
     }
 
-    private static bool IsEmbedding(string path) =>
+    /// <summary>Whether a parameter path is the token embedding's (<c>embed_tokens</c>): the path rule of modules that are not Llama models.</summary>
+    internal static bool IsEmbedding(string path) =>
         path.StartsWith("embed_tokens.", StringComparison.Ordinal) || path.Contains(".embed_tokens.", StringComparison.Ordinal);
 
     [GeneratedRegex(@"(?:^|\.)layers\.(\d+)\.", RegexOptions.CultureInvariant)]

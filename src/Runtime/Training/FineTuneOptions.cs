@@ -13,7 +13,7 @@ namespace PeftGen.Training;
 /// </summary>
 public sealed record FineTuneOptions
 {
-    /// <summary>A Hugging Face model folder or a llama2.c checkpoint; needed by <see cref="FineTuneSession.Open"/> only.</summary>
+    /// <summary>A Hugging Face model folder or a llama2.c checkpoint; needed by <see cref="FineTuneSession.Open(FineTuneOptions)"/> only.</summary>
     public string? ModelPath { get; init; }
 
     /// <summary>The tokenizer; null looks beside the model (see <see cref="PretrainedModel"/>).</summary>
@@ -28,10 +28,10 @@ public sealed record FineTuneOptions
     /// </summary>
     public string OutputDir { get; init; } = "peftgen-output";
 
-    /// <summary>The LoRA adapter to add (ignored by <see cref="FineTuneSession.Create"/>, whose model already has one).</summary>
+    /// <summary>The LoRA adapter <see cref="FineTuneSession.Open(FineTuneOptions)"/> adds (ignored by the other entry points, which are given the adapted model or how to adapt it).</summary>
     public LoRAConfig LoRA { get; init; } = new() { Rank = 8, Alpha = 16, Dropout = 0.05f, Targets = TargetModules.AllLinear };
 
-    /// <summary>QLoRA: how adapted layers store their base weights; null trains plain LoRA on float weights.</summary>
+    /// <summary>QLoRA: how <see cref="FineTuneSession.Open(FineTuneOptions)"/> stores the adapted layers' base weights; null trains plain LoRA on float weights.</summary>
     public QuantizationConfig? Quantization { get; init; } = new();
 
     /// <summary>How the JSONL file is read: record kind, chat format, longest example, response-only loss.</summary>
@@ -56,7 +56,7 @@ public sealed record FineTuneOptions
     public bool GradientCheckpointing { get; init; }
 
     /// <summary>
-    /// Continue from the newest checkpoint in <see cref="OutputDir"/>. <see cref="FineTuneSession{TModel}.Train"/>
+    /// Continue from the newest checkpoint in <see cref="OutputDir"/>. <see cref="FineTuneSession{TAdapted}.Train"/>
     /// throws <see cref="ArgumentException"/> when there is none, or when it is already at or past
     /// <see cref="TrainerOptions.MaxSteps"/> (nothing to train).
     /// </summary>

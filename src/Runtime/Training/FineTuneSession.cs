@@ -3,9 +3,11 @@ using System.Text.Json;
 using PeftGen.Data;
 using PeftGen.Generation;
 using PeftGen.IO;
+using PeftGen.Methods;
 using PeftGen.Methods.LoRA;
 using PeftGen.Models.Llama;
 using PeftGen.Quantization;
+using PeftGen.Tensors;
 using PeftGen.Text;
 
 namespace PeftGen.Training;
@@ -16,9 +18,9 @@ namespace PeftGen.Training;
 /// <param name="Expected">The scored part of the example as text.</param>
 public sealed record DatasetSample(int[] PromptIds, string Prompt, string Expected);
 
-/// <summary>What <see cref="FineTuneSession{TModel}.Train"/> produced.</summary>
+/// <summary>What <see cref="FineTuneSession{TAdapted}.Train"/> produced.</summary>
 /// <param name="Training">Losses per step and evaluations.</param>
-/// <param name="AdapterDir">The adapter folder in Hugging Face PEFT format.</param>
+/// <param name="AdapterDir">The adapter folder, in the method's format (Hugging Face PEFT's where it has one).</param>
 /// <param name="MetricsPath">The metrics log, one JSON line per step.</param>
 /// <param name="LossCurvePath">The loss-curve SVG.</param>
 /// <param name="ResumedFromStep">The checkpoint step training continued from, or null for a fresh run.</param>
@@ -36,26 +38,50 @@ public static class FineTuneSession
     /// describe, and reads the dataset. The session owns the model.
     /// </summary>
     /// <param name="options">The job; <see cref="FineTuneOptions.ModelPath"/> is required.</param>
-    /// <returns>The session, ready to <see cref="FineTuneSession{TModel}.Train"/>.</returns>
+    /// <returns>The session, ready to <see cref="FineTuneSession{TAdapted}.Train"/>.</returns>
     /// <exception cref="ArgumentException">A setting is invalid (the message names it).</exception>
     /// <exception cref="FileNotFoundException">The model, tokenizer or dataset is missing (the message names it).</exception>
     /// <exception cref="InvalidDataException">A file is malformed (the message names it and where).</exception>
-    public static FineTuneSession<LlamaForCausalLM> Open(FineTuneOptions options)
+    public static FineTuneSession<PeftModel<LlamaForCausalLM>> Open(FineTuneOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
+        // The adapter's targets are quantized while they are read (QLoRA) and frozen weights stay 16-bit, so the float32
+        // model never exists: peak memory is the trained model's, not the checkpoint's in float32.
+        return Open(options, model => PeftModel.Create(model, options.LoRA, options.Quantization), PeftModel.LoadOptions(options.LoRA, options.Quantization));
+    }
+
+    /// <summary>
+    /// Loads <see cref="FineTuneOptions.ModelPath"/> and its tokenizer, applies any PEFT method to the model with
+    /// <paramref name="adapt"/> (for example <c>m =&gt; PeftModel.Create(m, ia3Config)</c> or
+    /// <c>m =&gt; BottleneckModel.Create(m, bottleneckConfig)</c>), and reads the dataset. The session owns the
+    /// model; <see cref="FineTuneOptions.LoRA"/> and <see cref="FineTuneOptions.Quantization"/> are not used.
+    /// </summary>
+    /// <typeparam name="TAdapted">The adapted model's type.</typeparam>
+    /// <param name="options">The job; <see cref="FineTuneOptions.ModelPath"/> is required.</param>
+    /// <param name="adapt">Applies the method to the loaded model and returns the adapted model.</param>
+    /// <param name="load">How the weights are stored; null keeps every weight in the checkpoint's type (16-bit weights stay
+    /// 16-bit and frozen). Sparse fine-tuning and Delta-LoRA change base weights, which must then be float32: pass
+    /// <c>new ModelLoadOptions()</c>.</param>
+    /// <returns>The session, ready to <see cref="FineTuneSession{TAdapted}.Train"/>.</returns>
+    /// <exception cref="ArgumentException">A setting is invalid (the message names it).</exception>
+    /// <exception cref="FileNotFoundException">The model, tokenizer or dataset is missing (the message names it).</exception>
+    /// <exception cref="InvalidDataException">A file is malformed (the message names it and where).</exception>
+    public static FineTuneSession<TAdapted> Open<TAdapted>(FineTuneOptions options, Func<LlamaForCausalLM, TAdapted> adapt, ModelLoadOptions? load = null)
+        where TAdapted : IAdaptedModel
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(adapt);
         options.Validate();
         if (string.IsNullOrWhiteSpace(options.ModelPath))
             throw new ArgumentException("FineTuneOptions.ModelPath is empty: name a Hugging Face model folder or a llama2.c checkpoint.", nameof(options));
         if (!File.Exists(options.DataPath)) throw new FileNotFoundException($"Dataset file '{options.DataPath}' does not exist.", options.DataPath);
-        // The adapter's targets are quantized while they are read (QLoRA) and frozen weights stay 16-bit, so the float32
-        // model never exists: peak memory is the trained model's, not the checkpoint's in float32.
         var pretrained = PretrainedModel.Load(options.ModelPath, options.TokenizerPath, options.Device,
-            PeftModel.LoadOptions(options.LoRA, options.Quantization));
+            load ?? new ModelLoadOptions { FrozenWeights = FrozenWeightStorage.AsStored });
         try
         {
-            var peft = PeftModel.Create(pretrained.Model, options.LoRA, options.Quantization);
-            ComputeDevice.Place(peft.Model, options.Device);
-            return new FineTuneSession<LlamaForCausalLM>(peft, pretrained.Tokenizer, options, ownsModel: true);
+            var adapted = adapt(pretrained.Model);
+            Place(adapted, options.Device);
+            return new FineTuneSession<TAdapted>(adapted, pretrained.Tokenizer, options, ownsModel: true);
         }
         catch
         {
@@ -65,51 +91,65 @@ public static class FineTuneSession
     }
 
     /// <summary>
-    /// A session over a model that already carries its adapter (for example one declared with the DSL and
-    /// <c>ApplyAdapters()</c>); <see cref="FineTuneOptions.LoRA"/>, <see cref="FineTuneOptions.Quantization"/> and
+    /// A session over a model that already carries its adapter, of any method (for example one declared with the DSL and
+    /// <c>ApplyAdapters()</c>: the settings its attributes declare, such as the LoRA+ ratio, apply to the trainer);
+    /// <see cref="FineTuneOptions.LoRA"/>, <see cref="FineTuneOptions.Quantization"/> and
     /// <see cref="FineTuneOptions.ModelPath"/> are ignored. The caller keeps ownership of the model.
     /// </summary>
-    /// <typeparam name="TModel">The model type.</typeparam>
-    /// <param name="peft">The adapted model; its "default" adapter trains.</param>
+    /// <typeparam name="TAdapted">The adapted model's type.</typeparam>
+    /// <param name="adapted">The adapted model (<see cref="PeftModel{TModel}"/>, <see cref="Methods.VeRA.VeraModel{TModel}"/>, <see cref="Methods.IA3.IA3Model{TModel}"/>,
+    /// <see cref="Methods.Bottleneck.BottleneckModel{TModel}"/>, <see cref="Methods.PromptLearning.PromptLearningModel"/>, <see cref="Methods.Sparse.SparseFineTuning"/>); its active adapter trains.</param>
     /// <param name="tokenizer">The tokenizer of the dataset.</param>
     /// <param name="options">Data, batches, trainer and output settings.</param>
     /// <returns>The session.</returns>
-    public static FineTuneSession<TModel> Create<TModel>(PeftModel<TModel> peft, ITokenizer tokenizer, FineTuneOptions options)
-        where TModel : LlamaForCausalLM
+    /// <exception cref="ArgumentException">The model is not a causal LM, or a setting is invalid.</exception>
+    public static FineTuneSession<TAdapted> Create<TAdapted>(TAdapted adapted, ITokenizer tokenizer, FineTuneOptions options)
+        where TAdapted : IAdaptedModel
     {
-        ArgumentNullException.ThrowIfNull(peft);
+        ArgumentNullException.ThrowIfNull(adapted);
         ArgumentNullException.ThrowIfNull(tokenizer);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        ComputeDevice.Place(peft.Model, ComputeDevice.Require(options.Device));
-        return new FineTuneSession<TModel>(peft, tokenizer, options, ownsModel: false);
+        Place(adapted, ComputeDevice.Require(options.Device));
+        return new FineTuneSession<TAdapted>(adapted, tokenizer, options, ownsModel: false);
+    }
+
+    /// <summary>Puts the trained module and the causal LM around it (prompt learning's base) on the device.</summary>
+    private static void Place(IAdaptedModel adapted, Device device)
+    {
+        ComputeDevice.Place(adapted.TrainedModule, device);
+        if (adapted.CausalLM is { } lm && !ReferenceEquals(lm, adapted.TrainedModule)) ComputeDevice.Place(lm, device);
     }
 }
 
 /// <summary>
-/// One fine-tuning job, the path both <c>peftgen train</c> and the QuickStart take: a model with a LoRA or QLoRA
-/// adapter, a tokenized JSONL dataset split into batches, a <see cref="Trainer"/>, and the outputs: the adapter in
-/// PEFT format, <c>metrics.jsonl</c> and <c>loss.svg</c>. Create it with <see cref="FineTuneSession.Open"/> or
-/// <see cref="FineTuneSession.Create"/>.
+/// One fine-tuning job, the path both <c>peftgen train</c> and the QuickStart take: a causal LM adapted with any PEFT
+/// method (<see cref="IAdaptedModel"/>), a tokenized JSONL dataset split into batches, the <see cref="Trainer"/>, and the
+/// outputs: the adapter in the method's format, <c>metrics.jsonl</c> and <c>loss.svg</c>. Create it with
+/// <see cref="FineTuneSession.Open(FineTuneOptions)"/> or <see cref="FineTuneSession.Create"/>.
 /// </summary>
-/// <typeparam name="TModel">The model type.</typeparam>
-public sealed class FineTuneSession<TModel> : IDisposable where TModel : LlamaForCausalLM
+/// <typeparam name="TAdapted">The adapted model's type.</typeparam>
+public sealed class FineTuneSession<TAdapted> : IDisposable where TAdapted : IAdaptedModel
 {
     private readonly bool _ownsModel;
 
-    internal FineTuneSession(PeftModel<TModel> peft, ITokenizer tokenizer, FineTuneOptions options, bool ownsModel)
+    internal FineTuneSession(TAdapted peft, ITokenizer tokenizer, FineTuneOptions options, bool ownsModel)
     {
         Peft = peft;
         Tokenizer = tokenizer;
         Options = options;
         _ownsModel = ownsModel;
-        var config = peft.Model.Config;
+        Model = peft.CausalLM
+            ?? throw new ArgumentException($"{peft.GetType().Name} adapts a {peft.TrainedModule.GetType().Name}, which is not a causal language model: a fine-tuning session trains causal LMs (train other modules with a Trainer and a loss function).", nameof(peft));
+        var config = Model.Config;
         if (tokenizer.VocabSize != config.VocabSize)
             throw new ArgumentException($"The tokenizer has {tokenizer.VocabSize} tokens but the model's vocabulary has {config.VocabSize}: they do not belong together.", nameof(tokenizer));
         int maxLength = options.Dataset.MaxSequenceLength;
-        if (maxLength > config.MaxPositionEmbeddings)
-            throw new ArgumentException(
-                $"The maximum sequence length {maxLength} exceeds the model's context of {config.MaxPositionEmbeddings} tokens (max_position_embeddings): lower it.", nameof(options));
+        int virtualTokens = Model.Model.VirtualTokens?.Count ?? 0;
+        if (maxLength + virtualTokens > config.MaxPositionEmbeddings)
+            throw new ArgumentException(virtualTokens == 0
+                ? $"The maximum sequence length {maxLength} exceeds the model's context of {config.MaxPositionEmbeddings} tokens (max_position_embeddings): lower it."
+                : $"The maximum sequence length {maxLength} plus the {virtualTokens} virtual tokens exceeds the model's context of {config.MaxPositionEmbeddings} tokens (max_position_embeddings): lower it.", nameof(options));
         Dataset = JsonlDataset.Load(options.DataPath, tokenizer, options.Dataset);
         var (train, eval) = options.EvalFraction > 0 ? Dataset.Split(options.EvalFraction, options.Seed) : (Dataset.Examples, []);
         if (train.Count == 0)
@@ -118,8 +158,11 @@ public sealed class FineTuneSession<TModel> : IDisposable where TModel : LlamaFo
         EvalBatches = eval.Count > 0 ? Dataset.CreateBatchSource(options.BatchSize, maxLength, options.Seed, options.Pack, shuffle: false, examples: eval) : null;
     }
 
-    /// <summary>The model and its adapter.</summary>
-    public PeftModel<TModel> Peft { get; }
+    /// <summary>The adapted model (the model with its PEFT method).</summary>
+    public TAdapted Peft { get; }
+
+    /// <summary>The causal LM that computes the loss and generates, adapters active (<see cref="IAdaptedModel.CausalLM"/>).</summary>
+    public LlamaForCausalLM Model { get; }
 
     /// <summary>The tokenizer.</summary>
     public ITokenizer Tokenizer { get; }
@@ -179,14 +222,14 @@ public sealed class FineTuneSession<TModel> : IDisposable where TModel : LlamaFo
     public string Generate(int[] promptIds, SamplingOptions options, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(promptIds);
-        var ids = new TextGenerator(Peft.Model, Tokenizer).GenerateIds(promptIds, options, cancellationToken);
+        var ids = new TextGenerator(Model, Tokenizer).GenerateIds(promptIds, options, cancellationToken);
         return Continuation(promptIds, ids);
     }
 
     /// <summary>
     /// Trains the adapter for <see cref="TrainerOptions.MaxSteps"/> steps (continuing from the newest checkpoint when
-    /// <see cref="FineTuneOptions.Resume"/> is set), then writes the adapter in PEFT format, the metrics log and the
-    /// loss curve.
+    /// <see cref="FineTuneOptions.Resume"/> is set), then writes the adapter in its method's format
+    /// (<see cref="IAdaptedModel.SaveAdapter"/>), the metrics log and the loss curve.
     /// </summary>
     /// <remarks>
     /// The outputs are whole or nothing: the run writes <c>adapter/</c>, <c>metrics.jsonl</c> (appended after every
@@ -218,10 +261,8 @@ public sealed class FineTuneSession<TModel> : IDisposable where TModel : LlamaFo
         try
         {
             var stagedMetrics = Path.Combine(staging, MetricsJsonl.FileName);
-            var model = Peft.Model;
             var trainerOptions = Options.Trainer with { OutputDir = Options.OutputDir, MetricsPath = stagedMetrics };
-            using var trainer = new Trainer(model, b => model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length), TrainBatches, trainerOptions,
-                EvalBatches, [Peft.DropoutRng]);
+            using var trainer = new Trainer(Peft, TrainBatches, trainerOptions, EvalBatches);
             int? resumedFrom = null;
             if (checkpoint != null)
             {
@@ -232,8 +273,8 @@ public sealed class FineTuneSession<TModel> : IDisposable where TModel : LlamaFo
                 if (log != null) KeepMetricsUpTo(log, stagedMetrics, trainer.Step);
             }
 
-            bool checkpointing = model.Model.GradientCheckpointing;
-            if (Options.GradientCheckpointing) model.Model.EnableGradientCheckpointing(Peft.DropoutRng);
+            bool checkpointing = Model.Model.GradientCheckpointing;
+            if (Options.GradientCheckpointing) Model.Model.EnableGradientCheckpointing([.. Peft.RandomGenerators]);
             TrainResult result;
             try
             {
@@ -241,11 +282,12 @@ public sealed class FineTuneSession<TModel> : IDisposable where TModel : LlamaFo
             }
             finally
             {
-                if (Options.GradientCheckpointing && !checkpointing) model.Model.DisableGradientCheckpointing();
-                model.Eval();
+                if (Options.GradientCheckpointing && !checkpointing) Model.Model.DisableGradientCheckpointing();
+                Peft.TrainedModule.Eval();
+                Model.Eval();
             }
             cancellationToken.ThrowIfCancellationRequested();
-            PeftAdapterFile.Save(Peft, Path.Combine(staging, FineTuneSession.AdapterFolderName), baseModelNameOrPath: Options.BaseModelName ?? Options.ModelPath);
+            Peft.SaveAdapter(Path.Combine(staging, FineTuneSession.AdapterFolderName), Options.BaseModelName ?? Options.ModelPath);
             LossCurveSvg.Write(Path.Combine(staging, LossCurveSvg.FileName), result.Losses, result.EvalLosses, $"Training loss: {Path.GetFileName(Options.DataPath)}");
             if (!File.Exists(stagedMetrics)) File.WriteAllBytes(stagedMetrics, []);
             cancellationToken.ThrowIfCancellationRequested();
@@ -348,7 +390,7 @@ public sealed class FineTuneSession<TModel> : IDisposable where TModel : LlamaFo
         }
     }
 
-    /// <summary>Disposes the model when the session loaded it (<see cref="FineTuneSession.Open"/>).</summary>
+    /// <summary>Disposes the model when the session loaded it (<see cref="FineTuneSession.Open(FineTuneOptions)"/>).</summary>
     public void Dispose()
     {
         if (_ownsModel) Peft.Dispose();

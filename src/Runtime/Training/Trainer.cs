@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Text.Json;
-using System.Text.Json.Serialization;
+using PeftGen.Methods;
 using PeftGen.Autograd;
+using PeftGen.Data;
 using PeftGen.Nn;
 using PeftGen.Optim;
 using PeftGen.Tensors;
@@ -30,12 +30,14 @@ public readonly record struct TrainerProgress(int Step, int MaxSteps, float Loss
 public sealed record TrainResult(IReadOnlyList<float> Losses, IReadOnlyList<(int Step, float Loss)> EvalLosses, int SkippedSteps);
 
 /// <summary>
-/// Trains the parameters of a model that require gradients: gradient accumulation, schedules, clipping, LoRA+
-/// groups, 8-bit and paged optimizers, evaluation, metrics, NaN handling, and checkpoints (trainable weights,
-/// optimizer state, schedule position, random generators and data position, written atomically) from which a
-/// resumed run continues exactly as an uninterrupted one.
+/// The training loop, the one every path takes (<see cref="FineTuneSession"/>, <c>peftgen train</c>, generated
+/// <c>CreateTrainer</c>, the QuickStart): per step, the micro-batches' forward, loss and backward, gradient masks,
+/// clipping, the optimizer step at the schedule's learning rate, after-step hooks; then evaluation, the metrics line and
+/// the checkpoint. Around it: LoRA+ and layer-wise parameter groups asked of the model, 8-bit and paged optimizers, NaN
+/// handling, and checkpoints (<see cref="SaveCheckpoint"/>) from which a resumed run continues exactly as an
+/// uninterrupted one.
 /// </summary>
-public sealed class Trainer : IDisposable
+public sealed partial class Trainer : IDisposable
 {
     private const string StateFile = "trainer_state.json";
     private const string WeightsFile = "trainable.bin";
@@ -62,32 +64,79 @@ public sealed class Trainer : IDisposable
     private readonly List<(string Path, Tensor Tensor)> _parameters;
     private readonly IOptimizer _optimizer;
     private readonly LearningRateSchedule _schedule;
+    private readonly HashSet<object> _borrowedHooks = new(ReferenceEqualityComparer.Instance);
     private readonly List<float> _losses = new();
     private readonly List<(int, float)> _evalLosses = new();
     private int _step;
     private int _skipped;
 
     /// <summary>
-    /// Creates a trainer. <paramref name="loss"/> computes a batch's scalar loss with the model;
+    /// A trainer of <paramref name="model"/>'s parameters that require gradients (full fine-tuning, or a model whose
+    /// adapters were added by hand). <paramref name="loss"/> computes a batch's scalar loss with the model;
     /// <paramref name="rngs"/> are the random generators the forward pass draws from (dropout), saved in checkpoints.
+    /// LoRA+ and layer-wise decay ask the model's layers (<see cref="LearningRateGroups"/>).
     /// </summary>
     public Trainer(Module model, Func<Batch, Tensor> loss, IBatchSource train, TrainerOptions options,
         IBatchSource? eval = null, IReadOnlyList<Rng>? rngs = null)
+        : this(new Setup(model, loss, Checked(options), rngs ?? [],
+            () => LearningRateGroups.Of(model, options.LoRAPlusRatio, options.LayerwiseLearningRateDecay), () => TrainingHooks.None), train, eval)
     {
-        _model = model ?? throw new ArgumentNullException(nameof(model));
-        _loss = loss ?? throw new ArgumentNullException(nameof(loss));
-        _train = train ?? throw new ArgumentNullException(nameof(train));
-        Options = options ?? throw new ArgumentNullException(nameof(options));
-        options.Validate();
-        _eval = eval;
-        _rngs = rngs ?? [];
-        _parameters = model.NamedParameters().Where(p => p.Tensor.RequiresGrad).ToList();
-        if (_parameters.Count == 0) throw new InvalidOperationException("The model has no trainable parameters: add an adapter or unfreeze something.");
-        _optimizer = CreateOptimizer(options, _parameters, LayerwiseLearningRate.CountLayers(model.NamedParameters().Select(p => p.Path)));
-        _schedule = LearningRateSchedule.FromName(options.Schedule, options.LearningRate, options.WarmupSteps, options.MaxSteps);
     }
 
-    /// <summary>The settings.</summary>
+    /// <summary>
+    /// A trainer of an adapted model, whatever its method: it trains <see cref="IAdaptedModel.TrainedModule"/> in the
+    /// method's parameter groups, runs the method's gradient masks and after-step hooks (added first to
+    /// <see cref="GradientMasks"/> and <see cref="AfterStepHooks"/>; the model owns them), and checkpoints its random
+    /// generators. Settings the model's class declares with attributes (<see cref="IDeclaredTraining"/>: LoRA+,
+    /// layer-wise decay) replace those of <paramref name="options"/>.
+    /// </summary>
+    /// <param name="model">The adapted model.</param>
+    /// <param name="train">The training batches.</param>
+    /// <param name="options">The training settings.</param>
+    /// <param name="eval">Evaluation batches, or null.</param>
+    /// <param name="loss">A batch's scalar loss; null uses the causal LM's mean cross-entropy (<see cref="IAdaptedModel.CausalLM"/>).</param>
+    /// <exception cref="ArgumentException">No loss is given and the model is not a causal LM, or a setting does not fit the model.</exception>
+    public Trainer(IAdaptedModel model, IBatchSource train, TrainerOptions options, IBatchSource? eval = null, Func<Batch, Tensor>? loss = null)
+        : this(Setup.Of(model, options, loss), train, eval)
+    {
+    }
+
+    private Trainer(Setup setup, IBatchSource train, IBatchSource? eval)
+    {
+        _model = setup.Model ?? throw new ArgumentNullException("model");
+        _loss = setup.Loss ?? throw new ArgumentNullException("loss");
+        _train = train ?? throw new ArgumentNullException(nameof(train));
+        Options = setup.Options;
+        _eval = eval;
+        _rngs = setup.Rngs;
+        _parameters = _model.NamedParameters().Where(p => p.Tensor.RequiresGrad).ToList();
+        if (_parameters.Count == 0) throw new InvalidOperationException("The model has no trainable parameters: add an adapter or unfreeze something.");
+        _optimizer = CreateOptimizer(Options, setup.Groups());
+        _schedule = LearningRateSchedule.FromName(Options.Schedule, Options.LearningRate, Options.WarmupSteps, Options.MaxSteps);
+        var hooks = setup.Hooks();
+        foreach (var mask in hooks.GradientMasks) GradientMasks.Add(mask);
+        foreach (var hook in hooks.AfterStepHooks) AfterStepHooks.Add(hook);
+        _borrowedHooks.UnionWith(hooks.GradientMasks);
+        _borrowedHooks.UnionWith(hooks.AfterStepHooks);
+    }
+
+    /// <summary>What the two public constructors resolve: the module, loss, options, generators, groups and hooks.</summary>
+    private sealed record Setup(Module Model, Func<Batch, Tensor> Loss, TrainerOptions Options, IReadOnlyList<Rng> Rngs,
+        Func<IReadOnlyList<ParameterGroup>> Groups, Func<TrainingHooks> Hooks)
+    {
+        /// <summary>An adapted model's: the class's declared settings win over the options (as generated <c>CreateTrainer</c> always did).</summary>
+        public static Setup Of(IAdaptedModel model, TrainerOptions options, Func<Batch, Tensor>? loss)
+        {
+            ArgumentNullException.ThrowIfNull(model);
+            ArgumentNullException.ThrowIfNull(options);
+            var module = model.TrainedModule;
+            options = Checked(module is IDeclaredTraining declared ? declared.ApplyTo(options) : options);
+            return new Setup(module, loss ?? CausalLoss(model), options, model.RandomGenerators,
+                () => model.ParameterGroups(options.LoRAPlusRatio, options.LayerwiseLearningRateDecay), model.PrepareTraining);
+        }
+    }
+
+    /// <summary>The settings (with the model class's declared ones in place, for an adapted model).</summary>
     public TrainerOptions Options { get; }
 
     /// <summary>Optimizer steps completed.</summary>
@@ -96,10 +145,13 @@ public sealed class Trainer : IDisposable
     /// <summary>The optimizer (for inspection).</summary>
     public IOptimizer Optimizer => _optimizer;
 
-    /// <summary>Called after every applied optimizer step, in order (e.g. a <c>DeltaLoRAUpdater</c> moving the base); disposed with the trainer when disposable.</summary>
+    /// <summary>
+    /// Called after every applied optimizer step, in order (e.g. a <c>DeltaLoRAUpdater</c> moving the base); the adapted
+    /// model's come first. Hooks added here are disposed with the trainer when disposable; the model's are the model's.
+    /// </summary>
     public IList<IAfterStepHook> AfterStepHooks { get; } = new List<IAfterStepHook>();
 
-    /// <summary>Called once per step after backward and before clipping, in order (e.g. sparse fine-tuning's mask).</summary>
+    /// <summary>Called once per step after backward and before clipping, in order (e.g. sparse fine-tuning's mask); disposed like <see cref="AfterStepHooks"/>.</summary>
     public IList<IGradientMask> GradientMasks { get; } = new List<IGradientMask>();
 
     /// <summary>Test hook: called with each checkpoint file just before it is written (a throw simulates a crash mid-write).</summary>
@@ -137,6 +189,7 @@ public sealed class Trainer : IDisposable
         return new TrainResult(_losses.ToArray(), _evalLosses.ToArray(), _skipped);
     }
 
+    /// <summary>One optimizer step: forward, loss and backward per micro-batch, masks, clipping, update, hooks.</summary>
     private (float Loss, float Norm, long Tokens) RunStep(float lr)
     {
         double total = 0;
@@ -162,16 +215,7 @@ public sealed class Trainer : IDisposable
         if (!finite)
         {
             _optimizer.ZeroGrad();
-            if (Options.OnNonFinite == NonFinitePolicy.Stop)
-            {
-                string kind = float.IsFinite(mean) ? "gradient norm" : "loss";
-                var e = new InvalidOperationException(
-                    $"Non-finite {kind} ({(float.IsFinite(mean) ? norm : mean).ToString(CultureInfo.InvariantCulture)}) at step {_step + 1}: lower the learning rate (now {lr.ToString(CultureInfo.InvariantCulture)}), check the data, or set OnNonFinite = SkipStep to skip such steps.");
-                e.Data[NonFiniteStepKey] = _step + 1;
-                e.Data[NonFiniteKindKey] = kind;
-                e.Data[NonFiniteLearningRateKey] = lr;
-                throw e;
-            }
+            if (Options.OnNonFinite == NonFinitePolicy.Stop) throw NonFinite(mean, norm, lr);
             _skipped++;
             return (float.NaN, norm, tokens);
         }
@@ -180,6 +224,17 @@ public sealed class Trainer : IDisposable
         _optimizer.ZeroGrad();
         foreach (var hook in AfterStepHooks) hook.AfterStep(_step + 1);
         return (mean, norm, tokens);
+    }
+
+    private InvalidOperationException NonFinite(float mean, float norm, float lr)
+    {
+        string kind = float.IsFinite(mean) ? "gradient norm" : "loss";
+        var e = new InvalidOperationException(
+            $"Non-finite {kind} ({(float.IsFinite(mean) ? norm : mean).ToString(CultureInfo.InvariantCulture)}) at step {_step + 1}: lower the learning rate (now {lr.ToString(CultureInfo.InvariantCulture)}), check the data, or set OnNonFinite = SkipStep to skip such steps.");
+        e.Data[NonFiniteStepKey] = _step + 1;
+        e.Data[NonFiniteKindKey] = kind;
+        e.Data[NonFiniteLearningRateKey] = lr;
+        return e;
     }
 
     /// <summary>Mean loss over <see cref="TrainerOptions.EvalBatches"/> batches of the eval source, without gradients or dropout.</summary>
@@ -223,304 +278,38 @@ public sealed class Trainer : IDisposable
         return (float)(total / batchCount);
     }
 
-    // ---- checkpoints -------------------------------------------------------------------------------------
-
-    /// <summary>
-    /// Writes a checkpoint folder atomically: everything goes to a temporary sibling folder that is renamed into
-    /// place only when complete, so a crash mid-write leaves the previous checkpoints untouched and no partial one.
-    /// </summary>
-    public void SaveCheckpoint(string directory)
+    private static IOptimizer CreateOptimizer(TrainerOptions options, IReadOnlyList<ParameterGroup> groups) => options.Optimizer switch
     {
-        ArgumentNullException.ThrowIfNull(directory);
-        var full = Path.GetFullPath(directory);
-        var parent = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(parent);
-        var temp = Path.Combine(parent, $".{Path.GetFileName(full)}.partial-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(temp);
-        try
-        {
-            WriteFile(Path.Combine(temp, WeightsFile), stream =>
-            {
-                using var w = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true);
-                w.Write("PeftGen.TrainableWeights");
-                w.Write(_parameters.Count);
-                foreach (var (path, tensor) in _parameters)
-                {
-                    w.Write(path);
-                    w.Write(tensor.Count);
-                    w.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(tensor.AsSpan()));
-                }
-            });
-            WriteFile(Path.Combine(temp, OptimizerFile), stream =>
-            {
-                using var w = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true);
-                _optimizer.WriteState(w);
-            });
-            var state = new CheckpointState
-            {
-                Step = _step,
-                DataPosition = _train.Position,
-                EvalPosition = _eval?.Position,
-                RngStates = _rngs.Select(r => r.State).ToArray(),
-                Losses = _losses.ToArray(),
-                EvalSteps = _evalLosses.Select(e => e.Item1).ToArray(),
-                EvalLosses = _evalLosses.Select(e => e.Item2).ToArray(),
-                SkippedSteps = _skipped,
-                MaxSteps = Options.MaxSteps,
-                LearningRate = Options.LearningRate,
-                Schedule = Options.Schedule,
-            };
-            WriteFile(Path.Combine(temp, StateFile), stream =>
-                JsonSerializer.Serialize(stream, state, TrainerJsonContext.Default.CheckpointState));
-            // The metrics log up to this step, from which a resumed run continues its log (see MetricsFile).
-            if (MetricsFile is { } metrics && File.Exists(metrics)) File.Copy(metrics, Path.Combine(temp, MetricsJsonl.FileName));
-            if (Directory.Exists(full))
-            {
-                var old = full + $".old-{Guid.NewGuid():N}";
-                Directory.Move(full, old);
-                Directory.Move(temp, full);
-                Directory.Delete(old, recursive: true);
-            }
-            else Directory.Move(temp, full);
-        }
-        catch
-        {
-            TryDelete(temp);
-            throw;
-        }
-        PruneCheckpoints(parent);
+        OptimizerKind.AdamW => new AdamW(groups, options.LearningRate, weightDecay: options.WeightDecay),
+        OptimizerKind.PagedAdamW => new AdamW(groups, options.LearningRate, weightDecay: options.WeightDecay, paged: true),
+        OptimizerKind.AdamW8bit => new AdamW8bit(groups, options.LearningRate, weightDecay: options.WeightDecay),
+        OptimizerKind.PagedAdamW8bit => new AdamW8bit(groups, options.LearningRate, weightDecay: options.WeightDecay, paged: true),
+        _ => throw new ArgumentOutOfRangeException(nameof(options), options.Optimizer, "unknown optimizer"),
+    };
+
+    private static TrainerOptions Checked(TrainerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        return options;
     }
 
-    /// <summary>Restores weights, optimizer, schedule position, random generators and data position from a checkpoint folder.</summary>
-    /// <exception cref="InvalidDataException">The folder is incomplete or does not belong to this model/optimizer (names the file).</exception>
-    public void LoadCheckpoint(string directory)
+    /// <summary>The causal LM's mean cross-entropy over a batch's scored tokens.</summary>
+    private static Func<Batch, Tensor> CausalLoss(IAdaptedModel model)
     {
-        ArgumentNullException.ThrowIfNull(directory);
-        foreach (var file in (string[])[StateFile, WeightsFile, OptimizerFile])
-            if (!File.Exists(Path.Combine(directory, file)))
-                throw new InvalidDataException($"{directory} is not a complete checkpoint: {file} is missing.");
-        CheckpointState state;
-        var statePath = Path.Combine(directory, StateFile);
-        try
-        {
-            state = JsonSerializer.Deserialize(File.ReadAllText(statePath), TrainerJsonContext.Default.CheckpointState)
-                ?? throw new InvalidDataException($"{statePath} is empty.");
-        }
-        catch (Exception e) when (e is JsonException or NotSupportedException or ArgumentException)
-        {
-            throw new InvalidDataException($"{statePath} is not valid checkpoint state: {Quote(e.Message, 200)}", e);
-        }
-        void RequireState(bool ok, string field, object? value, string rule)
-        {
-            if (!ok) throw new InvalidDataException($"{statePath}: \"{field}\" = {Quote(Convert.ToString(value, CultureInfo.InvariantCulture) ?? "null")} {rule}.");
-        }
-        // A field written as null in the JSON reads as null despite its type: treat it as empty (then reported below).
-        state.Losses ??= [];
-        state.EvalSteps ??= [];
-        state.EvalLosses ??= [];
-        state.RngStates ??= [];
-        RequireState(state.Step >= 0, "step", state.Step, "must be ≥ 0");
-        RequireState(state.DataPosition >= 0, "data_position", state.DataPosition, "must be ≥ 0");
-        RequireState(state.EvalPosition is null or >= 0, "eval_position", state.EvalPosition, "must be ≥ 0");
-        RequireState(state.SkippedSteps >= 0 && state.SkippedSteps <= state.Step, "skipped_steps", state.SkippedSteps, $"must be in [0, step = {state.Step}]");
-        RequireState(state.Losses.Length == state.Step, "losses", $"[{state.Losses.Length} values]", $"must hold one value per step ({state.Step})");
-        RequireState(state.EvalSteps.Length == state.EvalLosses.Length,
-            "eval_steps", $"[{state.EvalSteps.Length} values]", $"must match the {state.EvalLosses.Length} values of \"eval_losses\"");
-        RequireState(state.RngStates.Length == _rngs.Count, "rng_states", $"[{state.RngStates.Length} states]",
-            $"must hold one state per random generator of this run ({_rngs.Count})");
-
-        var weightsPath = Path.Combine(directory, WeightsFile);
-        using (var r = new BinaryReader(File.OpenRead(weightsPath)))
-        {
-            try
-            {
-                if (r.ReadString() != "PeftGen.TrainableWeights") throw new InvalidDataException($"{weightsPath} is not a PeftGen weights file.");
-                int count = r.ReadInt32();
-                var byPath = _parameters.ToDictionary(p => p.Path, p => p.Tensor);
-                if (count != byPath.Count)
-                    throw new InvalidDataException($"{weightsPath} holds {count} trainable tensors; the model has {byPath.Count} (different adapters or targets?).");
-                for (int i = 0; i < count; i++)
-                {
-                    string path = r.ReadString();
-                    long n = r.ReadInt64();
-                    if (!byPath.TryGetValue(path, out var t))
-                        throw new InvalidDataException($"{weightsPath}: tensor '{Quote(path)}' is not a trainable parameter of this model.");
-                    if (n != t.Count)
-                        throw new InvalidDataException($"{weightsPath}: '{path}' has {n} values; the model's has {t.Count}.");
-                    r.BaseStream.ReadExactly(System.Runtime.InteropServices.MemoryMarshal.AsBytes(t.AsSpan()));
-                }
-            }
-            catch (EndOfStreamException e)
-            {
-                throw new InvalidDataException($"{weightsPath} is truncated.", e);
-            }
-            catch (Exception e) when (e is not InvalidDataException and not OutOfMemoryException)
-            {
-                throw new InvalidDataException($"{weightsPath} is not a valid weights file: {Quote(e.Message)}", e);
-            }
-        }
-        var optimizerPath = Path.Combine(directory, OptimizerFile);
-        using (var r = new BinaryReader(File.OpenRead(optimizerPath)))
-        {
-            try
-            {
-                _optimizer.ReadState(r);
-            }
-            catch (EndOfStreamException e)
-            {
-                throw new InvalidDataException($"{optimizerPath} is truncated.", e);
-            }
-            catch (Exception e) when (e is not OutOfMemoryException)
-            {
-                // The optimizer's message may quote what it read (a corrupt file's bytes): quote at most 100 characters.
-                throw new InvalidDataException(
-                    $"{optimizerPath} does not hold the state of this run's optimizer ({Options.Optimizer}): {Quote(e.Message)}", e);
-            }
-        }
-        for (int i = 0; i < _rngs.Count; i++)
-        {
-            try
-            {
-                _rngs[i].State = state.RngStates[i];
-            }
-            catch (ArgumentException e)
-            {
-                throw new InvalidDataException($"{statePath}: \"rng_states\"[{i}] is not a generator state: {Quote(e.Message)}", e);
-            }
-        }
-        _train.Position = state.DataPosition;
-        if (_eval != null && state.EvalPosition is long evalPosition) _eval.Position = evalPosition;
-        _step = state.Step;
-        _skipped = state.SkippedSteps;
-        _losses.Clear();
-        _losses.AddRange(state.Losses);
-        _evalLosses.Clear();
-        _evalLosses.AddRange(state.EvalSteps.Zip(state.EvalLosses));
-    }
-
-    /// <summary>The newest complete checkpoint folder under <paramref name="outputDir"/>, or null.</summary>
-    public static string? LatestCheckpoint(string outputDir)
-    {
-        if (!Directory.Exists(outputDir)) return null;
-        return CompleteCheckpoints(outputDir).LastOrDefault().Path;
-    }
-
-    private static List<(int Step, string Path)> CompleteCheckpoints(string outputDir) =>
-        Directory.GetDirectories(outputDir, CheckpointPrefix + "*")
-            .Select(d => (Ok: int.TryParse(Path.GetFileName(d)[CheckpointPrefix.Length..], NumberStyles.None, CultureInfo.InvariantCulture, out int s), Step: s, Path: d))
-            .Where(c => c.Ok && File.Exists(Path.Combine(c.Path, StateFile)))
-            .OrderBy(c => c.Step)
-            .Select(c => (c.Step, c.Path))
-            .ToList();
-
-    private void PruneCheckpoints(string outputDir)
-    {
-        var all = CompleteCheckpoints(outputDir);
-        foreach (var (_, path) in all.Take(Math.Max(0, all.Count - Options.KeepCheckpoints))) TryDelete(path);
-    }
-
-    private void WriteFile(string path, Action<Stream> write)
-    {
-        BeforeCheckpointFileWrite?.Invoke(path);
-        using var stream = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16);
-        write(stream);
-        stream.Flush(flushToDisk: true);
-    }
-
-    private static void TryDelete(string directory)
-    {
-        try
-        {
-            if (Directory.Exists(directory)) Directory.Delete(directory, recursive: true);
-        }
-        catch (IOException)
-        {
-            // Best effort: a leftover temporary folder is ignored by LatestCheckpoint.
-        }
-    }
-
-    /// <summary>Where metrics lines go: <see cref="TrainerOptions.MetricsPath"/>, else metrics.jsonl in the output folder, else nowhere.</summary>
-    private string? MetricsFile => Options.MetricsPath ?? (Options.OutputDir is { } dir ? Path.Combine(dir, MetricsJsonl.FileName) : null);
-
-    /// <summary>The metrics log a checkpoint folder keeps (the log up to its step), or null for a checkpoint written without one.</summary>
-    public static string? CheckpointMetrics(string checkpointDir)
-    {
-        var path = Path.Combine(checkpointDir, MetricsJsonl.FileName);
-        return File.Exists(path) ? path : null;
-    }
-
-    /// <summary>The step of a checkpoint folder, from its name <c>checkpoint-N</c>, or null when the name is not one.</summary>
-    public static int? CheckpointStep(string checkpointDir)
-    {
-        string name = Path.GetFileName(Path.TrimEndingDirectorySeparator(checkpointDir));
-        return name.StartsWith(CheckpointPrefix, StringComparison.Ordinal)
-            && int.TryParse(name.AsSpan(CheckpointPrefix.Length), NumberStyles.None, CultureInfo.InvariantCulture, out int step) ? step : null;
+        var lm = model.CausalLM
+            ?? throw new ArgumentException($"{model.GetType().Name} adapts a {model.TrainedModule.GetType().Name}, which is not a causal language model: pass the loss function.", nameof(model));
+        return b => lm.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length);
     }
 
     /// <summary>
-    /// Text read from a file, fit to quote in a message: control and non-ASCII characters become '?', and at most
-    /// <paramref name="max"/> characters are kept (a corrupt file must never be dumped into an error).
+    /// Releases the optimizer state and the hooks and masks added to the trainer that are <see cref="IDisposable"/> (the
+    /// trainer owns what it runs); an adapted model's own hooks stay with the model.
     /// </summary>
-    internal static string Quote(string text, int max = 100)
-    {
-        var chars = text.Take(max + 1).Select(c => c >= ' ' && c <= '~' ? c : '?').ToArray();
-        return chars.Length > max ? new string(chars, 0, max) + "…" : new string(chars);
-    }
-
-    private static IOptimizer CreateOptimizer(TrainerOptions options, List<(string Path, Tensor Tensor)> parameters, int layerCount)
-    {
-        // LoRA+: B matrices learn `ratio` times faster than everything else.
-        bool loraPlus = options.LoRAPlusRatio > 0 && options.LoRAPlusRatio != 1;
-        var groups = new List<ParameterGroup>();
-        var rest = parameters.Where(p => !loraPlus || !IsLoraB(p.Path)).Select(p => p.Tensor).ToList();
-        if (rest.Count > 0) groups.Add(new ParameterGroup(rest));
-        if (loraPlus)
-        {
-            var b = parameters.Where(p => IsLoraB(p.Path)).Select(p => p.Tensor).ToList();
-            if (b.Count == 0) throw new ArgumentException("LoRAPlusRatio is set but the model has no trainable lora_B matrices.", nameof(options));
-            groups.Add(new ParameterGroup(b, options.LoRAPlusRatio));
-        }
-        // Layer-wise decay splits every group by depth; a LoRA+ B matrix gets ratio · decay^(L−1−layer).
-        if (options.LayerwiseLearningRateDecay != 1f)
-            groups = LayerwiseLearningRate.Groups(parameters, layerCount, options.LayerwiseLearningRateDecay,
-                path => loraPlus && IsLoraB(path) ? options.LoRAPlusRatio : 1f).ToList();
-        return options.Optimizer switch
-        {
-            OptimizerKind.AdamW => new AdamW(groups, options.LearningRate, weightDecay: options.WeightDecay),
-            OptimizerKind.PagedAdamW => new AdamW(groups, options.LearningRate, weightDecay: options.WeightDecay, paged: true),
-            OptimizerKind.AdamW8bit => new AdamW8bit(groups, options.LearningRate, weightDecay: options.WeightDecay),
-            OptimizerKind.PagedAdamW8bit => new AdamW8bit(groups, options.LearningRate, weightDecay: options.WeightDecay, paged: true),
-            _ => throw new ArgumentOutOfRangeException(nameof(options), options.Optimizer, "unknown optimizer"),
-        };
-    }
-
-    private static bool IsLoraB(string path) => path.Contains(".lora_B.", StringComparison.Ordinal);
-
-    /// <summary>Releases the optimizer state and the hooks and masks that are <see cref="IDisposable"/> (the trainer owns what it runs).</summary>
     public void Dispose()
     {
         _optimizer.Dispose();
-        foreach (var hook in AfterStepHooks.OfType<IDisposable>()) hook.Dispose();
-        foreach (var mask in GradientMasks.OfType<IDisposable>()) mask.Dispose();
+        foreach (var hook in AfterStepHooks.Where(h => !_borrowedHooks.Contains(h)).OfType<IDisposable>()) hook.Dispose();
+        foreach (var mask in GradientMasks.Where(m => !_borrowedHooks.Contains(m)).OfType<IDisposable>()) mask.Dispose();
     }
 }
-
-internal sealed class CheckpointState
-{
-    [JsonPropertyName("format")] public int Format { get; set; } = 1;
-    [JsonPropertyName("step")] public int Step { get; set; }
-    [JsonPropertyName("data_position")] public long DataPosition { get; set; }
-    [JsonPropertyName("eval_position")] public long? EvalPosition { get; set; }
-    [JsonPropertyName("rng_states")] public ulong[][] RngStates { get; set; } = [];
-    [JsonPropertyName("losses")] public float[] Losses { get; set; } = [];
-    [JsonPropertyName("eval_steps")] public int[] EvalSteps { get; set; } = [];
-    [JsonPropertyName("eval_losses")] public float[] EvalLosses { get; set; } = [];
-    [JsonPropertyName("skipped_steps")] public int SkippedSteps { get; set; }
-    [JsonPropertyName("max_steps")] public int MaxSteps { get; set; }
-    [JsonPropertyName("learning_rate")] public float LearningRate { get; set; }
-    [JsonPropertyName("schedule")] public string Schedule { get; set; } = "";
-}
-
-[JsonSourceGenerationOptions(WriteIndented = true, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals)]
-[JsonSerializable(typeof(CheckpointState))]
-internal sealed partial class TrainerJsonContext : JsonSerializerContext;

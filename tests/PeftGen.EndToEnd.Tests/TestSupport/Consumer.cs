@@ -31,6 +31,7 @@ internal static partial class Consumer
 
     private const string ProgramSource = """
         using System.Globalization;
+        using PeftGen.Data;
         using PeftGen.Training;
 
         var model = new Tiny();

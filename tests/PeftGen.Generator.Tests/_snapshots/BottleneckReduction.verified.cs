@@ -3,7 +3,7 @@
 
 namespace Demo
 {
-    partial class NarrowChat
+    partial class NarrowChat : global::PeftGen.Training.IDeclaredTraining
     {
         /// <summary>The bottleneck adapters' settings, from this class's <c>[Bottleneck]</c> attribute.</summary>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
@@ -14,10 +14,15 @@ namespace Demo
 
         /// <summary>
         /// Layer-wise learning-rate decay γ (from <c>[LayerwiseLearningRate]</c>): decoder layer i of L trains at lr·γ^(L−1−i).
-        /// Pass it as <see cref="global::PeftGen.Training.TrainerOptions.LayerwiseLearningRateDecay"/> (<see cref="CreateTrainer"/> does).
+        /// Every trainer of an adapted model of this class uses it as <see cref="global::PeftGen.Training.TrainerOptions.LayerwiseLearningRateDecay"/>.
         /// </summary>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public const float LayerwiseLearningRateDecay = 0.8f;
+
+        /// <summary>The trainer settings this class's attributes declare: a trainer built on an adapted model of this class uses them in place of its options'.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
+        global::PeftGen.Training.TrainerOptions global::PeftGen.Training.IDeclaredTraining.ApplyTo(global::PeftGen.Training.TrainerOptions options) =>
+            options with { LayerwiseLearningRateDecay = LayerwiseLearningRateDecay };
 
         /// <summary>
         /// The adapted layers, known at compile time: path, hidden size d, bottleneck width m, and trainable parameters.
@@ -58,7 +63,7 @@ namespace Demo
         /// <param name="options">The training settings.</param>
         /// <param name="eval">Evaluation batches, or null.</param>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
-        public global::PeftGen.Training.Trainer CreateTrainer(global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
+        public global::PeftGen.Training.Trainer CreateTrainer(global::System.Func<global::PeftGen.Data.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Data.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Data.IBatchSource? eval = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(options);
             var trainer = new global::PeftGen.Training.Trainer(this, loss, train, options with { LayerwiseLearningRateDecay = LayerwiseLearningRateDecay }, eval);

@@ -129,13 +129,11 @@ namespace Demo
         /// <param name="options">The training settings.</param>
         /// <param name="eval">Evaluation batches, or null.</param>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
-        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.MovingChat> peft, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
+        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.MovingChat> peft, global::System.Func<global::PeftGen.Data.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Data.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Data.IBatchSource? eval = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(peft);
             global::System.ArgumentNullException.ThrowIfNull(options);
-            var trainer = new global::PeftGen.Training.Trainer(this, loss, train, options, eval, new global::PeftGen.Tensors.Rng[] { peft.DropoutRng });
-            trainer.AfterStepHooks.Add(global::PeftGen.Methods.DeltaLoRA.DeltaLoRAUpdater.Create(peft, "default"));
-            return trainer;
+            return new global::PeftGen.Training.Trainer(peft, train, options, eval, loss);
         }
 
         /// <summary>

@@ -3,7 +3,7 @@
 
 namespace Demo
 {
-    partial class StoryTeller
+    partial class StoryTeller : global::PeftGen.Training.IDeclaredTraining
     {
         /// <summary>The "default" adapter's settings, from this class's <c>[LoRA]</c> attribute.</summary>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
@@ -32,11 +32,16 @@ namespace Demo
         public const global::PeftGen.Tensors.DType QuantizationComputeType = global::PeftGen.Tensors.DType.BFloat16;
 
         /// <summary>
-        /// LoRA+ (from <c>[LoRAPlus]</c>): each B matrix trains with this many times the learning rate of A. Pass it as
-        /// <see cref="global::PeftGen.Training.TrainerOptions.LoRAPlusRatio"/> (<see cref="CreateTrainer"/> does).
+        /// LoRA+ (from <c>[LoRAPlus]</c>): each B matrix trains with this many times the learning rate of A. Every trainer of an
+        /// adapted model of this class uses it as <see cref="global::PeftGen.Training.TrainerOptions.LoRAPlusRatio"/>.
         /// </summary>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public const float LoRAPlusRatio = 16f;
+
+        /// <summary>The trainer settings this class's attributes declare: a trainer built on an adapted model of this class uses them in place of its options'.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
+        global::PeftGen.Training.TrainerOptions global::PeftGen.Training.IDeclaredTraining.ApplyTo(global::PeftGen.Training.TrainerOptions options) =>
+            options with { LoRAPlusRatio = LoRAPlusRatio };
 
         /// <summary>
         /// The layers the "default" adapter adapts, known at compile time: path, in and out features, rank, alpha,
@@ -181,12 +186,11 @@ namespace Demo
         /// <param name="options">The training settings.</param>
         /// <param name="eval">Evaluation batches, or null.</param>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
-        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.StoryTeller> peft, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
+        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.StoryTeller> peft, global::System.Func<global::PeftGen.Data.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Data.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Data.IBatchSource? eval = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(peft);
             global::System.ArgumentNullException.ThrowIfNull(options);
-            var trainer = new global::PeftGen.Training.Trainer(this, loss, train, options with { LoRAPlusRatio = LoRAPlusRatio }, eval, new global::PeftGen.Tensors.Rng[] { peft.DropoutRng });
-            return trainer;
+            return new global::PeftGen.Training.Trainer(peft, train, options, eval, loss);
         }
 
         /// <summary>

@@ -3,7 +3,7 @@
 
 namespace Demo
 {
-    partial class FrugalChat
+    partial class FrugalChat : global::PeftGen.Training.IDeclaredTraining
     {
         /// <summary>The "default" adapter's settings, from this class's <c>[LoRA]</c> attribute.</summary>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
@@ -21,15 +21,15 @@ namespace Demo
         public static global::PeftGen.Quantization.QuantizationConfig? QuantizationConfig => null;
 
         /// <summary>
-        /// LoRA+ (from <c>[LoRAPlus]</c>): each B matrix trains with this many times the learning rate of A. Pass it as
-        /// <see cref="global::PeftGen.Training.TrainerOptions.LoRAPlusRatio"/> (<see cref="CreateTrainer"/> does).
+        /// LoRA+ (from <c>[LoRAPlus]</c>): each B matrix trains with this many times the learning rate of A. Every trainer of an
+        /// adapted model of this class uses it as <see cref="global::PeftGen.Training.TrainerOptions.LoRAPlusRatio"/>.
         /// </summary>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public const float LoRAPlusRatio = 16f;
 
         /// <summary>
         /// Layer-wise learning-rate decay γ (from <c>[LayerwiseLearningRate]</c>): decoder layer i of L trains at lr·γ^(L−1−i).
-        /// Pass it as <see cref="global::PeftGen.Training.TrainerOptions.LayerwiseLearningRateDecay"/> (<see cref="CreateTrainer"/> does).
+        /// Every trainer of an adapted model of this class uses it as <see cref="global::PeftGen.Training.TrainerOptions.LayerwiseLearningRateDecay"/>.
         /// </summary>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public const float LayerwiseLearningRateDecay = 0.9f;
@@ -43,6 +43,11 @@ namespace Demo
             Layers = new int[] { 1, 2 },
             Seed = 5,
         };
+
+        /// <summary>The trainer settings this class's attributes declare: a trainer built on an adapted model of this class uses them in place of its options'.</summary>
+        [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
+        global::PeftGen.Training.TrainerOptions global::PeftGen.Training.IDeclaredTraining.ApplyTo(global::PeftGen.Training.TrainerOptions options) =>
+            options with { LoRAPlusRatio = LoRAPlusRatio, LayerwiseLearningRateDecay = LayerwiseLearningRateDecay };
 
         /// <summary>
         /// The layers the "default" adapter adapts, known at compile time: path, in and out features, rank, alpha,
@@ -204,12 +209,11 @@ namespace Demo
         /// <param name="options">The training settings.</param>
         /// <param name="eval">Evaluation batches, or null.</param>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
-        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.FrugalChat> peft, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
+        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.FrugalChat> peft, global::System.Func<global::PeftGen.Data.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Data.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Data.IBatchSource? eval = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(peft);
             global::System.ArgumentNullException.ThrowIfNull(options);
-            var trainer = new global::PeftGen.Training.Trainer(this, loss, train, options with { LoRAPlusRatio = LoRAPlusRatio, LayerwiseLearningRateDecay = LayerwiseLearningRateDecay }, eval, new global::PeftGen.Tensors.Rng[] { peft.DropoutRng, ((global::PeftGen.Methods.LayerDrop.LayerDropper)this.Model.LayerSkip!).Rng });
-            return trainer;
+            return new global::PeftGen.Training.Trainer(peft, train, options, eval, loss);
         }
 
         /// <summary>

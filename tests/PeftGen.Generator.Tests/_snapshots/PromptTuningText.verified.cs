@@ -48,12 +48,11 @@ namespace Demo
         /// <param name="options">The training settings.</param>
         /// <param name="eval">Evaluation batches, or null.</param>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
-        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Methods.PromptLearning.PromptLearningModel prompt, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
+        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Methods.PromptLearning.PromptLearningModel prompt, global::System.Func<global::PeftGen.Data.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Data.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Data.IBatchSource? eval = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(prompt);
             global::System.ArgumentNullException.ThrowIfNull(options);
-            var trainer = new global::PeftGen.Training.Trainer(prompt, loss, train, options, eval);
-            return trainer;
+            return new global::PeftGen.Training.Trainer(prompt, train, options, eval, loss);
         }
 
         /// <summary>

@@ -22,7 +22,7 @@ namespace Demo
         /// <param name="calibration">The calibration batches (needed when the score is not None).</param>
         /// <exception cref="global::System.ArgumentException">A setting does not fit this model (a target matches no layer, a size is out of range).</exception>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
-        public global::PeftGen.Methods.Sparse.SparseFineTuning ApplyAdapters(global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor>? loss = null, global::PeftGen.Training.IBatchSource? calibration = null)
+        public global::PeftGen.Methods.Sparse.SparseFineTuning ApplyAdapters(global::System.Func<global::PeftGen.Data.Batch, global::PeftGen.Tensors.Tensor>? loss = null, global::PeftGen.Data.IBatchSource? calibration = null)
         {
             return global::PeftGen.Methods.Sparse.SparseFineTuning.Create(this, SparseFineTuningConfig, loss, calibration);
         }
@@ -38,13 +38,11 @@ namespace Demo
         /// <param name="options">The training settings.</param>
         /// <param name="eval">Evaluation batches, or null.</param>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
-        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Methods.Sparse.SparseFineTuning sparse, global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Training.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Training.IBatchSource? eval = null)
+        public global::PeftGen.Training.Trainer CreateTrainer(global::PeftGen.Methods.Sparse.SparseFineTuning sparse, global::System.Func<global::PeftGen.Data.Batch, global::PeftGen.Tensors.Tensor> loss, global::PeftGen.Data.IBatchSource train, global::PeftGen.Training.TrainerOptions options, global::PeftGen.Data.IBatchSource? eval = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(sparse);
             global::System.ArgumentNullException.ThrowIfNull(options);
-            var trainer = new global::PeftGen.Training.Trainer(this, loss, train, options, eval);
-            sparse.AttachTo(trainer);
-            return trainer;
+            return new global::PeftGen.Training.Trainer(sparse, train, options, eval, loss);
         }
 
         /// <summary>The file <see cref="SaveAdapter"/> writes in its folder: the sparse delta, in PeftGen's own safetensors format.</summary>

@@ -1,9 +1,10 @@
 using PeftGen.Autograd;
-using PeftGen.Methods;
+using PeftGen.Data;
 using PeftGen.Methods.DeltaLoRA;
 using PeftGen.Methods.IA3;
 using PeftGen.Methods.LoRA;
 using PeftGen.Methods.VeRA;
+using PeftGen.Methods;
 using PeftGen.Models.Llama;
 using PeftGen.Nn;
 using PeftGen.Tensors;
@@ -336,7 +337,9 @@ public class Float16WeightTests(ITestOutputHelper output)
     {
         PeftModel.Create(model, new LoRAConfig { Rank = 4, Alpha = 8, Targets = TargetModules.AllLinear });    // the model owns the layers
         var random = new Random(7);
-        return TrainingLoop.Run(model, _ => DigitBatch(random, 8, 12), new TrainingOptions { Steps = 10, LearningRate = 1e-2f, Schedule = "constant" });
+        using var trainer = new Trainer(model, b => model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length), BatchSource.FromFunction(_ => DigitBatch(random, 8, 12)),
+            new TrainerOptions { MaxSteps = 10, LearningRate = 1e-2f, Schedule = "constant", MaxGradNorm = 1f });
+        return trainer.Train().Losses;
     }
 
     [Fact]

@@ -1,5 +1,6 @@
-using PeftGen.Methods;
+using PeftGen.Data;
 using PeftGen.Methods.LoRA;
+using PeftGen.Methods;
 using PeftGen.Models.Llama;
 using PeftGen.Optim;
 using PeftGen.Tensors;

@@ -1,3 +1,4 @@
+using PeftGen.Data;
 using PeftGen.IO;
 using PeftGen.Methods;
 using PeftGen.Methods.LoRA;

@@ -1,5 +1,6 @@
-using PeftGen.Methods;
+using PeftGen.Data;
 using PeftGen.Methods.LoRA;
+using PeftGen.Methods;
 using PeftGen.Models.Llama;
 using PeftGen.Quantization;
 using PeftGen.Tensors;
@@ -38,8 +39,7 @@ public class TrainerTests(Xunit.Abstractions.ITestOutputHelper output)
     {
         var peft = PeftModel.Create(new LlamaForCausalLM(Tiny, seed: 3),
             new LoRAConfig { Rank = 4, Alpha = 8, Dropout = dropout, Targets = TargetModules.AllLinear, Seed = 5 }, quant);
-        var trainer = new Trainer(peft.Model, b => peft.Model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length),
-            BatchSource.FromFunction(p => DigitBatch(p)), options, eval, [peft.DropoutRng]);
+        var trainer = new Trainer(peft, BatchSource.FromFunction(p => DigitBatch(p)), options, eval);   // checkpoints peft.DropoutRng
         return (peft, trainer);
     }
 

@@ -1,3 +1,4 @@
+using PeftGen.Data;
 using PeftGen.Models.Llama;
 using PeftGen.Training;
 using Xunit;
@@ -37,8 +38,9 @@ public class TrainingTests
         };
         using var model = new LlamaForCausalLM(config, seed: 1);
         var random = new Random(2);
-        var options = new TrainingOptions { Steps = 250, LearningRate = 3e-3f, WarmupSteps = 10, Schedule = "cosine" };
-        var losses = TrainingLoop.Run(model, _ => DigitBatch(random, 16, 16), options);
+        var options = new TrainerOptions { MaxSteps = 250, LearningRate = 3e-3f, WarmupSteps = 10, Schedule = "cosine", MaxGradNorm = 1f };
+        using var trainer = new Trainer(model, b => model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length), BatchSource.FromFunction(_ => DigitBatch(random, 16, 16)), options);
+        var losses = trainer.Train().Losses;
         float final = losses.TakeLast(10).Average();
         Assert.True(losses[0] > 2.0f, $"initial loss {losses[0]:F3} should be near chance (2.30)");
         Assert.True(final < 0.25f, $"mean loss of the last 10 steps is {final:F3} (first {losses[0]:F3}); expected < 0.25");
@@ -55,7 +57,8 @@ public class TrainingTests
         model.Model.Norm.Weight.AsSpan()[0] = float.NaN;
         var random = new Random(2);
         var e = Assert.Throws<InvalidOperationException>(() =>
-            TrainingLoop.Run(model, _ => DigitBatch(random, 2, 8), new TrainingOptions { Steps = 3 }));
+            new Trainer(model, b => model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length), BatchSource.FromFunction(_ => DigitBatch(random, 2, 8)),
+                new TrainerOptions { MaxSteps = 3 }).Train());
         Assert.Contains("step 1", e.Message);
     }
 }

@@ -61,8 +61,7 @@ internal sealed partial class LoRAMethod
     {
         DropoutRng = true,
         AfterStep = spec.Model.Companions.DeltaLoRA == null ? null
-            : ("the Delta-LoRA base update of the " + Unquoted(lora.Adapters[0].Name) + " adapter after each step,",
-                "trainer.AfterStepHooks.Add(global::PeftGen.Methods.DeltaLoRA.DeltaLoRAUpdater.Create(peft, " + Quote(lora.Adapters[0].Name) + "));"),
+            : "the Delta-LoRA base update of the " + Unquoted(lora.Adapters[0].Name) + " adapter after each step,",
     };
 
     protected override void WriteMembers(IndentedWriter w, LoRASpec lora, LoRAPlan plan, GenerationSpec spec, TrainerWiring trainer)

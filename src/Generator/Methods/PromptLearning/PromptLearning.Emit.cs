@@ -36,7 +36,6 @@ internal abstract partial class PromptLearningMethod<TSpec>
     protected sealed override TrainerWiring Trainer(GenerationSpec spec, TSpec method) => new(PromptModel, "prompt")
     {
         Always = spec.Model.IsLlama,
-        OnAdapted = true,
         Summary = "the trainer built on <paramref name=\"prompt\"/>, whose parameters are exactly the prompt encoder's (the base model stays frozen),",
     };
 

@@ -25,7 +25,7 @@ internal sealed partial class SparseFineTuningMethod
     protected override TrainerWiring Trainer(GenerationSpec spec, SparseFineTuningSpec method) => new(Sparse, "sparse")
     {
         Always = true,
-        AfterStep = ("the sparse gradient masks and the restore of untrained entries after each step,", "sparse.AttachTo(trainer);"),
+        AfterStep = "the sparse gradient masks and the restore of untrained entries after each step,",
     };
 
     protected override void WriteMembers(IndentedWriter w, SparseFineTuningSpec sparse, MethodPlan plan, GenerationSpec spec, TrainerWiring trainer)
@@ -33,7 +33,7 @@ internal sealed partial class SparseFineTuningMethod
         Members.WriteApply(w, spec.Model, "Chooses the entries of this model that train per <see cref=\"SparseFineTuningConfig\"/> and freezes everything else;"
                 + " train with <see cref=\"CreateTrainer\"/>, which attaches the gradient masks.",
             Sparse,
-            "global::System.Func<global::PeftGen.Training.Batch, global::PeftGen.Tensors.Tensor>? loss = null, global::PeftGen.Training.IBatchSource? calibration = null",
+            "global::System.Func<global::PeftGen.Data.Batch, global::PeftGen.Tensors.Tensor>? loss = null, global::PeftGen.Data.IBatchSource? calibration = null",
             Sparse + ".Create(this, SparseFineTuningConfig, loss, calibration)",
             "loss\">Computes a calibration batch's loss (needed when the score is not None).",
             "calibration\">The calibration batches (needed when the score is not None).");

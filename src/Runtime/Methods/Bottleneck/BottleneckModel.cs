@@ -19,7 +19,7 @@ public sealed record BottleneckSite(string Path, int HiddenSize, int BottleneckS
 /// <c>&lt;layer&gt;.attn_adapter</c> and <c>&lt;layer&gt;.mlp_adapter</c>, so parameter paths look like
 /// <c>model.layers.0.attn_adapter.adapter_down.weight</c>.
 /// </summary>
-public sealed class BottleneckModel<TModel> : IDisposable where TModel : Module
+public sealed class BottleneckModel<TModel> : IAdaptedModel where TModel : Module
 {
     private BottleneckModel(TModel model, BottleneckConfig config, int bottleneckSize)
     {
@@ -125,6 +125,23 @@ public sealed class BottleneckModel<TModel> : IDisposable where TModel : Module
 
     /// <summary>Disposes the model.</summary>
     public void Dispose() => Model.Dispose();
+
+    // ---- IAdaptedModel: how the trainer trains and saves it --------------------------------------------------------------
+
+    /// <inheritdoc />
+    Module IAdaptedModel.TrainedModule => Model;
+
+    /// <summary>The model as a Llama-family causal LM (adapters active), or null when it is another module.</summary>
+    public LlamaForCausalLM? CausalLM => Model as LlamaForCausalLM;
+
+    /// <summary>Bottleneck adapters draw nothing at random; the layer drop's generator when one is installed on the model.</summary>
+    public IReadOnlyList<Rng> RandomGenerators => AdaptedModel.Generators(Model);
+
+    /// <summary>Bottleneck adapters train with the optimizer alone.</summary>
+    public TrainingHooks PrepareTraining() => TrainingHooks.None;
+
+    /// <summary>Writes the adapters in PeftGen's PEFT-style format (<see cref="BottleneckAdapterFile"/>).</summary>
+    public void SaveAdapter(string folder, string? baseModelNameOrPath = null) => BottleneckAdapterFile.Save(this, folder, baseModelNameOrPath);
 
     internal static List<(string Path, LlamaDecoderLayer Layer)> DecoderLayers(Module model) =>
         model.NamedModules().Where(m => m.Module is LlamaDecoderLayer).Select(m => (m.Path, (LlamaDecoderLayer)m.Module)).ToList();

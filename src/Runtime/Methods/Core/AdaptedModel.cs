@@ -16,7 +16,7 @@ namespace PeftGen.Methods;
 /// <typeparam name="TModel">The wrapped model's type.</typeparam>
 /// <typeparam name="TLayer">The method's adapted layer.</typeparam>
 /// <typeparam name="TConfig">The method's adapter configuration.</typeparam>
-public abstract class AdaptedModel<TModel, TLayer, TConfig> : IDisposable
+public abstract class AdaptedModel<TModel, TLayer, TConfig> : IAdaptedModel
     where TModel : Module where TLayer : AdaptedLinear where TConfig : class
 {
     private readonly Dictionary<string, TConfig> _configs = new(StringComparer.Ordinal);
@@ -141,6 +141,23 @@ public abstract class AdaptedModel<TModel, TLayer, TConfig> : IDisposable
         return sb.ToString();
     }
 
+    // ---- IAdaptedModel: how the trainer trains and saves it ---------------------------------------------------------
+
+    /// <inheritdoc />
+    Module IAdaptedModel.TrainedModule => Model;
+
+    /// <summary>The model as a Llama-family causal LM (adapters active), or null when it is another module.</summary>
+    public Models.Llama.LlamaForCausalLM? CausalLM => Model as Models.Llama.LlamaForCausalLM;
+
+    /// <summary>The dropout generator, then the layer drop's when one is installed on the model (checkpoints save both).</summary>
+    public IReadOnlyList<Rng> RandomGenerators => AdaptedModel.Generators(Model, DropoutRng);
+
+    /// <inheritdoc />
+    public virtual TrainingHooks PrepareTraining() => TrainingHooks.None;
+
+    /// <inheritdoc />
+    public abstract void SaveAdapter(string folder, string? baseModelNameOrPath = null);
+
     /// <summary>Disposes the model and what the adapters share.</summary>
     public void Dispose()
     {
@@ -213,4 +230,33 @@ internal static class AdaptedModel
         using var wide = narrow.To(DType.Float32);
         weight.CopyFrom(wide);
     }
+
+    /// <summary>
+    /// <paramref name="own"/> followed by the generator of a random hook installed on <paramref name="model"/> (layer drop's,
+    /// when it is a Llama whose layer-skip hook draws from one not already among them): the order checkpoints save them in.
+    /// </summary>
+    internal static IReadOnlyList<Rng> Generators(Module model, params Rng[] own)
+    {
+        if (model is Models.Llama.LlamaForCausalLM { Model.LayerSkip: IRandomHook hook } && !own.Any(r => ReferenceEquals(r, hook.Rng))) return [.. own, hook.Rng];
+        return own;
+    }
+
+    /// <summary>The one active adapter, which <see cref="IAdaptedModel.SaveAdapter"/> saves.</summary>
+    internal static string SingleActive(IReadOnlyList<string> active, string method) => active.Count switch
+    {
+        1 => active[0],
+        0 => throw new InvalidOperationException($"No {method} adapter is active: activate the adapter to save with SetAdapter."),
+        _ => throw new InvalidOperationException(
+            $"Adapters {string.Join(", ", active)} are all active: SaveAdapter saves one. Activate one with SetAdapter, or save each with its file format's Save."),
+    };
+}
+
+/// <summary>
+/// A model hook that draws from a random generator (layer drop's layer-skip decision): adapted models report its generator
+/// to the trainer so checkpoints save it and gradient checkpointing replays it.
+/// </summary>
+internal interface IRandomHook
+{
+    /// <summary>The generator the hook draws from.</summary>
+    Rng Rng { get; }
 }

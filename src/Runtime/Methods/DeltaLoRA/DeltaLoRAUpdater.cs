@@ -1,8 +1,8 @@
 using PeftGen.Backends;
 using PeftGen.Methods.LoRA;
 using PeftGen.Nn;
+using PeftGen.Optim;
 using PeftGen.Tensors;
-using PeftGen.Training;
 
 namespace PeftGen.Methods.DeltaLoRA;
 
@@ -12,7 +12,8 @@ namespace PeftGen.Methods.DeltaLoRA;
 /// GEMMs straight into W (no [out, in] temporary). W gets no gradient and no optimizer state; the updater keeps
 /// B⁽ᵗ⁾, A⁽ᵗ⁾ (r·(in + out) floats per layer) and the factors at the first update, because the updates telescope:
 /// the total base change is ΔW = λ·s·(B·A − B_K·A_K), a rank-2r matrix that <see cref="BaseDelta"/> returns in factored
-/// form for saving. Register it with the trainer (<c>trainer.AfterStepHooks.Add(updater)</c>).
+/// form for saving. A trainer built on the <see cref="PeftModel{TModel}"/> runs one (<see cref="PeftModel{TModel}.PrepareTraining"/>
+/// creates it); one created here is added to a trainer's <c>AfterStepHooks</c>.
 /// </summary>
 public sealed class DeltaLoRAUpdater : IAfterStepHook, IDisposable
 {

@@ -18,7 +18,7 @@ public sealed record IA3AdaptedLayer(string Path, int InFeatures, int OutFeature
 /// <see cref="IA3Linear"/>, freezes everything else and manages named adapters: add, activate, disable, delete, merge
 /// and unload. Trainable parameters: the sum of the vectors' channel counts.
 /// </summary>
-public sealed class IA3Model<TModel> : IDisposable where TModel : Module
+public sealed class IA3Model<TModel> : IAdaptedModel where TModel : Module
 {
     private readonly Dictionary<string, IA3Config> _configs = new(StringComparer.Ordinal);
 
@@ -176,6 +176,24 @@ public sealed class IA3Model<TModel> : IDisposable where TModel : Module
 
     /// <summary>Disposes the model.</summary>
     public void Dispose() => Model.Dispose();
+
+    // ---- IAdaptedModel: how the trainer trains and saves it --------------------------------------------------------------
+
+    /// <inheritdoc />
+    Module IAdaptedModel.TrainedModule => Model;
+
+    /// <summary>The model as a Llama-family causal LM (adapters active), or null when it is another module.</summary>
+    public Models.Llama.LlamaForCausalLM? CausalLM => Model as Models.Llama.LlamaForCausalLM;
+
+    /// <summary>(IA)³ draws nothing at random; the layer drop's generator when one is installed on the model.</summary>
+    public IReadOnlyList<Rng> RandomGenerators => AdaptedModel.Generators(Model);
+
+    /// <summary>(IA)³ trains with the optimizer alone.</summary>
+    public TrainingHooks PrepareTraining() => TrainingHooks.None;
+
+    /// <summary>Writes the active adapter in PEFT's format (<see cref="IA3AdapterFile"/>).</summary>
+    public void SaveAdapter(string folder, string? baseModelNameOrPath = null) =>
+        IA3AdapterFile.Save(this, folder, AdaptedModel.SingleActive(ActiveAdapters, "(IA)³"), baseModelNameOrPath);
 
     private IA3Linear Wrap(string path, bool feedForward)
     {

@@ -12,7 +12,7 @@ namespace PeftGen.Methods.LayerDrop;
 /// tape and its parameters get no gradient. Kept layers are not rescaled. Evaluation mode and generation run every
 /// layer. Put <see cref="Rng"/> in the trainer's generators so checkpoints resume with the same decisions.
 /// </summary>
-public sealed class LayerDropper : ILayerSkip
+public sealed class LayerDropper : ILayerSkip, IRandomHook
 {
     private readonly float[] _probabilities;
 

@@ -10,7 +10,7 @@ namespace PeftGen.Methods.LoRA;
 /// applied as two skinny matmuls, so B·A is never formed while training. Children follow PEFT's in-memory
 /// names: "base_layer", "lora_A.&lt;adapter&gt;", "lora_B.&lt;adapter&gt;", "lora_magnitude_vector.&lt;adapter&gt;".
 /// </summary>
-public sealed class LoRALinear : AdaptedLinear
+public sealed class LoRALinear : AdaptedLinear, ILoRAPlusLayer
 {
     private readonly ModuleDict<Linear> _loraA;
     private readonly ModuleDict<Linear> _loraB;
@@ -40,6 +40,9 @@ public sealed class LoRALinear : AdaptedLinear
 
     /// <summary>B [out, r] of an adapter.</summary>
     public Tensor LoraB(string name) => _loraB[name].Weight;
+
+    /// <summary>LoRA+ trains every B matrix faster (<see cref="ILoRAPlusLayer"/>): the B of each adapter.</summary>
+    public IEnumerable<Tensor> LoRAPlusParameters() => AdapterNames.Select(LoraB);
 
     /// <summary>DoRA's magnitude [out] of an adapter, or null for plain LoRA.</summary>
     public Tensor? Magnitude(string name) => _magnitude.Contains(name) ? _magnitude[name].Weight : null;

@@ -1,4 +1,5 @@
 using PeftGen.IO;
+using PeftGen.Methods.DeltaLoRA;
 using PeftGen.Nn;
 using PeftGen.Quantization;
 using PeftGen.Tensors;
@@ -130,6 +131,54 @@ public sealed class PeftModel<TModel> : AdaptedModel<TModel, LoRALinear, LoRACon
         var s = layer.GetSettings(adapter);
         long count = (long)s.Rank * ((s.UseLoRAFA ? 0 : layer.InFeatures) + layer.OutFeatures) + (s.UseDoRA ? layer.OutFeatures : 0);
         return new AdaptedLayer(path, layer.InFeatures, layer.OutFeatures, s.Rank, s.Alpha, s.Scaling, layer.BaseLayer is Linear4Bit, count);
+    }
+
+    // ---- IAdaptedModel: Delta-LoRA's base update and the file formats ------------------------------------------------
+
+    private readonly Dictionary<string, DeltaLoRAUpdater> _deltaUpdaters = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// The Delta-LoRA base update of each active adapter with <see cref="LoRAConfig.DeltaLoRA"/> settings, a new
+    /// <see cref="DeltaLoRAUpdater"/> that snapshots A and B now; the model keeps it for <see cref="SaveAdapter"/> and disposes it.
+    /// </summary>
+    public override TrainingHooks PrepareTraining()
+    {
+        var hooks = new List<Optim.IAfterStepHook>();
+        foreach (var adapter in ActiveAdapters)
+        {
+            if (GetConfig(adapter).DeltaLoRA == null) continue;
+            if (_deltaUpdaters.Remove(adapter, out var previous)) previous.Dispose();
+            var updater = DeltaLoRAUpdater.Create(this, adapter);
+            _deltaUpdaters.Add(adapter, updater);
+            hooks.Add(updater);
+        }
+        return hooks.Count == 0 ? TrainingHooks.None : new TrainingHooks([], hooks);
+    }
+
+    /// <summary>
+    /// Writes the active adapter: a Hugging Face PEFT LoRA folder (<see cref="PeftAdapterFile"/>), or for Delta-LoRA the
+    /// LoRA folder plus the base change of the updater the last trainer ran (<see cref="DeltaLoRAFile"/>).
+    /// </summary>
+    /// <param name="folder">The adapter folder, created when missing.</param>
+    /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
+    public override void SaveAdapter(string folder, string? baseModelNameOrPath = null)
+    {
+        string adapter = AdaptedModel.SingleActive(ActiveAdapters, "LoRA");
+        if (GetConfig(adapter).DeltaLoRA == null) PeftAdapterFile.Save(this, folder, adapter, baseModelNameOrPath);
+        else
+        {
+            if (!_deltaUpdaters.TryGetValue(adapter, out var updater)) _deltaUpdaters.Add(adapter, updater = DeltaLoRAUpdater.Create(this, adapter));
+            DeltaLoRAFile.Save(this, updater, folder, baseModelNameOrPath);
+        }
+    }
+
+    /// <summary>Disposes the model and the Delta-LoRA updaters training created.</summary>
+    protected override void Dispose(bool disposing)
+    {
+        base.Dispose(disposing);
+        if (!disposing) return;
+        foreach (var updater in _deltaUpdaters.Values) updater.Dispose();
+        _deltaUpdaters.Clear();
     }
 
     private void ApplyBiasMode(LoRABias mode)

@@ -17,10 +17,10 @@ namespace PeftGen.Methods.PromptLearning;
 /// 0..n−1, the input at n…); prefix tuning adds n keys/values per layer and the input also starts at position n, as
 /// transformers places tokens after a cache of n entries. Logits and losses cover the real tokens only (PEFT labels the
 /// virtual positions −100). One adapter is active at a time; all adapters share one method, as in PEFT.
-/// As a <see cref="Module"/> its parameters are the encoders' (<c>prompt_encoder.…</c>), so a
-/// <see cref="Training.Trainer"/> built on it trains and checkpoints exactly them while the loss runs the base model.
+/// As a <see cref="Module"/> its parameters are the encoders' (<c>prompt_encoder.…</c>), so a trainer built on it
+/// trains and checkpoints exactly them while the loss runs the base model.
 /// </summary>
-public sealed class PromptLearningModel : Module, IVirtualTokens
+public sealed class PromptLearningModel : Module, IVirtualTokens, IAdaptedModel
 {
     private readonly ModuleDict<PromptLearningEncoder> _encoders;
     private readonly Dictionary<string, PromptLearningConfig> _configs = new(StringComparer.Ordinal);
@@ -183,6 +183,24 @@ public sealed class PromptLearningModel : Module, IVirtualTokens
         if (ReferenceEquals(Model.Model.VirtualTokens, this)) Model.Model.VirtualTokens = null;
         Model.Dispose();
     }
+
+    // ---- IAdaptedModel: how the trainer trains and saves it --------------------------------------------------------------
+
+    /// <summary>This module: its parameters are the encoders', the base model stays frozen.</summary>
+    Module IAdaptedModel.TrainedModule => this;
+
+    /// <summary>The base model, with the virtual tokens plugged in: it computes the loss and generates.</summary>
+    LlamaForCausalLM IAdaptedModel.CausalLM => Model;
+
+    /// <summary>The encoders draw nothing at random; the layer drop's generator when one is installed on the base model.</summary>
+    public IReadOnlyList<Rng> RandomGenerators => AdaptedModel.Generators(Model);
+
+    /// <summary>Prompt learning trains with the optimizer alone.</summary>
+    public TrainingHooks PrepareTraining() => TrainingHooks.None;
+
+    /// <summary>Writes the active adapter in PEFT's format (<see cref="PromptLearningAdapterFile"/>).</summary>
+    public void SaveAdapter(string folder, string? baseModelNameOrPath = null) =>
+        PromptLearningAdapterFile.Save(this, folder, ActiveAdapter, baseModelNameOrPath);
 
     // ---- the model's virtual-token hook ------------------------------------------------------------------------------
 

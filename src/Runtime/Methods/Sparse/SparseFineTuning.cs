@@ -1,8 +1,9 @@
 using System.Globalization;
+using PeftGen.Data;
+using PeftGen.Models.Llama;
 using PeftGen.Nn;
 using PeftGen.Optim;
 using PeftGen.Tensors;
-using PeftGen.Training;
 
 namespace PeftGen.Methods.Sparse;
 
@@ -18,11 +19,11 @@ public sealed record SparseTensorPlan(string Path, IReadOnlyList<int> Shape, lon
 /// its value. Tensors holding chosen entries require gradients; <see cref="MaskGradients"/> zeroes the gradient of the
 /// entries that must not train (so clipping and the optimizer moments see only the trainable ones) and
 /// <see cref="AfterStep"/> writes the original values back into them (undoing weight decay, which touches every
-/// entry). Attach both to a <see cref="Trainer"/> with <see cref="AttachTo"/>. The learned change is a
+/// entry). A trainer built on this object (<see cref="IAdaptedModel"/>) runs both. The learned change is a
 /// <see cref="SparseDelta"/> (indices and values) that saves to safetensors and applies to a fresh copy of the base.
 /// Memory: a float copy of every trained tensor's original values.
 /// </summary>
-public sealed class SparseFineTuning : IGradientMask, IAfterStepHook
+public sealed class SparseFineTuning : IGradientMask, IAfterStepHook, IAdaptedModel
 {
     private readonly List<Selected> _selected;
     private readonly List<SparseTensorPlan> _plan;
@@ -90,14 +91,6 @@ public sealed class SparseFineTuning : IGradientMask, IAfterStepHook
         return new SparseFineTuning(model, config, selected, plan);
     }
 
-    /// <summary>Registers this instance with <paramref name="trainer"/>: as a gradient mask and as an after-step hook.</summary>
-    public void AttachTo(Trainer trainer)
-    {
-        ArgumentNullException.ThrowIfNull(trainer);
-        trainer.GradientMasks.Add(this);
-        trainer.AfterStepHooks.Add(this);
-    }
-
     /// <inheritdoc />
     public void MaskGradients()
     {
@@ -154,6 +147,38 @@ public sealed class SparseFineTuning : IGradientMask, IAfterStepHook
         return string.Create(CultureInfo.InvariantCulture,
             $"trainable entries: {TrainableEntries:N0} || all params: {total:N0} || trainable%: {100.0 * TrainableEntries / Math.Max(1, total):F4}");
     }
+
+    // ---- IAdaptedModel: how the trainer trains and saves it --------------------------------------------------------------
+
+    /// <summary>The file <see cref="SaveAdapter"/> writes in its folder: the sparse delta, in <see cref="SparseDelta"/>'s format.</summary>
+    public const string DeltaFileName = "sparse_delta.safetensors";
+
+    /// <inheritdoc />
+    Module IAdaptedModel.TrainedModule => _model;
+
+    /// <summary>The model as a Llama-family causal LM, or null when it is another module.</summary>
+    public LlamaForCausalLM? CausalLM => _model as LlamaForCausalLM;
+
+    /// <summary>Sparse fine-tuning draws nothing at random; the layer drop's generator when one is installed on the model.</summary>
+    public IReadOnlyList<Rng> RandomGenerators => AdaptedModel.Generators(_model);
+
+    /// <summary>This object, as the gradient mask and as the after-step hook that restores the entries that do not train.</summary>
+    public TrainingHooks PrepareTraining() => new([this], [this]);
+
+    /// <summary>
+    /// Writes <see cref="Delta"/> to <paramref name="folder"/> as <see cref="DeltaFileName"/> (written in full under a
+    /// temporary name, then renamed). Sparse fine-tuning has no PEFT adapter config, so nothing else is written and
+    /// <paramref name="baseModelNameOrPath"/> is not recorded.
+    /// </summary>
+    public void SaveAdapter(string folder, string? baseModelNameOrPath = null)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        Directory.CreateDirectory(folder);
+        Delta().Save(Path.Combine(folder, DeltaFileName));
+    }
+
+    /// <summary>Disposes the model (sparse fine-tuning changes its weights in place).</summary>
+    public void Dispose() => _model.Dispose();
 
     private static List<(string Path, Tensor Tensor)> ResolveCandidates(Module model, TargetModules targets)
     {

@@ -106,6 +106,13 @@ public sealed class VeraModel<TModel> : AdaptedModel<TModel, VeraLinear, VeraCon
             (long)layer.OutFeatures + layer.GetSettings(adapter).Rank);
 
     /// <inheritdoc />
+    /// <summary>Writes the active adapter as a Hugging Face PEFT VeRA folder (<see cref="VeraAdapterFile"/>).</summary>
+    /// <param name="folder">The adapter folder, created when missing.</param>
+    /// <param name="baseModelNameOrPath">The config's <c>base_model_name_or_path</c>, or null.</param>
+    public override void SaveAdapter(string folder, string? baseModelNameOrPath = null) =>
+        VeraAdapterFile.Save(this, folder, AdaptedModel.SingleActive(ActiveAdapters, "VeRA"), baseModelNameOrPath);
+
+    /// <inheritdoc />
     protected override void Dispose(bool disposing)
     {
         base.Dispose(disposing);

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using PeftGen.Autograd;
+using PeftGen.Data;
 using PeftGen.IO;
 using PeftGen.Methods.Bottleneck;
 using PeftGen.Models.Llama;
@@ -175,8 +176,7 @@ public class BottleneckAdapterTests(Xunit.Abstractions.ITestOutputHelper output)
         using var model = new LlamaForCausalLM(Tiny, seed: 3);
         using var bottleneck = BottleneckModel.Create(model, new BottleneckConfig { BottleneckSize = 16, Activation = BottleneckActivation.Gelu, Seed = 2 });
         var options = new TrainerOptions { MaxSteps = 30, LearningRate = 3e-2f, MaxGradNorm = 1f };
-        using var trainer = new Trainer(model, b => model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length),
-            BatchSource.FromFunction(p => TrainerTests.DigitBatch(p, steps: [1])), options);  // count up by one: next = current + 1
+        using var trainer = new Trainer(bottleneck, BatchSource.FromFunction(p => TrainerTests.DigitBatch(p, steps: [1])), options);  // count up by one: next = current + 1
         var losses = trainer.Train().Losses;
         float first = losses.Take(3).Average(), last = losses.TakeLast(3).Average();
         output.WriteLine($"loss {first:F4} → {last:F4}");

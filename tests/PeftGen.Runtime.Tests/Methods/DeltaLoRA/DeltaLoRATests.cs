@@ -1,8 +1,10 @@
-using PeftGen.Methods;
+using PeftGen.Data;
 using PeftGen.Methods.DeltaLoRA;
 using PeftGen.Methods.LoRA;
+using PeftGen.Methods;
 using PeftGen.Models.Llama;
 using PeftGen.Nn;
+using PeftGen.Optim;
 using PeftGen.Quantization;
 using PeftGen.Tensors;
 using PeftGen.Tests.Autograd;
@@ -151,10 +153,13 @@ public class DeltaLoRATests
     {
         using var model = new LlamaForCausalLM(PeftModelTests.Tiny, seed: 1);
         using var peft = PeftModel.Create(model, Config(rank: 4) with { Targets = TargetModules.AllLinear });
-        using var updater = DeltaLoRAUpdater.Create(peft);
         var batch = LoRAFATests.FixedBatch();
         var w0 = ((Linear)peft.LoRALayers.First().Layer.BaseLayer).Weight.ToArray();
-        var losses = TrainingLoop.Run(model, _ => batch, new TrainingOptions { Steps = 25, LearningRate = 1e-2f, Schedule = "constant" }, afterStep: updater);
+        // The trainer of the adapted model runs the updater the model creates for its Delta-LoRA adapter.
+        using var trainer = new Trainer(peft, BatchSource.FromFunction(_ => batch),
+            new TrainerOptions { MaxSteps = 25, LearningRate = 1e-2f, Schedule = "constant", MaxGradNorm = 1f });
+        var updater = Assert.IsType<DeltaLoRAUpdater>(Assert.Single(trainer.AfterStepHooks));
+        var losses = trainer.Train().Losses;
         Assert.True(losses[^1] < 0.7f * losses[0], $"Delta-LoRA loss went from {losses[0]:F4} to {losses[^1]:F4}; expected a drop of more than 30%");
         Console.WriteLine($"{nameof(DeltaLoRATests)} loss {losses[0]:F4} -> {losses[^1]:F4}");
         Assert.Equal(25 - Options.StartStep, updater.UpdatesApplied);
@@ -165,7 +170,7 @@ public class DeltaLoRATests
         var folder = Path.Combine(Path.GetTempPath(), "peftgen-delta-" + Guid.NewGuid().ToString("N"));
         try
         {
-            DeltaLoRAFile.Save(peft, updater, folder);
+            peft.SaveAdapter(folder);                                                           // DeltaLoRAFile with the trainer's updater
             Assert.True(File.Exists(Path.Combine(folder, DeltaLoRAFile.BaseDeltaFileName)));
             Assert.True(File.Exists(Path.Combine(folder, PeftAdapterFile.ConfigFileName)));
             using var fresh = new LlamaForCausalLM(PeftModelTests.Tiny, seed: 1);

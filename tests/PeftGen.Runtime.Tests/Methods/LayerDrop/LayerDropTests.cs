@@ -1,7 +1,8 @@
 using PeftGen.Autograd;
-using PeftGen.Methods;
+using PeftGen.Data;
 using PeftGen.Methods.LayerDrop;
 using PeftGen.Methods.LoRA;
+using PeftGen.Methods;
 using PeftGen.Models.Llama;
 using PeftGen.Tensors;
 using PeftGen.Tests.Methods.Bottleneck;
@@ -123,8 +124,9 @@ public class LayerDropTests(Xunit.Abstractions.ITestOutputHelper output)
                 var peft = PeftModel.Create(new LlamaForCausalLM(Tiny, seed: 3),
                     new LoRAConfig { Rank = 4, Alpha = 8, Targets = TargetModules.AllLinear, Seed = 5 });
                 var drop = LayerDropper.Apply(peft.Model, new LayerDropConfig { Probability = 0.3f, Schedule = LayerDropSchedule.Linear, Seed = 4 });
-                var trainer = new Trainer(peft.Model, b => peft.Model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length),
-                    BatchSource.FromFunction(p => TrainerTests.DigitBatch(p, steps: [1])), o, rngs: [peft.DropoutRng, drop.Rng]);
+                // The adapted model reports both generators, dropout's then the layer drop's, for the checkpoints.
+                var trainer = new Trainer(peft, BatchSource.FromFunction(p => TrainerTests.DigitBatch(p, steps: [1])), o);
+                Assert.Equal(new[] { peft.DropoutRng, drop.Rng }, peft.RandomGenerators, ReferenceEqualityComparer.Instance);
                 return (peft, drop, trainer);
             }
             var (peftA, _, trainerA) = Build(options);

@@ -1,6 +1,7 @@
 using PeftGen.Autograd;
-using PeftGen.Methods;
+using PeftGen.Data;
 using PeftGen.Methods.LoRA;
+using PeftGen.Methods;
 using PeftGen.Models.Llama;
 using PeftGen.Nn;
 using PeftGen.Quantization;
@@ -174,7 +175,9 @@ public class LoRAFATests(ITestOutputHelper output)
         using var model = new LlamaForCausalLM(PeftModelTests.Tiny, seed: 1);
         using var peft = PeftModel.Create(model, new LoRAConfig { Rank = 4, Alpha = 8, Targets = TargetModules.AllLinear, UseLoRAFA = true, Seed = 2 });
         var batch = FixedBatch();
-        var losses = TrainingLoop.Run(model, _ => batch, new TrainingOptions { Steps = 25, LearningRate = 1e-2f, Schedule = "constant" });
+        using var trainer = new Trainer(peft, BatchSource.FromFunction(_ => batch),
+            new TrainerOptions { MaxSteps = 25, LearningRate = 1e-2f, Schedule = "constant", MaxGradNorm = 1f });
+        var losses = trainer.Train().Losses;
         Assert.True(losses[^1] < 0.7f * losses[0], $"LoRA-FA loss went from {losses[0]:F4} to {losses[^1]:F4}; expected a drop of more than 30%");
         Console.WriteLine($"{nameof(LoRAFATests)} loss {losses[0]:F4} -> {losses[^1]:F4}");
 

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using PeftGen.Data;
 using PeftGen.Generation;
 using PeftGen.IO;
 using PeftGen.Methods.LoRA;
@@ -123,8 +124,8 @@ public class PromptTuningTests(Xunit.Abstractions.ITestOutputHelper output)
         var inputs = Enumerable.Range(0, 4 * 6).Select(_ => random.Next(16)).ToArray();
         var targets = inputs.Select(i => (3 * i + 1) % 16).ToArray();
         var embedBefore = model.Model.EmbedTokens.Weight.ToArray();
-        using var trainer = new Trainer(peft, b => model.Loss(b.Inputs, b.Targets, b.BatchSize, b.Length),
-            BatchSource.FromFunction(_ => new Batch(inputs, targets, 4, 6)), new TrainerOptions { MaxSteps = 25, LearningRate = 0.1f, MaxGradNorm = 0 });
+        using var trainer = new Trainer(peft, BatchSource.FromFunction(_ => new Batch(inputs, targets, 4, 6)),
+            new TrainerOptions { MaxSteps = 25, LearningRate = 0.1f, MaxGradNorm = 0 });                    // loss: the base model's, prompt plugged in
         var result = trainer.Train();
         output.WriteLine(FormattableString.Invariant($"PromptTuning via Trainer: loss {result.Losses[0]:F4} -> {result.Losses[^1]:F4}"));
         Assert.True(result.Losses[^1] < 0.9f * result.Losses[0], $"prompt tuning via Trainer: loss {result.Losses[0]:F4} → {result.Losses[^1]:F4}");

@@ -1,4 +1,5 @@
 using PeftGen.Autograd;
+using PeftGen.Data;
 using PeftGen.IO;
 using PeftGen.Methods;
 using PeftGen.Methods.Sparse;
@@ -21,12 +22,9 @@ public class SparseFineTuningTests(Xunit.Abstractions.ITestOutputHelper output)
         SparseFineTuning.Create(model, new SparseFineTuningConfig { Score = score, Fraction = fraction, CalibrationBatches = 2 },
             b => Loss(model, b), BatchSource.FromFunction(p => TrainerTests.DigitBatch(p, seedOffset: 99, steps: steps)));
 
-    private static Trainer Trainer(LlamaForCausalLM model, SparseFineTuning sparse, TrainerOptions options, int[]? steps = null)
-    {
-        var trainer = new Trainer(model, b => Loss(model, b), BatchSource.FromFunction(p => TrainerTests.DigitBatch(p, steps: steps)), options);
-        sparse.AttachTo(trainer);
-        return trainer;
-    }
+    /// <summary>The trainer of the sparse selection: it runs the selection's gradient mask and restore after each step.</summary>
+    private static Trainer Trainer(LlamaForCausalLM model, SparseFineTuning sparse, TrainerOptions options, int[]? steps = null) =>
+        new(sparse, BatchSource.FromFunction(p => TrainerTests.DigitBatch(p, steps: steps)), options, loss: b => Loss(model, b));
 
     [Theory]
     [InlineData(SparseScore.GradientMagnitude)]

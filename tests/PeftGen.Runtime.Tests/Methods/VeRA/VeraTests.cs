@@ -1,5 +1,6 @@
 using System.Text.Json;
 using PeftGen.Autograd;
+using PeftGen.Data;
 using PeftGen.IO;
 using PeftGen.Methods;
 using PeftGen.Methods.LoRA;
@@ -283,7 +284,9 @@ public class VeraTests
         using var model = new LlamaForCausalLM(PeftModelTests.Tiny, seed: 1);
         using var peft = VeraModel.Create(model, new VeraConfig { Rank = 32, Targets = TargetModules.AllLinear });
         var batch = LoRAFATests.FixedBatch();
-        var losses = TrainingLoop.Run(model, _ => batch, new TrainingOptions { Steps = 25, LearningRate = 2e-2f, Schedule = "constant" });
+        using var trainer = new Trainer(peft, BatchSource.FromFunction(_ => batch),
+            new TrainerOptions { MaxSteps = 25, LearningRate = 2e-2f, Schedule = "constant", MaxGradNorm = 1f });
+        var losses = trainer.Train().Losses;
         Assert.True(losses[^1] < 0.7f * losses[0], $"VeRA loss went from {losses[0]:F4} to {losses[^1]:F4}; expected a drop of more than 30%");
         Console.WriteLine($"{nameof(VeraTests)} loss {losses[0]:F4} -> {losses[^1]:F4}");
     }

@@ -1,9 +1,9 @@
-namespace PeftGen.Training;
+namespace PeftGen.Optim;
 
 /// <summary>
 /// Something that acts on the model right after each optimizer step, before gradients of the next step exist
-/// (Delta-LoRA's base update). <see cref="Trainer"/> and <see cref="TrainingLoop"/> call every hook once per applied
-/// step; skipped (non-finite) steps call none.
+/// (Delta-LoRA's base update, sparse fine-tuning's restore of untrained entries). The trainer calls every hook once per
+/// applied step; skipped (non-finite) steps call none.
 /// </summary>
 public interface IAfterStepHook
 {

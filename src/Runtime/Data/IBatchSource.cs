@@ -1,4 +1,4 @@
-namespace PeftGen.Training;
+namespace PeftGen.Data;
 
 /// <summary>
 /// A deterministic stream of batches addressed by position, so a checkpoint can record where training stood and

@@ -1,4 +1,4 @@
-namespace PeftGen.Training;
+namespace PeftGen.Data;
 
 /// <summary>
 /// One training batch of next-token prediction: <paramref name="Inputs"/> and <paramref name="Targets"/> laid out
