@@ -100,6 +100,18 @@ public sealed class EmulatedDeviceTests
         Assert.Equal(Losses(Path.Combine(root, "cpu")), Losses(Path.Combine(root, "gpu")));
         Assert.Equal(AdapterBytes(Path.Combine(root, "cpu")), AdapterBytes(Path.Combine(root, "gpu")));
         Assert.True(Directory.Exists(Path.Combine(root, "gpu", "checkpoint-4")));
+
+        // The adapter it wrote loads again and evaluates on the device as on the CPU (the GPU check's train step does this).
+        string[] eval = ["eval", "--model", model, "--data", data, "--adapter", Path.Combine(root, "gpu", FineTuneSession.AdapterFolderName),
+            "--max-length", "32", "--json"];
+        var onCpu = CliRunner.Run([.. eval, "--device", "cpu"]);
+        Assert.True(onCpu.Code == 0, $"exit {onCpu.Code}: {onCpu.Stderr}");
+        using (EmulatedCudaDevice.Install())
+        {
+            var onGpu = CliRunner.Run([.. eval, "--device", "cuda"]);
+            Assert.True(onGpu.Code == 0, $"exit {onGpu.Code}: {onGpu.Stderr}");
+            Assert.Equal(onCpu.Stdout, onGpu.Stdout);
+        }
     }
 
     [Fact]
