@@ -7,7 +7,8 @@
 #   kernels      every kernel compiled with NVRTC, each failure's log
 #   tests        the CUDA tests: each kernel against the CPU, the backend's ops, optimizers, a short QLoRA run (losses and
 #                final logits against the CPU), on-device dropout; every host test too; a skipped test fails
-#   train        peftgen train --device cuda on stories260K (checkpoint, resume), the CPU's run of the same job, and the
+#   train        peftgen train --device cuda on stories260K (checkpoint, resume; no dropout, so the CPU draws no other
+#                masks), the CPU's run of the same job, and the
 #                adapter it wrote loaded again (eval on the GPU, generate on the CPU)
 #   peft         a GPU-trained adapter loaded by Python PEFT: the same logits
 #   bench        the GPU benchmark against transformers + PEFT bf16 LoRA at 1024 and 2048 tokens (tokens/s, peak memory, MFU)
@@ -115,7 +116,7 @@ train() {
     local w=$out/work/train common
     rm -rf "$w"; mkdir -p "$w"
     common=(--model "$model/stories260K.bin" --tokenizer "$model/tok512.bin" --data "$here/data/stories.jsonl" --batch-size 8
-        --max-length 64 --rank 8 --alpha 16 --lr 3e-3 --quant nf4 --seed 1 --save-every 20)
+        --max-length 64 --rank 8 --alpha 16 --dropout 0 --lr 3e-3 --quant nf4 --seed 1 --save-every 20)
     set -x
     "$bin/peftgen" train "${common[@]}" --device cuda --steps 20 --output "$w/gpu" || return 1
     "$bin/peftgen" train "${common[@]}" --device cuda --steps 40 --output "$w/gpu" --resume || return 1
