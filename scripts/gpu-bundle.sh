@@ -28,6 +28,9 @@ dotnet publish "$root/src/Cli/PeftGen.Cli.csproj" -c Release -p:PeftGenCliBundle
     --artifacts-path "$build" -o "$out/bin" -v quiet -nologo
 # Only the two executables and the peers are needed; a referenced project's runtimeconfig and the like are not.
 find "$out/bin" -maxdepth 1 -type f ! -name PeftGen.Cuda.Tests ! -name peftgen -delete
+# The Python peers (also inside the test executable, which extracts them for cuda-train), for run.sh's PEFT round trip.
+mkdir -p "$out/bin/peers"
+cp "$root/benchmarks/peers/train_tinyllama_peft.py" "$root/benchmarks/peers/peft_roundtrip_check.py" "$out/bin/peers/"
 
 # The small model of the end-to-end step: stories260K from the shared folder beside the repo (never from the repo).
 shared=${PEFTGEN_SHARED:-}
