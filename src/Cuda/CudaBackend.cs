@@ -14,7 +14,7 @@ namespace PeftGen.Backends.Cuda;
 /// multiplied by cuBLAS (bf16 × bf16 → float32), or by the fused GEMV for up to eight rows; frozen 16-bit bases feed their
 /// bf16 weight (an fp16 one rounded to bf16) straight to the same cuBLAS call.
 /// </summary>
-internal sealed unsafe class CudaBackend : IBackend, IOptimizerKernels
+internal sealed unsafe class CudaBackend : IBackend, IOptimizerKernels, IRandomKernels
 {
     private static readonly Dictionary<int, CudaBackend> s_backends = [];
     private static readonly Lock s_lock = new();
@@ -120,6 +120,14 @@ internal sealed unsafe class CudaBackend : IBackend, IOptimizerKernels
         // Host → device: upload densely, then copy (or add) on the device.
         using var onDevice = src.To(dst.Device);
         For(dst.Device).CopyStrided(onDevice, dst, accumulate);
+    }
+
+    public void DropoutMask(Tensor mask, float p, float keep, ulong seed)
+    {
+        ulong y = F32Dense(mask, "DropoutMask");
+        long n = mask.Count;
+        Launch(CudaModule.Elementwise, CudaKernelNames.DropoutMask, CudaLaunch.Elementwise(n, Sms),
+            (IntPtr)(&y), (IntPtr)(&n), (IntPtr)(&seed), (IntPtr)(&p), (IntPtr)(&keep));
     }
 
     public void Fill(Tensor dst, float value)

@@ -14,8 +14,8 @@ internal sealed unsafe class CudaContext : IDisposable
     private static readonly Lock s_lock = new();
     private static readonly Dictionary<int, CudaContext> s_contexts = [];
 
-    private readonly Dictionary<CudaModule, IntPtr> _modules = [];
-    private readonly Dictionary<string, IntPtr> _functions = new(StringComparer.Ordinal);
+    private readonly KernelFunctionTable<CudaModule> _functions;
+    private readonly Lock _cublasLock = new();
     private readonly KernelCache _cache;
     private readonly IReadOnlyList<string> _options;
     private IntPtr _cublas;
@@ -37,6 +37,7 @@ internal sealed unsafe class CudaContext : IDisposable
         _options = NvrtcCompiler.Options(Info.Major, Info.Minor);
         _cache = new KernelCache(KernelCache.DefaultDirectory(Environment.GetEnvironmentVariable,
             Environment.GetFolderPath(Environment.SpecialFolder.UserProfile)), NvrtcCompiler.Compile, NvrtcCompiler.Version());
+        _functions = new KernelFunctionTable<CudaModule>(LoadModule, GetFunction);
     }
 
     /// <summary>The device.</summary>
@@ -74,11 +75,14 @@ internal sealed unsafe class CudaContext : IDisposable
     {
         get
         {
-            if (_cublas != IntPtr.Zero) return _cublas;
-            IntPtr handle;
-            CudaErrors.CheckCublas(Native.Cublas.Create(&handle), "cublasCreate");
-            CudaErrors.CheckCublas(Native.Cublas.SetStream(handle, Stream), "cublasSetStream");
-            return _cublas = handle;
+            lock (_cublasLock)
+            {
+                if (_cublas != IntPtr.Zero) return _cublas;
+                IntPtr handle;
+                CudaErrors.CheckCublas(Native.Cublas.Create(&handle), "cublasCreate");
+                CudaErrors.CheckCublas(Native.Cublas.SetStream(handle, Stream), "cublasSetStream");
+                return _cublas = handle;
+            }
         }
     }
 
@@ -124,23 +128,27 @@ internal sealed unsafe class CudaContext : IDisposable
         return result;
     }
 
-    /// <summary>The kernel <paramref name="name"/> of <paramref name="module"/>, compiling and loading the module on first use.</summary>
-    public IntPtr Function(CudaModule module, string name)
+    /// <summary>The kernel <paramref name="name"/> of <paramref name="module"/>, compiling and loading the module on first use (thread-safe).</summary>
+    public IntPtr Function(CudaModule module, string name) => _functions.Get(module, name);
+
+    private IntPtr LoadModule(CudaModule module)
     {
-        if (_functions.TryGetValue(name, out var function)) return function;
-        if (!_modules.TryGetValue(module, out var handle))
-        {
-            string arch = NvrtcCompiler.Architecture(Info.Major, Info.Minor);
-            var image = _cache.GetOrCompile(Path.GetFileNameWithoutExtension(CudaKernelSources.FileName(module)),
-                CudaKernelSources.Source(module), arch, _options);
-            fixed (byte* i = image)
-                CudaErrors.Check(CudaDriver.ModuleLoadData(&handle, i), $"cuModuleLoadData({CudaKernelSources.FileName(module)}, {arch})");
-            _modules[module] = handle;
-        }
+        string arch = NvrtcCompiler.Architecture(Info.Major, Info.Minor);
+        var image = _cache.GetOrCompile(Path.GetFileNameWithoutExtension(CudaKernelSources.FileName(module)),
+            CudaKernelSources.Source(module), arch, _options);
+        IntPtr handle;
+        MakeCurrent(); // the driver's current context is per thread
+        fixed (byte* i = image)
+            CudaErrors.Check(CudaDriver.ModuleLoadData(&handle, i), $"cuModuleLoadData({CudaKernelSources.FileName(module)}, {arch})");
+        return handle;
+    }
+
+    private static IntPtr GetFunction(IntPtr module, string name)
+    {
+        IntPtr function;
         var nameBytes = Encoding.ASCII.GetBytes(name + "\0");
         fixed (byte* n = nameBytes)
-            CudaErrors.Check(CudaDriver.ModuleGetFunction(&function, handle, n), $"cuModuleGetFunction({name})");
-        _functions[name] = function;
+            CudaErrors.Check(CudaDriver.ModuleGetFunction(&function, module, n), $"cuModuleGetFunction({name})");
         return function;
     }
 
@@ -150,6 +158,7 @@ internal sealed unsafe class CudaContext : IDisposable
     /// </summary>
     public void Launch(CudaModule module, string name, LaunchConfig config, ReadOnlySpan<IntPtr> arguments)
     {
+        config.Validate(name);
         var function = Function(module, name);
         if (config.SharedBytes > 48 * 1024)
             CudaErrors.Check(CudaDriver.FuncSetAttribute(function, CudaDriver.FuncAttributeMaxDynamicSharedSizeBytes, config.SharedBytes),
@@ -167,7 +176,7 @@ internal sealed unsafe class CudaContext : IDisposable
         MakeCurrent();
         Synchronize();
         if (_cublas != IntPtr.Zero) Native.Cublas.Destroy(_cublas);
-        foreach (var module in _modules.Values) CudaDriver.ModuleUnload(module);
+        foreach (var module in _functions.LoadedModules) CudaDriver.ModuleUnload(module);
         Allocator.Dispose();
         CudaDriver.StreamDestroy(Stream);
         CudaDriver.DevicePrimaryCtxRelease(Info.Ordinal);

@@ -5,7 +5,7 @@ namespace PeftGen.Backends.Cuda;
 /// <summary>The .cu files embedded in the assembly; each is compiled by NVRTC as one module.</summary>
 internal enum CudaModule
 {
-    /// <summary>elementwise.cu: fill, strided copy, add/mul/scale, column sums, reductions, bf16/fp16 casts, embeddings.</summary>
+    /// <summary>elementwise.cu: fill, strided copy, add/mul/scale, column sums, reductions, bf16/fp16 casts, embeddings, dropout masks.</summary>
     Elementwise,
 
     /// <summary>quant4bit.cu: NF4/FP4 dequantization (double quantization included) and the fused dequantize-GEMV.</summary>
@@ -69,6 +69,7 @@ internal static class CudaKernelSources
             CudaKernelNames.Scale, CudaKernelNames.ColumnSum, CudaKernelNames.ReduceSum, CudaKernelNames.F32ToBf16,
             CudaKernelNames.Bf16ToF32, CudaKernelNames.F16ToF32, CudaKernelNames.F32ToF16, CudaKernelNames.F16ToBf16,
             CudaKernelNames.EmbeddingForward, CudaKernelNames.Embedding16BitForward, CudaKernelNames.EmbeddingBackward,
+            CudaKernelNames.DropoutMask,
         ],
         CudaModule.Quant4Bit => [CudaKernelNames.Dequant4BitF32, CudaKernelNames.Dequant4BitBf16, CudaKernelNames.Dequant4BitGemv],
         CudaModule.RmsNorm => [CudaKernelNames.RmsNormForward, CudaKernelNames.RmsNormBackwardDx, CudaKernelNames.RmsNormBackwardDw],
@@ -130,6 +131,7 @@ internal static class CudaKernelNames
     public const string EmbeddingForward = "peft_embedding_fwd_f32";
     public const string Embedding16BitForward = "peft_embedding_fwd_16bit";
     public const string EmbeddingBackward = "peft_embedding_bwd_f32";
+    public const string DropoutMask = "peft_dropout_mask_f32";
     public const string Dequant4BitF32 = "peft_dequant4bit_f32";
     public const string Dequant4BitBf16 = "peft_dequant4bit_bf16";
     public const string Dequant4BitGemv = "peft_dequant4bit_gemv_f32";

@@ -5,7 +5,22 @@ namespace PeftGen.Backends.Cuda;
 /// <param name="GridY">Blocks along y.</param>
 /// <param name="BlockX">Threads per block.</param>
 /// <param name="SharedBytes">Dynamic shared memory per block.</param>
-internal readonly record struct LaunchConfig(int GridX, int GridY, int BlockX, int SharedBytes = 0);
+internal readonly record struct LaunchConfig(int GridX, int GridY, int BlockX, int SharedBytes = 0)
+{
+    /// <summary>
+    /// Throws unless the shape is within CUDA's limits for every device this backend runs on (grid x up to 2³¹ − 1, grid y
+    /// up to 65,535, up to 1,024 threads per block), so an oversized problem fails with the kernel's name and the sizes
+    /// rather than with a bare launch error.
+    /// </summary>
+    /// <exception cref="NotSupportedException">A dimension is out of range.</exception>
+    public void Validate(string kernel)
+    {
+        if (GridX < 1 || GridY < 1 || GridY > CudaLaunch.MaxGridY || BlockX < 1 || BlockX > CudaLaunch.MaxThreadsPerBlock || SharedBytes < 0)
+            throw new NotSupportedException(
+                $"Kernel {kernel}: launch shape grid {GridX}x{GridY}, block {BlockX}, {SharedBytes} bytes of shared memory is outside CUDA's limits " +
+                $"(grid x 1..{int.MaxValue}, grid y 1..{CudaLaunch.MaxGridY}, block 1..{CudaLaunch.MaxThreadsPerBlock}); the problem is too large for this kernel.");
+    }
+}
 
 /// <summary>
 /// Launch shapes of the kernels, as pure functions of the problem size and device limits (so they are tested on the
@@ -13,6 +28,12 @@ internal readonly record struct LaunchConfig(int GridX, int GridY, int BlockX, i
 /// </summary>
 internal static class CudaLaunch
 {
+    /// <summary>The largest grid y dimension CUDA allows.</summary>
+    public const int MaxGridY = 65_535;
+
+    /// <summary>The most threads a block may have.</summary>
+    public const int MaxThreadsPerBlock = 1024;
+
     /// <summary>Threads per block of elementwise kernels.</summary>
     public const int ElementwiseThreads = 256;
 
@@ -72,9 +93,13 @@ internal static class CudaLaunch
         return (rowsPerChunk, Math.Max(1, (rows + rowsPerChunk - 1) / rowsPerChunk));
     }
 
-    /// <summary>The cross-entropy backward: grid (column blocks, rows), at most 32 column blocks of 256 threads.</summary>
+    /// <summary>
+    /// The cross-entropy backward: grid (column blocks, row blocks), at most 32 column blocks of 256 threads, and at most
+    /// <see cref="MaxGridY"/> row blocks: the kernel strides over rows by gridDim.y, so any number of tokens per batch
+    /// works (a grid y of one block per row failed above 65,535 tokens).
+    /// </summary>
     public static LaunchConfig CrossEntropyBackward(int rows, int vocab) =>
-        new(Math.Clamp((vocab + ElementwiseThreads - 1) / ElementwiseThreads, 1, 32), Math.Max(rows, 1), ElementwiseThreads);
+        new(Math.Clamp((vocab + ElementwiseThreads - 1) / ElementwiseThreads, 1, 32), Math.Clamp(rows, 1, MaxGridY), ElementwiseThreads);
 
     /// <summary>Checks the head size the attention kernels support.</summary>
     /// <exception cref="NotSupportedException">The head size is above 128.</exception>

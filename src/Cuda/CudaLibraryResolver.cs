@@ -42,18 +42,35 @@ internal sealed class CudaLibrarySearchResult
 {
     private readonly Dictionary<CudaLibraryKind, string> _found;
 
-    internal CudaLibrarySearchResult(Dictionary<CudaLibraryKind, string> found, IReadOnlyList<string> searched, IReadOnlyList<string> notes)
+    private readonly Dictionary<CudaLibraryKind, string> _how;
+
+    internal CudaLibrarySearchResult(Dictionary<CudaLibraryKind, string> found, IReadOnlyList<string> searched, IReadOnlyList<string> notes,
+        Dictionary<CudaLibraryKind, string>? how = null)
     {
         _found = found;
+        _how = how ?? [];
         Searched = searched;
         Notes = notes;
     }
+
+    /// <summary>Records a library the dynamic loader found after the folders came up short.</summary>
+    internal void MarkFound(CudaLibraryKind kind, string path, string how)
+    {
+        _found[kind] = path;
+        _how[kind] = how;
+    }
+
+    /// <summary>Why the file of <paramref name="kind"/> was looked at where it was found ("PEFTGEN_LIBCUDA", "python3 on PATH", ...).</summary>
+    public string HowFound(CudaLibraryKind kind) => _how.TryGetValue(kind, out var how) ? how : "";
 
     /// <summary>Every folder or file looked at, in order, each with the reason it was searched.</summary>
     public IReadOnlyList<string> Searched { get; }
 
     /// <summary>Problems worth telling the user (an override naming a missing file, ...).</summary>
     public IReadOnlyList<string> Notes { get; }
+
+    /// <summary>The names the dynamic loader was asked for, in vain, after the folders came up short (empty when it was not asked).</summary>
+    public IReadOnlyList<string> LoaderNames { get; internal set; } = [];
 
     /// <summary>True when every library was found.</summary>
     public bool IsComplete => _found.Count == Enum.GetValues<CudaLibraryKind>().Length;
@@ -79,10 +96,13 @@ internal sealed class CudaLibrarySearchResult
         foreach (var note in Notes) text.Append("\nNote: ").Append(note);
         text.Append("\nSearched, in order:");
         foreach (var entry in Searched) text.Append("\n  ").Append(entry);
-        text.Append("\n  (and the nvidia/*/lib folders of Python environments under VIRTUAL_ENV, CONDA_PREFIX, ~/.local/lib/python3*, ")
-            .Append("/usr/local/lib/python3* and /usr/lib/python3*: none exists here unless listed above)");
+        text.Append("\n  (and the nvidia/*/lib folders of Python environments under VIRTUAL_ENV, CONDA_PREFIX, the python3 on PATH, ")
+            .Append("~/.local/lib/python3*, /usr/local/lib/python3* and /usr/lib/python3*: none exists here unless listed above)");
+        if (LoaderNames.Count > 0)
+            text.Append("\nThe dynamic loader's own search (LD_LIBRARY_PATH, its cache, run paths) found none of: ").Append(string.Join(", ", LoaderNames)).Append('.');
         text.Append("\nInstall the NVIDIA driver (it provides libcuda.so.1) and CUDA 12 or later (cuBLAS and NVRTC: the CUDA ")
-            .Append("toolkit, or `pip install nvidia-cublas-cu12 nvidia-cuda-nvrtc-cu12` into a Python environment), or point ")
+            .Append("toolkit, or `pip install nvidia-cublas nvidia-cuda-nvrtc` (CUDA 13) or `pip install nvidia-cublas-cu12 nvidia-cuda-nvrtc-cu12` ")
+            .Append("(CUDA 12) into a Python environment), or point ")
             .Append($"{CudaLibraryResolver.LibraryDirsVariable} (folders separated by ':') or {CudaLibraryResolver.OverrideVariable(CudaLibraryKind.Driver)} / ")
             .Append($"{CudaLibraryResolver.OverrideVariable(CudaLibraryKind.Cublas)} / {CudaLibraryResolver.OverrideVariable(CudaLibraryKind.CublasLt)} / ")
             .Append($"{CudaLibraryResolver.OverrideVariable(CudaLibraryKind.Nvrtc)} (files) at them. Without a GPU, use the CPU (--device cpu).");
@@ -141,6 +161,7 @@ internal static class CudaLibraryResolver
     {
         ArgumentNullException.ThrowIfNull(env);
         var found = new Dictionary<CudaLibraryKind, string>();
+        var how = new Dictionary<CudaLibraryKind, string>();
         var searched = new List<string>();
         var notes = new List<string>();
         var pending = new List<CudaLibraryKind>();
@@ -150,7 +171,11 @@ internal static class CudaLibraryResolver
             if (env.GetVariable(variable) is { Length: > 0 } file)
             {
                 searched.Add($"{file} ({variable})");
-                if (File.Exists(file)) found[kind] = Path.GetFullPath(file);
+                if (File.Exists(file))
+                {
+                    found[kind] = Path.GetFullPath(file);
+                    how[kind] = variable;
+                }
                 else notes.Add($"{variable} is set to '{file}', which does not exist; fix or unset it.");
             }
             else
@@ -168,11 +193,12 @@ internal static class CudaLibraryResolver
                 if (FindInDirectory(dir.Directory, pending[i]) is { } path)
                 {
                     found[pending[i]] = path;
+                    how[pending[i]] = dir.Source;
                     pending.RemoveAt(i);
                 }
             }
         }
-        return new CudaLibrarySearchResult(found, searched, notes);
+        return new CudaLibrarySearchResult(found, searched, notes, how);
     }
 
     /// <summary>The folders to search, in order, without duplicates (the first mention of a folder keeps its place).</summary>
@@ -204,8 +230,11 @@ internal static class CudaLibraryResolver
         foreach (var sub in ToolkitLibraryFolders) Add(Path.Combine(usrLocal, "cuda", sub), "CUDA toolkit");
         foreach (var toolkit in VersionedChildren(usrLocal, "cuda-"))
             foreach (var sub in ToolkitLibraryFolders) Add(Path.Combine(toolkit, sub), "CUDA toolkit");
+        foreach (var sub in new[] { "usr/local/nvidia/lib64", "usr/local/nvidia/lib" })
+            Add(Path.Combine(env.FileSystemRoot, sub), "container driver");
         foreach (var sub in new[] { "usr/lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu/nvidia/current", "usr/lib64", "usr/lib/wsl/lib" })
             Add(Path.Combine(env.FileSystemRoot, sub), "system libraries");
+        foreach (var dir in LdSoConfFolders(env)) Add(dir, "ld.so.conf");
 
         foreach (var (prefix, source) in PythonPrefixes(env))
         {
@@ -313,9 +342,161 @@ internal static class CudaLibraryResolver
     {
         if (env.GetVariable("VIRTUAL_ENV") is { Length: > 0 } venv) yield return (venv, "VIRTUAL_ENV");
         if (env.GetVariable("CONDA_PREFIX") is { Length: > 0 } conda) yield return (conda, "CONDA_PREFIX");
+        foreach (var prefix in PythonOnPathPrefixes(env)) yield return (prefix, "python3 on PATH");
         if (env.HomeDirectory.Length > 0) yield return (Path.Combine(env.HomeDirectory, ".local"), "~/.local");
         yield return (Path.Combine(env.FileSystemRoot, "usr", "local"), "/usr/local");
         yield return (Path.Combine(env.FileSystemRoot, "usr"), "/usr");
+    }
+
+    /// <summary>
+    /// The prefixes of the first <c>python3</c> on <c>PATH</c> (an environment that is active through PATH alone, with no
+    /// <c>VIRTUAL_ENV</c>, as on many GPU machines): the folder above its <c>bin</c> (a virtual environment's own prefix:
+    /// its <c>python3</c> links to the base interpreter, whose prefix does not hold the environment's packages), then, when
+    /// <c>python3</c> is a link, the folder above the <c>bin</c> of the file it finally resolves to (the base installation).
+    /// </summary>
+    public static IReadOnlyList<string> PythonOnPathPrefixes(CudaSearchEnvironment env)
+    {
+        var prefixes = new List<string>();
+        foreach (var dir in SplitPathList(env.GetVariable("PATH")))
+        {
+            string python;
+            try
+            {
+                python = Path.Combine(Path.GetFullPath(dir), "python3");
+                if (!File.Exists(python)) continue;
+            }
+            catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException or IOException or UnauthorizedAccessException)
+            {
+                continue;
+            }
+            void AddPrefixOf(string file)
+            {
+                if (Path.GetDirectoryName(Path.GetDirectoryName(file)) is { Length: > 0 } prefix && !prefixes.Contains(prefix)) prefixes.Add(prefix);
+            }
+            AddPrefixOf(python);
+            try
+            {
+                if (new FileInfo(python).ResolveLinkTarget(returnFinalTarget: true) is { } target) AddPrefixOf(target.FullName);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // a broken or unreadable link: the first prefix stands
+            }
+            break; // the first python3 on PATH is the one a shell runs
+        }
+        return prefixes;
+    }
+
+    /// <summary>
+    /// The folders the dynamic loader's cache is built from: the lines of <c>/etc/ld.so.conf</c> and of the files its
+    /// <c>include</c> lines name (globs such as <c>/etc/ld.so.conf.d/*.conf</c>, in name order), in file order. Container
+    /// runtimes register the driver's folder there (for example <c>/usr/local/nvidia/lib64</c>).
+    /// </summary>
+    public static IReadOnlyList<string> LdSoConfFolders(CudaSearchEnvironment env)
+    {
+        var folders = new List<string>();
+        var visited = new HashSet<string>(StringComparer.Ordinal);
+        void Read(string file, int depth)
+        {
+            if (depth > 8 || !visited.Add(file) || !File.Exists(file)) return;
+            string[] lines;
+            try
+            {
+                lines = File.ReadAllLines(file);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                return;
+            }
+            foreach (var raw in lines)
+            {
+                var line = raw.Split('#')[0].Trim();
+                if (line.Length == 0) continue;
+                if (line.StartsWith("include", StringComparison.Ordinal) && line.Length > 7 && char.IsWhiteSpace(line[7]))
+                {
+                    foreach (var pattern in line[8..].Split(' ', '\t').Where(p => p.Length > 0))
+                        foreach (var included in Glob(Rooted(env, pattern, Path.GetDirectoryName(file)!))) Read(included, depth + 1);
+                }
+                else if (line.StartsWith('/'))
+                {
+                    folders.Add(Rooted(env, line, ""));
+                }
+            }
+        }
+        Read(Rooted(env, "/etc/ld.so.conf", ""), 0);
+        return folders;
+    }
+
+    // An absolute path of the machine under the search's root (relative ones are taken from relativeTo).
+    private static string Rooted(CudaSearchEnvironment env, string path, string relativeTo) =>
+        path.StartsWith('/') ? Path.Combine(env.FileSystemRoot, path.TrimStart('/')) : Path.Combine(relativeTo, path);
+
+    // The files a pattern with wildcards in its last part names, in ordinal order.
+    private static IEnumerable<string> Glob(string pattern)
+    {
+        string? dir = Path.GetDirectoryName(pattern);
+        string name = Path.GetFileName(pattern);
+        if (dir == null || !Directory.Exists(dir)) return [];
+        if (!name.Contains('*') && !name.Contains('?')) return File.Exists(pattern) ? [pattern] : [];
+        try
+        {
+            return Directory.EnumerateFiles(dir, name).Order(StringComparer.Ordinal).ToList();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return [];
+        }
+    }
+
+    /// <summary>
+    /// The NVRTC builtins library beside <paramref name="nvrtcPath"/> (NVRTC loads <c>libnvrtc-builtins.so.X.Y</c> at its
+    /// first compile, through its run path, which some wheels lack): in NVRTC's folder, then in the folder of the file it
+    /// links to, the highest version with NVRTC's major version, else the highest; null when there is none.
+    /// </summary>
+    public static string? FindNvrtcBuiltins(string nvrtcPath)
+    {
+        ArgumentNullException.ThrowIfNull(nvrtcPath);
+        const string BuiltinsStem = "libnvrtc-builtins.so";
+        int? major = ParseVersion(Path.GetFileName(nvrtcPath), Stem(CudaLibraryKind.Nvrtc)) is [var m, ..] ? m : null;
+        var folders = new List<string>();
+        if (Path.GetDirectoryName(Path.GetFullPath(nvrtcPath)) is { } own) folders.Add(own);
+        try
+        {
+            if (new FileInfo(nvrtcPath).ResolveLinkTarget(returnFinalTarget: true) is { } target)
+            {
+                if (major == null && ParseVersion(target.Name, Stem(CudaLibraryKind.Nvrtc)) is [var tm, ..]) major = tm;
+                if (Path.GetDirectoryName(target.FullName) is { } linked && !folders.Contains(linked)) folders.Add(linked);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // a broken link: NVRTC's own folder is all there is
+        }
+        foreach (var folder in folders)
+        {
+            List<(string Path, int[] Version)> candidates;
+            try
+            {
+                candidates = Directory.Exists(folder)
+                    ? Directory.EnumerateFileSystemEntries(folder, BuiltinsStem + "*")
+                        .Select(p => (Path: p, Version: ParseVersion(Path.GetFileName(p), BuiltinsStem)))
+                        .Where(c => c.Version != null && File.Exists(c.Path))
+                        .Select(c => (c.Path, c.Version!))
+                        .ToList()
+                    : [];
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                continue;
+            }
+            var best = candidates
+                .OrderByDescending(c => major != null && c.Version is [var v, ..] && v == major)
+                .ThenByDescending(c => c.Version, Comparer<int[]>.Create((a, b) => CompareVersions(a, b)))
+                .Select(c => c.Path)
+                .FirstOrDefault();
+            if (best != null) return Path.GetFullPath(best);
+        }
+        return null;
     }
 
     // prefix/lib/python3*/{site,dist}-packages, newest Python first ("python3" itself, Debian's shared folder, last).
@@ -329,7 +510,8 @@ internal static class CudaLibraryResolver
             }
     }
 
-    // site-packages/nvidia/*/lib (nvidia-cublas-cu12 → nvidia/cublas/lib, nvidia-cuda-nvrtc-cu12 → nvidia/cuda_nvrtc/lib).
+    // site-packages/nvidia/*/lib: CUDA 12 wheels put each library in its own package folder (nvidia-cublas-cu12 →
+    // nvidia/cublas/lib, nvidia-cuda-nvrtc-cu12 → nvidia/cuda_nvrtc/lib); CUDA 13 wheels share one (nvidia/cu13/lib).
     private static IEnumerable<string> NvidiaLibFolders(string sitePackages)
     {
         string nvidia = Path.Combine(sitePackages, "nvidia");

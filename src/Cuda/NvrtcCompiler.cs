@@ -16,8 +16,11 @@ internal static unsafe class NvrtcCompiler
     }
 
     /// <summary>The options every module is compiled with for compute capability major.minor.</summary>
-    public static IReadOnlyList<string> Options(int major, int minor) =>
-        [$"--gpu-architecture={Architecture(major, minor)}", "--std=c++17", "--device-as-default-execution-space", "-lineinfo"];
+    public static IReadOnlyList<string> Options(int major, int minor) => Options(Architecture(major, minor));
+
+    /// <summary>The options every module is compiled with for <paramref name="architecture"/> ("sm_90").</summary>
+    public static IReadOnlyList<string> Options(string architecture) =>
+        [$"--gpu-architecture={architecture}", "--std=c++17", "--device-as-default-execution-space", "-lineinfo"];
 
     /// <summary>The real architecture name of a compute capability ("sm_90").</summary>
     public static string Architecture(int major, int minor) => $"sm_{major}{minor}";

@@ -1,3 +1,4 @@
+using PeftGen.Autograd;
 using PeftGen.Backends;
 using PeftGen.Backends.Cuda;
 using PeftGen.Methods;
@@ -259,6 +260,7 @@ public sealed class CudaBackendParityTests
         var inputs = Enumerable.Range(0, batch * seq).Select(_ => random.Next(config.VocabSize)).ToArray();
         var targets = Enumerable.Range(0, batch * seq).Select(i => i % 5 == 0 ? -100 : random.Next(config.VocabSize)).ToArray();
         var losses = new Dictionary<Device, List<float>>();
+        var logits = new Dictionary<Device, float[]>();
         foreach (var device in new[] { Device.Cpu, Gpu })
         {
             using var model = new LlamaForCausalLM(config, seed: 1);
@@ -278,9 +280,47 @@ public sealed class CudaBackendParityTests
                 optimizer.Step();
                 optimizer.ZeroGrad();
             }
+            using (TensorScope.Begin())
+            using (GradMode.Disable())
+                logits[device] = model.Forward(inputs, batch, seq).ToArray(); // the trained adapter's final logits
         }
+        // Stated tolerances: per-step losses within 3e-2·(1 + max |loss|) (bf16 tensor-core GEMMs on the GPU, float32 on
+        // the CPU, over four AdamW steps), final logits within 5e-2·(1 + max |logit|).
         AssertClose(losses[Device.Cpu].ToArray(), losses[Gpu].ToArray(), 3e-2f,
             $"QLoRA losses cpu [{string.Join(", ", losses[Device.Cpu])}] vs gpu [{string.Join(", ", losses[Gpu])}]");
         Assert.True(losses[Gpu][^1] < losses[Gpu][0], "the GPU loss must fall over the steps");
+        AssertClose(logits[Device.Cpu], logits[Gpu], 5e-2f, "QLoRA final logits after four steps");
+    }
+
+    [CudaFact]
+    public void Dropout_masks_drawn_on_the_gpu_are_the_host_reference_and_one_draw_of_the_run_generator()
+    {
+        const int N = 100_003;
+        const float P = 0.1f;
+        var rng = new Rng(7);
+        var copy = new Rng(7);
+        using var x = Tensor.FromArray(Enumerable.Repeat(1f, N).ToArray(), [N]).To(Gpu);
+        using var y = Ops.Dropout(x, P, rng);
+        var expected = new float[N];
+        CudaDropout.Fill(expected, P, 1f / (1f - P), copy.NextUInt64());
+        Assert.Equal(copy.State, rng.State);
+        Assert.Equal(expected, y.ToArray());
+    }
+
+    [CudaFact]
+    public void Cross_entropy_over_more_than_65535_tokens_matches_the_cpu()
+    {
+        const int Rows = 70_000, Vocab = 40;
+        var random = new Random(11);
+        var targets = Enumerable.Range(0, Rows).Select(i => i % 97 == 0 ? -100 : random.Next(Vocab)).ToArray();
+        using var cpuLogits = Rand(12, Rows, Vocab);
+        using var gpuLogits = Leaf(cpuLogits, Gpu);
+        using var cpuLeaf = Leaf(cpuLogits, Device.Cpu);
+        using var cpuLoss = Ops.CrossEntropy(cpuLeaf, targets);
+        using var gpuLoss = Ops.CrossEntropy(gpuLogits, targets);
+        AssertClose([cpuLoss.Item()], [gpuLoss.Item()], 1e-4f, "loss");
+        cpuLoss.Backward();
+        gpuLoss.Backward();
+        AssertClose(cpuLeaf.Grad!, gpuLogits.Grad!, 1e-5f, "dlogits of the rows past 65,535 too");
     }
 }

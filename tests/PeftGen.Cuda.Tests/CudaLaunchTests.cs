@@ -88,4 +88,53 @@ public sealed class CudaLaunchTests
         Assert.All(PagedStatePolicy.Place([1, 2, 3], 0, 24 * GiB), p => Assert.Equal(StatePlacement.HostMapped, p));
         Assert.All(PagedStatePolicy.Place([GiB, GiB], 20 * GiB, 24 * GiB), p => Assert.Equal(StatePlacement.Managed, p));
     }
+    [Theory]
+    [InlineData(1, 512)]
+    [InlineData(65_535, 32_000)]
+    [InlineData(65_536, 32_000)]
+    [InlineData(262_144, 128_256)]  // 128 sequences of 2,048 tokens, Llama 3's vocabulary
+    public void Cross_entropy_backward_stays_within_grid_y_for_any_number_of_tokens(int rows, int vocab)
+    {
+        var config = CudaLaunch.CrossEntropyBackward(rows, vocab);
+        config.Validate("peft_cross_entropy_bwd_f32");
+        Assert.InRange(config.GridY, 1, CudaLaunch.MaxGridY);
+        Assert.InRange(config.GridX, 1, 32);
+    }
+
+    /// <summary>The kernel's loops (rows by gridDim.y, columns by gridDim.x·blockDim.x), run on the host: every element exactly once.</summary>
+    [Theory]
+    [InlineData(70_001, 7)]
+    [InlineData(3, 9_000)]
+    [InlineData(65_535, 1)]
+    public void Cross_entropy_backward_plan_visits_every_element_once_above_65535_rows(int n, int v)
+    {
+        var config = CudaLaunch.CrossEntropyBackward(n, v);
+        var visits = new byte[(long)n * v];
+        for (int by = 0; by < config.GridY; by++)
+            for (int bx = 0; bx < config.GridX; bx++)
+                for (int tx = 0; tx < config.BlockX; tx++)
+                    for (int r = by; r < n; r += config.GridY)
+                        for (int j = bx * config.BlockX + tx; j < v; j += config.GridX * config.BlockX)
+                            visits[(long)r * v + j]++;
+        Assert.All(visits, c => Assert.Equal(1, c));
+    }
+
+    [Theory]
+    [InlineData(1, 65_536, 256)]
+    [InlineData(1, 1, 1025)]
+    [InlineData(0, 1, 256)]
+    public void Launch_shapes_outside_cuda_limits_fail_with_the_kernel_and_the_sizes(int gridX, int gridY, int block)
+    {
+        var e = Assert.Throws<NotSupportedException>(() => new LaunchConfig(gridX, gridY, block).Validate("peft_example"));
+        Assert.Contains("peft_example", e.Message);
+        Assert.Contains($"grid {gridX}x{gridY}, block {block}", e.Message);
+    }
+
+    [Fact]
+    public void Attention_with_more_than_65535_batch_heads_fails_before_launch()
+    {
+        var config = CudaLaunch.AttentionForward(b: 4096, tq: 16, hq: 32, d: 64);
+        Assert.Throws<NotSupportedException>(() => config.Validate("peft_attention_fwd_f32"));
+        CudaLaunch.AttentionForward(b: 2047, tq: 16, hq: 32, d: 64).Validate("peft_attention_fwd_f32");
+    }
 }

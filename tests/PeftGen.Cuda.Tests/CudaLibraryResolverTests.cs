@@ -152,4 +152,77 @@ public sealed class CudaLibraryResolverTests : IDisposable
         Assert.True(CudaLibraryResolver.CompareVersions([], [1]) < 0);
         Assert.Equal(0, CudaLibraryResolver.CompareVersions([12, 4], [12, 4]));
     }
+    [Fact]
+    public void Cuda_13_wheels_of_a_python_active_through_path_alone_are_found()
+    {
+        // A virtual environment put first on PATH (no VIRTUAL_ENV): its python3 links to the base interpreter elsewhere.
+        Touch("usr/bin/python3.12");
+        Directory.CreateDirectory(Path.Combine(_root, "opt/torch/.venv/bin"));
+        File.CreateSymbolicLink(Path.Combine(_root, "opt/torch/.venv/bin/python3"), Path.Combine(_root, "usr/bin/python3.12"));
+        string lib = "opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib";
+        string cublas = Touch($"{lib}/libcublas.so.13");
+        string cublasLt = Touch($"{lib}/libcublasLt.so.13");
+        string nvrtc = Touch($"{lib}/libnvrtc.so.13");
+        Touch($"{lib}/libnvrtc-builtins.so.13.0");
+        string driver = Touch("usr/local/nvidia/lib64/libcuda.so.1");
+        var env = Env(new() { ["PATH"] = $"/nonexistent:{Path.Combine(_root, "opt/torch/.venv/bin")}:{Path.Combine(_root, "usr/bin")}" });
+
+        Assert.Equal([Path.Combine(_root, "opt/torch/.venv"), Path.Combine(_root, "usr")], CudaLibraryResolver.PythonOnPathPrefixes(env));
+        var result = CudaLibraryResolver.Search(env);
+        Assert.True(result.IsComplete, result.ToException().Message);
+        Assert.Equal(cublas, result.PathOf(CudaLibraryKind.Cublas));
+        Assert.Equal(cublasLt, result.PathOf(CudaLibraryKind.CublasLt));
+        Assert.Equal(nvrtc, result.PathOf(CudaLibraryKind.Nvrtc));
+        Assert.Equal(driver, result.PathOf(CudaLibraryKind.Driver));
+        Assert.Equal("Python packages, python3 on PATH", result.HowFound(CudaLibraryKind.Nvrtc));
+        Assert.Equal("container driver", result.HowFound(CudaLibraryKind.Driver));
+    }
+
+    [Fact]
+    public void Container_driver_folders_come_before_the_system_libraries()
+    {
+        string container = Touch("usr/local/nvidia/lib64/libcuda.so.1");
+        Touch("usr/lib/x86_64-linux-gnu/libcuda.so.1");
+        var dirs = CudaLibraryResolver.SearchDirectories(Env()).Select(d => d.Directory).ToList();
+        Assert.True(dirs.IndexOf(Path.Combine(_root, "usr/local/nvidia/lib64")) < dirs.IndexOf(Path.Combine(_root, "usr/lib/x86_64-linux-gnu")));
+        Assert.Contains(Path.Combine(_root, "usr/local/nvidia/lib"), dirs);
+        Assert.Equal(container, CudaLibraryResolver.Search(Env()).PathOf(CudaLibraryKind.Driver));
+    }
+
+    [Fact]
+    public void Folders_of_the_loader_cache_configuration_are_searched_after_the_system_libraries()
+    {
+        File.WriteAllText(Touch("etc/ld.so.conf"), "# the loader's folders\ninclude /etc/ld.so.conf.d/*.conf\n/opt/extra/lib\n");
+        File.WriteAllText(Touch("etc/ld.so.conf.d/10-cuda.conf"), "/opt/cuda-13/lib64  # the toolkit\n");
+        File.WriteAllText(Touch("etc/ld.so.conf.d/00-nvidia.conf"), "/opt/nvidia/driver\n");
+        string driver = Touch("opt/nvidia/driver/libcuda.so.1");
+        string nvrtc = Touch("opt/cuda-13/lib64/libnvrtc.so.13");
+        var env = Env();
+        Assert.Equal([Path.Combine(_root, "opt/nvidia/driver"), Path.Combine(_root, "opt/cuda-13/lib64"), Path.Combine(_root, "opt/extra/lib")],
+            CudaLibraryResolver.LdSoConfFolders(env));
+        var dirs = CudaLibraryResolver.SearchDirectories(env);
+        Assert.True(dirs.ToList().FindIndex(d => d.Source == "ld.so.conf") > dirs.ToList().FindIndex(d => d.Source == "system libraries"));
+        var result = CudaLibraryResolver.Search(env);
+        Assert.Equal(driver, result.PathOf(CudaLibraryKind.Driver));
+        Assert.Equal(nvrtc, result.PathOf(CudaLibraryKind.Nvrtc));
+        Assert.Equal("ld.so.conf", result.HowFound(CudaLibraryKind.Nvrtc));
+    }
+
+    [Fact]
+    public void Nvrtc_builtins_are_taken_from_nvrtcs_own_folder_with_its_major_version()
+    {
+        string nvrtc = Touch("wheel/lib/libnvrtc.so.13");
+        Touch("wheel/lib/libnvrtc-builtins.so.12.9");
+        string builtins = Touch("wheel/lib/libnvrtc-builtins.so.13.0");
+        Touch("wheel/lib/libnvrtc-builtins.alt.so.14");
+        Assert.Equal(builtins, CudaLibraryResolver.FindNvrtcBuiltins(nvrtc));
+        Assert.Null(CudaLibraryResolver.FindNvrtcBuiltins(Touch("bare/libnvrtc.so.12")));
+        // A link to NVRTC elsewhere: the folder of the file it links to is searched too.
+        string real = Touch("toolkit/lib64/libnvrtc.so.12.4.127");
+        string builtins12 = Touch("toolkit/lib64/libnvrtc-builtins.so.12.4");
+        Directory.CreateDirectory(Path.Combine(_root, "links"));
+        string link = Path.Combine(_root, "links/libnvrtc.so.12");
+        File.CreateSymbolicLink(link, real);
+        Assert.Equal(builtins12, CudaLibraryResolver.FindNvrtcBuiltins(link));
+    }
 }

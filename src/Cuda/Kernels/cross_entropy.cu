@@ -25,18 +25,20 @@ extern "C" __global__ void peft_cross_entropy_fwd_f32(const float* logits, const
 }
 
 // dlogits = gradScale * (softmax(logits) - onehot(target)); all-zero rows for ignored targets. dlogits may alias logits.
+// Grid (column blocks, row blocks): rows stride by gridDim.y (at most 65,535), columns by gridDim.x * blockDim.x.
 extern "C" __global__ void peft_cross_entropy_bwd_f32(const float* logits, const float* lse, const int* targets, float* dlogits,
     int n, int v, int ignoreIndex, float gradScale)
 {
-    int r = blockIdx.y;
-    if (r >= n) return;
-    int t = targets[r];
-    float l = lse[r];
-    i64 o = (i64)r * v;
-    for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < v; j += gridDim.x * blockDim.x)
+    for (int r = blockIdx.y; r < n; r += gridDim.y)
     {
-        float g = 0.0f;
-        if (t != ignoreIndex) g = gradScale * (expf(logits[o + j] - l) - (j == t ? 1.0f : 0.0f));
-        dlogits[o + j] = g;
+        int t = targets[r];
+        float l = lse[r];
+        i64 o = (i64)r * v;
+        for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < v; j += gridDim.x * blockDim.x)
+        {
+            float g = 0.0f;
+            if (t != ignoreIndex) g = gradScale * (expf(logits[o + j] - l) - (j == t ? 1.0f : 0.0f));
+            dlogits[o + j] = g;
+        }
     }
 }

@@ -160,3 +160,18 @@ extern "C" __global__ void peft_embedding_bwd_f32(const float* dy, const int* id
     if (j >= c) return;
     for (int r = 0; r < n; r++) dweight[(i64)ids[r] * c + j] += dy[(i64)r * c + j];
 }
+
+// Inverted-dropout mask from one seed, the same function of (seed, i) as CudaDropout.MaskValue on the host:
+// z = SplitMix64 finaliser of seed + (i + 1) * golden ratio; u = top 24 bits / 2^24; mask = u < p ? 0 : keep.
+extern "C" __global__ void peft_dropout_mask_f32(float* mask, i64 n, unsigned long long seed, float p, float keep)
+{
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x)
+    {
+        unsigned long long z = seed + (unsigned long long)(i + 1) * 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        float u = (float)(unsigned int)(z >> 40) * (1.0f / 16777216.0f);
+        mask[i] = u < p ? 0.0f : keep;
+    }
+}

@@ -71,7 +71,14 @@ internal sealed class Tape
         {
             var seed = Grads.Buffer(root, out bool accumulate);
             if (seedGradient != null) Backends.Backend.Of(seed).CopyStrided(seedGradient, seed, accumulate);
-            else seed.AsSpan()[0] = accumulate ? seed.AsSpan()[0] + 1f : 1f;
+            else if (seed.Device.Type == DeviceType.Cpu) seed.AsSpan()[0] = accumulate ? seed.AsSpan()[0] + 1f : 1f;
+            else if (!accumulate) Backends.Backend.Of(seed).Fill(seed, 1f); // a GPU loss: its seed is set where it lives
+            else
+            {
+                using var one = Tensor.Empty([1], seed.Device);
+                Backends.Backend.Of(seed).Fill(one, 1f);
+                Backends.Backend.Of(seed).CopyStrided(one, seed, accumulate: true);
+            }
             for (int i = _nodes.Count - 1; i >= 0; i--)
             {
                 var node = _nodes[i];

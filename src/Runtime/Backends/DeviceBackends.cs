@@ -19,13 +19,14 @@ namespace PeftGen.Backends;
 public static class DeviceBackends
 {
     private static readonly IDeviceBackendProvider?[] s_providers = new IDeviceBackendProvider?[Enum.GetValues<DeviceType>().Length];
+    private static readonly IDeviceBackendProvider?[] s_overrides = new IDeviceBackendProvider?[Enum.GetValues<DeviceType>().Length]; // tests: see Override
     private static readonly Lock s_lock = new();
 
     /// <summary>Whether devices of <paramref name="type"/> have a backend in this program (the CPU always does).</summary>
     /// <param name="type">The device type.</param>
     /// <returns>True when tensors can be placed on such devices (if the machine has one).</returns>
     public static bool IsRegistered(DeviceType type) =>
-        type == DeviceType.Cpu || (IsKnown(type) && Volatile.Read(ref s_providers[(int)type]) != null);
+        type == DeviceType.Cpu || (IsKnown(type) && (Volatile.Read(ref s_overrides[(int)type]) ?? Volatile.Read(ref s_providers[(int)type])) != null);
 
     /// <summary>
     /// Makes <paramref name="provider"/> the backend of its device type. Registering the same provider again does nothing;
@@ -49,11 +50,41 @@ public static class DeviceBackends
         }
     }
 
+    /// <summary>
+    /// Serves <paramref name="provider"/>'s device type with it until the returned scope is disposed, ahead of the registered
+    /// provider (which <see cref="Register"/> still sets, and which serves again afterwards). For tests alone: PeftGen.Cuda's tests put a
+    /// host-emulated GPU behind the CUDA device type to run the device paths (saving, checkpoints, the trainer) without one.
+    /// </summary>
+    internal static IDisposable Override(IDeviceBackendProvider provider)
+    {
+        ArgumentNullException.ThrowIfNull(provider);
+        var type = provider.Type;
+        if (type == DeviceType.Cpu || !IsKnown(type))
+            throw new ArgumentException($"A backend provider can be registered for a GPU device type, not for {type}.", nameof(provider));
+        IDeviceBackendProvider? previous;
+        lock (s_lock)
+        {
+            previous = s_overrides[(int)type];
+            Volatile.Write(ref s_overrides[(int)type], provider);
+        }
+        return new Restore(() =>
+        {
+            lock (s_lock) Volatile.Write(ref s_overrides[(int)type], previous);
+        });
+    }
+
+    private sealed class Restore(Action restore) : IDisposable
+    {
+        private Action? _restore = restore;
+
+        public void Dispose() => Interlocked.Exchange(ref _restore, null)?.Invoke();
+    }
+
     /// <summary>The provider serving <paramref name="device"/>, which is not the CPU.</summary>
     /// <exception cref="DeviceNotAvailableException">No backend is registered for the device's type; the message says which package to add and what to call.</exception>
     internal static IDeviceBackendProvider Provider(Device device)
     {
-        var provider = IsKnown(device.Type) ? Volatile.Read(ref s_providers[(int)device.Type]) : null;
+        var provider = IsKnown(device.Type) ? Volatile.Read(ref s_overrides[(int)device.Type]) ?? Volatile.Read(ref s_providers[(int)device.Type]) : null;
         return provider ?? throw new DeviceNotAvailableException(NotRegisteredMessage(device));
     }
 

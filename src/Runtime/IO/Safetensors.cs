@@ -15,7 +15,7 @@ public static class Safetensors
     /// to a temporary file in the same folder, are flushed to disk, and only then replace <paramref name="path"/>; a
     /// failure deletes the temporary file and leaves an existing file untouched.
     /// </summary>
-    /// <exception cref="ArgumentException">A name repeats, is empty or is "__metadata__", or a tensor is not on the CPU.</exception>
+    /// <exception cref="ArgumentException">A name repeats, is empty or is "__metadata__".</exception>
     /// <exception cref="ObjectDisposedException">A tensor was disposed.</exception>
     public static void Save(string path, IEnumerable<(string Name, Tensor Tensor)> tensors,
         IReadOnlyDictionary<string, string>? metadata = null, DType? storeAs = null)
@@ -30,7 +30,7 @@ public static class Safetensors
     /// to <paramref name="path"/>, exactly as <see cref="Save(string, IEnumerable{ValueTuple{string, Tensor}}, IReadOnlyDictionary{string, string}?, DType?)"/>
     /// does: sorted by name, 8-byte aligned data, written atomically (through a <see cref="SafetensorsWriter"/>).
     /// </summary>
-    /// <exception cref="ArgumentException">A name repeats, is empty or is "__metadata__", or a tensor is not on the CPU.</exception>
+    /// <exception cref="ArgumentException">A name repeats, is empty or is "__metadata__".</exception>
     /// <exception cref="ObjectDisposedException">A tensor was disposed.</exception>
     public static void Save(string path, IEnumerable<SafetensorsEntry> entries, IReadOnlyDictionary<string, string>? metadata = null)
     {

@@ -129,12 +129,12 @@ public sealed unsafe class SafetensorsWriter : IDisposable
     }
 
     /// <summary>
-    /// Writes float tensor <paramref name="tensor"/> (any layout, F32/BF16/F16, on the CPU) as tensor <paramref name="name"/>,
+    /// Writes float tensor <paramref name="tensor"/> (any layout, F32/BF16/F16, on any device) as tensor <paramref name="name"/>,
     /// which must be <see cref="Next"/>, converted to its announced dtype (round-to-nearest-even, in chunks: no full copy
-    /// of a dense float32 tensor is made). Its shape must be the announced one.
+    /// of a dense float32 CPU tensor is made; a GPU tensor is copied to the host first, one tensor at a time). Its shape
+    /// must be the announced one.
     /// </summary>
     /// <exception cref="InvalidOperationException">The name is not the next tensor, the shape or dtype does not fit, or the writer failed or was committed.</exception>
-    /// <exception cref="ArgumentException">The tensor is not on the CPU.</exception>
     /// <exception cref="ObjectDisposedException">The tensor was disposed.</exception>
     public void Write(string name, Tensor tensor)
     {
@@ -143,8 +143,9 @@ public sealed unsafe class SafetensorsWriter : IDisposable
         try
         {
             if (tensor.IsDisposed) throw new ObjectDisposedException($"Saving {FilePath}: tensor '{name}' was disposed.");
-            if (tensor.Device.Type != DeviceType.Cpu)
-                throw new ArgumentException($"Saving {FilePath}: tensor '{name}' is on {tensor.Device}; copy it to the CPU first.", nameof(tensor));
+            // A GPU tensor (an adapter trained with --device cuda) is read through a dense host copy of its own dtype.
+            using var host = tensor.Device.Type == DeviceType.Cpu ? null : tensor.To(Device.Cpu);
+            if (host != null) tensor = host;
             var dtype = Safetensors.ToDType(spec.DTypeName)
                 ?? throw new InvalidOperationException($"Saving {FilePath}: tensor '{name}' was announced as {spec.DTypeName}; write its bytes, not a float tensor.");
             if (!tensor.ShapeArray.Select(d => (long)d).SequenceEqual(spec.Shape))

@@ -35,7 +35,9 @@ public sealed partial class Trainer
                 {
                     w.Write(path);
                     w.Write(tensor.Count);
-                    w.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(tensor.AsSpan()));
+                    // A GPU parameter (--device cuda) is written from a host copy; the file is the same.
+                    w.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(
+                        tensor.Device.Type == DeviceType.Cpu ? tensor.AsSpan() : tensor.ToArray().AsSpan()));
                 }
             });
             WriteFile(Path.Combine(temp, OptimizerFile), stream =>
@@ -134,7 +136,14 @@ public sealed partial class Trainer
                         throw new InvalidDataException($"{weightsPath}: tensor '{Quote(path)}' is not a trainable parameter of this model.");
                     if (n != t.Count)
                         throw new InvalidDataException($"{weightsPath}: '{path}' has {n} values; the model's has {t.Count}.");
-                    r.BaseStream.ReadExactly(System.Runtime.InteropServices.MemoryMarshal.AsBytes(t.AsSpan()));
+                    if (t.Device.Type == DeviceType.Cpu) r.BaseStream.ReadExactly(System.Runtime.InteropServices.MemoryMarshal.AsBytes(t.AsSpan()));
+                    else
+                    {
+                        // A GPU parameter is read into a host tensor, then copied to the device.
+                        using var host = Tensor.Zeros(t.ShapeArray);
+                        r.BaseStream.ReadExactly(System.Runtime.InteropServices.MemoryMarshal.AsBytes(host.AsSpan()));
+                        t.CopyFrom(host);
+                    }
                 }
             }
             catch (EndOfStreamException e)

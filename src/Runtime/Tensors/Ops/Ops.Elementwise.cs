@@ -147,11 +147,20 @@ public static partial class Ops
         if (p < 0f || p >= 1f) throw new ArgumentOutOfRangeException(nameof(p), p, "dropout probability must be in [0, 1)");
         if (p == 0f) return x;
         x = x.Contiguous();
-        var mask = Tensor.Empty(x.ShapeArray);
-        var m = mask.AsSpan();
         float keep = 1f / (1f - p);
-        for (int i = 0; i < m.Length; i++) m[i] = random.NextSingle() < p ? 0f : keep;
-        mask = mask.To(x.Device);                                                            // drawn on the host, used where x is
+        Tensor mask;
+        if (x.Device.Type != DeviceType.Cpu && Backend.Of(x) is IRandomKernels device)
+        {
+            mask = Tensor.Empty(x.ShapeArray, x.Device);                                     // drawn on the device from one seed
+            device.DropoutMask(mask, p, keep, random.NextUInt64());
+        }
+        else
+        {
+            mask = Tensor.Empty(x.ShapeArray);
+            var m = mask.AsSpan();
+            for (int i = 0; i < m.Length; i++) m[i] = random.NextSingle() < p ? 0f : keep;
+            mask = mask.To(x.Device);                                                        // drawn on the host, used where x is
+        }
         var y = Tensor.Empty(x.ShapeArray, x.Device);
         Backend.Of(x).Mul(x, mask, y, accumulate: false);
         if (Tape.ShouldRecord(x))
