@@ -123,27 +123,9 @@ public sealed record TargetModules
     internal static string UnknownName(string what, string name, IReadOnlyList<string> linears)
     {
         var leafNames = linears.Select(p => p[(p.LastIndexOf('.') + 1)..]).Distinct().ToList();
-        var closest = leafNames.OrderBy(n => Levenshtein(n, name)).FirstOrDefault();
-        var hint = closest != null && Levenshtein(closest, name) <= Math.Max(2, name.Length / 3) ? $" Did you mean '{closest}'?" : "";
+        var closest = Generator.Planning.Suggestions.Closest(name, leafNames);
+        var hint = closest != null ? $" Did you mean '{closest}'?" : "";
         return $"{what} '{name}' matches no linear layer.{hint} Linear layers here: {string.Join(", ", leafNames)}.";
-    }
-
-    /// <summary>The edit distance between <paramref name="a"/> and <paramref name="b"/> (insertions, deletions, substitutions).</summary>
-    internal static int Levenshtein(string a, string b)
-    {
-        var row = Enumerable.Range(0, b.Length + 1).ToArray();
-        for (int i = 1; i <= a.Length; i++)
-        {
-            int diagonal = row[0];
-            row[0] = i;
-            for (int j = 1; j <= b.Length; j++)
-            {
-                int above = row[j];
-                row[j] = Math.Min(Math.Min(row[j] + 1, row[j - 1] + 1), diagonal + (a[i - 1] == b[j - 1] ? 0 : 1));
-                diagonal = above;
-            }
-        }
-        return row[b.Length];
     }
 
     /// <inheritdoc />
