@@ -57,39 +57,25 @@ public abstract class AdaptedModel<TModel, TLayer, TConfig> : IAdaptedModel
     }
 
     /// <summary>The active adapters.</summary>
-    public IReadOnlyList<string> ActiveAdapters => WrappedLayers.Select(l => l.Layer.ActiveAdapters).FirstOrDefault() ?? [];
+    public IReadOnlyList<string> ActiveAdapters => AdaptedLayers.Active(WrappedLayers.Select(l => (AdaptedLinear)l.Layer));
 
     /// <summary>Runs the base model without adapters until the returned scope is disposed (PEFT's disable_adapter()).</summary>
-    public IDisposable DisableAdapters()
-    {
-        foreach (var (_, layer) in WrappedLayers) layer.AdaptersDisabled = true;
-        return new Restore(() =>
-        {
-            foreach (var (_, layer) in WrappedLayers) layer.AdaptersDisabled = false;
-        });
-    }
+    public IDisposable DisableAdapters() => AdaptedLayers.Disable(WrappedLayers.Select(l => (AdaptedLinear)l.Layer).ToList());
 
     /// <summary>Removes an adapter from every layer.</summary>
     /// <exception cref="KeyNotFoundException">No adapter has that name.</exception>
     public void DeleteAdapter(string name)
     {
         GetConfig(name);
-        foreach (var (_, layer) in WrappedLayers)
-            if (layer.AdapterNames.Contains(name)) layer.DeleteAdapter(name);
+        AdaptedLayers.Delete(WrappedLayers.Select(l => (AdaptedLinear)l.Layer), name);
         _configs.Remove(name);
     }
 
     /// <summary>Folds the active adapters into float base weights (reversible with <see cref="Unmerge"/>).</summary>
-    public void Merge()
-    {
-        foreach (var (_, layer) in WrappedLayers) layer.Merge();
-    }
+    public void Merge() => AdaptedLayers.Merge(WrappedLayers.Select(l => (AdaptedLinear)l.Layer));
 
     /// <summary>Undoes <see cref="Merge"/>.</summary>
-    public void Unmerge()
-    {
-        foreach (var (_, layer) in WrappedLayers) layer.Unmerge();
-    }
+    public void Unmerge() => AdaptedLayers.Unmerge(WrappedLayers.Select(l => (AdaptedLinear)l.Layer));
 
     /// <summary>
     /// Replaces every adapted layer by a plain <see cref="Linear"/> holding base + active adapters and returns the

@@ -94,38 +94,24 @@ public sealed class IA3Model<TModel> : IAdaptedModel where TModel : Module
     }
 
     /// <summary>The active adapters.</summary>
-    public IReadOnlyList<string> ActiveAdapters => IA3Layers.Select(l => l.Layer.ActiveAdapters).FirstOrDefault() ?? [];
+    public IReadOnlyList<string> ActiveAdapters => AdaptedLayers.Active(IA3Layers.Select(l => (AdaptedLinear)l.Layer));
 
     /// <summary>Runs the base model without adapters until the returned scope is disposed (PEFT's disable_adapter()).</summary>
-    public IDisposable DisableAdapters()
-    {
-        foreach (var (_, layer) in IA3Layers) layer.AdaptersDisabled = true;
-        return new Restore(() =>
-        {
-            foreach (var (_, layer) in IA3Layers) layer.AdaptersDisabled = false;
-        });
-    }
+    public IDisposable DisableAdapters() => AdaptedLayers.Disable(IA3Layers.Select(l => (AdaptedLinear)l.Layer).ToList());
 
     /// <summary>Removes an adapter from every layer.</summary>
     public void DeleteAdapter(string name)
     {
         GetConfig(name);
-        foreach (var (_, layer) in IA3Layers)
-            if (layer.AdapterNames.Contains(name)) layer.DeleteAdapter(name);
+        AdaptedLayers.Delete(IA3Layers.Select(l => (AdaptedLinear)l.Layer), name);
         _configs.Remove(name);
     }
 
     /// <summary>Folds the active adapters into float base weights (reversible with <see cref="Unmerge"/>).</summary>
-    public void Merge()
-    {
-        foreach (var (_, layer) in IA3Layers) layer.Merge();
-    }
+    public void Merge() => AdaptedLayers.Merge(IA3Layers.Select(l => (AdaptedLinear)l.Layer));
 
     /// <summary>Undoes <see cref="Merge"/>.</summary>
-    public void Unmerge()
-    {
-        foreach (var (_, layer) in IA3Layers) layer.Unmerge();
-    }
+    public void Unmerge() => AdaptedLayers.Unmerge(IA3Layers.Select(l => (AdaptedLinear)l.Layer));
 
     /// <summary>
     /// Replaces every adapted layer by a plain, frozen <see cref="Linear"/> holding the base scaled by the active adapters
