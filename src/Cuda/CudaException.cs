@@ -9,7 +9,7 @@ public class CudaException : Exception
     /// <param name="code">The numeric status.</param>
     /// <param name="errorName">The status's symbolic name (CUDA_ERROR_OUT_OF_MEMORY, ...).</param>
     /// <param name="description">What the status means, and what to do where known.</param>
-    public CudaException(string library, string call, int code, string errorName, string description)
+    internal CudaException(string library, string call, int code, string errorName, string description)
         : base($"{library} call {call} failed with {errorName} ({code}): {description}")
     {
         Library = library;
@@ -60,7 +60,7 @@ public sealed class CudaOutOfMemoryException : CudaException
     /// <param name="code">The numeric status.</param>
     /// <param name="errorName">The symbolic status.</param>
     /// <param name="description">What happened and what to do.</param>
-    public CudaOutOfMemoryException(string library, string call, int code, string errorName, string description)
+    internal CudaOutOfMemoryException(string library, string call, int code, string errorName, string description)
         : base(library, call, code, errorName, description)
     {
     }

@@ -3,7 +3,7 @@ using PeftGen.Backends.Cuda.Native;
 namespace PeftGen.Backends.Cuda;
 
 /// <summary>How the CUDA backend's float32 GEMMs use the tensor cores.</summary>
-public enum CudaGemmPrecision
+internal enum CudaGemmPrecision
 {
     /// <summary>
     /// Float32 storage, operands rounded to bf16 for the tensor cores, float32 accumulation

@@ -88,7 +88,7 @@ internal static class Members
         if (declared.Count > 0)
         {
             w.Line("/// <summary>The trainer settings this class's attributes declare: a trainer built on an adapted model of this class uses them in place of its options'.</summary>")
-             .Member("global::PeftGen.Training.TrainerOptions global::PeftGen.Training.IDeclaredTraining.ApplyTo(global::PeftGen.Training.TrainerOptions options) =>")
+             .Member("global::PeftGen.Training.TrainerOptions global::PeftGen.Generated.IDeclaredTraining.ApplyTo(global::PeftGen.Training.TrainerOptions options) =>")
              .Line("    options with { " + string.Join(", ", declared) + " };")
              .Line();
         }

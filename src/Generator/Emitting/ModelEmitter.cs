@@ -14,7 +14,7 @@ internal static class ModelEmitter
         foreach (var type in model.ContainingTypes) w.Line("partial " + type.Keyword + " " + type.Name).Open();
         // A class whose attributes declare trainer settings hands them to every trainer of its adapted models.
         bool declares = Members.DeclaredSettings(spec).Count > 0;
-        w.Line("partial " + model.Type.Keyword + " " + model.Type.Name + (declares ? " : global::PeftGen.Training.IDeclaredTraining" : "")).Open();
+        w.Line("partial " + model.Type.Keyword + " " + model.Type.Name + (declares ? " : global::PeftGen.Generated.IDeclaredTraining" : "")).Open();
 
         model.Method.Definition.Emit(w, spec);
 

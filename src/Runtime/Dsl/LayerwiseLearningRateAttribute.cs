@@ -4,7 +4,7 @@ namespace PeftGen;
 /// Layer-wise learning-rate decay for the PEFT method a model class declares: decoder layer i of L trains at
 /// lr·γ^(L−1−i). The generator emits γ as a <c>LayerwiseLearningRateDecay</c> constant and sets
 /// <see cref="Training.TrainerOptions.LayerwiseLearningRateDecay"/> for every trainer of an adapted model of the class
-/// (<see cref="Training.IDeclaredTraining"/>).
+/// (<see cref="Generated.IDeclaredTraining"/>).
 /// </summary>
 [AttributeUsage(AttributeTargets.Class, AllowMultiple = false, Inherited = false)]
 public sealed class LayerwiseLearningRateAttribute : Attribute

@@ -13,7 +13,7 @@ public static class PathIdentity
         OperatingSystem.IsWindows() || OperatingSystem.IsMacOS() ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal;
 
     /// <summary>The full path of <paramref name="path"/> with every existing component's links resolved; missing components are kept as spelled.</summary>
-    public static string Resolve(string path) => Resolve(path, 0);
+    internal static string Resolve(string path) => Resolve(path, 0);
 
     private static string Resolve(string path, int depth)
     {
@@ -47,10 +47,10 @@ public static class PathIdentity
     }
 
     /// <summary>True when both paths name the same file or folder.</summary>
-    public static bool Same(string a, string b) => string.Equals(Resolve(a), Resolve(b), Comparison);
+    internal static bool Same(string a, string b) => string.Equals(Resolve(a), Resolve(b), Comparison);
 
     /// <summary>True when <paramref name="path"/> is <paramref name="folder"/> or lies somewhere inside it.</summary>
-    public static bool IsSameOrInside(string path, string folder)
+    internal static bool IsSameOrInside(string path, string folder)
     {
         string p = Resolve(path), f = Resolve(folder);
         if (string.Equals(p, f, Comparison)) return true;

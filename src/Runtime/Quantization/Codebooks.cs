@@ -13,7 +13,7 @@ namespace PeftGen.Quantization;
 /// <see cref="Encode(float, QuantType)"/> computes. NaN is above no threshold and encodes to code 0 (bitsandbytes
 /// turns an all-zero block into NaNs via 0 · (1 / 0); code 0 times absmax 0 still dequantizes to 0).
 /// </remarks>
-public static class Codebooks
+internal static class Codebooks
 {
     // NF4 in code order 0..15 (QLoRA's values, exactly as bitsandbytes' float32 lookup table holds them).
     private static readonly float[] s_nf4 =

@@ -89,19 +89,19 @@ public sealed unsafe class QuantizedWeight
     public bool IsDoubleQuantized => _absmaxCodes.Length > 0;
 
     /// <summary>The packed codes, (Count + 1) / 2 bytes: element 2i in the high nibble of byte i, element 2i + 1 in the low one.</summary>
-    public ReadOnlySpan<byte> PackedCodes => _packed;
+    internal ReadOnlySpan<byte> PackedCodes => _packed;
 
     /// <summary>The fp32 absmax of every block (bitsandbytes' <c>absmax</c>); empty when double-quantized.</summary>
-    public ReadOnlySpan<float> Absmax => _absmax;
+    internal ReadOnlySpan<float> Absmax => _absmax;
 
     /// <summary>Double quantization: the signed dynamic-map code of each block's absmax − offset; empty otherwise.</summary>
-    public ReadOnlySpan<byte> AbsmaxCodes => _absmaxCodes;
+    internal ReadOnlySpan<byte> AbsmaxCodes => _absmaxCodes;
 
     /// <summary>Double quantization: the fp32 scale of each group of 256 blocks (bitsandbytes' <c>nested_absmax</c>); empty otherwise.</summary>
-    public ReadOnlySpan<float> AbsmaxScales => _absmaxScales;
+    internal ReadOnlySpan<float> AbsmaxScales => _absmaxScales;
 
     /// <summary>Double quantization: mean of the original absmax values (bitsandbytes' <c>nested_offset</c>); 0 otherwise.</summary>
-    public float AbsmaxOffset { get; }
+    internal float AbsmaxOffset { get; }
 
     /// <summary>
     /// Bytes of quantized storage: packed codes plus either the fp32 absmax values or, double-quantized, the 8-bit
@@ -233,7 +233,7 @@ public sealed unsafe class QuantizedWeight
     /// <param name="packedCodes">(rows·cols + 1) / 2 bytes, even element in the high nibble.</param>
     /// <param name="absmax">ceil(rows·cols / blockSize) finite block scales.</param>
     /// <exception cref="ArgumentException">A length does not fit, or a scale is not finite.</exception>
-    public static QuantizedWeight FromStorage(int rows, int cols, QuantType type, int blockSize,
+    internal static QuantizedWeight FromStorage(int rows, int cols, QuantType type, int blockSize,
         ReadOnlySpan<byte> packedCodes, ReadOnlySpan<float> absmax)
     {
         long count = CheckShape(rows, cols, type, blockSize);
@@ -257,7 +257,7 @@ public sealed unsafe class QuantizedWeight
     /// <param name="absmaxScales">One finite fp32 scale per group of 256 blocks.</param>
     /// <param name="absmaxOffset">The mean absmax added back after dequantizing the codes.</param>
     /// <exception cref="ArgumentException">A length does not fit, or a scale or the offset is not finite.</exception>
-    public static QuantizedWeight FromStorage(int rows, int cols, QuantType type, int blockSize,
+    internal static QuantizedWeight FromStorage(int rows, int cols, QuantType type, int blockSize,
         ReadOnlySpan<byte> packedCodes, ReadOnlySpan<byte> absmaxCodes, ReadOnlySpan<float> absmaxScales, float absmaxOffset)
     {
         long count = CheckShape(rows, cols, type, blockSize);
@@ -272,7 +272,7 @@ public sealed unsafe class QuantizedWeight
     }
 
     /// <summary>The scale dequantization multiplies block <paramref name="block"/>'s code values by (its absmax, after double quantization if any).</summary>
-    public float BlockScale(int block)
+    internal float BlockScale(int block)
     {
         if ((uint)block >= (uint)BlockCount)
             throw new ArgumentOutOfRangeException(nameof(block), block, $"The weight has {BlockCount} blocks.");
@@ -299,7 +299,7 @@ public sealed unsafe class QuantizedWeight
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">The row range is outside [0, Rows).</exception>
     /// <exception cref="ArgumentException"><paramref name="destination"/> holds fewer than rowCount × Columns floats.</exception>
-    public void DequantizeRows(int firstRow, int rowCount, Span<float> destination)
+    internal void DequantizeRows(int firstRow, int rowCount, Span<float> destination)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(firstRow);
         ArgumentOutOfRangeException.ThrowIfNegative(rowCount);

@@ -6,7 +6,7 @@ using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 namespace PeftGen.Tensors;
 
 /// <summary>Conversions between float32 and the 16-bit storage types, with round-to-nearest-even.</summary>
-public static class Float16Conversions
+internal static class Float16Conversions
 {
     /// <summary>float32 → bfloat16 bits, rounding to nearest even; NaN stays a quiet NaN.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -1,7 +1,7 @@
 namespace PeftGen.Tensors;
 
 /// <summary>Sampling helpers on <see cref="Random"/>.</summary>
-public static class RandomExtensions
+internal static class RandomExtensions
 {
     /// <summary>A standard normal sample (Box–Muller).</summary>
     public static double NextGaussian(this Random random)

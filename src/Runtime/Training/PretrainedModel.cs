@@ -75,7 +75,7 @@ public sealed class PretrainedModel : IDisposable
     /// <returns>The model.</returns>
     /// <exception cref="FileNotFoundException">Nothing exists at <paramref name="modelPath"/>.</exception>
     /// <exception cref="InvalidDataException">The path is a safetensors file rather than its folder, or the files are malformed.</exception>
-    public static LlamaForCausalLM LoadModel(string modelPath)
+    internal static LlamaForCausalLM LoadModel(string modelPath)
     {
         ArgumentNullException.ThrowIfNull(modelPath);
         return ModelLoader.Load(modelPath);

@@ -239,7 +239,7 @@ public sealed partial class Trainer
     private string? MetricsFile => Options.MetricsPath ?? (Options.OutputDir is { } dir ? Path.Combine(dir, MetricsJsonl.FileName) : null);
 
     /// <summary>The metrics log a checkpoint folder keeps (the log up to its step), or null for a checkpoint written without one.</summary>
-    public static string? CheckpointMetrics(string checkpointDir)
+    internal static string? CheckpointMetrics(string checkpointDir)
     {
         var path = Path.Combine(checkpointDir, MetricsJsonl.FileName);
         return File.Exists(path) ? path : null;

@@ -3,6 +3,7 @@ using System.Globalization;
 using PeftGen.Methods;
 using PeftGen.Autograd;
 using PeftGen.Data;
+using PeftGen.Generated;
 using PeftGen.Nn;
 using PeftGen.Optim;
 using PeftGen.Tensors;

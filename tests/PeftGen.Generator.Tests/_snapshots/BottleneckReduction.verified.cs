@@ -3,7 +3,7 @@
 
 namespace Demo
 {
-    partial class NarrowChat : global::PeftGen.Training.IDeclaredTraining
+    partial class NarrowChat : global::PeftGen.Generated.IDeclaredTraining
     {
         /// <summary>The bottleneck adapters' settings, from this class's <c>[Bottleneck]</c> attribute.</summary>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
@@ -21,7 +21,7 @@ namespace Demo
 
         /// <summary>The trainer settings this class's attributes declare: a trainer built on an adapted model of this class uses them in place of its options'.</summary>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
-        global::PeftGen.Training.TrainerOptions global::PeftGen.Training.IDeclaredTraining.ApplyTo(global::PeftGen.Training.TrainerOptions options) =>
+        global::PeftGen.Training.TrainerOptions global::PeftGen.Generated.IDeclaredTraining.ApplyTo(global::PeftGen.Training.TrainerOptions options) =>
             options with { LayerwiseLearningRateDecay = LayerwiseLearningRateDecay };
 
         /// <summary>

@@ -172,7 +172,7 @@ namespace Demo
         /// <param name="adapter">The adapter's name.</param>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Tensors.Tensor Tensor)> NamedAdapterParameters(string adapter = "default") =>
-            global::PeftGen.Methods.LoRA.AdapterLayers.NamedParameters(LinearLayers(), adapter);
+            global::PeftGen.Generated.LoRAAdapterLayers.NamedParameters(LinearLayers(), adapter);
 
         /// <summary>
         /// Writes the Delta-LoRA result of <paramref name="peft"/> to <paramref name="folder"/> (<see cref="global::PeftGen.Methods.DeltaLoRA.DeltaLoRAFile"/>): the

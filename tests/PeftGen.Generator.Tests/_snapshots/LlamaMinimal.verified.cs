@@ -99,7 +99,7 @@ namespace Demo
         /// <param name="adapter">The adapter's name.</param>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Tensors.Tensor Tensor)> NamedAdapterParameters(string adapter = "default") =>
-            global::PeftGen.Methods.LoRA.AdapterLayers.NamedParameters(LinearLayers(), adapter);
+            global::PeftGen.Generated.LoRAAdapterLayers.NamedParameters(LinearLayers(), adapter);
 
         /// <summary>
         /// Writes adapter <paramref name="adapter"/> of <paramref name="peft"/> to <paramref name="folder"/> in Hugging Face PEFT
@@ -115,8 +115,8 @@ namespace Demo
         public static void SaveAdapter(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.Chat> peft, string folder, string adapter = "default", string? baseModelNameOrPath = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(peft);
-            var tensors = global::PeftGen.Methods.LoRA.AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);
-            global::PeftGen.Methods.LoRA.PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);
+            var tensors = global::PeftGen.Generated.LoRAAdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);
+            global::PeftGen.Generated.LoRAAdapterLayers.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);
         }
 
         /// <summary>
@@ -130,7 +130,7 @@ namespace Demo
         /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.Chat> LoadAdapter(string folder, string adapter = "default") =>
-            global::PeftGen.Methods.LoRA.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
+            global::PeftGen.Generated.LoRAAdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
 
         // Ranks the compiler could not check (a shape or a list length is only known at run time), with PEFT003's text.
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
@@ -138,8 +138,8 @@ namespace Demo
         {
             foreach (var (path, layer) in LinearLayers())
             {
-                if (!global::PeftGen.Methods.LoRA.PeftModel.Adapts(config, path)) continue;
-                int rank = global::PeftGen.Methods.LoRA.PeftModel.RankFor(config, path);
+                if (!global::PeftGen.Generated.LoRAAdapterLayers.Adapts(config, path)) continue;
+                int rank = global::PeftGen.Generated.LoRAAdapterLayers.RankFor(config, path);
                 int limit = global::System.Math.Min(layer.InFeatures, layer.OutFeatures);
                 if (rank > limit)
                 {

@@ -3,7 +3,7 @@
 
 namespace Demo
 {
-    partial class FrugalChat : global::PeftGen.Training.IDeclaredTraining
+    partial class FrugalChat : global::PeftGen.Generated.IDeclaredTraining
     {
         /// <summary>The "default" adapter's settings, from this class's <c>[LoRA]</c> attribute.</summary>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
@@ -46,7 +46,7 @@ namespace Demo
 
         /// <summary>The trainer settings this class's attributes declare: a trainer built on an adapted model of this class uses them in place of its options'.</summary>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
-        global::PeftGen.Training.TrainerOptions global::PeftGen.Training.IDeclaredTraining.ApplyTo(global::PeftGen.Training.TrainerOptions options) =>
+        global::PeftGen.Training.TrainerOptions global::PeftGen.Generated.IDeclaredTraining.ApplyTo(global::PeftGen.Training.TrainerOptions options) =>
             options with { LoRAPlusRatio = LoRAPlusRatio, LayerwiseLearningRateDecay = LayerwiseLearningRateDecay };
 
         /// <summary>
@@ -252,7 +252,7 @@ namespace Demo
         /// <param name="adapter">The adapter's name.</param>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Tensors.Tensor Tensor)> NamedAdapterParameters(string adapter = "default") =>
-            global::PeftGen.Methods.LoRA.AdapterLayers.NamedParameters(LinearLayers(), adapter);
+            global::PeftGen.Generated.LoRAAdapterLayers.NamedParameters(LinearLayers(), adapter);
 
         /// <summary>
         /// Writes adapter <paramref name="adapter"/> of <paramref name="peft"/> to <paramref name="folder"/> in Hugging Face PEFT
@@ -268,8 +268,8 @@ namespace Demo
         public static void SaveAdapter(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.FrugalChat> peft, string folder, string adapter = "default", string? baseModelNameOrPath = null)
         {
             global::System.ArgumentNullException.ThrowIfNull(peft);
-            var tensors = global::PeftGen.Methods.LoRA.AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);
-            global::PeftGen.Methods.LoRA.PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);
+            var tensors = global::PeftGen.Generated.LoRAAdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);
+            global::PeftGen.Generated.LoRAAdapterLayers.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);
         }
 
         /// <summary>
@@ -283,6 +283,6 @@ namespace Demo
         /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
         public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.FrugalChat> LoadAdapter(string folder, string adapter = "default") =>
-            global::PeftGen.Methods.LoRA.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
+            global::PeftGen.Generated.LoRAAdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
     }
 }

@@ -181,8 +181,8 @@ namespace Demo.Models
                     global::PeftGen.Methods.LoRA.PeftModel.LoadOptions(GeneralLoRAConfig, QuantizationConfig) with
                     {
                         // ApplyAdapters stores the layers of every adapter in 4 bits.
-                        QuantizeLayer = path => global::PeftGen.Methods.LoRA.PeftModel.Adapts(GeneralLoRAConfig, path)
-                            || global::PeftGen.Methods.LoRA.PeftModel.Adapts(SqlQueriesLoRAConfig, path),
+                        QuantizeLayer = path => global::PeftGen.Generated.LoRAAdapterLayers.Adapts(GeneralLoRAConfig, path)
+                            || global::PeftGen.Generated.LoRAAdapterLayers.Adapts(SqlQueriesLoRAConfig, path),
                     });
 
             /// <summary>
@@ -237,7 +237,7 @@ namespace Demo.Models
             /// <param name="adapter">The adapter's name.</param>
             [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
             public global::System.Collections.Generic.IReadOnlyList<(string Path, global::PeftGen.Tensors.Tensor Tensor)> NamedAdapterParameters(string adapter = "general") =>
-                global::PeftGen.Methods.LoRA.AdapterLayers.NamedParameters(LinearLayers(), adapter);
+                global::PeftGen.Generated.LoRAAdapterLayers.NamedParameters(LinearLayers(), adapter);
 
             /// <summary>
             /// Writes adapter <paramref name="adapter"/> of <paramref name="peft"/> to <paramref name="folder"/> in Hugging Face PEFT
@@ -253,8 +253,8 @@ namespace Demo.Models
             public static void SaveAdapter(global::PeftGen.Methods.LoRA.PeftModel<global::Demo.Models.Zoo.Assistant> peft, string folder, string adapter = "general", string? baseModelNameOrPath = null)
             {
                 global::System.ArgumentNullException.ThrowIfNull(peft);
-                var tensors = global::PeftGen.Methods.LoRA.AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);
-                global::PeftGen.Methods.LoRA.PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);
+                var tensors = global::PeftGen.Generated.LoRAAdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);
+                global::PeftGen.Generated.LoRAAdapterLayers.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);
             }
 
             /// <summary>
@@ -268,7 +268,7 @@ namespace Demo.Models
             /// <exception cref="global::System.IO.InvalidDataException">The config is invalid or does not fit this model, or keys and layers disagree; every mismatch is listed.</exception>
             [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
             public global::PeftGen.Methods.LoRA.PeftModel<global::Demo.Models.Zoo.Assistant> LoadAdapter(string folder, string adapter = "general") =>
-                global::PeftGen.Methods.LoRA.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
+                global::PeftGen.Generated.LoRAAdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter);
         }
     }
 }

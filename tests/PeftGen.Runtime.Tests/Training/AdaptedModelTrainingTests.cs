@@ -9,6 +9,7 @@ using PeftGen.Methods.Sparse;
 using PeftGen.Methods.VeRA;
 using PeftGen.Quantization;
 using PeftGen.Data;
+using PeftGen.Generated;
 using PeftGen.Models.Llama;
 using PeftGen.Nn;
 using PeftGen.Optim;

@@ -169,11 +169,11 @@ internal sealed partial class LoRAMethod
          .Member("public static void SaveAdapter(" + PeftModel(spec) + " peft, string folder, string adapter = " + FirstName(plan) + ", string? baseModelNameOrPath = null)")
          .Open()
          .Line("global::System.ArgumentNullException.ThrowIfNull(peft);")
-         .Line("var tensors = global::PeftGen.Methods.LoRA.AdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);")
-         .Line("global::PeftGen.Methods.LoRA.PeftAdapterFile.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);")
+         .Line("var tensors = global::PeftGen.Generated.LoRAAdapterLayers.FileTensors(peft.Model.LinearLayers(), adapter);")
+         .Line("global::PeftGen.Generated.LoRAAdapterLayers.Save(peft.Model, peft.GetConfig(adapter), tensors, folder, baseModelNameOrPath);")
          .Close()
          .Line();
-        WriteLoadAdapter(w, spec, plan, "global::PeftGen.Methods.LoRA.AdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter)", "The adapter folder.",
+        WriteLoadAdapter(w, spec, plan, "global::PeftGen.Generated.LoRAAdapterLayers.Load(this, LinearLayers, QuantizationConfig, folder, adapter)", "The adapter folder.",
             [
                 "Loads the Hugging Face PEFT adapter in <paramref name=\"folder\"/> onto this model as <paramref name=\"adapter\"/>, with",
                 "the folder's <c>adapter_config.json</c>: first checks that the keys and shapes of <c>adapter_model.safetensors</c> fit",
@@ -242,8 +242,8 @@ internal sealed partial class LoRAMethod
          .Open()
          .Line("foreach (var (path, layer) in LinearLayers())")
          .Open()
-         .Line("if (!global::PeftGen.Methods.LoRA.PeftModel.Adapts(config, path)) continue;")
-         .Line("int rank = global::PeftGen.Methods.LoRA.PeftModel.RankFor(config, path);")
+         .Line("if (!global::PeftGen.Generated.LoRAAdapterLayers.Adapts(config, path)) continue;")
+         .Line("int rank = global::PeftGen.Generated.LoRAAdapterLayers.RankFor(config, path);")
          .Line("int limit = global::System.Math.Min(layer.InFeatures, layer.OutFeatures);")
          .Line("if (rank > limit)")
          .Open()

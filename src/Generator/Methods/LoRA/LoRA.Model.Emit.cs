@@ -69,7 +69,7 @@ internal sealed partial class LoRAMethod
         w.Line(options + " with")
          .Line("        {")
          .Line("            // ApplyAdapters stores the layers of every adapter in 4 bits.");
-        var adapts = plan.Adapters.Select(a => "global::PeftGen.Methods.LoRA.PeftModel.Adapts(" + a.MemberPrefix + "LoRAConfig, path)").ToList();
+        var adapts = plan.Adapters.Select(a => "global::PeftGen.Generated.LoRAAdapterLayers.Adapts(" + a.MemberPrefix + "LoRAConfig, path)").ToList();
         w.Line("            QuantizeLayer = path => " + adapts[0]);
         for (int i = 1; i < adapts.Count; i++) w.Line("                || " + adapts[i] + (i == adapts.Count - 1 ? "," : ""));
         w.Line("        });")
@@ -183,7 +183,7 @@ internal sealed partial class LoRAMethod
          .Line("/// </summary>")
          .Line("/// <param name=\"adapter\">The adapter's name.</param>")
          .Member("public " + Generic + "IReadOnlyList<(string Path, " + Tensor + " Tensor)> NamedAdapterParameters(string adapter = " + FirstName(plan) + ") =>")
-         .Line("    global::PeftGen.Methods.LoRA.AdapterLayers.NamedParameters(LinearLayers(), adapter);")
+         .Line("    global::PeftGen.Generated.LoRAAdapterLayers.NamedParameters(LinearLayers(), adapter);")
          .Line();
     }
 

@@ -22,7 +22,7 @@ public static class CpuParallel
     }
 
     /// <summary>Runs <paramref name="body"/> for every index in [0, count), on up to <see cref="MaxThreads"/> threads.</summary>
-    public static void For(int count, Action<int> body)
+    internal static void For(int count, Action<int> body)
     {
         if (count <= 0) return;
         if (count == 1 || s_maxThreads == 1)
@@ -38,7 +38,7 @@ public static class CpuParallel
     /// <paramref name="minChunk"/> items and runs <paramref name="body"/>(start, end) on each.
     /// Use for cheap per-item work where a delegate call per item would dominate.
     /// </summary>
-    public static void ForRange(int count, int minChunk, Action<int, int> body)
+    internal static void ForRange(int count, int minChunk, Action<int, int> body)
     {
         if (count <= 0) return;
         int chunks = Math.Clamp(count / Math.Max(1, minChunk), 1, s_maxThreads);

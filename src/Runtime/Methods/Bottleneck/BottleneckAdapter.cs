@@ -15,7 +15,7 @@ public sealed class BottleneckAdapter : Module<Tensor, Tensor>
     /// Creates an adapter of width <paramref name="bottleneckSize"/> on <paramref name="hiddenSize"/> channels; W_down is
     /// drawn Kaiming-uniform, U(−1/√d, 1/√d), from <paramref name="initRng"/>; biases and W_up are zero.
     /// </summary>
-    public BottleneckAdapter(int hiddenSize, int bottleneckSize, BottleneckActivation activation, bool bias, Rng initRng)
+    internal BottleneckAdapter(int hiddenSize, int bottleneckSize, BottleneckActivation activation, bool bias, Rng initRng)
     {
         ArgumentNullException.ThrowIfNull(initRng);
         if (bottleneckSize < 1 || bottleneckSize > hiddenSize)

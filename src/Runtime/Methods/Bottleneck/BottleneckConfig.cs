@@ -79,5 +79,5 @@ public sealed record BottleneckConfig
     }
 
     /// <summary>Trainable parameters of one adapter of width <paramref name="size"/> on a model of width <paramref name="hiddenSize"/>.</summary>
-    public long ParametersPerAdapter(int hiddenSize, int size) => 2L * hiddenSize * size + (Bias ? hiddenSize + size : 0);
+    internal long ParametersPerAdapter(int hiddenSize, int size) => 2L * hiddenSize * size + (Bias ? hiddenSize + size : 0);
 }

@@ -13,7 +13,7 @@ public abstract class AdaptedLinear : LinearBase
     private string[] _active = [];
 
     /// <summary>Registers <paramref name="baseLayer"/> as "base_layer" (first, so state dicts list it before the adapters).</summary>
-    protected AdaptedLinear(LinearBase baseLayer) =>
+    private protected AdaptedLinear(LinearBase baseLayer) =>
         BaseLayer = RegisterModule("base_layer", baseLayer ?? throw new ArgumentNullException(nameof(baseLayer)));
 
     /// <summary>The frozen layer being adapted.</summary>
@@ -41,7 +41,7 @@ public abstract class AdaptedLinear : LinearBase
     public bool AdaptersDisabled { get; set; }
 
     /// <summary>The merged adapters, for the derived layer's merge and unmerge.</summary>
-    protected List<string> Merged { get; } = new();
+    private protected List<string> Merged { get; } = new();
 
     /// <summary>Chooses which adapters contribute (all must exist).</summary>
     /// <exception cref="KeyNotFoundException">A name is not an adapter of this layer.</exception>
@@ -65,14 +65,14 @@ public abstract class AdaptedLinear : LinearBase
     public abstract void Unmerge();
 
     /// <summary>Throws <see cref="KeyNotFoundException"/> (listing the adapters) unless <paramref name="name"/> is one.</summary>
-    protected abstract void RequireAdapter(string name);
+    private protected abstract void RequireAdapter(string name);
 
     /// <summary>Adds <paramref name="name"/> to the active adapters (a new adapter starts active).</summary>
-    protected void Activate(string name) => _active = [.. _active, name];
+    private protected void Activate(string name) => _active = [.. _active, name];
 
     /// <summary>Checks that <paramref name="name"/> exists and is not merged, then drops it from the active adapters.</summary>
     /// <exception cref="InvalidOperationException">The adapter is merged.</exception>
-    protected void PrepareDelete(string name)
+    private protected void PrepareDelete(string name)
     {
         RequireAdapter(name);
         if (Merged.Contains(name)) throw new InvalidOperationException($"Adapter '{name}' is merged; unmerge it before deleting.");

@@ -18,7 +18,7 @@ public sealed class IA3Linear : AdaptedLinear
     private Tensor? _unmergedBias;
 
     /// <summary>Wraps <paramref name="baseLayer"/>; <paramref name="feedForward"/> scales its input instead of its output.</summary>
-    public IA3Linear(LinearBase baseLayer, bool feedForward) : base(baseLayer)
+    internal IA3Linear(LinearBase baseLayer, bool feedForward) : base(baseLayer)
     {
         IsFeedForward = feedForward;
         _vectors = RegisterModule("ia3_l", new ModuleDict<IA3Vector>());
@@ -40,7 +40,7 @@ public sealed class IA3Linear : AdaptedLinear
     /// Adds an adapter whose vector starts at 1 (a no-op), or at N(0, 1) draws from <paramref name="random"/> when
     /// <paramref name="initOnes"/> is false, and makes it active alongside the others.
     /// </summary>
-    public void AddAdapter(string name, bool initOnes = true, Random? random = null)
+    internal void AddAdapter(string name, bool initOnes = true, Random? random = null)
     {
         ArgumentNullException.ThrowIfNull(name);
         if (_vectors.Contains(name)) throw new ArgumentException($"Adapter '{name}' already exists on this layer.", nameof(name));
@@ -53,7 +53,7 @@ public sealed class IA3Linear : AdaptedLinear
     }
 
     /// <inheritdoc />
-    protected override void RequireAdapter(string name) => _ = _vectors[name];
+    private protected override void RequireAdapter(string name) => _ = _vectors[name];
 
     /// <summary>Removes an adapter (unmerge it first if merged).</summary>
     public override void DeleteAdapter(string name)
@@ -165,7 +165,7 @@ public sealed class IA3Linear : AdaptedLinear
 }
 
 /// <summary>An (IA)³ vector ("weight", [channels]).</summary>
-public sealed class IA3Vector : Module
+internal sealed class IA3Vector : Module
 {
     /// <summary>Creates the vector with initial values.</summary>
     public IA3Vector(float[] initial)

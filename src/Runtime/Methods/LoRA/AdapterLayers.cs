@@ -7,10 +7,10 @@ namespace PeftGen.Methods.LoRA;
 /// <summary>
 /// LoRA operations over a model's linear layers given as a typed list of (PyTorch-style path, layer), the list the
 /// source generator emits as <c>LinearLayers()</c> by reading the model's members (no reflection, no path lookups).
-/// Generated <c>NamedAdapterParameters</c>, <c>SaveAdapter</c> and <c>LoadAdapter</c> delegate here, so the model-specific
-/// part of the generated code is only the layer walk.
+/// Generated <c>NamedAdapterParameters</c>, <c>SaveAdapter</c> and <c>LoadAdapter</c> delegate here (through
+/// <see cref="Generated.LoRAAdapterLayers"/>), so the model-specific part of the generated code is only the layer walk.
 /// </summary>
-public static class AdapterLayers
+internal static class AdapterLayers
 {
     /// <summary>
     /// The tensors of <paramref name="adapter"/> by their in-memory paths, which are PEFT's

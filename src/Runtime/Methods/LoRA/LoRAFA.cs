@@ -13,7 +13,7 @@ namespace PeftGen.Methods.LoRA;
 public static class LoRAFA
 {
     /// <summary>The ridge ε of the gradient correction (A·Aᵀ + ε·I)⁻¹.</summary>
-    public const double CorrectionEpsilon = 1e-8;
+    internal const double CorrectionEpsilon = 1e-8;
 
     /// <summary>
     /// Activation bytes an adapter path keeps for backward per input row of a float32 layer: plain LoRA keeps x and
@@ -25,7 +25,7 @@ public static class LoRAFA
     /// The correction matrix C = (1/s²)·(A·Aᵀ + ε·I)⁻¹ [r, r] of a frozen A [r, in]: the corrected gradient is g_B·C,
     /// the B-step whose s·ΔB·A best matches a full-weight gradient step (least squares).
     /// </summary>
-    public static float[] CorrectionMatrix(Tensor a, float scaling)
+    internal static float[] CorrectionMatrix(Tensor a, float scaling)
     {
         ArgumentNullException.ThrowIfNull(a);
         if (a.Rank != 2) throw new ArgumentException($"A must be [r, in]; got {a.DescribeForError()}.", nameof(a));

@@ -20,7 +20,7 @@ public sealed class LoRALinear : AdaptedLinear, ILoRAPlusLayer
     private readonly Rng _dropoutRng;
 
     /// <summary>Wraps <paramref name="baseLayer"/>; dropout masks come from <paramref name="dropoutRng"/>.</summary>
-    public LoRALinear(LinearBase baseLayer, Rng dropoutRng) : base(baseLayer)
+    internal LoRALinear(LinearBase baseLayer, Rng dropoutRng) : base(baseLayer)
     {
         _dropoutRng = dropoutRng ?? throw new ArgumentNullException(nameof(dropoutRng));
         _loraA = RegisterModule("lora_A", new ModuleDict<Linear>());
@@ -48,7 +48,7 @@ public sealed class LoRALinear : AdaptedLinear, ILoRAPlusLayer
     public Tensor? Magnitude(string name) => _magnitude.Contains(name) ? _magnitude[name].Weight : null;
 
     /// <summary>Adds an adapter of rank <paramref name="rank"/> and makes it active alongside the others.</summary>
-    public void AddAdapter(string name, int rank, float alpha, LoRAConfig config, Rng initRng)
+    internal void AddAdapter(string name, int rank, float alpha, LoRAConfig config, Rng initRng)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(initRng);
@@ -92,7 +92,7 @@ public sealed class LoRALinear : AdaptedLinear, ILoRAPlusLayer
     }
 
     /// <inheritdoc />
-    protected override void RequireAdapter(string name) => GetSettings(name);
+    private protected override void RequireAdapter(string name) => GetSettings(name);
 
     /// <summary>Removes an adapter (unmerge it first if merged).</summary>
     public override void DeleteAdapter(string name)
@@ -298,7 +298,7 @@ public sealed record AdapterSettings(int Rank, float Alpha, float Scaling, float
 }
 
 /// <summary>DoRA's trainable magnitude ("weight", [out]).</summary>
-public sealed class DoRAMagnitude : Module
+internal sealed class DoRAMagnitude : Module
 {
     /// <summary>Creates the magnitude with initial values.</summary>
     public DoRAMagnitude(float[] initial)

@@ -46,7 +46,7 @@ public static class PeftAdapterFile
     /// methods list them from typed members; the biases <paramref name="config"/>'s bias mode saves come from
     /// <paramref name="model"/>. Written like <see cref="Save{TModel}(PeftModel{TModel}, string, string, string?)"/>: in full under temporary names, then renamed.
     /// </summary>
-    public static void Save(Module model, LoRAConfig config, IReadOnlyList<(string Key, Tensor Tensor)> adapterTensors, string folder, string? baseModelNameOrPath = null)
+    internal static void Save(Module model, LoRAConfig config, IReadOnlyList<(string Key, Tensor Tensor)> adapterTensors, string folder, string? baseModelNameOrPath = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(config);
@@ -66,7 +66,7 @@ public static class PeftAdapterFile
     /// config) exactly as <see cref="Load{TModel}"/> does, before the model changes. The caller disposes the file.
     /// </summary>
     /// <exception cref="InvalidDataException">Keys and layers disagree; every mismatch is listed.</exception>
-    public static SafetensorsFile OpenWeights(Module model, string folder, IReadOnlyDictionary<string, int[]> expected)
+    internal static SafetensorsFile OpenWeights(Module model, string folder, IReadOnlyDictionary<string, int[]> expected)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(folder);
@@ -85,7 +85,7 @@ public static class PeftAdapterFile
     }
 
     /// <summary>Copies the biases saved in <paramref name="weights"/> (bias modes "all" and "lora_only") into the parameters of <paramref name="model"/> at the same paths.</summary>
-    public static void ReadBiases(Module model, SafetensorsFile weights)
+    internal static void ReadBiases(Module model, SafetensorsFile weights)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(weights);

@@ -192,7 +192,7 @@ public sealed class PeftModel<TModel> : AdaptedModel<TModel, LoRALinear, LoRACon
     }
 }
 
-/// <summary>Entry points that infer the model type, and the rules of LoRA's configuration that generated code checks layers with.</summary>
+/// <summary>Entry points that infer the model type.</summary>
 public static class PeftModel
 {
     /// <summary>Adds LoRA (or QLoRA with <paramref name="quantization"/>) to <paramref name="model"/>.</summary>
@@ -221,7 +221,7 @@ public static class PeftModel
     /// Whether <paramref name="config"/> adapts the linear layer at <paramref name="path"/>: its targets select it and
     /// neither its exclusions nor its layer filter drop it (PEFT's rules; generated code checks layers with it).
     /// </summary>
-    public static bool Adapts(LoRAConfig config, string path)
+    internal static bool Adapts(LoRAConfig config, string path)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(path);
@@ -229,7 +229,7 @@ public static class PeftModel
     }
 
     /// <summary>The rank <paramref name="config"/> gives the layer at <paramref name="path"/>: its rank_pattern entry, else its rank.</summary>
-    public static int RankFor(LoRAConfig config, string path)
+    internal static int RankFor(LoRAConfig config, string path)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(path);

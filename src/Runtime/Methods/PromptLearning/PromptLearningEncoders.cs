@@ -47,7 +47,7 @@ public abstract class PromptLearningEncoder : Module
 }
 
 /// <summary>Prompt tuning's virtual tokens (PEFT's <c>PromptEmbedding</c>): the table itself, [n, hidden].</summary>
-public sealed class PromptEmbedding : PromptLearningEncoder
+internal sealed class PromptEmbedding : PromptLearningEncoder
 {
     /// <summary>Creates n virtual tokens of width <paramref name="hidden"/>, N(0, 1) when <paramref name="random"/> is given.</summary>
     public PromptEmbedding(int virtualTokens, int hidden, bool inferenceMode, Random? random)
@@ -64,7 +64,7 @@ public sealed class PromptEmbedding : PromptLearningEncoder
 /// P-tuning's prompt encoder (PEFT's <c>PromptEncoder</c>, MLP type): embedding [n, hidden] → "mlp_head" Linear(hidden, H)
 /// → ReLU → Linear(H, H) → ReLU → Linear(H, hidden), children named "0", "2", "4" as in PEFT's Sequential.
 /// </summary>
-public sealed class PromptEncoder : PromptLearningEncoder
+internal sealed class PromptEncoder : PromptLearningEncoder
 {
     private readonly ModuleDict<Linear>? _mlpHead;
 
@@ -93,7 +93,7 @@ public sealed class PromptEncoder : PromptLearningEncoder
 /// the prefix; with it, embedding [n, kv_dim] → "transform" Linear(kv_dim, H) → tanh → Linear(H, layers · 2 · kv_dim),
 /// children "0" and "2" as in PEFT's Sequential.
 /// </summary>
-public sealed class PrefixEncoder : PromptLearningEncoder
+internal sealed class PrefixEncoder : PromptLearningEncoder
 {
     private readonly ModuleDict<Linear>? _transform;
 

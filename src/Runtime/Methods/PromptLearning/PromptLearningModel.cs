@@ -208,7 +208,7 @@ public sealed class PromptLearningModel : Module, IVirtualTokens, IAdaptedModel
     public int VirtualTokens => _disabled || _active == null ? 0 : _encoders[_active].VirtualTokens;
 
     /// <summary>The active adapter's virtual token embeddings [batch, n, hidden], or null (prefix tuning, or disabled).</summary>
-    public Tensor? VirtualTokenEmbeddings(int batch)
+    internal Tensor? VirtualTokenEmbeddings(int batch)
     {
         if (_disabled || _active == null || _configs[_active] is PrefixTuningConfig) return null;
         var e = _encoders[_active].Forward();                                                 // [n, hidden]
@@ -216,7 +216,7 @@ public sealed class PromptLearningModel : Module, IVirtualTokens, IAdaptedModel
     }
 
     /// <summary>The active prefix-tuning adapter's keys and values, one <see cref="KeyValuePrefix"/> per decoder layer, or null.</summary>
-    public IReadOnlyList<KeyValuePrefix>? KeyValuePrefixes(int batch)
+    internal IReadOnlyList<KeyValuePrefix>? KeyValuePrefixes(int batch)
     {
         if (_disabled || _active == null || _configs[_active] is not PrefixTuningConfig) return null;
         var c = Model.Config;

@@ -18,7 +18,7 @@ public sealed class VeraLinear : AdaptedLinear
     private readonly Rng _dropoutRng;
 
     /// <summary>Wraps <paramref name="baseLayer"/>; dropout masks come from <paramref name="dropoutRng"/>.</summary>
-    public VeraLinear(LinearBase baseLayer, Rng dropoutRng) : base(baseLayer)
+    internal VeraLinear(LinearBase baseLayer, Rng dropoutRng) : base(baseLayer)
     {
         _dropoutRng = dropoutRng ?? throw new ArgumentNullException(nameof(dropoutRng));
         _lambdaB = RegisterModule("vera_lambda_b", new ModuleDict<VeraVector>());
@@ -40,7 +40,7 @@ public sealed class VeraLinear : AdaptedLinear
 
     /// <summary>Adds an adapter of rank <paramref name="rank"/> over <paramref name="projections"/> (b = 0, d = <paramref name="dInitial"/>) and makes it active.</summary>
     /// <exception cref="ArgumentException">The name exists, or the projections do not cover this layer at this rank.</exception>
-    public void AddAdapter(string name, int rank, float dropout, float dInitial, VeraProjections projections, string path = "this layer")
+    internal void AddAdapter(string name, int rank, float dropout, float dInitial, VeraProjections projections, string path = "this layer")
     {
         ArgumentNullException.ThrowIfNull(name);
         ArgumentNullException.ThrowIfNull(projections);
@@ -54,7 +54,7 @@ public sealed class VeraLinear : AdaptedLinear
     }
 
     /// <inheritdoc />
-    protected override void RequireAdapter(string name) => GetSettings(name);
+    private protected override void RequireAdapter(string name) => GetSettings(name);
 
     /// <summary>Removes an adapter (unmerge it first if merged).</summary>
     public override void DeleteAdapter(string name)
@@ -173,7 +173,7 @@ public sealed class VeraLinear : AdaptedLinear
 public sealed record VeraAdapterSettings(int Rank, float Dropout, VeraProjections Projections);
 
 /// <summary>A trainable VeRA scaling vector ("weight": b [out] or d [r]).</summary>
-public sealed class VeraVector : Module
+internal sealed class VeraVector : Module
 {
     /// <summary>Creates the vector with initial values.</summary>
     public VeraVector(float[] initial)

@@ -78,7 +78,7 @@ public sealed class VeraProjections : IDisposable
     }
 
     /// <summary>True when both matrices hold the same values as <paramref name="other"/>'s.</summary>
-    public bool SameValues(VeraProjections other)
+    internal bool SameValues(VeraProjections other)
     {
         ArgumentNullException.ThrowIfNull(other);
         return A.Shape.SequenceEqual(other.A.Shape) && B.Shape.SequenceEqual(other.B.Shape)
