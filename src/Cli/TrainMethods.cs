@@ -169,15 +169,16 @@ internal sealed class TrainMethods
     public void Check(ParseResult parse)
     {
         string method = parse.GetValue(Method)!;
+        if (method == "delta-lora" && Given(parse, Quant) && parse.GetValue(Quant) != "none")
+            throw new CliError($"--quant {parse.GetValue(Quant)} does not apply to --method delta-lora: Delta-LoRA moves the base weights, which must stay float32; give --quant none or use --method qlora.");
         foreach (var (option, methods) in _applies)
         {
             if (!Given(parse, option) || methods.Contains(method)) continue;
             // "--quant none" changes nothing, whatever the method.
             if (option == Quant && parse.GetValue(Quant) == "none") continue;
-            throw new CliError($"{Typed(parse, option)} does not apply to --method {method}: it is a setting of {string.Join(", ", methods)}.");
+            string typed = option == Quant ? $"--quant {parse.GetValue(Quant)}" : Typed(parse, option);
+            throw new CliError($"{typed} does not apply to --method {method}: it is a setting of {string.Join(", ", methods)}.");
         }
-        if (method == "delta-lora" && Given(parse, Quant) && parse.GetValue(Quant) != "none")
-            throw new CliError($"{Typed(parse, Quant)} {parse.GetValue(Quant)} does not apply to --method delta-lora: Delta-LoRA moves the base weights, which must stay float32; give --quant none or use --method qlora.");
         if (method == "delta-lora" && Given(parse, Dropout) && parse.GetValue(Dropout) != 0)
             throw new CliError($"{Typed(parse, Dropout)} {Invariant(parse.GetValue(Dropout))}: Delta-LoRA trains without dropout (the base moves by the update the loss saw); give {Typed(parse, Dropout)} 0 or leave it out.");
 
