@@ -40,7 +40,7 @@ internal static class ChatCommand
         var maxTokens = new Option<int>("--max-tokens") { Description = "most tokens per reply", DefaultValueFactory = _ => 256 };
         var temperature = new Option<float>("--temperature") { Description = "0 = greedy; higher = more random", DefaultValueFactory = _ => 1f };
         var topP = new Option<float>("--top-p") { Description = "nucleus sampling mass in (0, 1]; 1 disables", DefaultValueFactory = _ => 0.9f };
-        var seed = new Option<int>("--seed") { Description = "sampling seed (each reply draws from the seed plus its turn number)", DefaultValueFactory = _ => 0 };
+        var seed = new Option<int>("--seed") { Description = "sampling seed (reply n, counted from 0, samples with seed + n)", DefaultValueFactory = _ => 0 };
         var threads = CommonOptions.Threads();
         var command = new Command("chat", "Chat with a model (and an adapter): one message per line on standard input, replies streamed to stdout; Ctrl-C stops a reply, Ctrl-D ends the session.")
         {
@@ -82,7 +82,7 @@ internal static class ChatCommand
             Console.CancelKeyPress += onCtrlC;
             try
             {
-                for (int turn = 0; ; turn++)
+                for (int turn = 0; ;)
                 {
                     if (interactive) Console.Error.Write("> ");
                     string? line = Console.In.ReadLine();
@@ -93,7 +93,7 @@ internal static class ChatCommand
                     Volatile.Write(ref _reply, reply);
                     try
                     {
-                        session.Respond(line, sampling with { Seed = sampling.Seed + turn }, reply.Token);
+                        session.Respond(line, sampling with { Seed = sampling.Seed + turn++ }, reply.Token);
                     }
                     finally
                     {

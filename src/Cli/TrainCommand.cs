@@ -3,14 +3,14 @@ using System.Globalization;
 using PeftGen.Data;
 using PeftGen.IO;
 using PeftGen.Methods;
-using PeftGen.Methods.LoRA;
 using PeftGen.Text;
 using PeftGen.Training;
 
 namespace PeftGen.Cli;
 
 /// <summary>
-/// <c>peftgen train</c>: fine-tune a LoRA or QLoRA adapter on a JSONL dataset through <see cref="FineTuneSession"/>.
+/// <c>peftgen train</c>: fine-tune an adapter of any PEFT method (<see cref="TrainMethods"/>: --method and each method's
+/// settings) on a JSONL dataset through <see cref="FineTuneSession"/>, the one training path.
 /// stderr shows the plan and a progress bar; stdout lists the files written (adapter, metrics, loss curve).
 /// </summary>
 /// <remarks>
@@ -55,10 +55,10 @@ internal static class TrainCommand
         var methods = new TrainMethods();
         var command = new Command("train", "Fine-tune an adapter of any PEFT method (--method; QLoRA by default) on a JSONL dataset; writes the adapter (the method's format, PEFT's where it has one), metrics.jsonl and loss.svg.")
         {
-            model, tokenizer, data, output, steps, batchSize, accumulation, maxLength, learningRate, schedule, warmup, maxGradNorm, optimizer,
+            model, tokenizer, data, output, methods.Method, steps, batchSize, accumulation, maxLength, learningRate, schedule, warmup, maxGradNorm, optimizer,
             chatFormat, fullLoss, pack, evalFraction, evalEvery, saveEvery, resume, onNan, checkpointing, seed, device, threads,
         };
-        foreach (var option in methods.All) command.Options.Add(option);
+        foreach (var option in methods.Settings) command.Options.Add(option);
         command.SetAction((parse, cancellationToken) => Task.FromResult(CliErrors.Run(() =>
         {
             // Every setting is checked before anything is loaded, in the option's own name.

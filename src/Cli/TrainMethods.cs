@@ -47,7 +47,10 @@ internal sealed class TrainMethods
 
     private readonly List<(Option Option, string[] Methods)> _applies = [];
 
-    /// <summary>The options of the existing LoRA command line (kept as they were; PEFT's names are aliases).</summary>
+    /// <summary>
+    /// Builds the options. Those of the earlier LoRA-only command line keep their names (--rank, --alpha, --dropout,
+    /// --targets, --dora, --rslora), with PEFT's names as aliases.
+    /// </summary>
     public TrainMethods()
     {
         Method = new Option<string>("--method")
@@ -67,7 +70,7 @@ internal sealed class TrainMethods
         }, Targeted);
         Exclude = Add(new Option<string?>("--exclude-modules") { Description = "layers to leave alone even if targeted, a list (lora family, vera, ia3)" }, [.. LoRAFamily, "vera", "ia3"]);
         LayersToTransform = Add(new Option<string?>("--layers-to-transform") { Description = "only adapt these decoder layers, a list of indices such as 0,1,2 (lora family, vera, bottleneck)" }, Layered);
-        Dora = Add(new Option<bool>("--dora", "--use-dora") { Description = "DoRA: train a magnitude vector per adapted layer (lora, qlora; --method dora sets it)" }, PlainLoRA);
+        Dora = Add(new Option<bool>("--dora", "--use-dora") { Description = "DoRA: train a magnitude vector per adapted layer (lora, qlora; --method dora sets it)" }, [.. PlainLoRA, "dora"]);
         RsLoRA = Add(new Option<bool>("--rslora", "--use-rslora") { Description = "rsLoRA: scale by alpha/sqrt(r) (lora family)" }, LoRAFamily);
         LoRAPlus = Add(new Option<float>("--lora-plus") { Description = "LoRA+ ratio: B learns this many times faster (0 disables; lora family)", DefaultValueFactory = _ => 0f }, LoRAFamily);
         Quant = Add(CommonOptions.Quant("nf4", "4-bit storage of the adapted layers' base: nf4 (the default of qlora), fp4, or none (the default of every other method); lora, qlora, dora, lora-fa and vera train over a 4-bit base"), FourBit);
@@ -144,8 +147,8 @@ internal sealed class TrainMethods
     public Option<float> LayerwiseDecay { get; }
     public Option<bool> DryRun { get; }
 
-    /// <summary>Every option, --method first, in the order help lists them.</summary>
-    public IEnumerable<Option> All => [Method, .. _applies.Select(a => a.Option)];
+    /// <summary>The methods' settings and companions (all but --method), in the order help lists them.</summary>
+    public IEnumerable<Option> Settings => _applies.Select(a => a.Option);
 
     private T Add<T>(T option, string[] methods) where T : Option
     {
