@@ -12,6 +12,7 @@ internal static class CliApp
     {
         TrainCommand.Create(),
         GenerateCommand.Create(),
+        ChatCommand.Create(),
         EvalCommand.Create(),
         MergeCommand.Create(),
         InspectCommand.Create(),
@@ -32,6 +33,8 @@ internal static class CliApp
             Console.Error.WriteLine($"Run 'peftgen {(parse.CommandResult.Command is RootCommand ? "" : parse.CommandResult.Command.Name + " ")}--help' for usage.");
             return CliErrors.Usage;
         }
-        return await parse.InvokeAsync();
+        // chat handles Ctrl-C itself: it stops the reply being written, not the session.
+        var invocation = parse.CommandResult.Command.Name == "chat" ? new InvocationConfiguration { ProcessTerminationTimeout = null } : null;
+        return await parse.InvokeAsync(invocation);
     }
 }

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using PeftGen.Backends.Cpu;
-using PeftGen.Methods.LoRA;
 using PeftGen.Quantization;
 using PeftGen.Tensors;
 using PeftGen.Training;
@@ -59,45 +58,17 @@ internal static class CommonOptions
     }
 
     /// <summary>
-    /// The --max-length to use with a model of <paramref name="context"/> tokens: a value the user typed must fit the
-    /// context; the default shrinks to it.
+    /// The --max-length to use with a model of <paramref name="context"/> tokens (the positions left beside
+    /// <paramref name="virtualTokens"/> virtual tokens): a value the user typed must fit; the default shrinks to it.
     /// </summary>
-    public static int MaxLength(ParseResult parse, Option<int> maxLength, int context)
+    public static int MaxLength(ParseResult parse, Option<int> maxLength, int context, int virtualTokens = 0)
     {
         int value = parse.GetValue(maxLength);
         if (parse.GetResult(maxLength) is not { Implicit: false }) return Math.Min(value, context);
-        Require(value <= context, "--max-length", value, $"exceeds the model's context of {context} tokens: give --max-length {context} or less");
+        Require(value <= context, "--max-length", value, virtualTokens == 0
+            ? $"exceeds the model's context of {context} tokens: give --max-length {context} or less"
+            : $"plus the {virtualTokens} virtual tokens exceeds the model's context of {context + virtualTokens} tokens: give --max-length {context} or less");
         return value;
-    }
-
-    /// <summary>
-    /// Loads a model for inference (generate, eval), with the PEFT LoRA adapter in <paramref name="adapterFolder"/> when
-    /// given: the layers that will be 4-bit are quantized while they are read and the other weights stay in the
-    /// checkpoint's 16-bit type, so the float32 model is never built. Reports what was loaded on stderr.
-    /// </summary>
-    public static PretrainedModel LoadForInference(string modelPath, string? tokenizerPath, Tensors.Device target,
-        string? adapterFolder, QuantizationConfig? quantization)
-    {
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        var loadOptions = adapterFolder != null
-            ? PeftModel.LoadOptions(PeftAdapterFile.ReadConfig(Path.Combine(adapterFolder, PeftAdapterFile.ConfigFileName)), quantization)
-            : new IO.ModelLoadOptions { Quantization = quantization, FrozenWeights = IO.FrozenWeightStorage.AsStored };
-        var pretrained = PretrainedModel.Load(modelPath, tokenizerPath, target, loadOptions);
-        try
-        {
-            var model = pretrained.Model;
-            Console.Error.WriteLine($"loaded {Path.GetFileName(Path.TrimEndingDirectorySeparator(modelPath))}: {model.CountParameters().Total:N0} parameters, {model.Config.NumHiddenLayers} layers, in {clock.ElapsedMilliseconds} ms");
-            if (adapterFolder == null) return pretrained;
-            var peft = PeftAdapterFile.LoadInto(model, adapterFolder, quantization);
-            var config = peft.GetConfig("default");
-            Console.Error.WriteLine($"adapter {adapterFolder}: r={config.Rank} alpha={config.Alpha} on {peft.Plan().Count} layers ({config.Targets})");
-            return pretrained;
-        }
-        catch
-        {
-            pretrained.Dispose();
-            throw;
-        }
     }
 
     /// <summary>The QLoRA storage of --quant (null for none), with the block size and double quantization given.</summary>

@@ -3,7 +3,6 @@ using System.Diagnostics;
 using System.Globalization;
 using PeftGen.Data;
 using PeftGen.IO;
-using PeftGen.Methods.LoRA;
 using PeftGen.Text;
 using PeftGen.Training;
 
@@ -26,8 +25,8 @@ internal static class EvalCommand
     {
         var model = CommonOptions.Model();
         var tokenizer = CommonOptions.Tokenizer();
-        var adapter = new Option<string?>("--adapter") { Description = "PEFT adapter folder (adapter_config.json + adapter_model.safetensors) to apply" };
-        var quant = CommonOptions.Quant("none", "4-bit storage, quantized while loading: with an adapter, of the layers it adapts (nf4/fp4 to match a QLoRA adapter's base); without one, of every linear layer but the head; none keeps the checkpoint's type");
+        var adapter = new Option<string?>("--adapter") { Description = "adapter folder to apply, of any method train writes (the method is read from adapter_config.json's peft_type)" };
+        var quant = CommonOptions.Quant("none", "4-bit storage, quantized while loading: with a LoRA or VeRA adapter, of the layers it adapts (nf4/fp4 to match a QLoRA adapter's base); otherwise of every linear layer but the head; none keeps the checkpoint's type");
         var data = new Option<string>("--data") { Description = "JSONL dataset: {\"text\": …}, {\"instruction\": …, \"output\": …} or {\"messages\": […]} per line", Required = true };
         var maxLength = new Option<int>("--max-length") { Description = "most tokens per row (at most the model's context; default 512, or the context when shorter)", DefaultValueFactory = _ => 512 };
         var batchSize = new Option<int>("--batch-size") { Description = "rows per batch", DefaultValueFactory = _ => 4 };
@@ -49,16 +48,18 @@ internal static class EvalCommand
             string dataPath = parse.GetValue(data)!;
             if (!File.Exists(dataPath)) throw new CliError($"--data {dataPath}: no such file (give a JSONL dataset).");
             string? adapterFolder = parse.GetValue(adapter);
-            if (adapterFolder != null && !File.Exists(Path.Combine(adapterFolder, PeftAdapterFile.ConfigFileName)))
-                throw new CliError($"--adapter {adapterFolder}: no {PeftAdapterFile.ConfigFileName} there (give a PEFT adapter folder).");
+            var quantization = CommonOptions.Quantization(parse.GetValue(quant)!);
+            if (adapterFolder != null) AdapterFolders.CheckQuantization(AdapterFolders.Detect(adapterFolder), quantization);
             var format = parse.GetValue(chatFormat) is { } name ? ChatFormat.Get(name) : null;
             var target = CommonOptions.Prepare(parse, device, threads);
             string modelPath = parse.GetValue(model)!;
             maxLengthValue = CommonOptions.MaxLength(parse, maxLength, ModelLoader.Inspect(modelPath).Config.MaxPositionEmbeddings);
 
-            using var pretrained = CommonOptions.LoadForInference(modelPath, parse.GetValue(tokenizer), target, adapterFolder,
-                CommonOptions.Quantization(parse.GetValue(quant)!));
+            using var pretrained = AdapterFolders.LoadForInference(modelPath, parse.GetValue(tokenizer), target, adapterFolder, quantization);
             var llama = pretrained.Model;
+            // Prompt learning's virtual tokens take positions of the context too.
+            if (llama.Model.VirtualTokens?.Count is > 0 and int virtualTokens)
+                maxLengthValue = CommonOptions.MaxLength(parse, maxLength, llama.Config.MaxPositionEmbeddings - virtualTokens, virtualTokens);
             if (pretrained.Tokenizer.VocabSize != llama.Config.VocabSize)
                 throw new CliError($"the tokenizer {pretrained.TokenizerPath} has {pretrained.Tokenizer.VocabSize} tokens but the model's vocabulary has {llama.Config.VocabSize}: give the model's tokenizer with --tokenizer.");
 

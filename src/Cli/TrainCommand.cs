@@ -3,14 +3,14 @@ using System.Globalization;
 using PeftGen.Data;
 using PeftGen.IO;
 using PeftGen.Methods;
-using PeftGen.Methods.LoRA;
 using PeftGen.Text;
 using PeftGen.Training;
 
 namespace PeftGen.Cli;
 
 /// <summary>
-/// <c>peftgen train</c>: fine-tune a LoRA or QLoRA adapter on a JSONL dataset through <see cref="FineTuneSession"/>.
+/// <c>peftgen train</c>: fine-tune an adapter of any PEFT method (<see cref="TrainMethods"/>: --method and each method's
+/// settings) on a JSONL dataset through <see cref="FineTuneSession"/>, the one training path.
 /// stderr shows the plan and a progress bar; stdout lists the files written (adapter, metrics, loss curve).
 /// </summary>
 /// <remarks>
@@ -39,16 +39,6 @@ internal static class TrainCommand
         var maxGradNorm = new Option<float>("--max-grad-norm") { Description = "gradient-norm clipping; 0 disables", DefaultValueFactory = _ => 0.3f };
         var optimizer = new Option<string>("--optimizer") { Description = "optimizer", DefaultValueFactory = _ => "adamw" };
         optimizer.AcceptOnlyFromAmong("adamw", "adamw8bit", "paged-adamw", "paged-adamw8bit");
-        var rank = new Option<int>("--rank") { Description = "LoRA rank r", DefaultValueFactory = _ => 8 };
-        var alpha = new Option<float>("--alpha") { Description = "LoRA alpha (scaling alpha/r)", DefaultValueFactory = _ => 16f };
-        var dropout = new Option<float>("--dropout") { Description = "LoRA dropout", DefaultValueFactory = _ => 0.05f };
-        var targets = new Option<string>("--targets") { Description = "layers to adapt: all-linear, a list (q_proj,v_proj) or a regex", DefaultValueFactory = _ => "all-linear" };
-        var dora = new Option<bool>("--dora") { Description = "DoRA: train a magnitude vector per adapted layer" };
-        var rslora = new Option<bool>("--rslora") { Description = "rsLoRA: scale by alpha/sqrt(r)" };
-        var loraPlus = new Option<float>("--lora-plus") { Description = "LoRA+ ratio: B learns this many times faster (0 disables)", DefaultValueFactory = _ => 0f };
-        var quant = CommonOptions.Quant("nf4", "QLoRA base storage of adapted layers: nf4 (default), fp4, or none for plain LoRA");
-        var blockSize = new Option<int>("--block-size") { Description = "quantization block size (power of two, 32..4096)", DefaultValueFactory = _ => 64 };
-        var noDoubleQuant = new Option<bool>("--no-double-quant") { Description = "keep fp32 block scales (no double quantization)" };
         var chatFormat = new Option<string?>("--chat-format") { Description = $"prompt format of instruction and chat records ({string.Join(", ", ChatFormat.Names)}); default: from the tokenizer's chat template, else alpaca/chatml" };
         var fullLoss = new Option<bool>("--train-on-prompts") { Description = "score prompt tokens too (default: only responses)" };
         var pack = new Option<bool>("--pack") { Description = "pack examples into full rows" };
@@ -59,16 +49,16 @@ internal static class TrainCommand
         var onNan = new Option<string>("--on-nan") { Description = "a NaN or infinite loss: stop (exit code 1, naming the step) or skip the step", DefaultValueFactory = _ => "stop" };
         onNan.AcceptOnlyFromAmong("stop", "skip");
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "recompute activations in backward (less memory, slower)" };
-        var dryRun = new Option<bool>("--dry-run") { Description = "print the predicted peak memory (weights, adapter, activations) and exit without loading or training" };
         var seed = new Option<int>("--seed") { Description = "seed of adapter init, dropout and data order", DefaultValueFactory = _ => 0 };
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
-        var command = new Command("train", "Fine-tune a LoRA/QLoRA adapter on a JSONL dataset; writes the adapter (PEFT format), metrics.jsonl and loss.svg.")
+        var methods = new TrainMethods();
+        var command = new Command("train", "Fine-tune an adapter of any PEFT method (--method; QLoRA by default) on a JSONL dataset; writes the adapter (the method's format, PEFT's where it has one), metrics.jsonl and loss.svg.")
         {
-            model, tokenizer, data, output, steps, batchSize, accumulation, maxLength, learningRate, schedule, warmup, maxGradNorm, optimizer,
-            rank, alpha, dropout, targets, dora, rslora, loraPlus, quant, blockSize, noDoubleQuant, chatFormat, fullLoss, pack,
-            evalFraction, evalEvery, saveEvery, resume, onNan, checkpointing, dryRun, seed, device, threads,
+            model, tokenizer, data, output, methods.Method, steps, batchSize, accumulation, maxLength, learningRate, schedule, warmup, maxGradNorm, optimizer,
+            chatFormat, fullLoss, pack, evalFraction, evalEvery, saveEvery, resume, onNan, checkpointing, seed, device, threads,
         };
+        foreach (var option in methods.Settings) command.Options.Add(option);
         command.SetAction((parse, cancellationToken) => Task.FromResult(CliErrors.Run(() =>
         {
             // Every setting is checked before anything is loaded, in the option's own name.
@@ -82,13 +72,7 @@ internal static class TrainCommand
             CommonOptions.Require(parse.GetValue(warmup) >= 0 && parse.GetValue(warmup) <= stepsValue, "--warmup", parse.GetValue(warmup), $"must be in [0, --steps = {stepsValue}]");
             float gradNorm = parse.GetValue(maxGradNorm);
             CommonOptions.Require(gradNorm >= 0 && float.IsFinite(gradNorm), "--max-grad-norm", gradNorm, "must be a finite value ≥ 0 (0 disables clipping)");
-            CommonOptions.Require(parse.GetValue(rank) >= 1, "--rank", parse.GetValue(rank), "must be ≥ 1");
-            float alphaValue = parse.GetValue(alpha), dropoutValue = parse.GetValue(dropout), loraPlusValue = parse.GetValue(loraPlus);
-            CommonOptions.Require(alphaValue > 0 && float.IsFinite(alphaValue), "--alpha", alphaValue, "must be a finite value > 0");
-            CommonOptions.Require(dropoutValue >= 0 && dropoutValue < 1, "--dropout", dropoutValue, "must be in [0, 1)");
-            CommonOptions.Require(loraPlusValue >= 0 && float.IsFinite(loraPlusValue), "--lora-plus", loraPlusValue, "must be a finite value ≥ 0 (0 disables)");
-            int block = parse.GetValue(blockSize);
-            CommonOptions.Require(parse.GetValue(quant) == "none" || (block >= 32 && block <= 4096 && (block & (block - 1)) == 0), "--block-size", block, "must be a power of two in 32..4096");
+            methods.Check(parse);
             double evalFractionValue = parse.GetValue(evalFraction);
             CommonOptions.Require(evalFractionValue >= 0 && evalFractionValue < 1, "--eval-fraction", evalFractionValue, "must be in [0, 1)");
             CommonOptions.Require(parse.GetValue(evalEvery) >= 0, "--eval-every", parse.GetValue(evalEvery), "must be ≥ 0 (0: at the end)");
@@ -105,17 +89,6 @@ internal static class TrainCommand
                 TokenizerPath = parse.GetValue(tokenizer),
                 DataPath = parse.GetValue(data)!,
                 OutputDir = outputDir,
-                LoRA = new LoRAConfig
-                {
-                    Rank = parse.GetValue(rank),
-                    Alpha = parse.GetValue(alpha),
-                    Dropout = parse.GetValue(dropout),
-                    Targets = TargetModules.Parse(parse.GetValue(targets)!),
-                    UseDoRA = parse.GetValue(dora),
-                    UseRsLoRA = parse.GetValue(rslora),
-                    Seed = seedValue,
-                },
-                Quantization = CommonOptions.Quantization(parse.GetValue(quant)!, parse.GetValue(blockSize), !parse.GetValue(noDoubleQuant)),
                 Dataset = new JsonlDatasetOptions
                 {
                     MaxSequenceLength = parse.GetValue(maxLength),
@@ -141,7 +114,8 @@ internal static class TrainCommand
                         "paged-adamw8bit" => OptimizerKind.PagedAdamW8bit,
                         _ => OptimizerKind.AdamW,
                     },
-                    LoRAPlusRatio = parse.GetValue(loraPlus),
+                    LoRAPlusRatio = parse.GetValue(methods.LoRAPlus),
+                    LayerwiseLearningRateDecay = parse.GetValue(methods.LayerwiseDecay),
                     EvalEvery = parse.GetValue(evalEvery),
                     CheckpointEvery = parse.GetValue(saveEvery),
                     OnNonFinite = parse.GetValue(onNan) == "skip" ? NonFinitePolicy.SkipStep : NonFinitePolicy.Stop,
@@ -151,30 +125,44 @@ internal static class TrainCommand
                 Device = target,
             };
 
-            // The prediction needs only the checkpoint's headers, so it comes before anything is loaded.
-            options.Validate();
             // Train writes only into its output folder; it must not be (or lie inside) an input, nor be a file.
             if (File.Exists(options.OutputDir))
                 throw new ArgumentException($"--output {options.OutputDir} is a file: train writes a folder (adapter/, metrics.jsonl, loss.svg). Name a folder for --output.");
             PathIdentity.EnsureOutputSeparate("--output", options.OutputDir,
                 [("the model (--model)", options.ModelPath), ("the dataset (--data)", options.DataPath), ("the tokenizer (--tokenizer)", options.TokenizerPath)]);
             var (modelConfig, weightType) = ModelLoader.Inspect(options.ModelPath!);
-            options = options with { Dataset = options.Dataset with { MaxSequenceLength = CommonOptions.MaxLength(parse, maxLength, modelConfig.MaxPositionEmbeddings) } };
-            var estimate = MemoryModel.ForTraining(modelConfig, options.LoRA, options.Quantization, weightType, options.BatchSize,
-                options.Dataset.MaxSequenceLength, options.GradientCheckpointing, options.Trainer.Optimizer);
-            Console.Error.WriteLine($"memory: {estimate} ({weightType.ToString().ToLowerInvariant()} checkpoint, batch {options.BatchSize} × {options.Dataset.MaxSequenceLength}{(options.GradientCheckpointing ? ", gradient checkpointing" : "")})");
-            if (parse.GetValue(dryRun))
+            // Prompt learning's virtual tokens take positions of the context too.
+            int virtualTokens = parse.GetValue(methods.Method) is "prompt" or "prefix" or "p-tuning" ? parse.GetValue(methods.NumVirtualTokens) : 0;
+            if (virtualTokens >= modelConfig.MaxPositionEmbeddings)
+                throw new CliError($"--num-virtual-tokens {virtualTokens}: the model's context is {modelConfig.MaxPositionEmbeddings} tokens, which must hold the virtual tokens and at least one real token.");
+            options = options with { Dataset = options.Dataset with { MaxSequenceLength = CommonOptions.MaxLength(parse, maxLength, modelConfig.MaxPositionEmbeddings - virtualTokens, virtualTokens) } };
+            var plan = methods.Plan(parse, options);
+            if (plan.LoRA != null) options = options with { LoRA = plan.LoRA, Quantization = plan.Quantization };
+            options.Validate();
+
+            // The prediction (LoRA family) needs only the checkpoint's headers, so it comes before anything is loaded.
+            MemoryEstimate? estimate = null;
+            if (plan.LoRA != null)
             {
-                Console.Out.WriteLine(MemoryJson(estimate));
-                return 0;
+                estimate = MemoryModel.ForTraining(modelConfig, plan.LoRA, plan.Quantization, weightType, options.BatchSize,
+                    options.Dataset.MaxSequenceLength, options.GradientCheckpointing, options.Trainer.Optimizer);
+                Console.Error.WriteLine($"memory: {estimate} ({weightType.ToString().ToLowerInvariant()} checkpoint, batch {options.BatchSize} × {options.Dataset.MaxSequenceLength}{(options.GradientCheckpointing ? ", gradient checkpointing" : "")})");
+                if (parse.GetValue(methods.DryRun))
+                {
+                    Console.Out.WriteLine(MemoryJson(estimate));
+                    return 0;
+                }
             }
 
-            using var session = FineTuneSession.Open(options);
-            Console.Error.WriteLine(Invariant($"memory after load: peak resident set {ProcessMemory.PeakResidentBytes / 1e9:F2} GB, resident {ProcessMemory.ResidentBytes / 1e9:F2} GB (predicted {estimate.AfterLoad / 1e9:F2} GB)"));
+            // Every method takes the one training path: the session loads the model as the method needs, applies it with its
+            // runtime Create (what the DSL's generated ApplyAdapters calls) and trains it with the one Trainer.
+            using var session = FineTuneSession.Open(options, plan.Adapt, plan.Load);
+            Console.Error.WriteLine(Invariant($"memory after load: peak resident set {ProcessMemory.PeakResidentBytes / 1e9:F2} GB, resident {ProcessMemory.ResidentBytes / 1e9:F2} GB")
+                + (estimate != null ? Invariant($" (predicted {estimate.AfterLoad / 1e9:F2} GB)") : ""));
             var config = session.Model.Config;
             var dataset = session.Dataset;
             Console.Error.WriteLine($"model {options.ModelPath}: {config.NumHiddenLayers} layers, hidden {config.HiddenSize}, vocab {config.VocabSize}, context {config.MaxPositionEmbeddings}");
-            Console.Error.WriteLine($"adapter: {(options.Quantization is { } q ? $"QLoRA ({q.Type}{(q.DoubleQuant ? " + double quant" : "")})" : "LoRA")} r={options.LoRA.Rank} alpha={options.LoRA.Alpha} on {session.Peft.Plan().Count} layers ({options.LoRA.Targets}); {session.Peft.TrainableParametersSummary()}");
+            Console.Error.WriteLine($"adapter: {TrainMethods.Describe(session.Peft, plan)}");
             Console.Error.WriteLine($"data {options.DataPath}: {dataset.Examples.Count} {dataset.Kind.ToString().ToLowerInvariant()} examples{(dataset.ChatFormat is { } f ? $" ({f.Name} format)" : "")}, {session.TrainBatches.RowCount} training rows, {session.TrainBatches.BatchesPerEpoch} batches per epoch"
                 + (session.EvalBatches is { } e ? $", {e.RowCount} eval rows" : "")
                 + (dataset.TruncatedExamples > 0 ? $", {dataset.TruncatedExamples} truncated to {options.Dataset.MaxSequenceLength} tokens" : "")
@@ -197,7 +185,8 @@ internal static class TrainCommand
                 Invariant($"trained {trainedSteps} steps{(result.ResumedFromStep is int from ? Invariant($" (steps {from + 1}–{options.Trainer.MaxSteps}, resumed at step {from})") : "")} in {result.Elapsed.TotalSeconds:F1} s; loss {(losses.Count > 0 ? Invariant($"{losses[0]:F4} → {losses[^1]:F4}") : "n/a")}")
                 + (result.Training.EvalLosses.Count > 0 ? Invariant($", eval loss {result.Training.EvalLosses[^1].Loss:F4}") : "")
                 + (result.Training.SkippedSteps > 0 ? $", {result.Training.SkippedSteps} steps skipped" : ""));
-            Console.Error.WriteLine(Invariant($"memory: peak resident set {ProcessMemory.PeakResidentBytes / 1e9:F2} GB (predicted {estimate.Total / 1e9:F2} GB)"));
+            Console.Error.WriteLine(Invariant($"memory: peak resident set {ProcessMemory.PeakResidentBytes / 1e9:F2} GB") + (estimate != null ? Invariant($" (predicted {estimate.Total / 1e9:F2} GB)") : ""));
+            AfterTrainingForTests?.Invoke(session.Peft);
             Console.Out.WriteLine($"adapter: {Path.GetFullPath(result.AdapterDir)}");
             Console.Out.WriteLine($"metrics: {Path.GetFullPath(result.MetricsPath)}");
             Console.Out.WriteLine($"loss curve: {Path.GetFullPath(result.LossCurvePath)}");
@@ -224,6 +213,9 @@ internal static class TrainCommand
         else if (latest != null && saveEvery > 0)
             throw new CliError($"--output '{outputDir}' already holds checkpoints of an earlier run ({Path.GetFileName(latest)}): add --resume to continue it, or give another --output (or delete the checkpoint-N folders) to start over.");
     }
+
+    /// <summary>Tests read the trained model here, before the session disposes it (the tests run one at a time).</summary>
+    internal static Action<IAdaptedModel>? AfterTrainingForTests { get; set; }
 
     private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
 

@@ -9,11 +9,16 @@ namespace PeftGen.Cli.Tests;
 internal static class CliRunner
 {
     /// <summary>Runs <c>peftgen args</c> and returns the exit code and both streams.</summary>
-    public static (int Code, string Stdout, string Stderr) Run(params string[] args)
+    public static (int Code, string Stdout, string Stderr) Run(params string[] args) => RunWithInput("", args);
+
+    /// <summary>Runs <c>peftgen args</c> with <paramref name="input"/> as standard input (its end is what Ctrl-D gives a terminal).</summary>
+    public static (int Code, string Stdout, string Stderr) RunWithInput(string input, params string[] args)
     {
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
+        var (oldIn, oldOut, oldErr) = (Console.In, Console.Out, Console.Error);
+        using var stdin = new StringReader(input);
         using var stdout = new StringWriter();
         using var stderr = new StringWriter();
+        Console.SetIn(stdin);
         Console.SetOut(stdout);
         Console.SetError(stderr);
         try
@@ -23,6 +28,7 @@ internal static class CliRunner
         }
         finally
         {
+            Console.SetIn(oldIn);
             Console.SetOut(oldOut);
             Console.SetError(oldErr);
         }
