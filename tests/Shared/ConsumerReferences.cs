@@ -13,12 +13,12 @@ internal static class ConsumerReferences
 {
     /// <summary>
     /// The global usings a consumer with implicit usings gets from the package (src/Runtime/build/PeftGen.props), as the
-    /// SDK writes them into its GlobalUsings.g.cs: the DSL's namespace and a static using of the quantization type enum,
+    /// SDK (10.0) writes them into its GlobalUsings.g.cs: the DSL's namespace and a static using of the quantization type enum,
     /// so that <c>[Quantize(NF4, DoubleQuant = true)]</c> compiles.
     /// </summary>
     public const string PackageGlobalUsings = """
-        global using global::PeftGen;
-        global using static global::PeftGen.Quantization.QuantType;
+        global using PeftGen;
+        global using static PeftGen.Quantization.QuantType;
         """;
 
     /// <summary>
