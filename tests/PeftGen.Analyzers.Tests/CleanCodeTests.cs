@@ -7,7 +7,7 @@ public sealed class CleanCodeTests
 {
     [Fact]
     public Task Llama_with_every_option_and_a_config() =>
-        AnalyzerVerifier.VerifyAsync(
+        PeftAnalyzerTest.VerifyAsync(
             """
             using PeftGen;
             using PeftGen.Methods.LoRA;
@@ -32,7 +32,7 @@ public sealed class CleanCodeTests
 
     [Fact]
     public Task Two_named_adapters_with_all_linear_and_a_regex() =>
-        AnalyzerVerifier.VerifyAsync(
+        PeftAnalyzerTest.VerifyAsync(
             """
             using PeftGen;
             using PeftGen.Models.Llama;
@@ -57,7 +57,7 @@ public sealed class CleanCodeTests
 
     [Fact]
     public Task User_modules_with_overrides_exclusions_and_lists() =>
-        AnalyzerVerifier.VerifyAsync(
+        PeftAnalyzerTest.VerifyAsync(
             """
             using System.Linq;
             using PeftGen;
@@ -134,7 +134,7 @@ public sealed class CleanCodeTests
 
     [Fact]
     public Task Attributes_named_like_PeftGen_ones_elsewhere_are_ignored() =>
-        AnalyzerVerifier.VerifyAsync("""
+        PeftAnalyzerTest.VerifyAsync("""
             internal sealed class LoRAAttribute : System.Attribute
             {
                 public LoRAAttribute(int rank, string targets) { }

@@ -28,21 +28,21 @@ public sealed class MethodAttributeAnalyzerTests
 
     [Fact]
     public Task PEFT019_on_a_second_method() =>
-        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+        PeftAnalyzerTest.VerifyAsync(Sources.Llama("""
             [LoRA(rank: 8, targets: "all-linear")]
             [{|PEFT019:VeRA(rank: 64, targets: "q_proj,v_proj")|}]
             """));
 
     [Fact]
     public Task No_PEFT019_for_several_LoRA_adapters() =>
-        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+        PeftAnalyzerTest.VerifyAsync(Sources.Llama("""
             [LoRA(rank: 8, targets: "all-linear")]
             [LoRA(rank: 4, targets: "q_proj", Name = "second")]
             """));
 
     [Fact]
     public Task No_PEFT019_for_a_same_named_attribute_of_another_namespace() =>
-        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+        PeftAnalyzerTest.VerifyAsync(Sources.Llama("""
             [LoRA(rank: 8, targets: "all-linear")]
             [Mine.VeRA]
             """) + """
@@ -56,7 +56,7 @@ public sealed class MethodAttributeAnalyzerTests
 
     [Fact]
     public Task PEFT020_on_Delta_LoRA_over_a_4_bit_base() =>
-        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+        PeftAnalyzerTest.VerifyAsync(Sources.Llama("""
             [LoRA(rank: 8, targets: "all-linear")]
             [{|PEFT020:DeltaLoRA(100, 2)|}]
             [Quantize(QuantType.NF4)]
@@ -64,7 +64,7 @@ public sealed class MethodAttributeAnalyzerTests
 
     [Fact]
     public Task PEFT021_on_LoRA_FA_with_DoRA_and_a_correction_without_LoRA_FA() =>
-        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+        PeftAnalyzerTest.VerifyAsync(Sources.Llama("""
             [LoRA(rank: 8, targets: "all-linear", UseDoRA = true, UseLoRAFA = {|PEFT021:true|})]
             [LoRA(rank: 8, targets: "all-linear", Name = "b", LoRAFAGradientCorrection = {|PEFT021:true|})]
             """));
@@ -72,7 +72,7 @@ public sealed class MethodAttributeAnalyzerTests
     [Fact]
     public async Task PEFT021_on_Delta_LoRA_with_dropout()
     {
-        var diagnostics = await AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+        var diagnostics = await PeftAnalyzerTest.VerifyAsync(Sources.Llama("""
             [LoRA(rank: 8, targets: "all-linear", Dropout = 0.05)]
             [{|PEFT021:DeltaLoRA|}]
             """));
@@ -81,7 +81,7 @@ public sealed class MethodAttributeAnalyzerTests
 
     [Fact]
     public Task PEFT022_on_settings_out_of_range() =>
-        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+        PeftAnalyzerTest.VerifyAsync(Sources.Llama("""
             [VeRA(rank: {|PEFT022:0|}, targets: "q_proj", DInitial = {|PEFT022:0|}, Dropout = {|PEFT022:1|})]
             [LayerDrop({|PEFT022:1.0|})]
             [LayerwiseLearningRate({|PEFT022:0|})]
@@ -92,32 +92,32 @@ public sealed class MethodAttributeAnalyzerTests
     [InlineData("1.5")]
     [InlineData("-0.1")]
     public Task PEFT022_on_a_sparse_fraction_outside_0_1(string fraction) =>
-        AnalyzerVerifier.VerifyAsync(Sources.Llama($$"""
+        PeftAnalyzerTest.VerifyAsync(Sources.Llama($$"""
             [SparseFineTuning({|PEFT022:{{fraction}}|})]
             """));
 
     [Fact]
     public Task PEFT022_on_Delta_LoRA_values_and_a_zero_bottleneck() =>
-        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+        PeftAnalyzerTest.VerifyAsync(Sources.Llama("""
             [LoRA(rank: 8, targets: "all-linear")]
             [DeltaLoRA({|PEFT022:-1|}, {|PEFT022:0|})]
             """) + Another("Narrow", "[Bottleneck({|PEFT022:0|})]"));
 
     [Fact]
     public Task PEFT023_on_a_feed_forward_layer_outside_the_targets() =>
-        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+        PeftAnalyzerTest.VerifyAsync(Sources.Llama("""
             [IA3("k_proj,v_proj", FeedForward = "k_proj,{|PEFT023:down_proj|}")]
             """));
 
     [Fact]
     public Task No_PEFT023_for_the_default_feed_forward_layer() =>
-        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+        PeftAnalyzerTest.VerifyAsync(Sources.Llama("""
             [IA3("k_proj,v_proj")]
             """));
 
     [Fact]
     public Task PEFT024_on_no_virtual_tokens_or_more_than_the_positions() =>
-        AnalyzerVerifier.VerifyAsync(
+        PeftAnalyzerTest.VerifyAsync(
             Sources.Llama("""
                 [PromptTuning({|PEFT024:128|})]
                 [ModelConfig("config.json")]
@@ -126,7 +126,7 @@ public sealed class MethodAttributeAnalyzerTests
 
     [Fact]
     public Task No_PEFT024_below_the_positions() =>
-        AnalyzerVerifier.VerifyAsync(
+        PeftAnalyzerTest.VerifyAsync(
             Sources.Llama("""
                 [PTuning(127, 32)]
                 [ModelConfig("config.json")]
@@ -135,7 +135,7 @@ public sealed class MethodAttributeAnalyzerTests
 
     [Fact]
     public Task PEFT025_on_a_bottleneck_wider_than_the_model() =>
-        AnalyzerVerifier.VerifyAsync(
+        PeftAnalyzerTest.VerifyAsync(
             Sources.Llama("""
                 [Bottleneck({|PEFT025:65|})]
                 [ModelConfig("config.json")]
@@ -144,7 +144,7 @@ public sealed class MethodAttributeAnalyzerTests
 
     [Fact]
     public Task PEFT025_on_a_reduction_factor_that_leaves_no_channel() =>
-        AnalyzerVerifier.VerifyAsync(
+        PeftAnalyzerTest.VerifyAsync(
             Sources.Llama("""
                 [Bottleneck(ReductionFactor = {|PEFT025:128|})]
                 [ModelConfig("config.json")]
@@ -153,27 +153,27 @@ public sealed class MethodAttributeAnalyzerTests
 
     [Fact]
     public Task PEFT026_on_prompt_learning_and_layer_drop_outside_Llama() =>
-        AnalyzerVerifier.VerifyAsync(Sources.Attention("""
+        PeftAnalyzerTest.VerifyAsync(Sources.Attention("""
             [{|PEFT026:PromptTuning(8)|}]
             [{|PEFT026:LayerDrop(0.1)|}]
             """));
 
     [Fact]
     public Task New_method_targets_reuse_the_target_diagnostics() =>
-        AnalyzerVerifier.VerifyAsync(Sources.Attention("""
+        PeftAnalyzerTest.VerifyAsync(Sources.Attention("""
             [VeRA(rank: 16, targets: "q_proj,{|PEFT006:v_prj|}")]
             """));
 
     [Fact]
     public async Task PEFT006_names_the_method_whose_target_it_is()
     {
-        var vera = Assert.Single(await AnalyzerVerifier.VerifyAsync(Sources.Attention("""
+        var vera = Assert.Single(await PeftAnalyzerTest.VerifyAsync(Sources.Attention("""
             [VeRA(rank: 16, targets: "q_proj,{|PEFT006:v_prj|}")]
             """)));
         Assert.Equal("VeRA target 'v_prj' matches no linear layer of 'Attention'. Did you mean 'v_proj'? Linear layers here: q_proj, v_proj.", vera.GetMessage());
         Assert.Equal("v_proj", vera.Properties[DiagnosticCatalog.SuggestionProperty]);
 
-        var ia3 = Assert.Single(await AnalyzerVerifier.VerifyAsync(Sources.Attention("""
+        var ia3 = Assert.Single(await PeftAnalyzerTest.VerifyAsync(Sources.Attention("""
             [IA3("{|PEFT006:q_prj|},v_proj", FeedForward = "v_proj")]
             """)));
         Assert.Equal("IA3 target 'q_prj' matches no linear layer of 'Attention'. Did you mean 'q_proj'? Linear layers here: q_proj, v_proj.", ia3.GetMessage());
@@ -182,7 +182,7 @@ public sealed class MethodAttributeAnalyzerTests
     [Fact]
     public async Task PEFT017_names_sparse_fine_tuning()
     {
-        var diagnostic = Assert.Single(await AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+        var diagnostic = Assert.Single(await PeftAnalyzerTest.VerifyAsync(Sources.Llama("""
             [SparseFineTuning(0.01, {|PEFT017:"mlp\\.(up"|})]
             """)));
         Assert.StartsWith("Sparse fine-tuning target regex 'mlp\\.(up' is invalid: ", diagnostic.GetMessage());
@@ -191,7 +191,7 @@ public sealed class MethodAttributeAnalyzerTests
     [Fact]
     public async Task PEFT011_on_a_layerwise_learning_rate_with_prompt_learning()
     {
-        var diagnostic = Assert.Single(await AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+        var diagnostic = Assert.Single(await PeftAnalyzerTest.VerifyAsync(Sources.Llama("""
             [PrefixTuning(8)]
             [{|PEFT011:LayerwiseLearningRate(0.9)|}]
             """)));
@@ -201,7 +201,7 @@ public sealed class MethodAttributeAnalyzerTests
 
     [Fact]
     public Task PEFT011_on_companions_the_method_does_not_support() =>
-        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+        PeftAnalyzerTest.VerifyAsync(Sources.Llama("""
             [IA3]
             [{|PEFT011:Quantize(QuantType.NF4)|}]
             [{|PEFT011:DeltaLoRA|}]
@@ -209,7 +209,7 @@ public sealed class MethodAttributeAnalyzerTests
 
     [Fact]
     public Task Every_method_with_valid_settings_is_clean() =>
-        AnalyzerVerifier.VerifyAsync(Sources.Llama("""
+        PeftAnalyzerTest.VerifyAsync(Sources.Llama("""
             [VeRA(rank: 256, targets: "all-linear", DInitial = 0.1)]
             [Quantize(QuantType.NF4)]
             [LayerDrop(0.1, Schedule = PeftGen.Methods.LayerDrop.LayerDropSchedule.Linear)]

@@ -11,7 +11,7 @@ public sealed class ModelConfigAnalyzerTests
 
     [Fact]
     public Task PEFT015_when_no_additional_file_matches() =>
-        AnalyzerVerifier.VerifyAsync(Model("""{|PEFT015:"models/tiny/config.json"|}"""), ("/repo/models/small/config.json", Sources.TinyConfig));
+        PeftAnalyzerTest.VerifyAsync(Model("""{|PEFT015:"models/tiny/config.json"|}"""), ("/repo/models/small/config.json", Sources.TinyConfig));
 
     [Theory]
     [InlineData("config.json")]
@@ -19,16 +19,16 @@ public sealed class ModelConfigAnalyzerTests
     [InlineData("./tiny/config.json")]
     [InlineData("/repo/models/tiny/config.json")]
     public Task No_PEFT015_when_the_path_or_its_last_segments_match(string path) =>
-        AnalyzerVerifier.VerifyAsync(Model("\"" + path + "\""), ("/repo/models/tiny/config.json", Sources.TinyConfig));
+        PeftAnalyzerTest.VerifyAsync(Model("\"" + path + "\""), ("/repo/models/tiny/config.json", Sources.TinyConfig));
 
     [Fact]
     public Task PEFT016_when_the_file_is_not_a_json_object() =>
-        AnalyzerVerifier.VerifyAsync(Model("""{|PEFT016:"config.json"|}"""), ("/repo/config.json", "hidden_size: 64"));
+        PeftAnalyzerTest.VerifyAsync(Model("""{|PEFT016:"config.json"|}"""), ("/repo/config.json", "hidden_size: 64"));
 
     [Fact]
     public async Task PEFT016_when_fields_the_shapes_need_are_missing()
     {
-        var diagnostics = await AnalyzerVerifier.VerifyAsync(
+        var diagnostics = await PeftAnalyzerTest.VerifyAsync(
             Model("""{|PEFT016:"config.json"|}"""),
             ("/repo/config.json", Sources.TinyConfig.Replace("\"hidden_size\": 64,", "").Replace("\"vocab_size\": 512", "\"vocab_size\": 0")));
         Assert.Contains("hidden_size, vocab_size", Assert.Single(diagnostics).GetMessage());
@@ -36,6 +36,6 @@ public sealed class ModelConfigAnalyzerTests
 
     [Fact]
     public Task PEFT016_when_the_path_matches_several_files() =>
-        AnalyzerVerifier.VerifyAsync(Model("""{|PEFT016:"config.json"|}"""),
+        PeftAnalyzerTest.VerifyAsync(Model("""{|PEFT016:"config.json"|}"""),
             ("/repo/a/config.json", Sources.TinyConfig), ("/repo/b/config.json", Sources.TinyConfig));
 }

@@ -1,4 +1,5 @@
 using PeftGen.Analyzers.Tests.TestSupport;
+using PeftGen.Testing;
 
 namespace PeftGen.Analyzers.Tests;
 
@@ -9,7 +10,7 @@ public sealed class QuantizeAttributeAnalyzerTests
     [InlineData("16")]
     [InlineData("8192")]
     public Task PEFT009_on_a_block_size_QLoRA_does_not_support(string blockSize) =>
-        AnalyzerVerifier.VerifyAsync(Sources.Llama($$"""
+        PeftAnalyzerTest.VerifyAsync(Sources.Llama($$"""
             [LoRA(rank: 8, targets: "all-linear")]
             [Quantize(QuantType.NF4, BlockSize = {|PEFT009:{{blockSize}}|})]
             """));
@@ -18,7 +19,7 @@ public sealed class QuantizeAttributeAnalyzerTests
     [InlineData("32")]
     [InlineData("4096")]
     public Task No_PEFT009_for_powers_of_two_from_32_to_4096(string blockSize) =>
-        AnalyzerVerifier.VerifyAsync(Sources.Llama($$"""
+        PeftAnalyzerTest.VerifyAsync(Sources.Llama($$"""
             [LoRA(rank: 8, targets: "all-linear")]
             [Quantize(QuantType.NF4, BlockSize = {{blockSize}})]
             """));
@@ -26,7 +27,7 @@ public sealed class QuantizeAttributeAnalyzerTests
     [Fact]
     public async Task PEFT010_on_a_block_size_that_does_not_divide_a_quantized_layer()
     {
-        var diagnostics = await AnalyzerVerifier.VerifyAsync(Sources.Attention("""
+        var diagnostics = await PeftAnalyzerTest.VerifyAsync(Sources.Attention("""
             [LoRA(rank: 8, alpha: 16, targets: "all-linear")]
             [Quantize(QuantType.NF4, BlockSize = {|PEFT010:1024|})]
             """));
@@ -35,7 +36,7 @@ public sealed class QuantizeAttributeAnalyzerTests
 
     [Fact]
     public Task PEFT010_with_shapes_from_the_model_config() =>
-        AnalyzerVerifier.VerifyAsync(
+        PeftAnalyzerTest.VerifyAsync(
             Sources.Llama("""
                 [LoRA(rank: 8, alpha: 16, targets: "all-linear")]
                 [Quantize(QuantType.NF4, BlockSize = {|PEFT010:512|})]
@@ -45,7 +46,7 @@ public sealed class QuantizeAttributeAnalyzerTests
 
     [Fact]
     public Task PEFT010_on_the_attribute_for_the_default_block_size() =>
-        AnalyzerVerifier.VerifyAsync("""
+        PeftAnalyzerTest.VerifyAsync("""
             using PeftGen;
             using PeftGen.Nn;
             using PeftGen.Quantization;
@@ -65,11 +66,37 @@ public sealed class QuantizeAttributeAnalyzerTests
     [InlineData("256")]
     [InlineData("64")]
     public Task No_PEFT010_when_the_block_size_divides_every_quantized_layer(string blockSize) =>
-        AnalyzerVerifier.VerifyAsync(
+        PeftAnalyzerTest.VerifyAsync(
             Sources.Llama($$"""
                 [LoRA(rank: 8, alpha: 16, targets: "all-linear")]
                 [Quantize(QuantType.NF4, BlockSize = {{blockSize}})]
                 [ModelConfig("config.json")]
                 """),
             ("/repo/config.json", Sources.TinyConfig));
+
+    [Theory]
+    [InlineData("NF4")]
+    [InlineData("FP4")]
+    public Task The_short_form_of_the_package_global_usings_reads_as_the_long_form(string type) =>
+        // What a consumer with the package's implicit usings writes: no using of PeftGen or of the enum.
+        new PeftAnalyzerTest
+        {
+            TestState =
+            {
+                Sources =
+                {
+                    $$"""
+                    using PeftGen.Models.Llama;
+
+                    [LoRA(rank: 8, targets: {|PEFT014:"q_proj,v_proj"|})]
+                    [Quantize({{type}}, DoubleQuant = true, BlockSize = {|PEFT009:100|})]
+                    internal partial class Chat : LlamaForCausalLM
+                    {
+                        public Chat(LlamaConfig config) : base(config) { }
+                    }
+                    """,
+                    ConsumerReferences.PackageGlobalUsings,
+                },
+            },
+        }.RunAsync();
 }

@@ -23,28 +23,28 @@ public sealed class TargetFieldAnalyzerTests
 
     [Fact]
     public Task PEFT008_on_the_readonly_modifier_of_a_targeted_field() =>
-        AnalyzerVerifier.VerifyAsync(Fields("""[LoRA(rank: 4, targets: "q_proj")]""", """
+        PeftAnalyzerTest.VerifyAsync(Fields("""[LoRA(rank: 4, targets: "q_proj")]""", """
                 private {|PEFT008:readonly|} Linear q_proj = new Linear(16, 16);
                 private readonly Linear k_proj = new Linear(16, 16);
             """));
 
     [Fact]
     public Task PEFT008_for_all_linear_and_suffix_targets() =>
-        AnalyzerVerifier.VerifyAsync(Fields("""[LoRA(rank: 4, targets: "all-linear")]""", """
+        PeftAnalyzerTest.VerifyAsync(Fields("""[LoRA(rank: 4, targets: "all-linear")]""", """
                 private {|PEFT008:readonly|} LinearBase q_proj = new Linear(16, 16);
                 private {|PEFT008:readonly|} Linear k_proj = new Linear(16, 16);
             """));
 
     [Fact]
     public Task No_PEFT008_for_writable_or_excluded_fields() =>
-        AnalyzerVerifier.VerifyAsync(Fields("""[LoRA(rank: 4, targets: "all-linear", Exclude = "k_proj")]""", """
+        PeftAnalyzerTest.VerifyAsync(Fields("""[LoRA(rank: 4, targets: "all-linear", Exclude = "k_proj")]""", """
                 private Linear q_proj = new Linear(16, 16);
                 private readonly Linear k_proj = new Linear(16, 16);
             """));
 
     [Fact]
     public Task PEFT018_on_an_override_of_a_layer_no_adapter_targets() =>
-        AnalyzerVerifier.VerifyAsync(Fields("""[LoRA(rank: 4, targets: "q_proj")]""", """
+        PeftAnalyzerTest.VerifyAsync(Fields("""[LoRA(rank: 4, targets: "q_proj")]""", """
                 [LoRAOverride(Rank = 2)]
                 private Linear q_proj = new Linear(16, 16);
                 [{|PEFT018:NoLoRA|}]
@@ -54,7 +54,7 @@ public sealed class TargetFieldAnalyzerTests
     [Fact]
     public async Task PEFT018_on_an_override_for_an_adapter_that_does_not_exist()
     {
-        var diagnostics = await AnalyzerVerifier.VerifyAsync(Fields("""[LoRA(rank: 4, targets: "all-linear")]""", """
+        var diagnostics = await PeftAnalyzerTest.VerifyAsync(Fields("""[LoRA(rank: 4, targets: "all-linear")]""", """
                 [{|PEFT018:LoRAOverride(Rank = 2, Adapter = "sql")|}]
                 private Linear q_proj = new Linear(16, 16);
                 private Linear k_proj = new Linear(16, 16);
@@ -64,7 +64,7 @@ public sealed class TargetFieldAnalyzerTests
 
     [Fact]
     public Task PEFT018_on_overrides_that_change_nothing_or_hold_no_module() =>
-        AnalyzerVerifier.VerifyAsync(Fields("""[LoRA(rank: 4, targets: "all-linear")]""", """
+        PeftAnalyzerTest.VerifyAsync(Fields("""[LoRA(rank: 4, targets: "all-linear")]""", """
                 [{|PEFT018:LoRAOverride(Adapter = "default")|}]
                 private Linear q_proj = new Linear(16, 16);
                 private Linear k_proj = new Linear(16, 16);
@@ -76,7 +76,7 @@ public sealed class TargetFieldAnalyzerTests
 
     [Fact]
     public Task No_PEFT018_when_one_of_the_models_reaching_the_override_uses_it() =>
-        AnalyzerVerifier.VerifyAsync("""
+        PeftAnalyzerTest.VerifyAsync("""
             using PeftGen;
             using PeftGen.Nn;
 

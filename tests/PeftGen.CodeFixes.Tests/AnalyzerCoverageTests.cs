@@ -1,4 +1,5 @@
 using Microsoft.CodeAnalysis.CodeFixes;
+using PeftGen.CodeFixes.Tests.TestSupport;
 using Xunit;
 
 namespace PeftGen.CodeFixes.Tests;
@@ -15,6 +16,6 @@ public sealed class AnalyzerCoverageTests
     [MemberData(nameof(Fixes))]
     public void AnAnalyzerReportsEveryFixableId(CodeFixProvider fix)
     {
-        Assert.All(fix.FixableDiagnosticIds, id => Assert.True(CodeFixHarness.HasAnalyzerFor(id), $"No analyzer reports {id}."));
+        Assert.All(fix.FixableDiagnosticIds, id => Assert.True(PeftCodeFixTest.HasAnalyzerFor(id), $"No analyzer reports {id}."));
     }
 }

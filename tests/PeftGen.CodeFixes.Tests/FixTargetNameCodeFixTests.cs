@@ -1,5 +1,6 @@
 using System.Collections.Immutable;
 using Microsoft.CodeAnalysis;
+using PeftGen.CodeFixes.Tests.TestSupport;
 using Xunit;
 
 namespace PeftGen.CodeFixes.Tests;
@@ -27,11 +28,11 @@ public sealed class FixTargetNameCodeFixTests
     /// PEFT006 on the marked targets literal, one per misspelling, each with its suggestion; like the analyzer, the
     /// misspelled name travels in the message, and in the "Target" property too when <paramref name="withTargetProperty"/>.
     /// </summary>
-    private static CodeFixHarness.DiagnosticFactory Unknown(bool withTargetProperty, params (string Target, string? Suggestion)[] misspellings) =>
+    private static PeftCodeFixTest.DiagnosticFactory Unknown(bool withTargetProperty, params (string Target, string? Suggestion)[] misspellings) =>
         Unknown("LoRA", withTargetProperty, misspellings);
 
     /// <summary>As above, for the targets of <paramref name="method"/> ("LoRA", "VeRA", "IA3"), which the message names first.</summary>
-    private static CodeFixHarness.DiagnosticFactory Unknown(string method, bool withTargetProperty, params (string Target, string? Suggestion)[] misspellings) =>
+    private static PeftCodeFixTest.DiagnosticFactory Unknown(string method, bool withTargetProperty, params (string Target, string? Suggestion)[] misspellings) =>
         (tree, spans) => misspellings.Select(misspelling =>
         {
             var properties = ImmutableDictionary<string, string?>.Empty;
@@ -44,7 +45,7 @@ public sealed class FixTargetNameCodeFixTests
                 method, misspelling.Target, "StoryTeller", hint);
         });
 
-    private static CodeFixHarness.DiagnosticFactory Unknown(params (string Target, string? Suggestion)[] misspellings) =>
+    private static PeftCodeFixTest.DiagnosticFactory Unknown(params (string Target, string? Suggestion)[] misspellings) =>
         Unknown(withTargetProperty: false, misspellings);
 
     [Theory]
@@ -53,94 +54,68 @@ public sealed class FixTargetNameCodeFixTests
     [InlineData("q_proj,v_prj", "v_prj", "v_proj", "q_proj,v_proj")]
     [InlineData("q_proj, v_prj, o_proj", "v_prj", "v_proj", "q_proj, v_proj, o_proj")]
     [InlineData("q_proj , o_prj ", "o_prj", "o_proj", "q_proj , o_proj ")]
-    public async Task MisspelledEntryIsReplacedInPlace(string targets, string misspelled, string suggestion, string fixedTargets)
-    {
-        var result = await CodeFixHarness.FixAsync(new FixTargetNameCodeFix(),
-            Model($"[LoRA(rank: 8, targets: [|\"{targets}\"|])]"), Unknown((misspelled, suggestion)));
-
-        Assert.Equal($"Change target '{misspelled}' to '{suggestion}'", result.Title);
-        Assert.Equal(Model($"[LoRA(rank: 8, targets: \"{fixedTargets}\")]"), result.Text);
-    }
+    public Task MisspelledEntryIsReplacedInPlace(string targets, string misspelled, string suggestion, string fixedTargets) =>
+        // The analyzer reports PEFT006 on the misspelt entry inside the literal.
+        PeftCodeFixTest<FixTargetNameCodeFix>.VerifyAsync(
+            Model($"[LoRA(rank: 8, targets: \"{targets.Replace(misspelled, "{|PEFT006:" + misspelled + "|}")}\")]"),
+            Model($"[LoRA(rank: 8, targets: \"{fixedTargets}\")]"),
+            title: $"Change target '{misspelled}' to '{suggestion}'");
 
     [Fact]
-    public async Task PositionalTargetsAreFixed()
-    {
-        var result = await CodeFixHarness.FixAsync(new FixTargetNameCodeFix(),
-            Model("""[LoRA(8, 16, [|"q_proj,v_prj"|], Dropout = 0.05)]"""), Unknown(("v_prj", "v_proj")));
-
-        Assert.Equal(Model("""[LoRA(8, 16, "q_proj,v_proj", Dropout = 0.05)]"""), result.Text);
-    }
+    public Task PositionalTargetsAreFixed() =>
+        PeftCodeFixTest<FixTargetNameCodeFix>.VerifyAsync(
+            Model("""[LoRA(8, 16, "q_proj,{|PEFT006:v_prj|}", Dropout = 0.05)]"""),
+            Model("""[LoRA(8, 16, "q_proj,v_proj", Dropout = 0.05)]"""));
 
     [Fact]
-    public async Task NamedTargetsAmongOtherArgumentsAreFixed()
-    {
-        var result = await CodeFixHarness.FixAsync(new FixTargetNameCodeFix(),
-            Model("""[LoRA(rank: 16, alpha: 32, targets: [|"q_proj, k_prj"|], Name = "attention", UseRsLoRA = true)]"""),
-            Unknown(("k_prj", "k_proj")));
-
-        Assert.Equal(Model("""[LoRA(rank: 16, alpha: 32, targets: "q_proj, k_proj", Name = "attention", UseRsLoRA = true)]"""),
-            result.Text);
-    }
+    public Task NamedTargetsAmongOtherArgumentsAreFixed() =>
+        PeftCodeFixTest<FixTargetNameCodeFix>.VerifyAsync(
+            Model("""[LoRA(rank: 16, alpha: 32, targets: "q_proj, {|PEFT006:k_prj|}", Name = "attention", UseRsLoRA = true)]"""),
+            Model("""[LoRA(rank: 16, alpha: 32, targets: "q_proj, k_proj", Name = "attention", UseRsLoRA = true)]"""));
 
     [Fact]
-    public async Task DiagnosticOnAnEntryFixesThatEntry()
-    {
+    public Task DiagnosticOnAnEntryFixesThatEntry() =>
         // The analyzer may point at the entry rather than the literal; with a name listed twice, only that one changes.
-        var result = await CodeFixHarness.FixAsync(new FixTargetNameCodeFix(),
-            Model("""[LoRA(rank: 8, targets: "q_prj,v_proj,[|q_prj|]")]"""), Unknown(("q_prj", "q_proj")), useAnalyzer: false);
+        PeftCodeFixTest<FixTargetNameCodeFix>.VerifyAsync(
+            Model("""[LoRA(rank: 8, targets: "q_prj,v_proj,{|PEFT006:q_prj|}")]"""), Unknown(("q_prj", "q_proj")),
+            Model("""[LoRA(rank: 8, targets: "q_prj,v_proj,q_proj")]"""));
 
-        Assert.Equal(Model("""[LoRA(rank: 8, targets: "q_prj,v_proj,q_proj")]"""), result.Text);
+    [Fact]
+    public Task TargetPropertyIsUsedWhenPresent() =>
+        PeftCodeFixTest<FixTargetNameCodeFix>.VerifyAsync(
+            Model("""[LoRA(rank: 8, targets: {|PEFT006:"q_proj,v_prj"|})]"""), Unknown(withTargetProperty: true, ("v_prj", "v_proj")),
+            Model("""[LoRA(rank: 8, targets: "q_proj,v_proj")]"""),
+            title: "Change target 'v_prj' to 'v_proj'");
+
+    [Fact]
+    public Task NoFixWithoutSuggestion()
+    {
+        // The fixed code is the source: the fix must offer no action.
+        var source = Model("""[LoRA(rank: 8, targets: {|PEFT006:"q_proj,attention"|})]""");
+        return PeftCodeFixTest<FixTargetNameCodeFix>.VerifyAsync(source, Unknown(("attention", null)), source);
     }
 
     [Fact]
-    public async Task TargetPropertyIsUsedWhenPresent()
-    {
-        var result = await CodeFixHarness.FixAsync(new FixTargetNameCodeFix(),
-            Model("""[LoRA(rank: 8, targets: [|"q_proj,v_prj"|])]"""), Unknown(withTargetProperty: true, ("v_prj", "v_proj")),
-            useAnalyzer: false);
-
-        Assert.Equal("Change target 'v_prj' to 'v_proj'", result.Title);
-        Assert.Equal(Model("""[LoRA(rank: 8, targets: "q_proj,v_proj")]"""), result.Text);
-    }
-
-    [Fact]
-    public async Task NoFixWithoutSuggestion()
-    {
-        var titles = await CodeFixHarness.OfferedTitlesAsync(new FixTargetNameCodeFix(),
-            Model("""[LoRA(rank: 8, targets: [|"q_proj,attention"|])]"""), Unknown(("attention", null)));
-
-        Assert.Empty(titles);
-    }
-
-    [Fact]
-    public async Task FixAllReplacesEveryMisspellingOfOneList()
-    {
+    public Task FixAllReplacesEveryMisspellingOfOneList() =>
         // Each fix edits only its own name, so the batch fixer can merge two fixes to the same literal.
-        var text = await CodeFixHarness.FixAllAsync(new FixTargetNameCodeFix(), FixTargetNameCodeFix.EquivalenceKey,
-            Model("""[LoRA(rank: 8, targets: [|"q_prj, k_proj, v_prj"|])]"""), Unknown(("q_prj", "q_proj"), ("v_prj", "v_proj")));
-
-        Assert.Equal(Model("""[LoRA(rank: 8, targets: "q_proj, k_proj, v_proj")]"""), text);
-    }
+        PeftCodeFixTest<FixTargetNameCodeFix>.VerifyAsync(
+            Model("""[LoRA(rank: 8, targets: "{|PEFT006:q_prj|}, k_proj, {|PEFT006:v_prj|}")]"""),
+            Model("""[LoRA(rank: 8, targets: "q_proj, k_proj, v_proj")]"""),
+            equivalenceKey: FixTargetNameCodeFix.EquivalenceKey);
 
     [Fact]
-    public async Task MisspelledVeRATargetIsFixed()
-    {
+    public Task MisspelledVeRATargetIsFixed() =>
         // The analyzer reports it with "VeRA target 'v_prj' …"; the fix reads the target, not the method, from the message.
-        var result = await CodeFixHarness.FixAsync(new FixTargetNameCodeFix(),
-            Model("""[VeRA(rank: 16, targets: "q_proj, [|v_prj|], o_proj")]"""), Unknown("VeRA", false, ("v_prj", "v_proj")));
-
-        Assert.Equal("Change target 'v_prj' to 'v_proj'", result.Title);
-        Assert.Equal(Model("""[VeRA(rank: 16, targets: "q_proj, v_proj, o_proj")]"""), result.Text);
-    }
+        PeftCodeFixTest<FixTargetNameCodeFix>.VerifyAsync(
+            Model("""[VeRA(rank: 16, targets: "q_proj, {|PEFT006:v_prj|}, o_proj")]"""),
+            Model("""[VeRA(rank: 16, targets: "q_proj, v_proj, o_proj")]"""),
+            title: "Change target 'v_prj' to 'v_proj'");
 
     [Fact]
-    public async Task MisspelledIA3TargetIsFixedWithoutTheTargetProperty()
-    {
+    public Task MisspelledIA3TargetIsFixedWithoutTheTargetProperty() =>
         // Without the Target property the fix takes the first quoted name of the message, which follows the method's name.
-        var result = await CodeFixHarness.FixAsync(new FixTargetNameCodeFix(),
-            Model("""[IA3("k_proj,[|v_prj|],o_proj", FeedForward = "o_proj")]"""), Unknown("IA3", false, ("v_prj", "v_proj")), useAnalyzer: false);
-
-        Assert.Equal("Change target 'v_prj' to 'v_proj'", result.Title);
-        Assert.Equal(Model("""[IA3("k_proj,v_proj,o_proj", FeedForward = "o_proj")]"""), result.Text);
-    }
+        PeftCodeFixTest<FixTargetNameCodeFix>.VerifyAsync(
+            Model("""[IA3("k_proj,{|PEFT006:v_prj|},o_proj", FeedForward = "o_proj")]"""), Unknown("IA3", false, ("v_prj", "v_proj")),
+            Model("""[IA3("k_proj,v_proj,o_proj", FeedForward = "o_proj")]"""),
+            title: "Change target 'v_prj' to 'v_proj'");
 }

@@ -1,33 +1,26 @@
-using Microsoft.CodeAnalysis;
+using PeftGen.CodeFixes.Tests.TestSupport;
 using Xunit;
 
 namespace PeftGen.CodeFixes.Tests;
 
 public sealed class MakePartialCodeFixTests
 {
-    /// <summary>PEFT001 as the analyzer reports it: on each marked class identifier, naming the class.</summary>
-    private static readonly CodeFixHarness.DiagnosticFactory NotPartial = (tree, spans) =>
-        spans.Select(span => Diagnostic.Create(Catalog.ClassNotPartial, Location.Create(tree, span), tree.GetText().ToString(span)));
-
     [Fact]
     public async Task TopLevelClassBecomesPartial()
     {
-        var result = await CodeFixHarness.FixAsync(new MakePartialCodeFix(), """
+        await PeftCodeFixTest<MakePartialCodeFix>.VerifyAsync("""
             using PeftGen;
             using PeftGen.Nn;
 
             namespace Demo;
 
             [LoRA(rank: 8, targets: "q_proj,v_proj")]
-            internal class [|StoryTeller|] : Module
+            internal class {|PEFT001:StoryTeller|} : Module
             {
                 private LinearBase q_proj = new Linear(16, 16);
                 private LinearBase v_proj = new Linear(16, 16);
             }
-            """, NotPartial);
-
-        Assert.Equal("Make 'StoryTeller' partial", result.Title);
-        Assert.Equal("""
+            """, """
             using PeftGen;
             using PeftGen.Nn;
 
@@ -39,13 +32,13 @@ public sealed class MakePartialCodeFixTests
                 private LinearBase q_proj = new Linear(16, 16);
                 private LinearBase v_proj = new Linear(16, 16);
             }
-            """, result.Text);
+            """, title: "Make 'StoryTeller' partial");
     }
 
     [Fact]
     public async Task ContainingTypesBecomePartialToo()
     {
-        var result = await CodeFixHarness.FixAsync(new MakePartialCodeFix(), """
+        await PeftCodeFixTest<MakePartialCodeFix>.VerifyAsync("""
             using PeftGen;
             using PeftGen.Nn;
 
@@ -56,7 +49,7 @@ public sealed class MakePartialCodeFixTests
                     internal partial class Shelf
                     {
                         [LoRA(rank: 8, targets: "q_proj,v_proj")]
-                        internal sealed class [|StoryTeller|] : Module
+                        internal sealed class {|PEFT001:StoryTeller|} : Module
                         {
                             private LinearBase q_proj = new Linear(16, 16);
                             private LinearBase v_proj = new Linear(16, 16);
@@ -64,10 +57,7 @@ public sealed class MakePartialCodeFixTests
                     }
                 }
             }
-            """, NotPartial);
-
-        Assert.Equal("Make 'StoryTeller' partial", result.Title);
-        Assert.Equal("""
+            """, """
             using PeftGen;
             using PeftGen.Nn;
 
@@ -86,7 +76,7 @@ public sealed class MakePartialCodeFixTests
                     }
                 }
             }
-            """, result.Text);
+            """, title: "Make 'StoryTeller' partial");
     }
 
     [Fact]
@@ -94,7 +84,7 @@ public sealed class MakePartialCodeFixTests
     {
         // Without modifiers the doc comment (or the indentation after the attributes) sits on the 'class' keyword
         // itself, so this is where trivia could be lost or end up after 'partial'.
-        var result = await CodeFixHarness.FixAsync(new MakePartialCodeFix(), """
+        await PeftCodeFixTest<MakePartialCodeFix>.VerifyAsync("""
             using PeftGen;
             using PeftGen.Nn;
             using PeftGen.Quantization;
@@ -108,15 +98,13 @@ public sealed class MakePartialCodeFixTests
                 /// <remarks>Adapts attention only.</remarks>
                 [LoRA(rank: 8, targets: "q_proj,v_proj")] // the usual pair
                 [Quantize(QuantType.NF4)]
-                class [|StoryTeller|] : Module
+                class {|PEFT001:StoryTeller|} : Module
                 {
                     private LinearBase q_proj = new Linear(16, 16);
                     private LinearBase v_proj = new Linear(16, 16);
                 }
             }
-            """, NotPartial);
-
-        Assert.Equal("""
+            """, """
             using PeftGen;
             using PeftGen.Nn;
             using PeftGen.Quantization;
@@ -136,13 +124,13 @@ public sealed class MakePartialCodeFixTests
                     private LinearBase v_proj = new Linear(16, 16);
                 }
             }
-            """, result.Text);
+            """);
     }
 
     [Fact]
     public async Task UndocumentedClassWithoutModifiersKeepsItsIndentation()
     {
-        var result = await CodeFixHarness.FixAsync(new MakePartialCodeFix(), """
+        await PeftCodeFixTest<MakePartialCodeFix>.VerifyAsync("""
             using PeftGen;
             using PeftGen.Nn;
 
@@ -150,15 +138,13 @@ public sealed class MakePartialCodeFixTests
             {
                 class Zoo
                 {
-                    [LoRA(rank: 8, targets: "q_proj")] class [|StoryTeller|] : Module
+                    [LoRA(rank: 8, targets: "q_proj")] class {|PEFT001:StoryTeller|} : Module
                     {
                         private LinearBase q_proj = new Linear(16, 16);
                     }
                 }
             }
-            """, NotPartial);
-
-        Assert.Equal("""
+            """, """
             using PeftGen;
             using PeftGen.Nn;
 
@@ -172,33 +158,31 @@ public sealed class MakePartialCodeFixTests
                     }
                 }
             }
-            """, result.Text);
+            """);
     }
 
     [Fact]
     public async Task FixAllMakesEveryReportedClassPartial()
     {
-        var text = await CodeFixHarness.FixAllAsync(new MakePartialCodeFix(), MakePartialCodeFix.EquivalenceKey, """
+        await PeftCodeFixTest<MakePartialCodeFix>.VerifyAsync("""
             using PeftGen;
             using PeftGen.Nn;
 
             namespace Demo;
 
             [LoRA(rank: 8, targets: "q_proj,v_proj")]
-            internal class [|StoryTeller|] : Module
+            internal class {|PEFT001:StoryTeller|} : Module
             {
                 private LinearBase q_proj = new Linear(16, 16);
                 private LinearBase v_proj = new Linear(16, 16);
             }
 
             [LoRA(rank: 4, targets: "all-linear")]
-            public class [|Poet|] : Module
+            public class {|PEFT001:Poet|} : Module
             {
                 private LinearBase up = new Linear(16, 64);
             }
-            """, NotPartial);
-
-        Assert.Equal("""
+            """, """
             using PeftGen;
             using PeftGen.Nn;
 
@@ -216,14 +200,14 @@ public sealed class MakePartialCodeFixTests
             {
                 private LinearBase up = new Linear(16, 64);
             }
-            """, text);
+            """, equivalenceKey: MakePartialCodeFix.EquivalenceKey);
     }
 
     [Fact]
     public async Task FixAllMakesASharedContainingTypePartialOnce()
     {
         // Both fixes add 'partial' to Zoo; the batch fixer must merge the identical edits rather than drop one fix.
-        var text = await CodeFixHarness.FixAllAsync(new MakePartialCodeFix(), MakePartialCodeFix.EquivalenceKey, """
+        await PeftCodeFixTest<MakePartialCodeFix>.VerifyAsync("""
             using PeftGen;
             using PeftGen.Nn;
 
@@ -232,20 +216,18 @@ public sealed class MakePartialCodeFixTests
             public static class Zoo
             {
                 [LoRA(rank: 8, targets: "q_proj")]
-                internal class [|StoryTeller|] : Module
+                internal class {|PEFT001:StoryTeller|} : Module
                 {
                     private LinearBase q_proj = new Linear(16, 16);
                 }
 
                 [LoRA(rank: 4, targets: "up")]
-                internal class [|Poet|] : Module
+                internal class {|PEFT001:Poet|} : Module
                 {
                     private LinearBase up = new Linear(16, 64);
                 }
             }
-            """, NotPartial);
-
-        Assert.Equal("""
+            """, """
             using PeftGen;
             using PeftGen.Nn;
 
@@ -265,6 +247,6 @@ public sealed class MakePartialCodeFixTests
                     private LinearBase up = new Linear(16, 64);
                 }
             }
-            """, text);
+            """, equivalenceKey: MakePartialCodeFix.EquivalenceKey);
     }
 }

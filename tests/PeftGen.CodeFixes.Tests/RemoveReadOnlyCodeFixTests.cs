@@ -1,4 +1,5 @@
 using Microsoft.CodeAnalysis;
+using PeftGen.CodeFixes.Tests.TestSupport;
 using Xunit;
 
 namespace PeftGen.CodeFixes.Tests;
@@ -6,13 +7,13 @@ namespace PeftGen.CodeFixes.Tests;
 public sealed class RemoveReadOnlyCodeFixTests
 {
     /// <summary>PEFT008 on each marked span, naming the field the span belongs to.</summary>
-    private static CodeFixHarness.DiagnosticFactory ReadOnlyField(string field) => (tree, spans) =>
+    private static PeftCodeFixTest.DiagnosticFactory ReadOnlyField(string field) => (tree, spans) =>
         spans.Select(span => Diagnostic.Create(Catalog.ReadOnlyTarget, Location.Create(tree, span), field));
 
     [Fact]
     public async Task SingleDeclaratorLosesReadOnly()
     {
-        var result = await CodeFixHarness.FixAsync(new RemoveReadOnlyCodeFix(), """
+        await PeftCodeFixTest<RemoveReadOnlyCodeFix>.VerifyAsync("""
             using PeftGen;
             using PeftGen.Nn;
 
@@ -23,7 +24,7 @@ public sealed class RemoveReadOnlyCodeFixTests
             {
                 public const int Dim = 16;
 
-                private readonly LinearBase [|q_proj|];
+                private {|PEFT008:readonly|} LinearBase q_proj;
                 private LinearBase v_proj = new Linear(Dim, Dim);
 
                 public StoryTeller()
@@ -31,10 +32,7 @@ public sealed class RemoveReadOnlyCodeFixTests
                     q_proj = new Linear(Dim, Dim);
                 }
             }
-            """, ReadOnlyField("q_proj"));
-
-        Assert.Equal("Remove 'readonly' from 'q_proj'", result.Title);
-        Assert.Equal("""
+            """, """
             using PeftGen;
             using PeftGen.Nn;
 
@@ -53,13 +51,13 @@ public sealed class RemoveReadOnlyCodeFixTests
                     q_proj = new Linear(Dim, Dim);
                 }
             }
-            """, result.Text);
+            """, title: "Remove 'readonly' from 'q_proj'");
     }
 
     [Fact]
     public async Task FieldWithInitializerLosesReadOnly()
     {
-        var result = await CodeFixHarness.FixAsync(new RemoveReadOnlyCodeFix(), """
+        await PeftCodeFixTest<RemoveReadOnlyCodeFix>.VerifyAsync("""
             using PeftGen;
             using PeftGen.Nn;
 
@@ -71,12 +69,9 @@ public sealed class RemoveReadOnlyCodeFixTests
                 public const int Dim = 16;
 
                 private LinearBase q_proj = new Linear(Dim, Dim);
-                private readonly LinearBase [|v_proj|] = new Linear(Dim, Dim); // values
+                private {|PEFT008:readonly|} LinearBase v_proj = new Linear(Dim, Dim); // values
             }
-            """, ReadOnlyField("v_proj"));
-
-        Assert.Equal("Remove 'readonly' from 'v_proj'", result.Title);
-        Assert.Equal("""
+            """, """
             using PeftGen;
             using PeftGen.Nn;
 
@@ -90,15 +85,15 @@ public sealed class RemoveReadOnlyCodeFixTests
                 private LinearBase q_proj = new Linear(Dim, Dim);
                 private LinearBase v_proj = new Linear(Dim, Dim); // values
             }
-            """, result.Text);
+            """, title: "Remove 'readonly' from 'v_proj'");
     }
 
     [Theory]
-    [InlineData("private [|readonly|] LinearBase q_proj")]
-    [InlineData("private readonly LinearBase [|q_proj|]")]
+    [InlineData("private {|PEFT008:readonly|} LinearBase q_proj")]
+    [InlineData("private readonly LinearBase {|PEFT008:q_proj|}")]
     public async Task EitherReportedLocationIsFixed(string declaration)
     {
-        var result = await CodeFixHarness.FixAsync(new RemoveReadOnlyCodeFix(), $$"""
+        await PeftCodeFixTest<RemoveReadOnlyCodeFix>.VerifyAsync($$"""
             using PeftGen;
             using PeftGen.Nn;
 
@@ -111,10 +106,7 @@ public sealed class RemoveReadOnlyCodeFixTests
 
                 {{declaration}} = new Linear(Dim, Dim);
             }
-            """, ReadOnlyField("q_proj"), useAnalyzer: false);
-
-        Assert.Equal("Remove 'readonly' from 'q_proj'", result.Title);
-        Assert.Equal("""
+            """, ReadOnlyField("q_proj"), """
             using PeftGen;
             using PeftGen.Nn;
 
@@ -127,14 +119,14 @@ public sealed class RemoveReadOnlyCodeFixTests
 
                 private LinearBase q_proj = new Linear(Dim, Dim);
             }
-            """, result.Text);
+            """, title: "Remove 'readonly' from 'q_proj'");
     }
 
     [Fact]
     public async Task LeadingReadOnlyHandsItsTriviaToTheType()
     {
         // With no access modifier, 'readonly' carries the line's indentation and the comment above it.
-        var result = await CodeFixHarness.FixAsync(new RemoveReadOnlyCodeFix(), """
+        await PeftCodeFixTest<RemoveReadOnlyCodeFix>.VerifyAsync("""
             using PeftGen;
             using PeftGen.Nn;
 
@@ -145,11 +137,9 @@ public sealed class RemoveReadOnlyCodeFixTests
             {
                 [LoRAOverride(Rank = 4)]
                 // queries
-                readonly LinearBase [|q_proj|] = new Linear(16, 16);
+                {|PEFT008:readonly|} LinearBase q_proj = new Linear(16, 16);
             }
-            """, ReadOnlyField("q_proj"));
-
-        Assert.Equal("""
+            """, """
             using PeftGen;
             using PeftGen.Nn;
 
@@ -162,6 +152,6 @@ public sealed class RemoveReadOnlyCodeFixTests
                 // queries
                 LinearBase q_proj = new Linear(16, 16);
             }
-            """, result.Text);
+            """);
     }
 }

@@ -1,6 +1,7 @@
 using System.IO.Compression;
 using System.Reflection.Metadata;
 using System.Reflection.PortableExecutable;
+using System.Text.Json;
 using System.Text.RegularExpressions;
 using PeftGen.EndToEnd.Tests.TestSupport;
 
@@ -26,7 +27,7 @@ public sealed class PackageConsumerTests(PackageFeedFixture fixture)
         string[] expected =
         [
             "lib/net10.0/PeftGen.Runtime.dll", "analyzers/dotnet/cs/PeftGen.Generator.dll", "analyzers/dotnet/cs/PeftGen.Analyzers.dll",
-            "README.md", "PeftGen.nuspec",
+            "build/PeftGen.props", "buildTransitive/PeftGen.props", "README.md", "PeftGen.nuspec",
         ];
         foreach (var entry in expected) Assert.Contains(entry, entries);
         if (File.Exists(RepositoryBuild.PathOf("src/CodeFixes/PeftGen.CodeFixes.csproj")))
@@ -83,6 +84,59 @@ public sealed class PackageConsumerTests(PackageFeedFixture fixture)
         Assert.True(build.ExitCode == 0, build.ToString());
 
         Consumer.AssertRanOneStep(DotNet.Run(folder, "run", "--no-build"), Consumer.QandVTrainableParameters);
+    }
+
+    [Fact]
+    public void FreshProjectWritesTheDslAsTheDesignDoes()
+    {
+        // [Quantize(NF4, DoubleQuant = true)] with no using of PeftGen or PeftGen.Quantization: the package's implicit usings.
+        Assert.True(fixture.Pack.ExitCode == 0, fixture.Pack.ToString());
+        string folder = fixture.NewFolder("short-form-consumer");
+        WriteNuGetConfig(folder);
+        string project = Consumer.Write(folder, $"""
+              <PropertyGroup>
+                <RestorePackagesPath>{Path.Combine(folder, "packages")}</RestorePackagesPath>
+              </PropertyGroup>
+              <ItemGroup>
+                <PackageReference Include="PeftGen" Version="0.1.0" />
+              </ItemGroup>
+            """, targets: "all-linear");
+        Consumer.SetModel(folder, """
+            using PeftGen.Models.Llama;
+
+            [LoRA(rank: 4, targets: "all-linear")]
+            [Quantize(NF4, DoubleQuant = true)]
+            [ModelConfig("config.json")]
+            """);
+
+        var build = DotNet.Run(folder, ["build", .. DotNet.NoBuildServers]);
+        Assert.True(build.ExitCode == 0, build.ToString());
+        Assert.DoesNotMatch(@"warning [A-Z]+\d+", build.Output);
+        Consumer.AssertRanOneStep(DotNet.Run(folder, "run", "--no-build"), Consumer.AllLinearTrainableParameters);
+
+        // The SDK wrote the package's Using items into the project's global usings.
+        string globalUsings = File.ReadAllText(Directory.GetFiles(Path.Combine(folder, "obj"), "Tiny.GlobalUsings.g.cs", SearchOption.AllDirectories).Single());
+        Assert.Contains("global using PeftGen;", globalUsings);
+        Assert.Contains("global using static PeftGen.Quantization.QuantType;", globalUsings);
+
+        // They follow the SDK's ImplicitUsings, and PeftGenImplicitUsings turns them off (or on without the SDK's).
+        Assert.Equal(["PeftGen", "PeftGen.Quantization.QuantType"], PackageUsings(project));
+        Assert.Empty(PackageUsings(project, "-p:PeftGenImplicitUsings=false"));
+        Assert.Empty(PackageUsings(project, "-p:ImplicitUsings=disable"));
+        Assert.Equal(["PeftGen", "PeftGen.Quantization.QuantType"], PackageUsings(project, "-p:ImplicitUsings=disable", "-p:PeftGenImplicitUsings=true"));
+    }
+
+    /// <summary>The Using items the package adds to <paramref name="project"/> under <paramref name="properties"/>, as MSBuild evaluates them.</summary>
+    private static List<string> PackageUsings(string project, params string[] properties)
+    {
+        var evaluation = DotNet.Run(Path.GetDirectoryName(project)!, ["msbuild", project, "-getItem:Using", .. properties]);
+        Assert.True(evaluation.ExitCode == 0, evaluation.ToString());
+        using var json = JsonDocument.Parse(evaluation.Output);
+        if (!json.RootElement.GetProperty("Items").TryGetProperty("Using", out var usings)) return [];
+        return usings.EnumerateArray()
+            .Where(item => item.GetProperty("DefiningProjectName").GetString() == "PeftGen")
+            .Select(item => item.GetProperty("Identity").GetString()!)
+            .ToList();
     }
 
     [Fact]

@@ -1,13 +1,13 @@
 using System.Collections.Concurrent;
-using System.Collections.Immutable;
 using System.Globalization;
 using System.Reflection;
 using System.Runtime.Loader;
-using Microsoft.CodeAnalysis;
-using Microsoft.CodeAnalysis.Diagnostics;
+using Microsoft.CodeAnalysis.CSharp.Testing;
+using Microsoft.CodeAnalysis.Testing;
 using PeftGen.Analyzers;
 using PeftGen.Generator.Spec;
 using PeftGen.Generator.Tests.TestSupport;
+using PeftGen.Testing;
 
 namespace PeftGen.Generator.Tests;
 
@@ -270,13 +270,13 @@ public class GeneratedAdapterCodeTests
         """;
 
     [Fact]
-    public void SaveAndLoadMatchTheRuntimeInBothDirections()
+    public async Task SaveAndLoadMatchTheRuntimeInBothDirections()
     {
         string folder = Path.Combine(Path.GetTempPath(), "peftgen-generated-" + Guid.NewGuid().ToString("N"));
         try
         {
             var testCase = GeneratorCases.LlamaAllOptions;
-            var facts = (Dictionary<string, object>)Invoke(testCase with { Sources = [testCase.Sources[0] + LlamaProbe] }, "RoundTrip", folder)!;
+            var facts = (Dictionary<string, object>)(await InvokeAsync(testCase with { Sources = [testCase.Sources[0] + LlamaProbe] }, "RoundTrip", folder))!;
 
             double effect = (double)facts["adapterEffect"], viaGenerated = (double)facts["generatedLoad"], viaRuntime = (double)facts["runtimeLoad"];
             Assert.True(effect > 1e-3, $"the adapter changes the logits by at most {effect:G4}, too little for the comparison to mean anything");
@@ -305,13 +305,13 @@ public class GeneratedAdapterCodeTests
     }
 
     [Fact]
-    public void FromPretrainedQuantizesWhileLoadingAndMatchesTheFloatModelWithApplyAdapters()
+    public async Task FromPretrainedQuantizesWhileLoadingAndMatchesTheFloatModelWithApplyAdapters()
     {
         string folder = Path.Combine(Path.GetTempPath(), "peftgen-generated-load-" + Guid.NewGuid().ToString("N"));
         try
         {
             var testCase = GeneratorCases.LlamaAllOptions;
-            var facts = (Dictionary<string, object>)Invoke(testCase with { Sources = [testCase.Sources[0] + LoadProbe] }, "Load", folder)!;
+            var facts = (Dictionary<string, object>)(await InvokeAsync(testCase with { Sources = [testCase.Sources[0] + LoadProbe] }, "Load", folder))!;
 
             // Right after loading, before ApplyAdapters: exactly the planned layers are 4-bit (layers 0 and 2, k_proj excluded).
             string planned = (string)facts["planned"];
@@ -340,13 +340,13 @@ public class GeneratedAdapterCodeTests
     }
 
     [Fact]
-    public void DeltaLoRAFromPretrainedKeepsTheBaseInFloat32ForItsUpdates()
+    public async Task DeltaLoRAFromPretrainedKeepsTheBaseInFloat32ForItsUpdates()
     {
         string folder = Path.Combine(Path.GetTempPath(), "peftgen-generated-delta-" + Guid.NewGuid().ToString("N"));
         try
         {
             var testCase = GeneratorCases.DeltaLoRA;
-            Assert.Equal("Float32", (string)Invoke(testCase with { Sources = [testCase.Sources[0] + DeltaLoadProbe] }, "Load", folder)!);
+            Assert.Equal("Float32", (string)(await InvokeAsync(testCase with { Sources = [testCase.Sources[0] + DeltaLoadProbe] }, "Load", folder))!);
         }
         finally
         {
@@ -358,26 +358,26 @@ public class GeneratedAdapterCodeTests
     public async Task RunTimeRankCheckThrowsTheTextOfTheCompileTimeDiagnostic()
     {
         var testCase = GeneratorCases.UserModuleRunTimeShapes with { Sources = [GeneratorCases.UserModuleRunTimeShapes.Sources[0] + ResizableProbe] };
-        string runTime = (string)Invoke(testCase, "Apply", 12, 2, true)!;
+        string runTime = (string)(await InvokeAsync(testCase, "Apply", 12, 2, true))!;
         string expected = string.Format(CultureInfo.InvariantCulture, ShapeMessages.RankTooLarge, 8, 6, "gate", 6, 12);
         Assert.Equal("error: " + expected, runTime);
 
-        // The same layer with constant sizes: the compiler reports PEFT003 with the same text, and emits no run-time check.
-        var compilation = GeneratorHarness.Compile(FixedShapes);
-        var diagnostics = await compilation.WithAnalyzers(ImmutableArray.Create<DiagnosticAnalyzer>(new LoRAAttributeAnalyzer()))
-            .GetAnalyzerDiagnosticsAsync();
-        var peft003 = Assert.Single(diagnostics, d => d.Id == "PEFT003");
-        Assert.Equal(expected, peft003.GetMessage(CultureInfo.InvariantCulture));
-        Assert.DoesNotContain("ThrowIfRankExceedsLayer", GeneratorHarness.GeneratedText(new GeneratorCase(FixedShapes)));
+        // The same layer with constant sizes: the compiler reports PEFT003 on the rank with the same text, and the
+        // generator emits no run-time check.
+        var analyzerTest = new CSharpAnalyzerTest<LoRAAttributeAnalyzer, DefaultVerifier> { TestCode = FixedShapes.Replace("rank: 8,", "rank: {|#0:8|},") };
+        ConsumerReferences.AddTo(analyzerTest);
+        analyzerTest.ExpectedDiagnostics.Add(CSharpAnalyzerVerifier<LoRAAttributeAnalyzer, DefaultVerifier>.Diagnostic("PEFT003").WithLocation(0).WithMessage(expected));
+        await analyzerTest.RunAsync();
+        Assert.DoesNotContain("ThrowIfRankExceedsLayer", (await PeftGeneratorTest.RunAsync(new GeneratorCase(FixedShapes), noWarnings: false)).GeneratedText);
     }
 
     [Theory]
     [InlineData(32, 3, true)]
     [InlineData(32, 2, false)]
-    public void TypedLayerWalkMatchesTheModuleTree(int width, int depth, bool withExtra)
+    public async Task TypedLayerWalkMatchesTheModuleTree(int width, int depth, bool withExtra)
     {
         var testCase = GeneratorCases.UserModuleRunTimeShapes with { Sources = [GeneratorCases.UserModuleRunTimeShapes.Sources[0] + ResizableProbe] };
-        var (applied, runtime) = InvokeTwice(testCase, ("Apply", [width, depth, withExtra]), ("RuntimeLinears", [width, depth, withExtra]));
+        var (applied, runtime) = await InvokeTwiceAsync(testCase, ("Apply", [width, depth, withExtra]), ("RuntimeLinears", [width, depth, withExtra]));
         // Every layer the runtime holds, in its order; "*" marks the adapted ones (targets "proj,gate": all of them).
         Assert.Equal(string.Join(",", ((string)runtime!).Split(',').Select(p => p + "*")), (string)applied!);
     }
@@ -396,23 +396,16 @@ public class GeneratedAdapterCodeTests
         }
     }
 
-    private static object? Invoke(GeneratorCase testCase, string method, params object[] arguments) =>
-        InvokeTwice(testCase, (method, arguments), null).First;
+    private static async Task<object?> InvokeAsync(GeneratorCase testCase, string method, params object[] arguments) =>
+        (await InvokeTwiceAsync(testCase, (method, arguments), null)).First;
 
     // Consumers compiled once per source: compiling dominates these tests' time.
-    private static readonly ConcurrentDictionary<string, Lazy<byte[]>> Compiled = new();
+    private static readonly ConcurrentDictionary<string, Lazy<Task<byte[]>>> Compiled = new();
 
     /// <summary>Compiles <paramref name="testCase"/> with the generator, loads it, and calls static methods of Demo.Probe.</summary>
-    private static (object? First, object? Second) InvokeTwice(GeneratorCase testCase, (string Name, object[] Arguments) first, (string Name, object[] Arguments)? second)
+    private static async Task<(object? First, object? Second)> InvokeTwiceAsync(GeneratorCase testCase, (string Name, object[] Arguments) first, (string Name, object[] Arguments)? second)
     {
-        var image = Compiled.GetOrAdd(string.Join("\n", testCase.Sources), _ => new Lazy<byte[]>(() =>
-        {
-            var (output, _) = GeneratorHarness.Run(testCase);
-            using var stream = new MemoryStream();
-            var emitted = output.Emit(stream);
-            Assert.True(emitted.Success, string.Join("\n", emitted.Diagnostics.Where(d => d.Severity == DiagnosticSeverity.Error)));
-            return stream.ToArray();
-        })).Value;
+        var image = await Compiled.GetOrAdd(string.Join("\n", testCase.Sources), _ => new Lazy<Task<byte[]>>(() => PeftGeneratorTest.EmitAsync(testCase))).Value;
         var context = new AssemblyLoadContext("consumer", isCollectible: true);
         try
         {

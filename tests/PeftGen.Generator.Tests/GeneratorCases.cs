@@ -45,7 +45,7 @@ internal static class GeneratorCases
             }
             """,
         ],
-        [("/repo/models/tiny/config.json", TinyConfig)]);
+        [("/repo/models/tiny/config.json", TinyConfig)]) { HintName = "Demo.StoryTeller.g.cs" };
 
     /// <summary>The minimal declaration on a library model without a config: no plan, run-time checks only.</summary>
     public static GeneratorCase LlamaMinimal { get; } = new(
@@ -60,7 +60,7 @@ internal static class GeneratorCases
         {
             public Chat(LlamaConfig config) : base(config) { }
         }
-        """);
+        """) { HintName = "Demo.Chat.g.cs" };
 
     /// <summary>Two named adapters (all-linear and a regex) on a QLoRA model with a config.</summary>
     public static GeneratorCase TwoNamedAdapters { get; } = new(
@@ -86,7 +86,7 @@ internal static class GeneratorCases
             }
             """,
         ],
-        [("/repo/config.json", TinyConfig.Replace("\"num_hidden_layers\": 3", "\"num_hidden_layers\": 2"))]);
+        [("/repo/config.json", TinyConfig.Replace("\"num_hidden_layers\": 3", "\"num_hidden_layers\": 2"))]) { HintName = "Demo.Models.Zoo.Assistant.g.cs" };
 
     private const string TinyAttentionSource = """
         using PeftGen;
@@ -156,7 +156,7 @@ internal static class GeneratorCases
         """;
 
     /// <summary>A user module with constant shapes, a submodule, member overrides and an exclusion.</summary>
-    public static GeneratorCase UserModuleOverrides { get; } = new(TinyAttentionSource);
+    public static GeneratorCase UserModuleOverrides { get; } = new(TinyAttentionSource) { HintName = "Demo.TinyAttention.g.cs" };
 
     /// <summary>A user module list whose length is a run-time value: patterns keyed by the shared path suffix, no plan.</summary>
     public static GeneratorCase UserModuleList { get; } = new(
@@ -195,7 +195,7 @@ internal static class GeneratorCases
             [ModuleName("proj"), LoRAOverride(Rank = 2), LoRAOverride(Alpha = 3, Adapter = "other")]
             public LinearBase Proj { get; }
         }
-        """);
+        """) { HintName = "Stack.g.cs" };
 
     /// <summary>
     /// Widths and depth from constructor arguments (shapes known only at run time, so ApplyAdapters checks the ranks),
@@ -244,7 +244,7 @@ internal static class GeneratorCases
 
             protected override void OnModuleReplaced(string name, Module replacement) => Proj = (LinearBase)replacement;
         }
-        """);
+        """) { HintName = "Demo.Resizable.g.cs" };
 
     /// <summary>A Llama subclass <paramref name="name"/> under <paramref name="attributes"/>, its shapes from the tiny config.</summary>
     public static GeneratorCase Llama(string name, string attributes) => new(
@@ -267,7 +267,7 @@ internal static class GeneratorCases
             }
             """,
         ],
-        [("/repo/models/tiny/config.json", TinyConfig)]);
+        [("/repo/models/tiny/config.json", TinyConfig)]) { HintName = $"Demo.{name}.g.cs" };
 
     /// <summary>LoRA-FA with its gradient correction, LoRA+, layer drop and layer-wise decay: a CreateTrainer with every option.</summary>
     public static GeneratorCase LoRAFAWithTraining { get; } = Llama("FrugalChat", """

@@ -1,11 +1,19 @@
 using Microsoft.CodeAnalysis;
 using Microsoft.CodeAnalysis.CSharp;
 using PeftGen.Generator.Tests.TestSupport;
+using PeftGen.Testing;
 
 namespace PeftGen.Generator.Tests;
 
+/// <summary>
+/// Second runs of one generator driver, read through its step tracking. The testing packages run the generator once per
+/// test state and do not expose the driver, so these tests keep Roslyn's <see cref="CSharpGeneratorDriver"/>, on the same
+/// references and options as <see cref="PeftGeneratorTest"/>.
+/// </summary>
 public class IncrementalityTests
 {
+    private static readonly CSharpParseOptions ParseOptions = new(LanguageVersion.Latest, DocumentationMode.Diagnose);
+
     private static readonly string[] TrackedSteps = [PeftGenerator.Steps.Models, PeftGenerator.Steps.ModelConfigs, PeftGenerator.Steps.Plans];
 
     [Fact]
@@ -20,7 +28,7 @@ public class IncrementalityTests
     public void EditingAnUnrelatedFileRegeneratesNothing()
     {
         var (driver, compilation) = FirstRun(GeneratorCases.UserModuleOverrides);
-        var edited = compilation.AddSyntaxTrees(CSharpSyntaxTree.ParseText("internal static class Unrelated { public const int X = 1; }", GeneratorHarness.ParseOptions));
+        var edited = compilation.AddSyntaxTrees(CSharpSyntaxTree.ParseText("internal static class Unrelated { public const int X = 1; }", ParseOptions));
         var result = driver.RunGenerators(edited).GetRunResult().Results[0];
         AssertNothingRegenerated(result);
     }
@@ -31,7 +39,7 @@ public class IncrementalityTests
         var (driver, compilation) = FirstRun(GeneratorCases.UserModuleOverrides);
         var tree = compilation.SyntaxTrees.First();
         var changed = compilation.ReplaceSyntaxTree(tree, CSharpSyntaxTree.ParseText(
-            tree.ToString().Replace("rank: 8, alpha: 16", "rank: 6, alpha: 16"), GeneratorHarness.ParseOptions));
+            tree.ToString().Replace("rank: 8, alpha: 16", "rank: 6, alpha: 16"), ParseOptions));
         var result = driver.RunGenerators(changed).GetRunResult().Results[0];
         Assert.Contains(result.TrackedSteps[PeftGenerator.Steps.Plans].SelectMany(s => s.Outputs), o => o.Reason == IncrementalStepRunReason.Modified);
         Assert.Contains("Rank = 6,", Assert.Single(result.GeneratedSources).SourceText.ToString());
@@ -39,8 +47,16 @@ public class IncrementalityTests
 
     private static (GeneratorDriver Driver, Compilation Compilation) FirstRun(GeneratorCase testCase)
     {
-        var compilation = GeneratorHarness.Compile(testCase.Sources);
-        var driver = GeneratorHarness.CreateDriver(testCase.AdditionalFiles.Select(f => (AdditionalText)new TestAdditionalText(f.Path, f.Text)));
+        var compilation = CSharpCompilation.Create("Consumer",
+            testCase.Sources.Select((source, i) => CSharpSyntaxTree.ParseText(source, ParseOptions, path: $"Source{i}.cs")),
+            ConsumerReferences.All,
+            new CSharpCompilationOptions(OutputKind.DynamicallyLinkedLibrary, nullableContextOptions: NullableContextOptions.Enable));
+        GeneratorDriver driver = CSharpGeneratorDriver.Create(
+            [new PeftGenerator().AsSourceGenerator()],
+            testCase.AdditionalFiles.Select(f => (AdditionalText)new TestAdditionalText(f.Path, f.Text)),
+            ParseOptions,
+            optionsProvider: null,
+            new GeneratorDriverOptions(IncrementalGeneratorOutputKind.None, trackIncrementalGeneratorSteps: true));
         driver = driver.RunGenerators(compilation);
         var first = driver.GetRunResult().Results[0];
         Assert.Single(first.GeneratedSources);

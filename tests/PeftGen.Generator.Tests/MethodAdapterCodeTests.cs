@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Reflection;
 using System.Runtime.Loader;
-using Microsoft.CodeAnalysis;
 using PeftGen.Generator.Tests.TestSupport;
 using Xunit.Abstractions;
 
@@ -237,19 +236,12 @@ public class MethodAdapterCodeTests(ITestOutputHelper output)
         return new GeneratorCase(cases.SelectMany(c => c.Sources).Append(Probe).ToArray(), [cases[0].AdditionalFiles[0]]);
     }
 
-    private static readonly Lazy<byte[]> Image = new(() =>
-    {
-        var (output, _) = GeneratorHarness.Run(Combined());
-        using var stream = new MemoryStream();
-        var emitted = output.Emit(stream);
-        Assert.True(emitted.Success, string.Join("\n", emitted.Diagnostics.Where(d => d.Severity == DiagnosticSeverity.Error)));
-        return stream.ToArray();
-    });
+    private static readonly Lazy<Task<byte[]>> Image = new(() => PeftGeneratorTest.EmitAsync(Combined()));
 
     [Fact]
-    public void EveryMethodTrainsTheCompileTimeParameterCount()
+    public async Task EveryMethodTrainsTheCompileTimeParameterCount()
     {
-        var lines = (string[])Call("Counts")!;
+        var lines = (string[])(await CallAsync("Counts"))!;
         Assert.Equal(7, lines.Length);
         foreach (var line in lines)
         {
@@ -264,21 +256,21 @@ public class MethodAdapterCodeTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void CreateTrainerWiresTheDeclaredTraining()
+    public async Task CreateTrainerWiresTheDeclaredTraining()
     {
-        string wiring = (string)Call("Trainers")!;
+        string wiring = (string)(await CallAsync("Trainers"))!;
         // Sparse: every gate_proj entry, 64·172 per layer × 3.
         // Prompt: the trainer's parameters are exactly P-tuning's 5568 (the encoder), the base's layer drop 0.1 installed.
         Assert.Equal("lora+ 16 decay 0.9 drop 0.2; hooks 1 DeltaLoRAUpdater; masks 1 entries 33024; prompt 5568 of 5568 drop 0.1", wiring);
     }
 
     [Fact]
-    public void GeneratedSaveAndLoadRoundTripEveryMethod()
+    public async Task GeneratedSaveAndLoadRoundTripEveryMethod()
     {
         string folder = Path.Combine(Path.GetTempPath(), "peftgen-method-roundtrip-" + Guid.NewGuid().ToString("N"));
         try
         {
-            var lines = (string[])Call("RoundTrips", folder)!;
+            var lines = (string[])(await CallAsync("RoundTrips", folder))!;
             Assert.Equal(["VeRA", "VeRA-runtime-load", "IA3", "IA3-runtime-load", "Bottleneck", "PromptTuning", "PrefixTuning", "PTuning", "DeltaLoRA", "Sparse"],
                 lines.Select(l => l.Split(' ')[0]));
             foreach (var line in lines)
@@ -297,12 +289,13 @@ public class MethodAdapterCodeTests(ITestOutputHelper output)
         }
     }
 
-    private static object? Call(string method, params object[] arguments)
+    private static async Task<object?> CallAsync(string method, params object[] arguments)
     {
+        var image = await Image.Value;
         var context = new AssemblyLoadContext("methods", isCollectible: true);
         try
         {
-            using var stream = new MemoryStream(Image.Value);
+            using var stream = new MemoryStream(image);
             var probe = context.LoadFromStream(stream).GetType("Demo.Probe", throwOnError: true)!;
             try
             {

@@ -13,6 +13,12 @@ internal static partial class Consumer
     /// <summary>Trainable parameters of rank-4 LoRA on q_proj and v_proj of <see cref="ConfigJson"/>: 2 layers × (4·(32+32) + 4·(32+16)).</summary>
     public const long QandVTrainableParameters = 2 * (4 * (32 + 32) + 4 * (32 + 16));
 
+    /// <summary>
+    /// Trainable parameters of rank-4 LoRA on every linear layer of <see cref="ConfigJson"/> but the head: 2 layers × 4 ×
+    /// (q 32+32, k 32+16, v 32+16, o 32+32, gate 32+64, up 32+64, down 64+32).
+    /// </summary>
+    public const long AllLinearTrainableParameters = 2 * 4 * ((32 + 32) + (32 + 16) + (32 + 16) + (32 + 32) + (32 + 64) + (32 + 64) + (64 + 32));
+
     private const string ConfigJson = """
         {
           "architectures": ["LlamaForCausalLM"],
@@ -82,12 +88,21 @@ internal static partial class Consumer
 
     /// <summary>Rewrites the model's declaration with other LoRA targets.</summary>
     public static void SetTargets(string folder, string targets) =>
-        File.WriteAllText(Path.Combine(folder, "Tiny.cs"), $$"""
+        SetModel(folder, $$"""
             using PeftGen;
             using PeftGen.Models.Llama;
 
             [LoRA(rank: 4, targets: "{{targets}}")]
             [ModelConfig("config.json")]
+            """);
+
+    /// <summary>
+    /// Rewrites the model's declaration: <paramref name="header"/> (usings and attributes) over the class <c>Tiny</c>, a
+    /// Llama built from config.json.
+    /// </summary>
+    public static void SetModel(string folder, string header) =>
+        File.WriteAllText(Path.Combine(folder, "Tiny.cs"), $$"""
+            {{header}}
             partial class Tiny : LlamaForCausalLM
             {
                 public Tiny() : base(LlamaConfig.Load(Path.Combine(AppContext.BaseDirectory, "config.json")), seed: 1) { }
