@@ -29,8 +29,8 @@ internal static class ChatCommand
     {
         var model = CommonOptions.Model();
         var tokenizer = CommonOptions.Tokenizer();
-        var adapter = new Option<string?>("--adapter") { Description = "adapter folder to apply, of any method train writes (the method is read from adapter_config.json's peft_type)" };
-        var quant = CommonOptions.Quant("none", "4-bit storage, quantized while loading: with a LoRA or VeRA adapter, of the layers it adapts (nf4/fp4 to match a QLoRA adapter's base); otherwise of every linear layer but the head; none keeps the checkpoint's type");
+        var adapter = CommonOptions.Adapter();
+        var quant = CommonOptions.InferenceQuant();
         var chatFormat = new Option<string>("--chat-format")
         {
             Description = $"how turns become a prompt: {string.Join(", ", ChatTemplate.Names)} (none: plain text, each message a line that the reply continues), or auto: the format recognised in the tokenizer's chat_template (tokenizer_config.json; there is no Jinja engine, so a template must be one of these formats)",

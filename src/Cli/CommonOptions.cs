@@ -26,6 +26,18 @@ internal static class CommonOptions
 
     public static Option<int?> Threads() => new("--threads") { Description = "CPU threads (default: all cores)" };
 
+    /// <summary>--adapter: an adapter folder of any method, applied for inference (generate, chat, eval).</summary>
+    public static Option<string?> Adapter() =>
+        new("--adapter") { Description = "adapter folder to apply, of any method train writes (the method is read from adapter_config.json's peft_type)" };
+
+    /// <summary>--quant for inference: 4-bit storage while loading, off by default.</summary>
+    public static Option<string> InferenceQuant() =>
+        Quant("none", "4-bit storage, quantized while loading: with a LoRA or VeRA adapter, of the layers it adapts (nf4/fp4 to match a QLoRA adapter's base); otherwise of every linear layer but the head; none keeps the checkpoint's type");
+
+    /// <summary>--data: the JSONL dataset (train, eval).</summary>
+    public static Option<string> Data() =>
+        new("--data") { Description = "JSONL dataset: {\"text\": …}, {\"instruction\": …, \"output\": …} or {\"messages\": […]} per line", Required = true };
+
     public static Option<string> Quant(string defaultValue, string description)
     {
         var option = new Option<string>("--quant") { Description = description, DefaultValueFactory = _ => defaultValue };

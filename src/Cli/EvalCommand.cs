@@ -25,9 +25,9 @@ internal static class EvalCommand
     {
         var model = CommonOptions.Model();
         var tokenizer = CommonOptions.Tokenizer();
-        var adapter = new Option<string?>("--adapter") { Description = "adapter folder to apply, of any method train writes (the method is read from adapter_config.json's peft_type)" };
-        var quant = CommonOptions.Quant("none", "4-bit storage, quantized while loading: with a LoRA or VeRA adapter, of the layers it adapts (nf4/fp4 to match a QLoRA adapter's base); otherwise of every linear layer but the head; none keeps the checkpoint's type");
-        var data = new Option<string>("--data") { Description = "JSONL dataset: {\"text\": …}, {\"instruction\": …, \"output\": …} or {\"messages\": […]} per line", Required = true };
+        var adapter = CommonOptions.Adapter();
+        var quant = CommonOptions.InferenceQuant();
+        var data = CommonOptions.Data();
         var maxLength = new Option<int>("--max-length") { Description = "most tokens per row (at most the model's context; default 512, or the context when shorter)", DefaultValueFactory = _ => 512 };
         var batchSize = new Option<int>("--batch-size") { Description = "rows per batch", DefaultValueFactory = _ => 4 };
         var chatFormat = new Option<string?>("--chat-format") { Description = $"prompt format of instruction and chat records ({string.Join(", ", ChatFormat.Names)}); default: from the tokenizer's chat template, else alpaca/chatml" };

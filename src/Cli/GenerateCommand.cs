@@ -15,8 +15,8 @@ internal static class GenerateCommand
     {
         var model = CommonOptions.Model();
         var tokenizer = CommonOptions.Tokenizer();
-        var adapter = new Option<string?>("--adapter") { Description = "adapter folder to apply, of any method train writes (the method is read from adapter_config.json's peft_type)" };
-        var quant = CommonOptions.Quant("none", "4-bit storage, quantized while loading: with a LoRA or VeRA adapter, of the layers it adapts (nf4/fp4 to match a QLoRA adapter's base); otherwise of every linear layer but the head; none keeps the checkpoint's type");
+        var adapter = CommonOptions.Adapter();
+        var quant = CommonOptions.InferenceQuant();
         var prompt = new Option<string>("--prompt") { Description = "text to continue (empty: start from BOS); with --chat-format or --system, the user's message", DefaultValueFactory = _ => "" };
         var chatFormat = new Option<string?>("--chat-format")
         {

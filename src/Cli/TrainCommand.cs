@@ -26,7 +26,7 @@ internal static class TrainCommand
     {
         var model = CommonOptions.Model();
         var tokenizer = CommonOptions.Tokenizer();
-        var data = new Option<string>("--data") { Description = "JSONL dataset: {\"text\": …}, {\"instruction\": …, \"output\": …} or {\"messages\": […]} per line", Required = true };
+        var data = CommonOptions.Data();
         var output = new Option<string>("--output") { Description = "output folder: adapter/, metrics.jsonl, loss.svg, checkpoint-N/", DefaultValueFactory = _ => "peftgen-output" };
         var steps = new Option<int>("--steps") { Description = "optimizer steps", DefaultValueFactory = _ => 100 };
         var batchSize = new Option<int>("--batch-size") { Description = "rows per micro-batch", DefaultValueFactory = _ => 4 };
