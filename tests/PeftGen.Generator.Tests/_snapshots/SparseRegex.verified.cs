@@ -47,7 +47,7 @@ namespace Demo
 
         /// <summary>The file <see cref="SaveAdapter"/> writes in its folder: the sparse delta, in PeftGen's own safetensors format.</summary>
         [global::System.CodeDom.Compiler.GeneratedCode("PeftGen.Generator", "1.0.0.0")]
-        public const string SparseDeltaFileName = "sparse_delta.safetensors";
+        public const string SparseDeltaFileName = global::PeftGen.Methods.Sparse.SparseFineTuning.DeltaFileName;
 
         /// <summary>
         /// Writes the change of every trainable entry of <paramref name="sparse"/> (<see cref="global::PeftGen.Methods.Sparse.SparseFineTuning.Delta"/>) to
@@ -61,8 +61,7 @@ namespace Demo
         public static void SaveAdapter(global::PeftGen.Methods.Sparse.SparseFineTuning sparse, string folder)
         {
             global::System.ArgumentNullException.ThrowIfNull(sparse);
-            global::System.IO.Directory.CreateDirectory(folder);
-            sparse.Delta().Save(global::System.IO.Path.Combine(folder, SparseDeltaFileName));
+            sparse.SaveAdapter(folder);
         }
 
         /// <summary>

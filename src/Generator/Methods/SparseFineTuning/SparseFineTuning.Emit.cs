@@ -50,7 +50,7 @@ internal sealed partial class SparseFineTuningMethod
     {
         const string Delta = "global::PeftGen.Methods.Sparse.SparseDelta";
         w.Line("/// <summary>The file <see cref=\"SaveAdapter\"/> writes in its folder: the sparse delta, in PeftGen's own safetensors format.</summary>")
-         .Member("public const string SparseDeltaFileName = \"sparse_delta.safetensors\";")
+         .Member("public const string SparseDeltaFileName = " + Sparse + ".DeltaFileName;")
          .Line()
          .Line("/// <summary>")
          .Line("/// Writes the change of every trainable entry of <paramref name=\"sparse\"/> (<see cref=\"" + Sparse + ".Delta\"/>) to")
@@ -63,8 +63,7 @@ internal sealed partial class SparseFineTuningMethod
          .Member("public static void SaveAdapter(" + Sparse + " sparse, string folder)")
          .Open()
          .Line("global::System.ArgumentNullException.ThrowIfNull(sparse);")
-         .Line("global::System.IO.Directory.CreateDirectory(folder);")
-         .Line("sparse.Delta().Save(global::System.IO.Path.Combine(folder, SparseDeltaFileName));")
+         .Line("sparse.SaveAdapter(folder);")
          .Close()
          .Line()
          .Line("/// <summary>")
