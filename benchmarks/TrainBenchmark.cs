@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
+using PeftGen.Backends;
 using PeftGen.Backends.Cpu;
 using PeftGen.Methods;
 using PeftGen.Methods.LoRA;
@@ -15,9 +16,13 @@ namespace PeftGen.Benchmarks;
 /// batch 8 × 256, 2 threads, against the same step in PyTorch run in the same invocation. none: forward + backward
 /// with every weight trainable; lora: LoRA r = 8 on all seven projections, forward + backward + AdamW over the
 /// adapters; qlora: the same over an NF4 + double-quant base.
+/// Besides tokens/s it reports the model FLOPs per token (<see cref="TrainingFlops"/>), the utilisation they give
+/// against this run's own SGEMM rate at 2048³, and one profiled step's time by kind of work (<see cref="WorkProfiler"/>).
 /// </summary>
 internal static class TrainBenchmark
 {
+    private const int Rank = 8;
+
     public static int Run(string[] args)
     {
         var options = BenchmarkArgs.Parse(args, new()
@@ -32,19 +37,21 @@ internal static class TrainBenchmark
         CpuParallel.MaxThreads = threads;
         var config = LlamaConfig.Stories15M with { MaxPositionEmbeddings = seq };
 
+        double sgemmGflops = SgemmRate.Measure();
+        Console.Error.WriteLine($"train: SGEMM 2048³ at {sgemmGflops:F1} GFLOP/s on {threads} threads (the utilisation yardstick)");
+
         var random = new Random(0);
         var inputs = Enumerable.Range(0, batch * seq).Select(_ => random.Next(config.VocabSize)).ToArray();
         var targets = Enumerable.Range(0, batch * seq).Select(_ => random.Next(config.VocabSize)).ToArray();
         using var model = new LlamaForCausalLM(config, seed: 0);
         PeftModel<LlamaForCausalLM>? peft = mode == "none" ? null : PeftModel.Create(model,
-            new LoRAConfig { Rank = 8, Alpha = 16, Targets = TargetModules.AllLinear },
+            new LoRAConfig { Rank = Rank, Alpha = 2 * Rank, Targets = TargetModules.AllLinear },
             mode == "qlora" ? new QuantizationConfig(QuantType.NF4, DoubleQuant: true, BlockSize: 64) : null);
         using var optimizer = peft == null ? null : new AdamW(peft.TrainableParameters(), 2e-4f, weightDecay: 0f);
-        var times = new List<double>();
         float loss = 0;
-        for (int step = 0; step <= steps; step++) // step 0 warms up (JIT, pools)
+        double Step()
         {
-            var clock = Stopwatch.StartNew();
+            long start = Stopwatch.GetTimestamp();
             using (TensorScope.Begin())
             {
                 var l = model.Loss(inputs, targets, batch, seq);
@@ -53,17 +60,37 @@ internal static class TrainBenchmark
             }
             optimizer?.Step();
             foreach (var parameter in model.TrainableParameters()) parameter.ZeroGrad();
-            times.Add(clock.Elapsed.TotalSeconds);
+            return Stopwatch.GetElapsedTime(start).TotalSeconds;
+        }
+
+        var times = new List<double>();
+        for (int step = 0; step <= steps; step++) // step 0 warms up (JIT, pools)
+        {
+            times.Add(Step());
             Console.Error.WriteLine($"step {step}: {times[^1]:F3} s, loss {loss:F4}");
         }
         double best = times.Skip(1).Min();
         double tokensPerSecond = batch * seq / best;
         double peakRssMb = Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024.0);
 
+        // One more step, profiled: where its time goes.
+        var gcPause = GC.GetTotalPauseDuration();
+        WorkProfiler.Start();
+        double profiledStep = Step();
+        var profile = WorkProfiler.Stop();
+        gcPause = GC.GetTotalPauseDuration() - gcPause;
+
+        var flops = TrainingFlops.PerToken(config, seq, baseTrainable: mode == "none", loraRank: mode == "none" ? 0 : Rank);
+        double achievedGflops = tokensPerSecond * flops.Total / 1e9;
+        double utilisation = achievedGflops / sgemmGflops;
+        Console.Error.WriteLine($"train: {flops.Total / 1e6:F1} MFLOP/token (projections {flops.Projections / 1e6:F1}, head {flops.Head / 1e6:F1}, " +
+            $"adapters {flops.Adapters / 1e6:F2}, attention {flops.Attention / 1e6:F2}) → {achievedGflops:F1} GFLOP/s = {utilisation:P1} of SGEMM");
+        var breakdown = Breakdown(profile, profiledStep, gcPause.TotalSeconds);
+
         var peer = options["peer"] == "torch"
             ? PythonPeer.Run("train_llama_torch.py",
                 $"--dim {config.HiddenSize} --layers {config.NumHiddenLayers} --heads {config.NumAttentionHeads} --kv-heads {config.KeyValueHeads} " +
-                $"--hidden {config.IntermediateSize} --vocab {config.VocabSize} --batch {batch} --seq {seq} --steps {steps} --threads {threads} --mode {mode} --rank 8", threads)
+                $"--hidden {config.IntermediateSize} --vocab {config.VocabSize} --batch {batch} --seq {seq} --steps {steps} --threads {threads} --mode {mode} --rank {Rank}", threads)
             : null;
         double? peerTps = peer?["tokens_per_s"]?.GetValue<double>();
         var line = new JsonObject
@@ -75,14 +102,48 @@ internal static class TrainBenchmark
             ["threads"] = threads,
             ["tokens_per_s"] = Math.Round(tokensPerSecond, 1),
             ["step_s"] = Math.Round(best, 4),
+            ["mflop_per_token"] = Math.Round(flops.Total / 1e6, 2),
+            ["gflops"] = Math.Round(achievedGflops, 1),
+            ["sgemm_gflops"] = Math.Round(sgemmGflops, 1),
+            ["utilisation"] = Math.Round(utilisation, 3),
+            ["breakdown_ms"] = breakdown,
             ["peak_rss_mb"] = Math.Round(peakRssMb, 1),
             ["loss"] = loss,
             ["peer"] = peer == null ? null : "pytorch",
             ["peer_tokens_per_s"] = peerTps is double p ? Math.Round(p, 1) : null,
             ["peer_peak_rss_mb"] = peer?["peak_rss_mb"]?.GetValue<double>() is double m ? Math.Round(m, 1) : null,
+            ["peer_openblas_core"] = peer?["openblas_core"]?.GetValue<string>(),
             ["ratio"] = peerTps is double q ? Math.Round(tokensPerSecond / q, 3) : null,
         };
         Console.WriteLine(line.ToJsonString());
         return 0;
     }
+
+    /// <summary>
+    /// Prints the profiled step's time by kind of work and pass to stderr and returns it (ms) for the JSON line. What no
+    /// kernel timer saw (the tape, closures, tensor views, the GC) is "bookkeeping".
+    /// </summary>
+    private static JsonObject Breakdown(WorkProfile profile, double stepSeconds, double gcSeconds)
+    {
+        var result = new JsonObject();
+        Console.Error.WriteLine($"train: profiled step {stepSeconds * 1e3:F1} ms");
+        Console.Error.WriteLine($"  {"kind",-22} {"forward ms",10} {"backward ms",11} {"total ms",9} {"share",6} {"calls",6}");
+        foreach (var kind in Enum.GetValues<WorkKind>())
+        {
+            double forward = profile.Entries.Where(e => e.Kind == kind && !e.Backward).Sum(e => e.Seconds) * 1e3;
+            double backward = profile.Entries.Where(e => e.Kind == kind && e.Backward).Sum(e => e.Seconds) * 1e3;
+            long calls = profile.Entries.Where(e => e.Kind == kind).Sum(e => e.Calls);
+            if (calls == 0) continue;
+            Console.Error.WriteLine($"  {kind,-22} {forward,10:F1} {backward,11:F1} {forward + backward,9:F1} {(forward + backward) / (stepSeconds * 1e3),6:P0} {calls,6}");
+            result[Snake(kind.ToString())] = Math.Round(forward + backward, 1);
+        }
+        double bookkeeping = (stepSeconds - profile.TotalSeconds) * 1e3;
+        Console.Error.WriteLine($"  {"Bookkeeping",-22} {"",10} {"",11} {bookkeeping,9:F1} {bookkeeping / (stepSeconds * 1e3),6:P0}   (of which GC pauses {gcSeconds * 1e3:F1} ms)");
+        result["bookkeeping"] = Math.Round(bookkeeping, 1);
+        result["gc_pause"] = Math.Round(gcSeconds * 1e3, 1);
+        return result;
+    }
+
+    private static string Snake(string name) =>
+        string.Concat(name.Select((c, i) => char.IsUpper(c) && i > 0 ? "_" + char.ToLowerInvariant(c) : char.ToLowerInvariant(c).ToString()));
 }

@@ -1,3 +1,4 @@
+using PeftGen.Backends;
 using PeftGen.Tensors;
 
 namespace PeftGen.Autograd;
@@ -32,7 +33,7 @@ internal sealed class Tape
     {
         output.RequiresGrad = true;
         output.IsRecorded = true;
-        Current._nodes.Add(new Node(output, backward));
+        Current._nodes.Add(new Node(output, backward, WorkProfiler.GemmKind));
     }
 
     /// <summary>Drops nodes recorded after <paramref name="count"/> (their tensors are being released).</summary>
@@ -83,7 +84,8 @@ internal sealed class Tape
             {
                 var node = _nodes[i];
                 if (node.Output.Grad == null || node.Output.IsDisposed) continue; // not on a path to the root
-                node.Backward();
+                if (WorkProfiler.IsEnabled) WorkProfiler.RunBackward(node.GemmKind, node.Backward);
+                else node.Backward();
                 // An intermediate's gradient is dead once pushed to its inputs: free it now, not at scope end.
                 node.Output.Grad.Dispose();
                 node.Output.Grad = null;
@@ -92,7 +94,8 @@ internal sealed class Tape
         _nodes.Clear();
     }
 
-    private readonly record struct Node(Tensor Output, Action Backward);
+    /// <summary>A recorded op: its output, its backward closure, and what the GEMMs it issued were for (for <see cref="WorkProfiler"/>).</summary>
+    private readonly record struct Node(Tensor Output, Action Backward, WorkKind GemmKind);
 }
 
 /// <summary>Gradient buffers: allocated on first use, accumulated into afterwards.</summary>

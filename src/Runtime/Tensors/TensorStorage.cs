@@ -70,6 +70,7 @@ internal sealed unsafe class CpuStorage : HostStorage
 
     public CpuStorage(long byteLength, bool zeroed) : base(byteLength)
     {
+        using var timer = Backends.WorkProfiler.Time(Backends.WorkKind.Allocation);
         HostMemoryStats.Allocated(byteLength);
         _buffer = CpuBufferPool.Rent(byteLength);
         if (zeroed) NativeMemory.Clear(Pointer, (nuint)byteLength);
@@ -81,6 +82,7 @@ internal sealed unsafe class CpuStorage : HostStorage
 
     protected override void Free()
     {
+        using var timer = Backends.WorkProfiler.Time(Backends.WorkKind.Allocation);
         var buffer = Interlocked.Exchange(ref _buffer, null);
         if (buffer == null) return;
         HostMemoryStats.Freed(ByteLength);

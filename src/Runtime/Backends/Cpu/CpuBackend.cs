@@ -13,6 +13,7 @@ internal sealed unsafe class CpuBackend : IBackend
 
     public void CopyStrided(Tensor src, Tensor dst, bool accumulate)
     {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
         int rank = src.Rank;
         var shape = src.ShapeArray;
         if (src.Count == 0) return;
@@ -58,10 +59,15 @@ internal sealed unsafe class CpuBackend : IBackend
         });
     }
 
-    public void Fill(Tensor dst, float value) => Span(dst).Fill(value);
+    public void Fill(Tensor dst, float value)
+    {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
+        Span(dst).Fill(value);
+    }
 
     public void AddScaled(Tensor a, float alpha, Tensor b, float beta, Tensor y)
     {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
         int period = checked((int)b.Count);
         CpuParallel.ForRange(checked((int)(a.Count / period)), Math.Max(1, 32768 / period), (start, end) =>
         {
@@ -83,12 +89,14 @@ internal sealed unsafe class CpuBackend : IBackend
 
     public void Mul(Tensor a, Tensor b, Tensor y, bool accumulate)
     {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
         if (accumulate) TensorPrimitives.MultiplyAdd(Span(a), Span(b), Span(y), Span(y));
         else TensorPrimitives.Multiply(Span(a), Span(b), Span(y));
     }
 
     public void MulRows(Tensor a, Tensor v, Tensor y, bool accumulate)
     {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
         int c = checked((int)v.Count);
         CpuParallel.ForRange(checked((int)(a.Count / c)), Math.Max(1, 32768 / c), (start, end) =>
         {
@@ -105,6 +113,7 @@ internal sealed unsafe class CpuBackend : IBackend
 
     public void SumRowsOfProduct(Tensor g, Tensor a, Tensor dst, bool accumulate)
     {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
         int c = checked((int)dst.Count);
         long rows = g.Count / c;
         var d = Span(dst);
@@ -115,12 +124,14 @@ internal sealed unsafe class CpuBackend : IBackend
 
     public void Scale(Tensor x, float s, Tensor y, bool accumulate)
     {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
         if (accumulate) TensorPrimitives.MultiplyAdd(Span(x), s, Span(y), Span(y));
         else TensorPrimitives.Multiply(Span(x), s, Span(y));
     }
 
     public void SumRows(Tensor src, Tensor dst, bool accumulate)
     {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
         int c = checked((int)dst.Count);
         long rows = src.Count / c;
         var d = Span(dst);
@@ -131,6 +142,7 @@ internal sealed unsafe class CpuBackend : IBackend
 
     public double Sum(Tensor x)
     {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
         double total = 0;
         var s = Span(x);
         const int Chunk = 4096; // float partial sums over short runs, double across them: accurate and fast
@@ -143,6 +155,7 @@ internal sealed unsafe class CpuBackend : IBackend
         Tensor a, int lda, long strideA, Tensor b, int ldb, long strideB,
         float beta, Tensor c, int ldc, long strideC, int batch)
     {
+        using var timer = WorkProfiler.Time(WorkProfiler.GemmKind);
         if (batch == 1)
             Sgemm.Multiply(transA, transB, m, n, k, alpha, a.Data, lda, b.Data, ldb, beta, c.Data, ldc);
         else
@@ -152,6 +165,7 @@ internal sealed unsafe class CpuBackend : IBackend
 
     public void EmbeddingForward(Tensor weight, ReadOnlySpan<int> ids, Tensor y)
     {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
         int c = weight.Size(1);
         float* o = y.Data;
         if (weight.DType != DType.Float32)
@@ -169,6 +183,7 @@ internal sealed unsafe class CpuBackend : IBackend
 
     public void EmbeddingBackward(Tensor dy, ReadOnlySpan<int> ids, Tensor dweight)
     {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
         int c = dweight.Size(1);
         float* g = dy.Data, dw = dweight.Data;
         for (int i = 0; i < ids.Length; i++)
@@ -180,53 +195,81 @@ internal sealed unsafe class CpuBackend : IBackend
 
     public void RmsNormForward(Tensor x, Tensor weight, Tensor y, Tensor rstd, float eps)
     {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
         int c = weight.Size(0);
         RmsNormKernel.Forward(x.Data, weight.Data, y.Data, rstd.Data, checked((int)(x.Count / c)), c, eps);
     }
 
     public void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, Tensor dx, Tensor? dweight, bool accumulateDx)
     {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
         int c = weight.Size(0);
         RmsNormKernel.Backward(dy.Data, x.Data, weight.Data, rstd.Data, dx.Data, dweight == null ? null : dweight.Data,
             checked((int)(x.Count / c)), c, accumulateDx);
     }
 
-    public void SiluForward(Tensor x, Tensor y) => SwiGluKernel.SiluForward(x.Data, y.Data, x.Count);
+    public void SiluForward(Tensor x, Tensor y)
+    {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
+        SwiGluKernel.SiluForward(x.Data, y.Data, x.Count);
+    }
 
-    public void SiluBackward(Tensor dy, Tensor x, Tensor dx, bool accumulate) =>
+    public void SiluBackward(Tensor dy, Tensor x, Tensor dx, bool accumulate)
+    {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
         SwiGluKernel.SiluBackward(dy.Data, x.Data, dx.Data, x.Count, accumulate);
+    }
 
-    public void SwiGluForward(Tensor gate, Tensor up, Tensor y) => SwiGluKernel.Forward(gate.Data, up.Data, y.Data, gate.Count);
+    public void SwiGluForward(Tensor gate, Tensor up, Tensor y)
+    {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
+        SwiGluKernel.Forward(gate.Data, up.Data, y.Data, gate.Count);
+    }
 
-    public void SwiGluBackward(Tensor dy, Tensor gate, Tensor up, Tensor dgate, Tensor dup, bool accumulate) =>
+    public void SwiGluBackward(Tensor dy, Tensor gate, Tensor up, Tensor dgate, Tensor dup, bool accumulate)
+    {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
         SwiGluKernel.Backward(dy.Data, gate.Data, up.Data, dgate.Data, dup.Data, gate.Count, accumulate);
+    }
 
-    public void Rope(Tensor x, Tensor y, int positionOffset, float theta, bool interleaved, bool inverse) =>
+    public void Rope(Tensor x, Tensor y, int positionOffset, float theta, bool interleaved, bool inverse)
+    {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
         RopeKernel.Apply(x.Data, y.Data, x.Size(0), x.Size(1), x.Size(2), x.Size(3), positionOffset, theta, interleaved, inverse);
+    }
 
-    public void AttentionForward(Tensor q, Tensor k, Tensor v, int keyLength, Tensor output, Tensor? lse, float scale) =>
+    public void AttentionForward(Tensor q, Tensor k, Tensor v, int keyLength, Tensor output, Tensor? lse, float scale)
+    {
+        using var timer = WorkProfiler.Time(WorkKind.Attention);
         AttentionKernel.Forward(q.Data, k.Data, v.Data, output.Data, lse == null ? null : lse.Data,
             q.Size(0), q.Size(1), keyLength, k.Size(1), q.Size(2), k.Size(2), q.Size(3), scale);
+    }
 
     public void AttentionBackward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor output, Tensor lse,
-        Tensor dq, Tensor dk, Tensor dv, float scale) =>
+        Tensor dq, Tensor dk, Tensor dv, float scale)
+    {
+        using var timer = WorkProfiler.Time(WorkKind.Attention);
         AttentionKernel.Backward(dout.Data, q.Data, k.Data, v.Data, output.Data, lse.Data, dq.Data, dk.Data, dv.Data,
             q.Size(0), q.Size(1), k.Size(1), k.Size(1), q.Size(2), k.Size(2), q.Size(3), scale);
+    }
 
     public void SoftmaxForward(Tensor x, Tensor y)
     {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
         int cols = x.Size(-1);
         SoftmaxKernel.Forward(x.Data, y.Data, checked((int)(x.Count / cols)), cols);
     }
 
     public void SoftmaxBackward(Tensor dy, Tensor y, Tensor dx, bool accumulate)
     {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
         int cols = y.Size(-1);
         SoftmaxKernel.Backward(dy.Data, y.Data, dx.Data, checked((int)(y.Count / cols)), cols, accumulate);
     }
 
     public double SumSquares(Tensor x)
     {
+        using var timer = WorkProfiler.Time(WorkKind.Optimizer);
         double total = 0;
         var s = Span(x);
         const int Chunk = 4096;
@@ -241,6 +284,7 @@ internal sealed unsafe class CpuBackend : IBackend
     public void AdamWStep(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2, float eps,
         float weightDecay, float biasCorrection1, float biasCorrection2)
     {
+        using var timer = WorkProfiler.Time(WorkKind.Optimizer);
         float* p = param.Data, g = grad.Data, pm = m.Data, pv = v.Data;
         float decay = 1f - lr * weightDecay;
         float stepSize = lr / biasCorrection1;
@@ -260,30 +304,45 @@ internal sealed unsafe class CpuBackend : IBackend
 
     public void CrossEntropyForward(Tensor logits, ReadOnlySpan<int> targets, int ignoreIndex, Tensor losses, Tensor lse)
     {
+        using var timer = WorkProfiler.Time(WorkKind.CrossEntropy);
         fixed (int* t = targets)
             CrossEntropyKernel.Forward(logits.Data, t, losses.Data, lse.Data, logits.Size(0), logits.Size(1), ignoreIndex);
     }
 
     public void CrossEntropyBackward(Tensor logits, Tensor lse, ReadOnlySpan<int> targets, int ignoreIndex, float gradScale, Tensor dlogits)
     {
+        using var timer = WorkProfiler.Time(WorkKind.CrossEntropy);
         fixed (int* t = targets)
             CrossEntropyKernel.Backward(logits.Data, lse.Data, t, dlogits.Data, logits.Size(0), logits.Size(1), ignoreIndex, gradScale);
     }
 
-    public void Linear4BitForward(Tensor x, Quantization.QuantizedWeight weight, Tensor y) =>
+    public void Linear4BitForward(Tensor x, Quantization.QuantizedWeight weight, Tensor y)
+    {
+        using var timer = WorkProfiler.Time(WorkProfiler.GemmKind);
         Dequant4BitMatMulKernel.Forward(x.Data, weight, y.Data, checked((int)(x.Count / weight.Columns)));
+    }
 
-    public void Linear4BitBackwardInput(Tensor dy, Quantization.QuantizedWeight weight, Tensor dx, bool accumulate) =>
+    public void Linear4BitBackwardInput(Tensor dy, Quantization.QuantizedWeight weight, Tensor dx, bool accumulate)
+    {
+        using var timer = WorkProfiler.Time(WorkProfiler.GemmKind);
         Dequant4BitMatMulKernel.BackwardInput(dy.Data, weight, dx.Data, checked((int)(dx.Count / weight.Columns)), accumulate);
+    }
 
-    public void Linear16Forward(Tensor x, Tensor weight16, Tensor y) =>
+    public void Linear16Forward(Tensor x, Tensor weight16, Tensor y)
+    {
+        using var timer = WorkProfiler.Time(WorkProfiler.GemmKind);
         TiledWeightMatMulKernel.Forward(x.Data, Float16TileSource.Of(weight16), y.Data, checked((int)(x.Count / weight16.Size(1))));
+    }
 
-    public void Linear16BackwardInput(Tensor dy, Tensor weight16, Tensor dx, bool accumulate) =>
+    public void Linear16BackwardInput(Tensor dy, Tensor weight16, Tensor dx, bool accumulate)
+    {
+        using var timer = WorkProfiler.Time(WorkProfiler.GemmKind);
         TiledWeightMatMulKernel.BackwardInput(dy.Data, Float16TileSource.Of(weight16), dx.Data, checked((int)(dx.Count / weight16.Size(1))), accumulate);
+    }
 
     public void ConvertDType(Tensor src, Tensor dst)
     {
+        using var timer = WorkProfiler.Time(WorkKind.NormsAndElementwise);
         int n = checked((int)src.Count);
         byte* s = src.RawData, d = dst.RawData;
         DType from = src.DType, to = dst.DType;

@@ -120,6 +120,7 @@ public sealed class LoRALinear : AdaptedLinear, ILoRAPlusLayer
             if (Merged.Count > 0) throw new InvalidOperationException("Adapters are merged into the base weight; unmerge before disabling them.");
             return y;
         }
+        using var adapterGemms = Backends.WorkProfiler.Gemms(Backends.WorkKind.AdapterGemm);
         foreach (var name in ActiveAdapters)
         {
             if (Merged.Contains(name)) continue;

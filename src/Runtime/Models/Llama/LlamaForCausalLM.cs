@@ -52,7 +52,8 @@ public class LlamaForCausalLM : Module
         if (past + time > Config.MaxPositionEmbeddings)
             throw new ArgumentException($"Positions {past}..{past + time - 1} exceed the model's context of {Config.MaxPositionEmbeddings} tokens (max_position_embeddings); shorten the input.", nameof(time));
         var h = Model.Forward(ids, batch, time, cache);                                    // [b, t, hidden]
-        return Ops.Linear(h, OutputWeight);                                                // [b, t, vocab]
+        using (Backends.WorkProfiler.Gemms(Backends.WorkKind.HeadGemm))
+            return Ops.Linear(h, OutputWeight);                                            // [b, t, vocab]
     }
 
     /// <summary>
