@@ -15,6 +15,8 @@ namespace PeftGen.Benchmarks;
 /// Usage: <c>gemm [--seconds S] [--shape NAME] [--kernel Avx512|Avx2|Portable]</c>: S = time budget
 /// per shape and library (default 1.5); NAME runs only the shapes whose name contains it; the
 /// kernel defaults to the best this CPU supports (the 16-bit shapes always run on it).
+/// OpenBLAS runs on the core it detects itself (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are cleared
+/// before it loads, see <see cref="OpenBlas"/>); each peer line names that core as "peer_core".
 /// </summary>
 internal static unsafe class GemmBenchmark
 {
@@ -70,7 +72,10 @@ internal static unsafe class GemmBenchmark
         CpuParallel.MaxThreads = Threads;
         bool havePeer = OpenBlas.TryLoad();
         if (havePeer)
+        {
             OpenBlas.SetNumThreads(Threads);
+            Console.Error.WriteLine($"gemm: OpenBLAS peer core {OpenBlas.CoreName ?? "unknown"} ({OpenBlas.Config ?? "openblas_get_config not exported"})");
+        }
         else
             Console.Error.WriteLine("gemm: libopenblas.so.0 not found, reporting without a peer (apt-get install libopenblas0-pthread)");
         Console.Error.WriteLine($"gemm: kernel {kernel}, {Threads} threads, {seconds:0.##} s per shape and library");
@@ -212,7 +217,7 @@ internal static unsafe class GemmBenchmark
             double? peerGflops = havePeer ? flops / peerBest / 1e9 : null;
             double? maxDiff = havePeer ? MaxAbsDiff(c, peerC, cCount) : null;
             Console.Error.WriteLine($"gemm: {s.Name} {calls} calls, ours {gflops:F1} GFLOP/s, openblas {(peerGflops is double p ? p.ToString("F1") : "n/a")}");
-            WriteResult(s, kernel, gflops, peerGflops, maxDiff);
+            WriteResult(s, kernel, gflops, peerGflops, maxDiff, havePeer ? OpenBlas.CoreName : null);
         }
         finally
         {
@@ -230,7 +235,7 @@ internal static unsafe class GemmBenchmark
         return Stopwatch.GetElapsedTime(start).TotalSeconds;
     }
 
-    private static void WriteResult(Shape s, SgemmKernel kernel, double gflops, double? peerGflops, double? maxDiff)
+    private static void WriteResult(Shape s, SgemmKernel kernel, double gflops, double? peerGflops, double? maxDiff, string? peerCore)
     {
         using var buffer = new MemoryStream();
         using (var json = new Utf8JsonWriter(buffer))
@@ -244,6 +249,9 @@ internal static unsafe class GemmBenchmark
             json.WriteNumber("gflops", Math.Round(gflops, 1));
             json.WriteString("peer", "openblas");
             WriteNullable(json, "peer_gflops", peerGflops is double p ? Math.Round(p, 1) : null);
+            // The OpenBLAS core the peer ran on (its own detection: OPENBLAS_CORETYPE is cleared for it).
+            if (peerCore != null) json.WriteString("peer_core", peerCore);
+            else json.WriteNull("peer_core");
             WriteNullable(json, "ratio", peerGflops is double q ? Math.Round(gflops / q, 3) : null);
             WriteNullable(json, "max_abs_diff", maxDiff);
             json.WriteNumber("threads", Threads);

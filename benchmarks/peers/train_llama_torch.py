@@ -5,9 +5,12 @@ Usage: python3 train_llama_torch.py --dim 288 --layers 6 --heads 6 --kv-heads 6 
 Modes: none = forward + backward with every weight trainable; lora = LoRA r on all seven projections, frozen
 base, forward + backward + AdamW over the adapters; qlora = the same over an NF4 + double-quant base that is
 dequantized on every forward (what PEFT + bitsandbytes do on the CPU).
-Prints one JSON line: {"tokens_per_s": ..., "step_s": ..., "peak_rss_mb": ...}.
+Prints one JSON line: {"tokens_per_s": ..., "step_s": ..., "peak_rss_mb": ..., "openblas_core": ..., "blas_library": ...,
+"env_coretype": ...}: openblas_core is the core the OpenBLAS mapped in this process runs on (Debian's torch does its
+GEMMs through libblas.so.3 -> OpenBLAS), null when none is; env_coretype is OPENBLAS_CORETYPE as this process saw it
+(the benchmark clears it for the peer, so its OpenBLAS detects the CPU itself).
 """
-import argparse, json, math, resource, time
+import argparse, ctypes, json, math, os, resource, time
 
 import torch
 import torch.nn.functional as F
@@ -161,6 +164,28 @@ class Llama(torch.nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
+def openblas_core():
+    """(core name, library path) of the OpenBLAS mapped in this process, from /proc/self/maps; (None, None) if none."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = [line.split(None, 5)[5].strip() for line in maps if len(line.split(None, 5)) == 6]
+    except OSError:
+        return None, None
+    # Each library once, in load order; the OpenBLAS library itself (its file name says so) before libblas.so.3 wrappers
+    # in an openblas directory. CDLL of a mapped library returns the same instance: no second load, no second constructor.
+    candidates = [path for path in dict.fromkeys(paths) if "openblas" in path.lower() and ".so" in path]
+    candidates.sort(key=lambda path: "openblas" not in os.path.basename(path).lower())
+    for path in candidates:
+        try:
+            get_corename = ctypes.CDLL(path).openblas_get_corename
+        except (OSError, AttributeError):
+            continue
+        get_corename.restype, get_corename.argtypes = ctypes.c_char_p, []
+        core = get_corename()
+        return (core.decode().strip() if core else None), path
+    return None, None
+
+
 def main():
     p = argparse.ArgumentParser()
     for name, default in [("dim", 288), ("layers", 6), ("heads", 6), ("kv-heads", 6), ("hidden", 768), ("vocab", 32000),
@@ -188,9 +213,12 @@ def main():
             optimizer.step()
         times.append(time.perf_counter() - start)
     best = min(times[1:])
+    core, library = openblas_core()
     print(json.dumps({"tokens_per_s": a.batch * a.seq / best, "step_s": best,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "loss": float(loss), "torch": torch.__version__}))
+                      "loss": float(loss), "torch": torch.__version__,
+                      "openblas_core": core, "blas_library": library,
+                      "env_coretype": os.environ.get("OPENBLAS_CORETYPE")}))
 
 
 if __name__ == "__main__":
