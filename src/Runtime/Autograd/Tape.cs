@@ -116,4 +116,20 @@ internal static class Grads
         }
         return t.Grad;
     }
+
+    /// <summary>
+    /// Hands <paramref name="g"/>, the finished gradient of an op's output, to <paramref name="t"/> as its gradient without
+    /// copying, when that is safe: t is an intermediate (recorded) tensor of g's shape with no gradient yet. Then t's
+    /// gradient is a view of g's storage (g itself is dead once its op's backward returns, so later accumulation into t's
+    /// gradient harms nothing). Give one g to at most one input. False: the caller copies as usual.
+    /// </summary>
+    public static bool TryShare(Tensor t, Tensor g)
+    {
+        if (t.Grad != null || !t.IsRecorded || !g.IsContiguous || t.DType != g.DType || t.Device != g.Device
+            || !ShapeUtil.SameShape(t.Shape, g.Shape))
+            return false;
+        t.Grad = g.View(t.ShapeArray, ShapeUtil.ContiguousStrides(t.ShapeArray), g.Offset);
+        t.Grad.Name = t.Name is null ? null : t.Name + ".grad";
+        return true;
+    }
 }

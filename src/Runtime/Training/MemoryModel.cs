@@ -107,19 +107,26 @@ public static class MemoryModel
 
     /// <summary>
     /// Float32 values per token alive at a training step's peak (activations and their gradients), for LoRA on every
-    /// linear layer. Fitted to measured step peaks (HostMemoryStats) of models whose hidden size, intermediate size,
-    /// key/value width, vocabulary and depth were varied one at a time; every term is linear in the shapes, and the fit
-    /// predicts a held-out larger model to within 1%. Without checkpointing every layer keeps its activations; with it,
-    /// each layer keeps its input (and output) and one layer is recomputed at a time.
+    /// linear layer. The peak falls at one of two moments: at the loss, while the [tokens, vocab] logits (turned into their
+    /// own gradient by <see cref="Ops.LinearCrossEntropy"/>) are alive, or later in the backward pass, once they are freed
+    /// and the layers' gradients are being built; large vocabularies peak at the loss. Each moment is fitted to measured step
+    /// peaks (HostMemoryStats) of models whose hidden size, intermediate size, key/value width, vocabulary (256 to 32,768)
+    /// and depth were varied one at a time; every term is linear in the shapes. Without checkpointing every layer keeps its
+    /// activations; with it, each layer keeps its input and one layer is recomputed at a time. Dropout keeps a mask and the
+    /// dropped input per adapted layer (12c + 2f).
     /// </summary>
     internal static double ActivationFloatsPerToken(long c, long f, long kv, long vocab, long layers, bool checkpointing, bool dropout)
     {
-        double layer = 23.8 * c + 11.1 * f + 7.1 * kv;                                    // one decoder layer, all of it
-        double noDropout = dropout ? 0 : 12 * c + 2 * f;                                   // what each adapter's dropout mask and dropped input take
-        double outside = 10.1 * c + vocab;                                                // embeddings, final norm, logits
-        return checkpointing
-            ? 2.1 * layers * c + 18.4 * c + 13.3 * f + 9.2 * kv - noDropout + outside + 68
-            : layers * (layer - noDropout) + outside + 134;
+        double masks = dropout ? 12 * c + 2 * f : 0;
+        if (checkpointing)
+        {
+            double atLossCheckpointed = layers * 0.63 * c + 3 * c + vocab;                  // layer inputs; gradients not built yet
+            double inBackwardCheckpointed = layers * c + 18.7 * c + 9.96 * f + 6.92 * kv + masks + 65; // one layer recomputed
+            return Math.Max(atLossCheckpointed, inBackwardCheckpointed);
+        }
+        double atLoss = layers * (14.96 * c + 6.875 * f + 6.92 * kv + masks) + 2.1 * c + vocab + 176;
+        double inBackward = layers * (12.71 * c + 7.99 * f + 6.97 * kv + masks) + 9.6 * c + 181;
+        return Math.Max(atLoss, inBackward);
     }
 
     /// <summary>Bytes of a 4-bit weight of <paramref name="count"/> elements: packed codes plus block scales (see <see cref="QuantizedWeight.StorageBytes"/>).</summary>

@@ -1,3 +1,4 @@
+using PeftGen.Autograd;
 using PeftGen.Tensors;
 using Xunit;
 
@@ -88,6 +89,58 @@ public class OpGradientTests
     {
         int[] targets = [2, -100, 0, 4];
         GradCheck.Assert(t => Ops.CrossEntropy(t[0], targets), [P(4, 5)], eps: 1e-3f);
+    }
+
+    [Fact]
+    public void Linear_cross_entropy_differentiates_input_and_weight()
+    {
+        int[] targets = [2, -100, 0, 6];
+        GradCheck.Assert(t => Ops.LinearCrossEntropy(t[0], t[1], targets), [P(4, 5), P(7, 5)], eps: 1e-3f);
+    }
+
+    [Theory]
+    [InlineData(DType.Float32)]
+    [InlineData(DType.BFloat16)]
+    public void Linear_cross_entropy_equals_cross_entropy_of_the_linear(DType weightType)
+    {
+        // The fused op against the two ops it replaces: loss, dx and (float weights) dW, under an upstream gradient of 0.5.
+        int n = 37, hidden = 24, vocab = 301;
+        var targets = Enumerable.Range(0, n).Select(i => i % 5 == 0 ? -100 : _random.Next(vocab)).ToArray();
+        using var scope = TensorScope.Begin();
+        var wide = Tensor.RandN([vocab, hidden], _random, 0.3f);
+        var weight = weightType == DType.Float32 ? wide : wide.To(weightType);
+        if (weightType == DType.Float32) weight.RequiresGrad = true;
+        var x = Tensor.RandN([n, hidden], _random);
+        x.RequiresGrad = true;
+
+        Ops.Scale(Ops.CrossEntropy(Ops.Linear(x, weight), targets), 0.5f).Backward();
+        float expectedLoss = Ops.CrossEntropy(Ops.Linear(x, weight), targets).Item();
+        var expectedDx = x.Grad!.ToArray();
+        var expectedDw = weight.Grad?.ToArray();
+        x.ZeroGrad();
+        weight.ZeroGrad();
+
+        var loss = Ops.LinearCrossEntropy(x, weight, targets);
+        float fusedLoss = loss.Item();
+        Ops.Scale(loss, 0.5f).Backward();
+        Assert.True(Math.Abs(fusedLoss - expectedLoss) < 1e-5f * Math.Max(1f, expectedLoss), $"loss {fusedLoss} vs {expectedLoss}");
+        AssertClose(expectedDx, x.Grad!.ToArray(), "dx");
+        if (expectedDw != null) AssertClose(expectedDw, weight.Grad!.ToArray(), "dW");
+        else Assert.Null(weight.Grad);
+
+        using (GradMode.Disable())
+            Assert.Equal(fusedLoss, Ops.LinearCrossEntropy(x, weight, targets).Item());
+
+        static void AssertClose(float[] expected, float[] actual, string what)
+        {
+            double worst = 0, scale = 1e-6;
+            for (int i = 0; i < expected.Length; i++)
+            {
+                worst = Math.Max(worst, Math.Abs(expected[i] - actual[i]));
+                scale = Math.Max(scale, Math.Abs(expected[i]));
+            }
+            Assert.True(worst <= 1e-5 * scale, $"{what}: max |fused − unfused| = {worst:E3} (largest value {scale:E3})");
+        }
     }
 
     [Fact]

@@ -45,26 +45,34 @@ public class LlamaForCausalLM : Module
     /// <summary>Next-token logits [b, t, vocab] for token ids laid out [b, t].</summary>
     public Tensor Forward(ReadOnlySpan<int> ids, int batch, int time, KvCache? cache = null)
     {
+        var h = Hidden(ids, batch, time, cache);                                            // [b, t, hidden]
+        using (Backends.WorkProfiler.Gemms(Backends.WorkKind.HeadGemm))
+            return Ops.Linear(h, OutputWeight);                                            // [b, t, vocab]
+    }
+
+    /// <summary>The decoder stack's output [b, t, hidden] for token ids laid out [b, t], after checking the positions fit.</summary>
+    private Tensor Hidden(ReadOnlySpan<int> ids, int batch, int time, KvCache? cache)
+    {
         if (ids.Length != batch * time)
             throw new ArgumentException($"{ids.Length} token ids do not fill a [{batch}, {time}] batch.", nameof(ids));
         int past = cache?.Length ?? 0;
         if (past == 0) past = Model.VirtualTokens?.Count ?? 0;                          // virtual tokens take positions 0..n-1
         if (past + time > Config.MaxPositionEmbeddings)
             throw new ArgumentException($"Positions {past}..{past + time - 1} exceed the model's context of {Config.MaxPositionEmbeddings} tokens (max_position_embeddings); shorten the input.", nameof(time));
-        var h = Model.Forward(ids, batch, time, cache);                                    // [b, t, hidden]
-        using (Backends.WorkProfiler.Gemms(Backends.WorkKind.HeadGemm))
-            return Ops.Linear(h, OutputWeight);                                            // [b, t, vocab]
+        return Model.Forward(ids, batch, time, cache);                                     // [b, t, hidden]
     }
 
     /// <summary>
-    /// Mean next-token cross-entropy: logits of <paramref name="inputs"/> against <paramref name="targets"/>, both
+    /// Mean next-token cross-entropy (<see cref="Ops.LinearCrossEntropy"/>): logits of <paramref name="inputs"/> against <paramref name="targets"/>, both
     /// laid out [b, t]; targets equal to <paramref name="ignoreIndex"/> (prompt or padding) are skipped.
     /// </summary>
     public Tensor Loss(ReadOnlySpan<int> inputs, ReadOnlySpan<int> targets, int batch, int time, int ignoreIndex = -100)
     {
         if (targets.Length != inputs.Length)
             throw new ArgumentException($"{targets.Length} targets for {inputs.Length} inputs.", nameof(targets));
-        var logits = Forward(inputs, batch, time);                                         // [b, t, vocab]
-        return Ops.CrossEntropy(logits.Reshape(batch * time, Config.VocabSize), targets, ignoreIndex);
+        var h = Hidden(inputs, batch, time, cache: null);                                   // [b, t, hidden]
+        // The head and the loss fused: the [b·t, vocab] logits become their own gradient in place (one buffer, not two).
+        using (Backends.WorkProfiler.Gemms(Backends.WorkKind.HeadGemm))
+            return Ops.LinearCrossEntropy(h.Reshape(batch * time, Config.HiddenSize), OutputWeight, targets, ignoreIndex);
     }
 }

@@ -23,12 +23,13 @@ public static partial class Ops
             Tape.Record(y, () =>
             {
                 var g = y.Grad!;
-                if (a.RequiresGrad)
+                bool shared = false;                                                         // g handed to a, not copied
+                if (a.RequiresGrad && !(alpha == 1f && (shared = Grads.TryShare(a, g))))
                 {
                     var ga = Grads.Buffer(a, out bool acc);
                     Backend.Of(g).Scale(g, alpha, ga, acc);
                 }
-                if (b.RequiresGrad)
+                if (b.RequiresGrad && !(beta == 1f && !broadcast && !shared && Grads.TryShare(b, g)))
                 {
                     var gb = Grads.Buffer(b, out bool acc);
                     if (broadcast)
