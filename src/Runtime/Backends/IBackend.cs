@@ -78,6 +78,18 @@ internal interface IBackend
     void CrossEntropyForward(Tensor logits, ReadOnlySpan<int> targets, int ignoreIndex, Tensor losses, Tensor lse);
     void CrossEntropyBackward(Tensor logits, Tensor lse, ReadOnlySpan<int> targets, int ignoreIndex, float gradScale, Tensor dlogits);
 
+    /// <summary>
+    /// The losses of <see cref="CrossEntropyForward"/>, with the logits overwritten by their gradient gradScale · (softmax −
+    /// onehot) (zero rows for ignored targets): what a fused head and loss needs. By default the two kernels in turn, the
+    /// backward in place; a backend may fuse them.
+    /// </summary>
+    void CrossEntropyWithGradient(Tensor logits, ReadOnlySpan<int> targets, int ignoreIndex, Tensor losses, float gradScale)
+    {
+        using var lse = Tensor.Create([logits.Size(0)], DType.Float32, zeroed: false, scoped: false, device: logits.Device); // [n]
+        CrossEntropyForward(logits, targets, ignoreIndex, losses, lse);
+        CrossEntropyBackward(logits, lse, targets, ignoreIndex, gradScale, logits);
+    }
+
     /// <summary>y [rows, out] = x [rows, in] · dequant(W)ᵀ for a frozen 4-bit weight W [out, in], never materialising W in float.</summary>
     void Linear4BitForward(Tensor x, Quantization.QuantizedWeight weight, Tensor y);
 

@@ -111,21 +111,22 @@ public static class MemoryModel
     /// own gradient by <see cref="Ops.LinearCrossEntropy"/>) are alive, or later in the backward pass, once they are freed
     /// and the layers' gradients are being built; large vocabularies peak at the loss. Each moment is fitted to measured step
     /// peaks (HostMemoryStats) of models whose hidden size, intermediate size, key/value width, vocabulary (256 to 32,768)
-    /// and depth were varied one at a time; every term is linear in the shapes. Without checkpointing every layer keeps its
+    /// and depth were varied one at a time (exact on all 60 measured points); every term is linear in the shapes. Without checkpointing every layer keeps its
     /// activations; with it, each layer keeps its input and one layer is recomputed at a time. Dropout keeps a mask and the
     /// dropped input per adapted layer (12c + 2f).
     /// </summary>
     internal static double ActivationFloatsPerToken(long c, long f, long kv, long vocab, long layers, bool checkpointing, bool dropout)
     {
-        double masks = dropout ? 12 * c + 2 * f : 0;
+        double masks = dropout ? 12 * c + 2 * f : 0;                                       // per adapted layer: mask + dropped input
         if (checkpointing)
         {
-            double atLossCheckpointed = layers * 0.63 * c + 3 * c + vocab;                  // layer inputs; gradients not built yet
-            double inBackwardCheckpointed = layers * c + 18.7 * c + 9.96 * f + 6.92 * kv + masks + 65; // one layer recomputed
+            double atLossCheckpointed = layers * 0.264 * c + 4.08 * c + vocab;              // layer inputs; gradients not built yet
+            double inBackwardCheckpointed = layers * c + 12.7 * c + 5.92 * f + 2.92 * kv    // one layer recomputed at a time
+                + (dropout ? masks + 1.5 * c - 293 : 59);
             return Math.Max(atLossCheckpointed, inBackwardCheckpointed);
         }
-        double atLoss = layers * (14.96 * c + 6.875 * f + 6.92 * kv + masks) + 2.1 * c + vocab + 176;
-        double inBackward = layers * (12.71 * c + 7.99 * f + 6.97 * kv + masks) + 9.6 * c + 181;
+        double atLoss = layers * (8.96 * c + 2.875 * f + 2.92 * kv + masks) + 2.09 * c + vocab + 175;
+        double inBackward = layers * (6.75 * c + 3.97 * f + 2.97 * kv + masks) + (dropout ? 11.04 * c - 118 : 9.51 * c + 175);
         return Math.Max(atLoss, inBackward);
     }
 

@@ -316,6 +316,13 @@ internal sealed unsafe class CpuBackend : IBackend
             CrossEntropyKernel.Backward(logits.Data, lse.Data, t, dlogits.Data, logits.Size(0), logits.Size(1), ignoreIndex, gradScale);
     }
 
+    public void CrossEntropyWithGradient(Tensor logits, ReadOnlySpan<int> targets, int ignoreIndex, Tensor losses, float gradScale)
+    {
+        using var timer = WorkProfiler.Time(WorkKind.CrossEntropy);
+        fixed (int* t = targets)
+            CrossEntropyKernel.ForwardWithGradient(logits.Data, t, losses.Data, logits.Size(0), logits.Size(1), ignoreIndex, gradScale);
+    }
+
     public void Linear4BitForward(Tensor x, Quantization.QuantizedWeight weight, Tensor y)
     {
         using var timer = WorkProfiler.Time(WorkProfiler.GemmKind);

@@ -69,6 +69,18 @@ public static class LoRAFA
     }
 
     /// <summary>
+    /// What <see cref="LowRankUpdate.AddInto"/> needs for an adapter with these settings: null for plain LoRA; for LoRA-FA
+    /// the gradient correction C [r, r] when it is enabled and B is being trained, else null (A must then be frozen).
+    /// </summary>
+    internal static float[]? CorrectionFor(Tensor a, Tensor b, AdapterSettings settings)
+    {
+        if (!settings.UseLoRAFA) return null;
+        if (a.RequiresGrad)
+            throw new InvalidOperationException($"LoRA-FA keeps A frozen, but {a.DescribeForError()} requires gradients; LoRA-FA adapters must not unfreeze A.");
+        return settings.LoRAFAGradientCorrection && Tape.ShouldRecord(b) ? CorrectionMatrix(a, settings.Scaling) : null;
+    }
+
+    /// <summary>
     /// B·A·x for a frozen A [r, in] and a trainable B [out, r]: x [..., in] → [..., out]. Backward keeps u = x·Aᵀ
     /// [..., r] and never reads x: dB += gᵀ·u (times the correction when enabled), dx += (g·B)·A.
     /// </summary>

@@ -121,11 +121,19 @@ public sealed class LoRALinear : AdaptedLinear, ILoRAPlusLayer
             return y;
         }
         using var adapterGemms = Backends.WorkProfiler.Gemms(Backends.WorkKind.AdapterGemm);
+        // Plain LoRA adds its update into the base output's storage (one op, no extra buffers); DoRA reads the base
+        // output after its update is formed, so with any DoRA adapter active every update goes through its own buffer.
+        bool addInPlace = ActiveAdapters.All(name => Merged.Contains(name) || !_settings[name].UseDoRA);
         foreach (var name in ActiveAdapters)
         {
             if (Merged.Contains(name)) continue;
             var s = _settings[name];
             var x = IsTraining && s.Dropout > 0 ? Ops.Dropout(input, s.Dropout, _dropoutRng) : input;
+            if (addInPlace)
+            {
+                y = LowRankUpdate.AddInto(y, x, _loraA[name].Weight, _loraB[name].Weight, s.Scaling, LoRAFA.CorrectionFor(_loraA[name].Weight, _loraB[name].Weight, s)); // y + s·B·A·x
+                continue;
+            }
             var lora = s.UseLoRAFA
                 ? LoRAFA.Product(x, _loraA[name].Weight, _loraB[name].Weight, s)                  // [..., out], keeps only x·Aᵀ
                 : _loraB[name].Forward(_loraA[name].Forward(x));                                 // [..., out] = B·A·x

@@ -31,25 +31,28 @@ public static partial class Ops
         var logits = Tensor.Empty([n, vocab], x.Device);                                     // [n, vocab]
         if (narrow) be.Linear16Forward(x, weight, logits);
         else be.Gemm(false, true, n, vocab, hidden, 1f, x, hidden, 0, weight, hidden, 0, 0f, logits, vocab, 0, 1);
-        var losses = Tensor.Empty([n], x.Device);                                            // [n]
-        var lse = Tensor.Empty([n], x.Device);                                               // [n]
-        be.CrossEntropyForward(logits, targets, ignoreIndex, losses, lse);
         int counted = 0;
         foreach (int t in targets) if (t != ignoreIndex) counted++;
         float inverseCount = counted == 0 ? 0f : 1f / counted;
+        bool record = Tape.ShouldRecord(x, weight);
+        var losses = Tensor.Empty([n], x.Device);                                            // [n]
+        if (record)                                                                          // logits := d(mean loss)/d logits
+            be.CrossEntropyWithGradient(logits, targets, ignoreIndex, losses, inverseCount);
+        else
+        {
+            using var lse = Tensor.Empty([n], x.Device);                                     // [n]
+            be.CrossEntropyForward(logits, targets, ignoreIndex, losses, lse);
+        }
         var y = Tensor.Empty([1], x.Device);
         be.Fill(y, (float)(be.Sum(losses) * inverseCount));
         losses.Dispose();
-        if (!Tape.ShouldRecord(x, weight))
+        if (!record)
         {
-            lse.Dispose();
             logits.Dispose();
             return y;
         }
 
-        var gradient = logits;                                                              // [n, vocab] d(mean loss)/d logits
-        be.CrossEntropyBackward(logits, lse, targets, ignoreIndex, inverseCount, gradient);  // in place: each logit read before written
-        lse.Dispose();
+        var gradient = logits;                                                              // [n, vocab] (softmax − onehot) / count
         Tape.Record(y, () =>
         {
             float upstream = y.Grad!.Item();

@@ -55,6 +55,37 @@ internal static unsafe class CrossEntropyKernel
         });
     }
 
+    /// <summary>
+    /// <see cref="Forward"/> and then <see cref="Backward"/> into the logits themselves, in one sweep per row: the row's
+    /// max, then exp(x − max) written in place and summed (one exp per element, not two), then scaled by gradScale / Σ with
+    /// gradScale taken off the target. Rows whose target is ignoreIndex get loss 0 and an all-zero gradient.
+    /// </summary>
+    public static void ForwardWithGradient(float* logits, int* targets, float* losses, int n, int v, int ignoreIndex, float gradScale)
+    {
+        // logits: [n, v], overwritten by gradScale · (softmax − onehot); targets, losses: [n]
+        ValidateTargets(targets, n, v, ignoreIndex);
+        CpuParallel.ForRange(n, SoftmaxKernel.RowsPerTask(v), (start, end) =>
+        {
+            for (int r = start; r < end; r++)
+            {
+                float* row = logits + (long)r * v;
+                int target = targets[r];
+                if (target == ignoreIndex)
+                {
+                    losses[r] = 0f;
+                    new Span<float>(row, v).Clear();
+                    continue;
+                }
+                float max = SoftmaxKernel.RowMax(row, v);
+                float targetLogit = row[target];
+                float sum = SoftmaxKernel.ExpShift(row, row, v, max, 1f);                  // row = exp(x − max)
+                losses[r] = max + MathF.Log(sum) - targetLogit;
+                SoftmaxKernel.Scale(row, v, gradScale / sum);
+                row[target] -= gradScale;
+            }
+        });
+    }
+
     private static void ValidateTargets(int* targets, int n, int v, int ignoreIndex)
     {
         for (int r = 0; r < n; r++)
