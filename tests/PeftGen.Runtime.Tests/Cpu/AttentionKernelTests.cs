@@ -23,7 +23,26 @@ public unsafe class AttentionKernelTests
         new Shape(1, 4, 40, 41, 2, 2, 48),
         new Shape(1, 6, 90, 96, 4, 2, 8),   // ≥ 64 visible keys: the widest score blocks
         new Shape(2, 3, 5, 5, 2, 1, 6),     // d not a multiple of 4
+        // Query blocks are 8 rows (4 below 512-bit vectors), done in sub-blocks of 8, 4, 2, 1; key tiles are up
+        // to 3 vectors and the head dimension is split into balanced tiles of up to 3 vectors.
+        new Shape(1, 13, 13, 13, 2, 2, 16), // tq = 8 + 4 + 1: every row sub-block
+        new Shape(2, 11, 50, 53, 4, 2, 24), // tq = 8 + 2 + 1 against 50 keys; d = 24 is 1.5 vectors of 16
+        new Shape(1, 9, 70, 70, 2, 1, 128), // d = 128: several head-dimension tiles
+        new Shape(2, 20, 20, 20, 8, 2, 64), // GQA ratio 4, d = 64 (4 vectors of 16 split 2 + 2)
+        new Shape(2, 1, 33, 40, 4, 4, 128), // one-token decode, d = 128
+        new Shape(1, 5, 37, 40, 6, 3, 16),  // a short prefill chunk against a cache
+        new Shape(1, 100, 100, 100, 1, 1, 8), // many blocks and key tiles (7 vectors of 16 keys: 3 + 2 + 2)
     };
+
+    // Every vector width the kernel has (the narrower ones use 4-row blocks and 2-vector tiles).
+    public static TheoryData<Shape, string> ShapesAndWidths()
+    {
+        var data = new TheoryData<Shape, string>();
+        foreach (var shape in Shapes)
+            foreach (var simd in Enum.GetNames<AttentionSimd>())
+                data.Add(shape, simd);
+        return data;
+    }
 
     // Naive double-precision causal GQA with the full score matrix; returns (out, lse).
     private static (double[] Out, double[] Lse) Reference(Shape s, double[] q, double[] k, double[] v)
@@ -114,9 +133,10 @@ public unsafe class AttentionKernelTests
     }
 
     [Theory]
-    [MemberData(nameof(Shapes))]
-    public void ForwardMatchesReference(Shape s)
+    [MemberData(nameof(ShapesAndWidths))]
+    public void ForwardMatchesReference(Shape s, string width)
     {
+        var simd = Enum.Parse<AttentionSimd>(width);
         var rng = new Random(s.Tq * 100 + s.Tk + s.D);
         var q = KernelCheck.Random(rng, s.QSize, 2);
         var k = KeysOrValues(rng, s);
@@ -126,19 +146,20 @@ public unsafe class AttentionKernelTests
         var outputNoLse = new float[s.QSize];
         fixed (float* pq = q, pk = k, pv = v, po = output, plse = lse, pon = outputNoLse)
         {
-            AttentionKernel.Forward(pq, pk, pv, po, plse, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
-            AttentionKernel.Forward(pq, pk, pv, pon, null, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
+            AttentionKernel.Forward(simd, pq, pk, pv, po, plse, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
+            AttentionKernel.Forward(simd, pq, pk, pv, pon, null, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
         }
         var (refOut, refLse) = Reference(s, KernelCheck.ToDouble(q), KernelCheck.ToDouble(k), KernelCheck.ToDouble(v));
-        KernelCheck.Close(output, refOut, 2e-6, $"attention out {s}");
-        KernelCheck.Close(lse, refLse, 2e-6, $"attention lse {s}");
+        KernelCheck.Close(output, refOut, 2e-6, $"attention out {s} {simd}");
+        KernelCheck.Close(lse, refLse, 2e-6, $"attention lse {s} {simd}");
         Assert.Equal(output, outputNoLse);
     }
 
     [Theory]
-    [MemberData(nameof(Shapes))]
-    public void BackwardMatchesReferenceAndFiniteDifferences(Shape s)
+    [MemberData(nameof(ShapesAndWidths))]
+    public void BackwardMatchesReferenceAndFiniteDifferences(Shape s, string width)
     {
+        var simd = Enum.Parse<AttentionSimd>(width);
         var rng = new Random(s.Tq * 7 + s.Tk * 3 + s.D);
         var q = KernelCheck.Random(rng, s.QSize, 2);
         var k = KeysOrValues(rng, s);
@@ -152,8 +173,8 @@ public unsafe class AttentionKernelTests
         var dv = Enumerable.Repeat(Sentinel, s.KvSize).ToArray();
         fixed (float* pq = q, pk = k, pv = v, pdo = dout, po = output, plse = lse, pdq = dq, pdk = dk, pdv = dv)
         {
-            AttentionKernel.Forward(pq, pk, pv, po, plse, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
-            AttentionKernel.Backward(pdo, pq, pk, pv, po, plse, pdq, pdk, pdv, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
+            AttentionKernel.Forward(simd, pq, pk, pv, po, plse, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
+            AttentionKernel.Backward(simd, pdo, pq, pk, pv, po, plse, pdq, pdk, pdv, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
         }
 
         // Only the valid rows take part in the comparisons (the spare rows hold NaN inputs).
@@ -167,9 +188,9 @@ public unsafe class AttentionKernelTests
         var vd = KernelCheck.ToDouble(v);
         var doutd = KernelCheck.ToDouble(dout);
         var (refDq, refDk, refDv) = ReferenceBackward(s, qd, kd, vd, doutd);
-        KernelCheck.Close(dq, refDq, 1e-5, $"attention dq {s}");
-        KernelCheck.Close(validRows.Select(i => dk[i]).ToArray(), validRows.Select(i => refDk[i]).ToArray(), 1e-5, $"attention dk {s}");
-        KernelCheck.Close(validRows.Select(i => dv[i]).ToArray(), validRows.Select(i => refDv[i]).ToArray(), 1e-5, $"attention dv {s}");
+        KernelCheck.Close(dq, refDq, 1e-5, $"attention dq {s} {simd}");
+        KernelCheck.Close(validRows.Select(i => dk[i]).ToArray(), validRows.Select(i => refDk[i]).ToArray(), 1e-5, $"attention dk {s} {simd}");
+        KernelCheck.Close(validRows.Select(i => dv[i]).ToArray(), validRows.Select(i => refDv[i]).ToArray(), 1e-5, $"attention dv {s} {simd}");
 
         // Finite differences of f = Σ dout ∘ out on the valid coordinates of q, k and v.
         double F(double[] qv, double[] kv, double[] vv) => KernelCheck.Dot(doutd, Reference(s, qv, kv, vv).Out);
