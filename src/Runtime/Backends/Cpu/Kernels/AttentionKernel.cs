@@ -28,7 +28,7 @@ internal enum AttentionSimd
 /// vectors) and every product is a register-blocked tile, as in a GEMM microkernel: up to 8 rows × 3 vectors of
 /// accumulators, so each vector loaded from K or V feeds up to 8 FMAs instead of 1. A block computes only the keys
 /// its last query sees, so the masked upper triangle costs at most one block's worth of keys per row. Scores of a
-/// block live in [block, ld] scratch; exp is a short polynomial (<see cref="Exp{TS, TV}"/>).
+/// block live in [block, ld] scratch; exp is a short polynomial (<see cref="ExpOfRemainder{TS, TV}"/>).
 /// The inner loops are [MethodImpl(AggressiveOptimization)]: their tier-0 code calls every vector helper out of
 /// line and runs tens of times slower, which a training run's first steps (and the tests) would otherwise pay.
 /// </remarks>
@@ -111,7 +111,7 @@ internal static unsafe class AttentionKernel
             {
                 float* kt = Align(pinned);               // [d, ld] keys of this kv head, transposed, zero past tk
                 float* vp = kt + (long)d * ld;           // [tk, dp] values, rows zero-padded to whole vectors
-                float* s = vp + (long)tk * dp;           // [blockRows, ld] scores of a block of queries, then probabilities
+                float* s = vp + (long)tk * dp;           // [blockRows, ld] scaled scores of a block of queries, then probabilities
                 float* o = s + (long)blockRows * ld;     // [blockRows, dp] the block's unnormalised output
                 float* inverseSum = stackalloc float[blockRows]; // 1 / Σ p of each query in the block
                 long kvBase = ((long)bi * tkCapacity * hkv + kvh) * d;
@@ -122,17 +122,17 @@ internal static unsafe class AttentionKernel
                     int rows = Math.Min(blockRows, tq - i0);
                     int keys = i0 + rows + offset; // keys the block's last query sees
                     long row0 = (((long)bi * tq + i0) * hq + h) * d;
-                    Product<TS, TV>(rows, q + row0, qStride, kt, ld, d, s, ld, RoundUp(keys, w) / w);
+                    Product<TS, TV>(rows, q + row0, qStride, kt, ld, d, scale, s, ld, RoundUp(keys, w) / w);
                     for (int r = 0; r < rows; r++)
                     {
                         float* sr = s + (long)r * ld;
                         int n = i0 + r + offset + 1;
-                        float max = ScaleMaskMax<TS, TV>(sr, n, scale);
+                        float max = MaskedMax<TS, TV>(sr, n);
                         float sum = ExpSum<TS, TV>(sr, n, keys, max);
                         inverseSum[r] = 1f / sum;
                         if (lse != null) lse[((long)bi * hq + h) * tq + i0 + r] = max + MathF.Log(sum);
                     }
-                    Product<TS, TV>(rows, s, ld, vp, dp, keys, o, dp, dp / w);
+                    Product<TS, TV>(rows, s, ld, vp, dp, keys, 1f, o, dp, dp / w);
                     for (int r = 0; r < rows; r++)
                         CopyRows<TS, TV>(o + (long)r * dp, 0, output + row0 + r * qStride, 0, 1, d, inverseSum[r], pad: false);
                 }
@@ -164,10 +164,10 @@ internal static unsafe class AttentionKernel
                 float* kp = vt + headT;                  // [tk, dp] keys, rows zero-padded to whole vectors
                 float* dkp = kp + headP;                 // [tk, dp] dk being accumulated
                 float* dvp = dkp + headP;                // [tk, dp] dv being accumulated
-                float* p = dvp + headP;                  // [blockRows, ld] scores of a block of queries, then probabilities
+                float* p = dvp + headP;                  // [blockRows, ld] scaled scores of a block of queries, then probabilities
                 float* ds = p + (long)blockRows * ld;    // [blockRows, ld] dp = dout · vᵀ, then the score gradients
                 float* x = ds + (long)blockRows * ld;    // [blockRows, dp] dout, then scale · q, of the block (zero-padded)
-                float* g = x + (long)blockRows * dp;     // [blockRows, dp] the block's dq before scaling
+                float* g = x + (long)blockRows * dp;     // [blockRows, dp] the block's dq
                 long kvBase = ((long)bi * tkCapacity * hkv + kvh) * d;
                 Transpose(k + kvBase, kvStride, kt, ld, tk, d, RoundUp(tk, w));
                 Transpose(v + kvBase, kvStride, vt, ld, tk, d, RoundUp(tk, w));
@@ -181,18 +181,18 @@ internal static unsafe class AttentionKernel
                         int keys = i0 + rows + offset; // keys the block's last query sees
                         int keyVectors = RoundUp(keys, w) / w;
                         long row0 = (((long)bi * tq + i0) * hq + h) * d;
-                        Product<TS, TV>(rows, q + row0, qStride, kt, ld, d, p, ld, keyVectors);
-                        Product<TS, TV>(rows, dout + row0, qStride, vt, ld, d, ds, ld, keyVectors);
+                        Product<TS, TV>(rows, q + row0, qStride, kt, ld, d, scale, p, ld, keyVectors);
+                        Product<TS, TV>(rows, dout + row0, qStride, vt, ld, d, 1f, ds, ld, keyVectors);
                         for (int r = 0; r < rows; r++)
                         {
                             long row = row0 + r * qStride;
                             // Σ_j p_j dp_j = dout · out, cheaper than a pass over the keys.
                             float rowDot = SoftmaxKernel.Dot(dout + row, output + row, d);
                             SoftmaxGradient<TS, TV>(p + (long)r * ld, ds + (long)r * ld, i0 + r + offset + 1, keys,
-                                scale, lse[((long)bi * hq + h) * tq + i0 + r], rowDot);
+                                lse[((long)bi * hq + h) * tq + i0 + r], rowDot);
                         }
-                        Product<TS, TV>(rows, ds, ld, kp, dp, keys, g, dp, dp / w);
-                        for (int r = 0; r < rows; r++) CopyRows<TS, TV>(g + (long)r * dp, 0, dq + row0 + r * qStride, 0, 1, d, scale, pad: false);
+                        Product<TS, TV>(rows, ds, ld, kp, dp, keys, scale, g, dp, dp / w);
+                        for (int r = 0; r < rows; r++) CopyRows<TS, TV>(g + (long)r * dp, 0, dq + row0 + r * qStride, 0, 1, d, 1f, pad: false);
                         // dv += pᵀ dout and dk += dsᵀ (scale · q): one pass over each accumulator per block of queries.
                         CopyRows<TS, TV>(dout + row0, qStride, x, dp, rows, d, 1f, pad: true);
                         RankUpdate<TS, TV>(rows, p, ld, x, dp, dvp, dp, keys, dp / w);
@@ -204,6 +204,23 @@ internal static unsafe class AttentionKernel
                 CopyRows<TS, TV>(dvp, dp, dv + kvBase, kvStride, tk, d, 1f, pad: false);
             }
         });
+    }
+
+    /// <summary>y[i] = e^(x[i]) by the kernel's vector exp on the given width, for n a multiple of 16 (for tests).</summary>
+    internal static void Exp(AttentionSimd simd, float* x, float* y, int n)
+    {
+        if (n % 16 != 0) throw new ArgumentException("n must be a multiple of 16.", nameof(n));
+        switch (simd)
+        {
+            case AttentionSimd.Vector512: ExpRows<Simd512, Vector512<float>>(x, y, n); break;
+            case AttentionSimd.Vector256: ExpRows<Simd256, Vector256<float>>(x, y, n); break;
+            default: ExpRows<Simd128, Vector128<float>>(x, y, n); break;
+        }
+    }
+
+    private static void ExpRows<TS, TV>(float* x, float* y, int n) where TS : struct, ISimd<TV> where TV : struct
+    {
+        for (int i = 0; i < n; i += TS.Width) TS.Store(TS.Exp(TS.Load(x + i)), y + i);
     }
 
     private static void Validate(int tq, int tk, int tkCapacity, int hq, int hkv)
@@ -328,10 +345,10 @@ internal static unsafe class AttentionKernel
 
     // ---- Register-blocked products -------------------------------------------------------------------------------
 
-    // c[r · ldc + j] = Σ_{k < depth} a[r · lda + k] · b[k · ldb + j] for r < rows, j < columnVectors · W: each row of
-    // c is a combination of the rows of b with a's entries as broadcast coefficients. The rows go in sub-blocks of
+    // c[r · ldc + j] = alpha · Σ_{k < depth} a[r · lda + k] · b[k · ldb + j] for r < rows, j < columnVectors · W: each
+    // row of c is a combination of the rows of b with a's entries as broadcast coefficients. The rows go in sub-blocks of
     // 8, 4, 2, 1 (at most TS.BlockRows), the columns in balanced tiles of up to TS.TileVectors vectors.
-    private static void Product<TS, TV>(int rows, float* a, long lda, float* b, long ldb, int depth, float* c, long ldc, int columnVectors)
+    private static void Product<TS, TV>(int rows, float* a, long lda, float* b, long ldb, int depth, float alpha, float* c, long ldc, int columnVectors)
         where TS : struct, ISimd<TV> where TV : struct
     {
         for (int r = 0; r < rows;)
@@ -340,16 +357,16 @@ internal static unsafe class AttentionKernel
             float* ar = a + r * lda, cr = c + r * ldc;
             switch (take)
             {
-                case 8: ProductRows<TS, TV, Eight>(ar, lda, b, ldb, depth, cr, ldc, columnVectors); break;
-                case 4: ProductRows<TS, TV, Four>(ar, lda, b, ldb, depth, cr, ldc, columnVectors); break;
-                case 2: ProductRows<TS, TV, Two>(ar, lda, b, ldb, depth, cr, ldc, columnVectors); break;
-                default: ProductRows<TS, TV, One>(ar, lda, b, ldb, depth, cr, ldc, columnVectors); break;
+                case 8: ProductRows<TS, TV, Eight>(ar, lda, b, ldb, depth, alpha, cr, ldc, columnVectors); break;
+                case 4: ProductRows<TS, TV, Four>(ar, lda, b, ldb, depth, alpha, cr, ldc, columnVectors); break;
+                case 2: ProductRows<TS, TV, Two>(ar, lda, b, ldb, depth, alpha, cr, ldc, columnVectors); break;
+                default: ProductRows<TS, TV, One>(ar, lda, b, ldb, depth, alpha, cr, ldc, columnVectors); break;
             }
             r += take;
         }
     }
 
-    private static void ProductRows<TS, TV, TR>(float* a, long lda, float* b, long ldb, int depth, float* c, long ldc, int columnVectors)
+    private static void ProductRows<TS, TV, TR>(float* a, long lda, float* b, long ldb, int depth, float alpha, float* c, long ldc, int columnVectors)
         where TS : struct, ISimd<TV> where TV : struct where TR : struct, IConstant
     {
         int tiles = (columnVectors + TS.TileVectors - 1) / TS.TileVectors;
@@ -359,9 +376,9 @@ internal static unsafe class AttentionKernel
             int j = v * TS.Width;
             switch (n)
             {
-                case 3: ProductTile<TS, TV, TR, Three>(a, lda, b + j, ldb, depth, c + j, ldc); break;
-                case 2: ProductTile<TS, TV, TR, Two>(a, lda, b + j, ldb, depth, c + j, ldc); break;
-                default: ProductTile<TS, TV, TR, One>(a, lda, b + j, ldb, depth, c + j, ldc); break;
+                case 3: ProductTile<TS, TV, TR, Three>(a, lda, b + j, ldb, depth, alpha, c + j, ldc); break;
+                case 2: ProductTile<TS, TV, TR, Two>(a, lda, b + j, ldb, depth, alpha, c + j, ldc); break;
+                default: ProductTile<TS, TV, TR, One>(a, lda, b + j, ldb, depth, alpha, c + j, ldc); break;
             }
             v += n;
         }
@@ -413,7 +430,7 @@ internal static unsafe class AttentionKernel
     // loading TN vectors of b and broadcasting TR entries of a. TR and TN are compile-time constants of the
     // instantiation, so the guards fold away and the accumulators live in registers.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void ProductTile<TS, TV, TR, TN>(float* a, long lda, float* b, long ldb, int depth, float* c, long ldc)
+    private static void ProductTile<TS, TV, TR, TN>(float* a, long lda, float* b, long ldb, int depth, float alpha, float* c, long ldc)
         where TS : struct, ISimd<TV> where TV : struct where TR : struct, IConstant where TN : struct, IConstant
     {
         int w = TS.Width, rows = TR.Value, vectors = TN.Value;
@@ -469,19 +486,20 @@ internal static unsafe class AttentionKernel
                 if (vectors > 2) c72 = TS.MultiplyAdd(s, b2, c72);
             }
         }
-        StoreRow<TS, TV>(c, vectors, c00, c01, c02);
-        if (rows > 1) StoreRow<TS, TV>(c + ldc, vectors, c10, c11, c12);
+        var f = TS.Broadcast(alpha);
+        StoreRow<TS, TV>(c, vectors, f, c00, c01, c02);
+        if (rows > 1) StoreRow<TS, TV>(c + ldc, vectors, f, c10, c11, c12);
         if (rows > 2)
         {
-            StoreRow<TS, TV>(c + 2 * ldc, vectors, c20, c21, c22);
-            StoreRow<TS, TV>(c + 3 * ldc, vectors, c30, c31, c32);
+            StoreRow<TS, TV>(c + 2 * ldc, vectors, f, c20, c21, c22);
+            StoreRow<TS, TV>(c + 3 * ldc, vectors, f, c30, c31, c32);
         }
         if (rows > 4)
         {
-            StoreRow<TS, TV>(c + 4 * ldc, vectors, c40, c41, c42);
-            StoreRow<TS, TV>(c + 5 * ldc, vectors, c50, c51, c52);
-            StoreRow<TS, TV>(c + 6 * ldc, vectors, c60, c61, c62);
-            StoreRow<TS, TV>(c + 7 * ldc, vectors, c70, c71, c72);
+            StoreRow<TS, TV>(c + 4 * ldc, vectors, f, c40, c41, c42);
+            StoreRow<TS, TV>(c + 5 * ldc, vectors, f, c50, c51, c52);
+            StoreRow<TS, TV>(c + 6 * ldc, vectors, f, c60, c61, c62);
+            StoreRow<TS, TV>(c + 7 * ldc, vectors, f, c70, c71, c72);
         }
     }
 
@@ -491,6 +509,14 @@ internal static unsafe class AttentionKernel
         TS.Store(v0, c);
         if (vectors > 1) TS.Store(v1, c + TS.Width);
         if (vectors > 2) TS.Store(v2, c + 2 * TS.Width);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRow<TS, TV>(float* c, int vectors, TV factor, TV v0, TV v1, TV v2) where TS : struct, ISimd<TV> where TV : struct
+    {
+        TS.Store(TS.Multiply(v0, factor), c);
+        if (vectors > 1) TS.Store(TS.Multiply(v1, factor), c + TS.Width);
+        if (vectors > 2) TS.Store(TS.Multiply(v2, factor), c + 2 * TS.Width);
     }
 
     // The microkernel of RankUpdate: TR rows × TN vectors of x held in registers; each step of the depth loads
@@ -598,32 +624,26 @@ internal static unsafe class AttentionKernel
 
     // ---- Softmax rows --------------------------------------------------------------------------------------------
 
-    // t[j] = scale · s[j] for j < n, −∞ for the rest of the last vector; returns max_{j < n} t[j].
+    // max_{j < n} s[j]; the rest of the last vector gets −∞ (so its exp is 0).
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float ScaleMaskMax<TS, TV>(float* s, int n, float scale) where TS : struct, ISimd<TV> where TV : struct
+    private static float MaskedMax<TS, TV>(float* s, int n) where TS : struct, ISimd<TV> where TV : struct
     {
         int w = TS.Width, full = n - n % w, j = 0;
-        var vscale = TS.Broadcast(scale);
         var max0 = TS.Broadcast(float.NegativeInfinity);
         var max1 = max0;
         for (; j <= full - 2 * w; j += 2 * w)
         {
-            var t0 = TS.Multiply(TS.Load(s + j), vscale);
-            var t1 = TS.Multiply(TS.Load(s + j + w), vscale);
-            TS.Store(t0, s + j);
-            TS.Store(t1, s + j + w);
-            max0 = TS.Max(max0, t0);
-            max1 = TS.Max(max1, t1);
+            max0 = TS.Max(max0, TS.Load(s + j));
+            max1 = TS.Max(max1, TS.Load(s + j + w));
         }
-        for (; j < full; j += w)
+        if (j < full)
         {
-            var t = TS.Multiply(TS.Load(s + j), vscale);
-            TS.Store(t, s + j);
-            max0 = TS.Max(max0, t);
+            max0 = TS.Max(max0, TS.Load(s + j));
+            j += w;
         }
         if (j < n)
         {
-            var t = TS.FirstLanes(TS.Multiply(TS.Load(s + j), vscale), n - j, TS.Broadcast(float.NegativeInfinity));
+            var t = TS.FirstLanes(TS.Load(s + j), n - j, TS.Broadcast(float.NegativeInfinity));
             TS.Store(t, s + j);
             max1 = TS.Max(max1, t);
         }
@@ -641,8 +661,8 @@ internal static unsafe class AttentionKernel
         var sum1 = TS.Zero;
         for (; j <= n - 2 * w; j += 2 * w)
         {
-            var e0 = Exp<TS, TV>(TS.Subtract(TS.Load(s + j), vmax));
-            var e1 = Exp<TS, TV>(TS.Subtract(TS.Load(s + j + w), vmax));
+            var e0 = TS.Exp(TS.Subtract(TS.Load(s + j), vmax));
+            var e1 = TS.Exp(TS.Subtract(TS.Load(s + j + w), vmax));
             TS.Store(e0, s + j);
             TS.Store(e1, s + j + w);
             sum0 = TS.Add(sum0, e0);
@@ -650,7 +670,7 @@ internal static unsafe class AttentionKernel
         }
         for (; j < n; j += w)
         {
-            var e = Exp<TS, TV>(TS.Subtract(TS.Load(s + j), vmax));
+            var e = TS.Exp(TS.Subtract(TS.Load(s + j), vmax));
             TS.Store(e, s + j);
             sum0 = TS.Add(sum0, e);
         }
@@ -658,25 +678,24 @@ internal static unsafe class AttentionKernel
         return TS.SumAcross(TS.Add(sum0, sum1));
     }
 
-    // p[j] = e^(scale · s[j] − lse) and ds[j] = p[j] · (dp[j] − dot) (dp arrives in ds) for j < n; both 0 from n up
-    // to keys, so the block's products and rank updates can run over all of its keys.
+    // p[j] = e^(s[j] − lse) and ds[j] = p[j] · (dp[j] − dot) (dp arrives in ds) for j < n; both 0 from n up to keys,
+    // so the block's products and rank updates can run over all of its keys.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void SoftmaxGradient<TS, TV>(float* p, float* ds, int n, int keys, float scale, float lse, float dot)
+    private static void SoftmaxGradient<TS, TV>(float* p, float* ds, int n, int keys, float lse, float dot)
         where TS : struct, ISimd<TV> where TV : struct
     {
         int w = TS.Width, full = n - n % w, j = 0;
-        var vscale = TS.Broadcast(scale);
-        var vlse = TS.Broadcast(-lse);
+        var vlse = TS.Broadcast(lse);
         var vdot = TS.Broadcast(dot);
         for (; j < full; j += w)
         {
-            var e = Exp<TS, TV>(TS.MultiplyAdd(TS.Load(p + j), vscale, vlse));
+            var e = TS.Exp(TS.Subtract(TS.Load(p + j), vlse));
             TS.Store(e, p + j);
             TS.Store(TS.Multiply(e, TS.Subtract(TS.Load(ds + j), vdot)), ds + j);
         }
         if (j < n)
         {
-            var e = TS.FirstLanes(Exp<TS, TV>(TS.MultiplyAdd(TS.Load(p + j), vscale, vlse)), n - j, TS.Zero);
+            var e = TS.FirstLanes(TS.Exp(TS.Subtract(TS.Load(p + j), vlse)), n - j, TS.Zero);
             TS.Store(e, p + j);
             TS.Store(TS.FirstLanes(TS.Multiply(e, TS.Subtract(TS.Load(ds + j), vdot)), n - j, TS.Zero), ds + j);
             j += w;
@@ -693,29 +712,26 @@ internal static unsafe class AttentionKernel
     // e^x = 2^k · e^r with k = round(x · log2 e) and r = x − k · ln 2 (|r| ≤ ln2 / 2, ln 2 in two parts so k · Ln2Hi
     // is exact), e^r from a degree-6 polynomial interpolating e^r at the Chebyshev nodes of that interval (relative
     // error 2e-8 with float coefficients, well under the float rounding of the evaluation: ≲ 1 ulp overall).
-    // Adding RoundingBias = 1.5 · 2²³ + 127 makes the float addition itself round x · log2 e to an integer, leaving
-    // k + 127 in the low mantissa bits, so shifting the bits left by 23 gives 2^k: no round or convert instructions.
-    // Inputs are clamped to [ExpLow, ExpHigh] so 2^k stays a normal float; below ExpLow (−∞ included) the
-    // result is 0 (the true value is < 1.2e-38), above ExpHigh it saturates at e^88 (attention's inputs are ≤ 0
-    // up to rounding). NaN stays NaN.
+    // Adding RoundingBias = 1.5 · 2²³ makes the float addition itself round x · log2 e to an integer (no round
+    // instruction). 2^k is applied by vscalefps where there is AVX-512 (Simd512.Exp), else by building it from
+    // exponent bits (ExpByExponentBits). Both give 0 for −∞ and for inputs so negative that e^x is below the
+    // smallest normal float or so, and keep NaN.
     private const float Log2E = 1.44269504088896341f;
     private const float Ln2Hi = 0.693359375f;
     private const float Ln2Lo = -2.12194440e-4f;
-    private const float RoundingBias = 12582912f + 127f;
-    private const float ExpLow = -87.3365448f; // ln(2⁻¹²⁶)
-    private const float ExpHigh = 88f;
+    private const float RoundingBias = 12582912f;
+    private const float ExpLow = -87.3365448f; // ln(2⁻¹²⁶): below it the exponent-bits path returns 0
+    private const float ExpHigh = 88f;         // the exponent-bits path saturates at e^88 (no +∞ from bits)
     private const float P2 = 0.5f;
     private const float P3 = 0.166664153f;
     private const float P4 = 0.0416663513f;
     private const float P5 = 0.00837512594f;
     private const float P6 = 0.00139411085f;
 
+    // e^r for |r| ≲ ln2 / 2, where xc = kf · ln 2 + r.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static TV Exp<TS, TV>(TV x) where TS : struct, ISimd<TV> where TV : struct
+    private static TV ExpOfRemainder<TS, TV>(TV xc, TV kf) where TS : struct, ISimd<TV> where TV : struct
     {
-        var xc = TS.Clamp(x, ExpLow, ExpHigh);
-        var t = TS.MultiplyAdd(xc, TS.Broadcast(Log2E), TS.Broadcast(RoundingBias));
-        var kf = TS.Subtract(t, TS.Broadcast(RoundingBias));
         var r = TS.MultiplyAdd(kf, TS.Broadcast(-Ln2Hi), xc);
         r = TS.MultiplyAdd(kf, TS.Broadcast(-Ln2Lo), r);
         var poly = TS.MultiplyAdd(TS.Broadcast(P6), r, TS.Broadcast(P5));
@@ -723,8 +739,20 @@ internal static unsafe class AttentionKernel
         poly = TS.MultiplyAdd(poly, r, TS.Broadcast(P3));
         poly = TS.MultiplyAdd(poly, r, TS.Broadcast(P2));
         poly = TS.MultiplyAdd(poly, r, TS.Broadcast(1f));
-        poly = TS.MultiplyAdd(poly, r, TS.Broadcast(1f));
-        return TS.ZeroBelow(TS.Multiply(poly, TS.ExponentFromBits(t)), x, ExpLow);
+        return TS.MultiplyAdd(poly, r, TS.Broadcast(1f));
+    }
+
+    // Inputs clamped to [ExpLow, ExpHigh] so k stays in the normal exponent range; with 127 added to the rounding
+    // bias, k + 127 lands in the low mantissa bits and shifting the bits left by 23 gives 2^k. Below ExpLow
+    // (−∞ included) the result is 0 (the true value is < 1.2e-38); above ExpHigh it saturates at e^88 (attention's
+    // inputs are ≤ 0 up to rounding).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static TV ExpByExponentBits<TS, TV>(TV x) where TS : struct, ISimd<TV> where TV : struct
+    {
+        var xc = TS.Clamp(x, ExpLow, ExpHigh);
+        var t = TS.MultiplyAdd(xc, TS.Broadcast(Log2E), TS.Broadcast(RoundingBias + 127f));
+        var kf = TS.Subtract(t, TS.Broadcast(RoundingBias + 127f));
+        return TS.ZeroBelow(TS.Multiply(ExpOfRemainder<TS, TV>(xc, kf), TS.ExponentFromBits(t)), x, ExpLow);
     }
 
     // ---- Vector widths -------------------------------------------------------------------------------------------
@@ -746,6 +774,7 @@ internal static unsafe class AttentionKernel
         static abstract void Store(TV v, float* p);
         static abstract TV Broadcast(float x);
         static abstract TV MultiplyAdd(TV a, TV b, TV c); // a · b + c, fused
+        static abstract TV Exp(TV x);
         static abstract TV Multiply(TV a, TV b);
         static abstract TV Add(TV a, TV b);
         static abstract TV Subtract(TV a, TV b);
@@ -785,6 +814,19 @@ internal static unsafe class AttentionKernel
         public static float MaxAcross(Vector512<float> v) => Simd256.MaxAcross(Vector256.Max(v.GetLower(), v.GetUpper()));
         public static float SumAcross(Vector512<float> v) => Vector512.Sum(v);
 
+        // vscalefps multiplies by 2^kf itself, overflowing to +∞ and flushing to 0 as it should, which saves the
+        // exponent-bits path's shift, compare and select. Only the clamp stays: −∞ − kf · ln 2 would be NaN, and
+        // from −110 down e^x · 2^−159 rounds to exactly 0 (−104 would still round up to the smallest denormal).
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Exp(Vector512<float> x)
+        {
+            if (!Avx512F.IsSupported) return ExpByExponentBits<Simd512, Vector512<float>>(x);
+            var xc = Clamp(x, -110f, 100f);
+            var t = Vector512.FusedMultiplyAdd(xc, Vector512.Create(Log2E), Vector512.Create(RoundingBias));
+            var kf = t - Vector512.Create(RoundingBias);
+            return Avx512F.Scale(ExpOfRemainder<Simd512, Vector512<float>>(xc, kf), kf);
+        }
+
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> FirstLanes(Vector512<float> v, int count, Vector512<float> other)
             => Vector512.ConditionalSelect(Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(count)).AsSingle(), v, other);
@@ -821,6 +863,7 @@ internal static unsafe class AttentionKernel
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Max(Vector256<float> a, Vector256<float> b) => Vector256.Max(a, b);
         public static float MaxAcross(Vector256<float> v) => Simd128.MaxAcross(Vector128.Max(v.GetLower(), v.GetUpper()));
         public static float SumAcross(Vector256<float> v) => Vector256.Sum(v);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Exp(Vector256<float> x) => ExpByExponentBits<Simd256, Vector256<float>>(x);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<float> FirstLanes(Vector256<float> v, int count, Vector256<float> other)
@@ -866,6 +909,7 @@ internal static unsafe class AttentionKernel
         }
 
         public static float SumAcross(Vector128<float> v) => Vector128.Sum(v);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Exp(Vector128<float> x) => ExpByExponentBits<Simd128, Vector128<float>>(x);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector128<float> FirstLanes(Vector128<float> v, int count, Vector128<float> other)
