@@ -103,6 +103,9 @@ internal static unsafe class AttentionKernel
         int ld = LeadingDimension(tk), dp = RoundUp(d, w);
         long qStride = (long)hq * d, kvStride = (long)hkv * d;
         long length = (long)d * ld + (long)tk * dp + blockRows * ((long)ld + dp);
+        // Rows of whole vectors are read where they are; otherwise they are copied zero-padded first (a vector
+        // load past d could run off the end of the tensor).
+        bool inPlace = d % w == 0;
         CpuParallel.For(b * hq, item =>
         {
             int bi = item / hq, h = item % hq, kvh = h / group;
@@ -110,13 +113,15 @@ internal static unsafe class AttentionKernel
             fixed (float* pinned = buffer)
             {
                 float* kt = Align(pinned);               // [d, ld] keys of this kv head, transposed, zero past tk
-                float* vp = kt + (long)d * ld;           // [tk, dp] values, rows zero-padded to whole vectors
+                float* vp = kt + (long)d * ld;           // [tk, dp] values, rows zero-padded to whole vectors (unless inPlace)
                 float* s = vp + (long)tk * dp;           // [blockRows, ld] scaled scores of a block of queries, then probabilities
                 float* o = s + (long)blockRows * ld;     // [blockRows, dp] the block's unnormalised output
                 float* inverseSum = stackalloc float[blockRows]; // 1 / Σ p of each query in the block
                 long kvBase = ((long)bi * tkCapacity * hkv + kvh) * d;
                 Transpose(k + kvBase, kvStride, kt, ld, tk, d, RoundUp(tk, w));
-                CopyRows<TS, TV>(v + kvBase, kvStride, vp, dp, tk, d, 1f, pad: true);
+                float* vRows = inPlace ? v + kvBase : vp;
+                long vRowStride = inPlace ? kvStride : dp;
+                if (!inPlace) CopyRows<TS, TV>(v + kvBase, kvStride, vp, dp, tk, d, 1f, pad: true);
                 for (int i0 = 0; i0 < tq; i0 += blockRows)
                 {
                     int rows = Math.Min(blockRows, tq - i0);
@@ -132,7 +137,7 @@ internal static unsafe class AttentionKernel
                         inverseSum[r] = 1f / sum;
                         if (lse != null) lse[((long)bi * hq + h) * tq + i0 + r] = max + MathF.Log(sum);
                     }
-                    Product<TS, TV>(rows, s, ld, vp, dp, keys, 1f, o, dp, dp / w);
+                    Product<TS, TV>(rows, s, ld, vRows, vRowStride, keys, 1f, o, dp, dp / w);
                     for (int r = 0; r < rows; r++)
                         CopyRows<TS, TV>(o + (long)r * dp, 0, output + row0 + r * qStride, 0, 1, d, inverseSum[r], pad: false);
                 }
@@ -151,6 +156,7 @@ internal static unsafe class AttentionKernel
         long qStride = (long)hq * d, kvStride = (long)hkv * d;
         long headT = (long)d * ld, headP = (long)tk * dp;
         long length = 2 * headT + 3 * headP + blockRows * (2L * ld + 2L * dp);
+        bool inPlace = d % w == 0; // rows of whole vectors are read (and dq written) where they are
         // One worker per (batch, kv head): it alone accumulates that head's dk / dv over all the query
         // heads of its group, so there are no races and the summation order is fixed.
         CpuParallel.For(b * hkv, item =>
@@ -161,17 +167,19 @@ internal static unsafe class AttentionKernel
             {
                 float* kt = Align(pinned);               // [d, ld] keys, transposed, zero past tk
                 float* vt = kt + headT;                  // [d, ld] values, transposed, zero past tk
-                float* kp = vt + headT;                  // [tk, dp] keys, rows zero-padded to whole vectors
+                float* kp = vt + headT;                  // [tk, dp] keys, rows zero-padded to whole vectors (unless inPlace)
                 float* dkp = kp + headP;                 // [tk, dp] dk being accumulated
                 float* dvp = dkp + headP;                // [tk, dp] dv being accumulated
                 float* p = dvp + headP;                  // [blockRows, ld] scaled scores of a block of queries, then probabilities
-                float* ds = p + (long)blockRows * ld;    // [blockRows, ld] dp = dout · vᵀ, then the score gradients
-                float* x = ds + (long)blockRows * ld;    // [blockRows, dp] dout, then scale · q, of the block (zero-padded)
-                float* g = x + (long)blockRows * dp;     // [blockRows, dp] the block's dq
+                float* ds = p + (long)blockRows * ld;    // [blockRows, ld] dp = dout · vᵀ, then scale · the score gradients
+                float* x = ds + (long)blockRows * ld;    // [blockRows, dp] dout, then q, of the block, zero-padded (unless inPlace)
+                float* g = x + (long)blockRows * dp;     // [blockRows, dp] the block's dq (unless inPlace)
                 long kvBase = ((long)bi * tkCapacity * hkv + kvh) * d;
                 Transpose(k + kvBase, kvStride, kt, ld, tk, d, RoundUp(tk, w));
                 Transpose(v + kvBase, kvStride, vt, ld, tk, d, RoundUp(tk, w));
-                CopyRows<TS, TV>(k + kvBase, kvStride, kp, dp, tk, d, 1f, pad: true);
+                float* kRows = inPlace ? k + kvBase : kp;
+                long kRowStride = inPlace ? kvStride : dp;
+                if (!inPlace) CopyRows<TS, TV>(k + kvBase, kvStride, kp, dp, tk, d, 1f, pad: true);
                 new Span<float>(dkp, checked((int)(2 * headP))).Clear(); // dkp and dvp
                 for (int h = kvh * group; h < (kvh + 1) * group; h++)
                 {
@@ -189,15 +197,23 @@ internal static unsafe class AttentionKernel
                             // Σ_j p_j dp_j = dout · out, cheaper than a pass over the keys.
                             float rowDot = SoftmaxKernel.Dot(dout + row, output + row, d);
                             SoftmaxGradient<TS, TV>(p + (long)r * ld, ds + (long)r * ld, i0 + r + offset + 1, keys,
-                                lse[((long)bi * hq + h) * tq + i0 + r], rowDot);
+                                lse[((long)bi * hq + h) * tq + i0 + r], rowDot, scale);
                         }
-                        Product<TS, TV>(rows, ds, ld, kp, dp, keys, scale, g, dp, dp / w);
-                        for (int r = 0; r < rows; r++) CopyRows<TS, TV>(g + (long)r * dp, 0, dq + row0 + r * qStride, 0, 1, d, 1f, pad: false);
-                        // dv += pᵀ dout and dk += dsᵀ (scale · q): one pass over each accumulator per block of queries.
-                        CopyRows<TS, TV>(dout + row0, qStride, x, dp, rows, d, 1f, pad: true);
-                        RankUpdate<TS, TV>(rows, p, ld, x, dp, dvp, dp, keys, dp / w);
-                        CopyRows<TS, TV>(q + row0, qStride, x, dp, rows, d, scale, pad: true);
-                        RankUpdate<TS, TV>(rows, ds, ld, x, dp, dkp, dp, keys, dp / w);
+                        // dq = (scale · ds) k for the block.
+                        if (inPlace) Product<TS, TV>(rows, ds, ld, kRows, kRowStride, keys, 1f, dq + row0, qStride, dp / w);
+                        else
+                        {
+                            Product<TS, TV>(rows, ds, ld, kRows, kRowStride, keys, 1f, g, dp, dp / w);
+                            CopyRows<TS, TV>(g, dp, dq + row0, qStride, rows, d, 1f, pad: false);
+                        }
+                        // dv += pᵀ dout and dk += (scale · ds)ᵀ q: one pass over each accumulator per block of queries.
+                        float* xRows = inPlace ? dout + row0 : x;
+                        long xStride = inPlace ? qStride : dp;
+                        if (!inPlace) CopyRows<TS, TV>(dout + row0, qStride, x, dp, rows, d, 1f, pad: true);
+                        RankUpdate<TS, TV>(rows, p, ld, xRows, xStride, dvp, dp, keys, dp / w);
+                        if (inPlace) xRows = q + row0;
+                        else CopyRows<TS, TV>(q + row0, qStride, x, dp, rows, d, 1f, pad: true);
+                        RankUpdate<TS, TV>(rows, ds, ld, xRows, xStride, dkp, dp, keys, dp / w);
                     }
                 }
                 CopyRows<TS, TV>(dkp, dp, dk + kvBase, kvStride, tk, d, 1f, pad: false);
@@ -678,26 +694,28 @@ internal static unsafe class AttentionKernel
         return TS.SumAcross(TS.Add(sum0, sum1));
     }
 
-    // p[j] = e^(s[j] − lse) and ds[j] = p[j] · (dp[j] − dot) (dp arrives in ds) for j < n; both 0 from n up to keys,
-    // so the block's products and rank updates can run over all of its keys.
+    // p[j] = e^(s[j] − lse) and ds[j] = scale · p[j] · (dp[j] − dot) (dp arrives in ds) for j < n; both 0 from n up
+    // to keys, so the block's products and rank updates can run over all of its keys. (Both dq and dk take
+    // scale · ds: applied here once per score rather than to either of them.)
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void SoftmaxGradient<TS, TV>(float* p, float* ds, int n, int keys, float lse, float dot)
+    private static void SoftmaxGradient<TS, TV>(float* p, float* ds, int n, int keys, float lse, float dot, float scale)
         where TS : struct, ISimd<TV> where TV : struct
     {
         int w = TS.Width, full = n - n % w, j = 0;
         var vlse = TS.Broadcast(lse);
+        var vscale = TS.Broadcast(scale);
         var vdot = TS.Broadcast(dot);
         for (; j < full; j += w)
         {
             var e = TS.Exp(TS.Subtract(TS.Load(p + j), vlse));
             TS.Store(e, p + j);
-            TS.Store(TS.Multiply(e, TS.Subtract(TS.Load(ds + j), vdot)), ds + j);
+            TS.Store(TS.Multiply(TS.Multiply(e, vscale), TS.Subtract(TS.Load(ds + j), vdot)), ds + j);
         }
         if (j < n)
         {
             var e = TS.FirstLanes(TS.Exp(TS.Subtract(TS.Load(p + j), vlse)), n - j, TS.Zero);
             TS.Store(e, p + j);
-            TS.Store(TS.FirstLanes(TS.Multiply(e, TS.Subtract(TS.Load(ds + j), vdot)), n - j, TS.Zero), ds + j);
+            TS.Store(TS.FirstLanes(TS.Multiply(TS.Multiply(e, vscale), TS.Subtract(TS.Load(ds + j), vdot)), n - j, TS.Zero), ds + j);
             j += w;
         }
         for (; j < keys; j += w)
