@@ -127,6 +127,12 @@ internal static unsafe class AttentionKernel
                     int rows = Math.Min(blockRows, tq - i0);
                     int keys = i0 + rows + offset; // keys the block's last query sees
                     long row0 = (((long)bi * tq + i0) * hq + h) * d;
+                    if (i0 + blockRows < tq)
+                    {
+                        int nextRows = Math.Min(blockRows, tq - i0 - blockRows);
+                        Prefetch(q + row0 + blockRows * qStride, qStride, nextRows, d);
+                        Prefetch(output + row0 + blockRows * qStride, qStride, nextRows, d);
+                    }
                     Product<TS, TV>(rows, q + row0, qStride, kt, ld, d, scale, s, ld, RoundUp(keys, w) / w);
                     for (int r = 0; r < rows; r++)
                     {
@@ -155,7 +161,7 @@ internal static unsafe class AttentionKernel
         int ld = LeadingDimension(tk), dp = RoundUp(d, w);
         long qStride = (long)hq * d, kvStride = (long)hkv * d;
         long headT = (long)d * ld, headP = (long)tk * dp;
-        long length = 2 * headT + 3 * headP + blockRows * (2L * ld + 2L * dp);
+        long length = 2 * headT + 3 * headP + blockRows * (2L * ld + 2L * dp) + tq;
         bool inPlace = d % w == 0; // rows of whole vectors are read (and dq written) where they are
         // One worker per (batch, kv head): it alone accumulates that head's dk / dv over all the query
         // heads of its group, so there are no races and the summation order is fixed.
@@ -174,6 +180,7 @@ internal static unsafe class AttentionKernel
                 float* ds = p + (long)blockRows * ld;    // [blockRows, ld] dp = dout · vᵀ, then scale · the score gradients
                 float* x = ds + (long)blockRows * ld;    // [blockRows, dp] dout, then q, of the block, zero-padded (unless inPlace)
                 float* g = x + (long)blockRows * dp;     // [blockRows, dp] the block's dq (unless inPlace)
+                float* rowDots = g + (long)blockRows * dp; // [tq] dout · out of each query of the head
                 long kvBase = ((long)bi * tkCapacity * hkv + kvh) * d;
                 Transpose(k + kvBase, kvStride, kt, ld, tk, d, RoundUp(tk, w));
                 Transpose(v + kvBase, kvStride, vt, ld, tk, d, RoundUp(tk, w));
@@ -183,21 +190,30 @@ internal static unsafe class AttentionKernel
                 new Span<float>(dkp, checked((int)(2 * headP))).Clear(); // dkp and dvp
                 for (int h = kvh * group; h < (kvh + 1) * group; h++)
                 {
+                    // Σ_j p_j dp_j = dout · out, cheaper than a pass over the keys; all of the head's in one sweep,
+                    // which streams the output rows in (block by block they would arrive as demand misses).
+                    long headRow0 = ((long)bi * tq * hq + h) * d;
+                    for (int i = 0; i < tq; i++) rowDots[i] = SoftmaxKernel.Dot(dout + headRow0 + i * qStride, output + headRow0 + i * qStride, d);
                     for (int i0 = 0; i0 < tq; i0 += blockRows)
                     {
                         int rows = Math.Min(blockRows, tq - i0);
                         int keys = i0 + rows + offset; // keys the block's last query sees
                         int keyVectors = RoundUp(keys, w) / w;
                         long row0 = (((long)bi * tq + i0) * hq + h) * d;
+                        if (i0 + blockRows < tq)
+                        {
+                            int nextRows = Math.Min(blockRows, tq - i0 - blockRows);
+                            long next = row0 + blockRows * qStride;
+                            Prefetch(q + next, qStride, nextRows, d);
+                            Prefetch(dout + next, qStride, nextRows, d);
+                            Prefetch(dq + next, qStride, nextRows, d);
+                        }
                         Product<TS, TV>(rows, q + row0, qStride, kt, ld, d, scale, p, ld, keyVectors);
                         Product<TS, TV>(rows, dout + row0, qStride, vt, ld, d, 1f, ds, ld, keyVectors);
                         for (int r = 0; r < rows; r++)
                         {
-                            long row = row0 + r * qStride;
-                            // Σ_j p_j dp_j = dout · out, cheaper than a pass over the keys.
-                            float rowDot = SoftmaxKernel.Dot(dout + row, output + row, d);
                             SoftmaxGradient<TS, TV>(p + (long)r * ld, ds + (long)r * ld, i0 + r + offset + 1, keys,
-                                lse[((long)bi * hq + h) * tq + i0 + r], rowDot, scale);
+                                lse[((long)bi * hq + h) * tq + i0 + r], rowDots[i0 + r], scale);
                         }
                         // dq = (scale · ds) k for the block.
                         if (inPlace) Product<TS, TV>(rows, ds, ld, kRows, kRowStride, keys, 1f, dq + row0, qStride, dp / w);
@@ -247,6 +263,20 @@ internal static unsafe class AttentionKernel
             throw new ArgumentException($"Need tq ≤ tk ≤ tkCapacity, got tq = {tq}, tk = {tk}, tkCapacity = {tkCapacity}.", nameof(tk));
     }
 
+    // Asks for the rows p + r · stride (r < rows, d floats each) to be brought into cache, as a hint (x86 only). The
+    // rows of q, dout, output and dq a block uses are strided across the tensors and would otherwise arrive by
+    // demand misses, one block at a time; fetching the next block's during this one hides that latency (reading
+    // output for dout · out alone was over a tenth of the backward).
+    private static void Prefetch(float* p, long stride, int rows, int d)
+    {
+        if (!Sse.IsSupported) return;
+        for (int r = 0; r < rows; r++, p += stride)
+        {
+            for (int c = 0; c < d; c += 16) Sse.Prefetch0(p + c);
+            Sse.Prefetch0(p + d - 1);
+        }
+    }
+
     // Per-thread scratch, grown to the largest request and reused across calls; 16 floats of slack let
     // Align start it on a 64-byte boundary (a misaligned 512-bit load straddles two cache lines).
     private static float[] Scratch(long length)
@@ -282,6 +312,9 @@ internal static unsafe class AttentionKernel
             for (; j <= rows - 8; j += 8)
             {
                 float* s = src + j * srcStride;
+                // The source rows are strided across the tensor (and mostly not in cache): ask for those two
+                // blocks ahead now.
+                if (j + 24 <= rows) Prefetch(s + 16 * srcStride, srcStride, 8, cols);
                 for (int c = 0; c < blockedCols; c += 8) Transpose8x8(s + c, srcStride, dst + (long)c * ld + j, ld);
             }
         }
@@ -352,6 +385,12 @@ internal static unsafe class AttentionKernel
         for (int j = 0; j < rows; j++)
         {
             float* s = src + j * srcStride, t = dst + j * dstStride;
+            // Rows strided across a tensor (and mostly not in cache): ask for the one 8 ahead now.
+            if (j + 8 < rows)
+            {
+                if (srcStride > padded) Prefetch(s + 8 * srcStride, 0, 1, cols);
+                if (dstStride > padded) Prefetch(t + 8 * dstStride, 0, 1, cols);
+            }
             int c = 0;
             for (; c < full; c += w) TS.Store(TS.Multiply(TS.Load(s + c), f), t + c);
             for (; c < cols; c++) t[c] = factor * s[c];
