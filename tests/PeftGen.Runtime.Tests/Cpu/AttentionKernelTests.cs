@@ -21,7 +21,7 @@ public unsafe class AttentionKernelTests
         new Shape(1, 1, 19, 24, 8, 2, 64),  // one-token decode against a KV cache
         new Shape(1, 37, 37, 37, 2, 1, 8),  // rows long enough for every vector path
         new Shape(1, 4, 40, 41, 2, 2, 48),
-        new Shape(1, 6, 90, 96, 4, 2, 8),   // ≥ 64 visible keys: the widest score blocks
+        new Shape(1, 6, 90, 96, 4, 2, 8),   // ≥ 64 visible keys: several key tiles per row
         new Shape(2, 3, 5, 5, 2, 1, 6),     // d not a multiple of 4
         // Query blocks are 8 rows (4 below 512-bit vectors), done in sub-blocks of 8, 4, 2, 1; key tiles are up
         // to 3 vectors and the head dimension is split into balanced tiles of up to 3 vectors.

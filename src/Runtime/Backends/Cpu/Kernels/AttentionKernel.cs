@@ -22,15 +22,17 @@ internal enum AttentionSimd
 /// stored as a [tq, tk] matrix; the backward recomputes them from the saved log-sum-exp (flash-attention style).
 /// </summary>
 /// <remarks>
-/// Each worker copies its head's keys and values into padded scratch (O(d · tk) per thread): transposed [d, ld]
-/// where keys must run along the vector lanes (scores q · kᵀ, dp = dout · vᵀ) and row-major [tk, dp] where the
-/// head dimension must (p · v, ds · k, and the dk / dv accumulators). Queries go in blocks of 8 (4 with narrower
-/// vectors) and every product is a register-blocked tile, as in a GEMM microkernel: up to 8 rows × 3 vectors of
-/// accumulators, so each vector loaded from K or V feeds up to 8 FMAs instead of 1. A block computes only the keys
-/// its last query sees, so the masked upper triangle costs at most one block's worth of keys per row. Scores of a
-/// block live in [block, ld] scratch; exp is a short polynomial (<see cref="ExpOfRemainder{TS, TV}"/>).
-/// The inner loops are [MethodImpl(AggressiveOptimization)]: their tier-0 code calls every vector helper out of
-/// line and runs tens of times slower, which a training run's first steps (and the tests) would otherwise pay.
+/// Queries go in blocks of 8 (4 with narrower vectors) and every product is a register-blocked tile, as in a GEMM
+/// microkernel: up to 8 rows × 3 vectors of accumulators, so each vector loaded from K or V feeds up to 8 FMAs
+/// instead of 1, and dk / dv take rank-8 updates with the block's dout / q rows held in registers. A block computes
+/// only the keys its last query sees, so the masked upper triangle costs at most one block's worth of keys per row.
+/// Each worker copies its head's keys (and values) transposed into [d, ld] scratch for the products whose keys run
+/// along the vector lanes (scores q · kᵀ, dp = dout · vᵀ); the products along the head dimension (p · v, ds · k,
+/// the dk / dv accumulators in [tk, dp] scratch) read K, V, dout and q rows in place when d is a whole number of
+/// vectors, else from zero-padded copies. Per-thread scratch is O(d · tk); a block's scores live in [block, ld].
+/// exp is a short polynomial (<see cref="ExpOfRemainder{TS, TV}"/>). The inner loops are
+/// [MethodImpl(AggressiveOptimization)]: their tier-0 code calls every vector helper out of line and runs tens of
+/// times slower, which a training run's first steps (and the tests) would otherwise pay.
 /// </remarks>
 internal static unsafe class AttentionKernel
 {
