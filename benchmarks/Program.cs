@@ -4,6 +4,7 @@ using PeftGen.Benchmarks;
 return args.FirstOrDefault() switch
 {
     "gemm" => GemmBenchmark.Run(args[1..]),
+    "attention" => AttentionBenchmark.Run(args[1..]),
     "train" => TrainBenchmark.Run(args[1..]),
     "generator" => GeneratorBenchmark.Run(args[1..]),
     "io" => IoBenchmark.Run(args[1..]),
@@ -21,6 +22,7 @@ static int Usage()
     Console.Error.WriteLine("""
         usage: dotnet run -c Release --project benchmarks -- <benchmark> [options]
           gemm                                   SGEMM GFLOP/s at 1024^3 and 2048^3 vs OpenBLAS (2 threads); bf16/fp16 linear vs float32 SGEMM
+          attention [--seconds 2]                causal attention forward/backward ms and GFLOP/s (stories15M training, GQA, decode) vs the previous kernel
           train --config stories15m --mode none  forward+backward tokens/s of a stories15M-shaped Llama
           generator                              source generator ms on a Llama-2-7B model: full run, incremental after an unrelated edit (vs a floor)
           io                                     1 GiB safetensors open + read one tensor (vs full read); tokenizer encode MB/s

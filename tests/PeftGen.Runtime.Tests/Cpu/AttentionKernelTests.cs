@@ -21,9 +21,28 @@ public unsafe class AttentionKernelTests
         new Shape(1, 1, 19, 24, 8, 2, 64),  // one-token decode against a KV cache
         new Shape(1, 37, 37, 37, 2, 1, 8),  // rows long enough for every vector path
         new Shape(1, 4, 40, 41, 2, 2, 48),
-        new Shape(1, 6, 90, 96, 4, 2, 8),   // ≥ 64 visible keys: the widest score blocks
+        new Shape(1, 6, 90, 96, 4, 2, 8),   // ≥ 64 visible keys: several key tiles per row
         new Shape(2, 3, 5, 5, 2, 1, 6),     // d not a multiple of 4
+        // Query blocks are 8 rows (4 below 512-bit vectors), done in sub-blocks of 8, 4, 2, 1; key tiles are up
+        // to 3 vectors and the head dimension is split into balanced tiles of up to 3 vectors.
+        new Shape(1, 13, 13, 13, 2, 2, 16), // tq = 8 + 4 + 1: every row sub-block
+        new Shape(2, 11, 50, 53, 4, 2, 24), // tq = 8 + 2 + 1 against 50 keys; d = 24 is 1.5 vectors of 16
+        new Shape(1, 9, 70, 70, 2, 1, 128), // d = 128: several head-dimension tiles
+        new Shape(2, 20, 20, 20, 8, 2, 64), // GQA ratio 4, d = 64 (4 vectors of 16 split 2 + 2)
+        new Shape(2, 1, 33, 40, 4, 4, 128), // one-token decode, d = 128
+        new Shape(1, 5, 37, 40, 6, 3, 16),  // a short prefill chunk against a cache
+        new Shape(1, 100, 100, 100, 1, 1, 8), // many blocks and key tiles (7 vectors of 16 keys: 3 + 2 + 2)
     };
+
+    // Every vector width the kernel has (the narrower ones use 4-row blocks and 2-vector tiles).
+    public static TheoryData<Shape, string> ShapesAndWidths()
+    {
+        var data = new TheoryData<Shape, string>();
+        foreach (var shape in Shapes)
+            foreach (var simd in Enum.GetNames<AttentionSimd>())
+                data.Add(shape, simd);
+        return data;
+    }
 
     // Naive double-precision causal GQA with the full score matrix; returns (out, lse).
     private static (double[] Out, double[] Lse) Reference(Shape s, double[] q, double[] k, double[] v)
@@ -114,9 +133,10 @@ public unsafe class AttentionKernelTests
     }
 
     [Theory]
-    [MemberData(nameof(Shapes))]
-    public void ForwardMatchesReference(Shape s)
+    [MemberData(nameof(ShapesAndWidths))]
+    public void ForwardMatchesReference(Shape s, string width)
     {
+        var simd = Enum.Parse<AttentionSimd>(width);
         var rng = new Random(s.Tq * 100 + s.Tk + s.D);
         var q = KernelCheck.Random(rng, s.QSize, 2);
         var k = KeysOrValues(rng, s);
@@ -126,19 +146,20 @@ public unsafe class AttentionKernelTests
         var outputNoLse = new float[s.QSize];
         fixed (float* pq = q, pk = k, pv = v, po = output, plse = lse, pon = outputNoLse)
         {
-            AttentionKernel.Forward(pq, pk, pv, po, plse, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
-            AttentionKernel.Forward(pq, pk, pv, pon, null, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
+            AttentionKernel.Forward(simd, pq, pk, pv, po, plse, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
+            AttentionKernel.Forward(simd, pq, pk, pv, pon, null, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
         }
         var (refOut, refLse) = Reference(s, KernelCheck.ToDouble(q), KernelCheck.ToDouble(k), KernelCheck.ToDouble(v));
-        KernelCheck.Close(output, refOut, 2e-6, $"attention out {s}");
-        KernelCheck.Close(lse, refLse, 2e-6, $"attention lse {s}");
+        KernelCheck.Close(output, refOut, 2e-6, $"attention out {s} {simd}");
+        KernelCheck.Close(lse, refLse, 2e-6, $"attention lse {s} {simd}");
         Assert.Equal(output, outputNoLse);
     }
 
     [Theory]
-    [MemberData(nameof(Shapes))]
-    public void BackwardMatchesReferenceAndFiniteDifferences(Shape s)
+    [MemberData(nameof(ShapesAndWidths))]
+    public void BackwardMatchesReferenceAndFiniteDifferences(Shape s, string width)
     {
+        var simd = Enum.Parse<AttentionSimd>(width);
         var rng = new Random(s.Tq * 7 + s.Tk * 3 + s.D);
         var q = KernelCheck.Random(rng, s.QSize, 2);
         var k = KeysOrValues(rng, s);
@@ -152,8 +173,8 @@ public unsafe class AttentionKernelTests
         var dv = Enumerable.Repeat(Sentinel, s.KvSize).ToArray();
         fixed (float* pq = q, pk = k, pv = v, pdo = dout, po = output, plse = lse, pdq = dq, pdk = dk, pdv = dv)
         {
-            AttentionKernel.Forward(pq, pk, pv, po, plse, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
-            AttentionKernel.Backward(pdo, pq, pk, pv, po, plse, pdq, pdk, pdv, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
+            AttentionKernel.Forward(simd, pq, pk, pv, po, plse, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
+            AttentionKernel.Backward(simd, pdo, pq, pk, pv, po, plse, pdq, pdk, pdv, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
         }
 
         // Only the valid rows take part in the comparisons (the spare rows hold NaN inputs).
@@ -167,9 +188,9 @@ public unsafe class AttentionKernelTests
         var vd = KernelCheck.ToDouble(v);
         var doutd = KernelCheck.ToDouble(dout);
         var (refDq, refDk, refDv) = ReferenceBackward(s, qd, kd, vd, doutd);
-        KernelCheck.Close(dq, refDq, 1e-5, $"attention dq {s}");
-        KernelCheck.Close(validRows.Select(i => dk[i]).ToArray(), validRows.Select(i => refDk[i]).ToArray(), 1e-5, $"attention dk {s}");
-        KernelCheck.Close(validRows.Select(i => dv[i]).ToArray(), validRows.Select(i => refDv[i]).ToArray(), 1e-5, $"attention dv {s}");
+        KernelCheck.Close(dq, refDq, 1e-5, $"attention dq {s} {simd}");
+        KernelCheck.Close(validRows.Select(i => dk[i]).ToArray(), validRows.Select(i => refDk[i]).ToArray(), 1e-5, $"attention dk {s} {simd}");
+        KernelCheck.Close(validRows.Select(i => dv[i]).ToArray(), validRows.Select(i => refDv[i]).ToArray(), 1e-5, $"attention dv {s} {simd}");
 
         // Finite differences of f = Σ dout ∘ out on the valid coordinates of q, k and v.
         double F(double[] qv, double[] kv, double[] vv) => KernelCheck.Dot(doutd, Reference(s, qv, kv, vv).Out);
@@ -184,6 +205,104 @@ public unsafe class AttentionKernelTests
         }
         KernelCheck.FiniteDifference(x => F(qd, Scatter(x, kd), vd), kValid, validRows.Select(i => dk[i]).ToArray(), 1e-5, $"attention dk {s}", maxCoords: 24);
         KernelCheck.FiniteDifference(x => F(qd, kd, Scatter(x, vd)), vValid, validRows.Select(i => dv[i]).ToArray(), 1e-5, $"attention dv {s}", maxCoords: 24);
+    }
+
+    // The kernel's exp on every width: within 2 ulp wherever e^x is a normal float, within the smallest normal
+    // below that, exactly 0 at −∞, NaN for NaN.
+    [Theory]
+    [InlineData("Vector128")]
+    [InlineData("Vector256")]
+    [InlineData("Vector512")]
+    public void ExpIsAccurateOverTheSoftmaxRange(string width)
+    {
+        var simd = Enum.Parse<AttentionSimd>(width);
+        var inputs = new List<float> { float.NegativeInfinity, float.NaN, 0f, -0f, -1e-30f, 1e-6f, -87.3f, -87.4f, -103.9f, -104f, -104.5f, -110f, -200f, float.MinValue };
+        for (int i = 0; i <= 200_000; i++) inputs.Add(-120f + 208f * i / 200_000); // −120 … 88
+        var rng = new Random(5);
+        for (int i = 0; i < 50_000; i++) inputs.Add(-(float)rng.NextDouble() * 20f);
+        while (inputs.Count % 16 != 0) inputs.Add(0f);
+        var x = inputs.ToArray();
+        var y = new float[x.Length];
+        fixed (float* px = x, py = y) AttentionKernel.Exp(simd, px, py, x.Length);
+
+        Assert.Equal(0f, y[0]);
+        Assert.True(float.IsNaN(y[1]), $"exp(NaN) = {y[1]}");
+        double worstUlps = 0, worstTiny = 0;
+        float worstAt = 0;
+        for (int i = 2; i < x.Length; i++)
+        {
+            double exact = Math.Exp(x[i]);
+            if (exact >= 1.1754943508222875e-38) // the smallest normal float
+            {
+                double ulp = Math.Pow(2, Math.Floor(Math.Log2(exact)) - 23);
+                double ulps = Math.Abs(y[i] - exact) / ulp;
+                if (ulps > worstUlps) (worstUlps, worstAt) = (ulps, x[i]);
+            }
+            else worstTiny = Math.Max(worstTiny, Math.Abs(y[i] - exact));
+        }
+        Assert.True(worstUlps <= 2, $"exp {simd}: max error {worstUlps:F2} ulp at x = {worstAt}");
+        Assert.True(worstTiny <= 1.2e-38, $"exp {simd}: max error {worstTiny} below the normal range");
+    }
+
+    // A query whose scores are NaN gets NaN out (no silent garbage); the other queries are unaffected.
+    [Theory]
+    [InlineData("Vector128")]
+    [InlineData("Vector256")]
+    [InlineData("Vector512")]
+    public void NaNScoresPropagateToTheirQueryOnly(string width)
+    {
+        var simd = Enum.Parse<AttentionSimd>(width);
+        var s = new Shape(1, 12, 12, 12, 1, 1, 16);
+        var rng = new Random(3);
+        var q = KernelCheck.Random(rng, s.QSize);
+        var k = KernelCheck.Random(rng, s.KvSize);
+        var v = KernelCheck.Random(rng, s.KvSize);
+        q[5 * s.D + 2] = float.NaN; // query 5
+        var output = new float[s.QSize];
+        var lse = new float[s.Tq];
+        fixed (float* pq = q, pk = k, pv = v, po = output, plse = lse)
+            AttentionKernel.Forward(simd, pq, pk, pv, po, plse, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
+        for (int i = 0; i < s.Tq; i++)
+        {
+            var row = output.AsSpan(i * s.D, s.D).ToArray();
+            if (i == 5) Assert.All(row, value => Assert.True(float.IsNaN(value), $"query 5 output {value}"));
+            else Assert.All(row, value => Assert.True(float.IsFinite(value), $"query {i} output {value}"));
+        }
+    }
+
+    // Sharply peaked attention (scaled scores spread over tens): most probabilities underflow, the rest must still match.
+    [Theory]
+    [InlineData("Vector128")]
+    [InlineData("Vector256")]
+    [InlineData("Vector512")]
+    public void PeakedScoresMatchReference(string width)
+    {
+        var simd = Enum.Parse<AttentionSimd>(width);
+        var s = new Shape(1, 20, 37, 37, 2, 1, 24);
+        var rng = new Random(11);
+        var q = KernelCheck.Random(rng, s.QSize, 60);
+        var k = KernelCheck.Random(rng, s.KvSize, 2);
+        var v = KernelCheck.Random(rng, s.KvSize);
+        var dout = KernelCheck.Random(rng, s.QSize);
+        var output = new float[s.QSize];
+        var lse = new float[s.B * s.Hq * s.Tq];
+        var dq = new float[s.QSize];
+        var dk = new float[s.KvSize];
+        var dv = new float[s.KvSize];
+        fixed (float* pq = q, pk = k, pv = v, pdo = dout, po = output, plse = lse, pdq = dq, pdk = dk, pdv = dv)
+        {
+            AttentionKernel.Forward(simd, pq, pk, pv, po, plse, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
+            AttentionKernel.Backward(simd, pdo, pq, pk, pv, po, plse, pdq, pdk, pdv, s.B, s.Tq, s.Tk, s.TkCapacity, s.Hq, s.Hkv, s.D, s.Scale);
+        }
+        var (qd, kd, vd) = (KernelCheck.ToDouble(q), KernelCheck.ToDouble(k), KernelCheck.ToDouble(v));
+        var (refOut, refLse) = Reference(s, qd, kd, vd);
+        // Scores this large carry their float rounding (~1e-6 of ~50) into the exponent, so the tolerances grow with them.
+        KernelCheck.Close(output, refOut, 2e-5, $"peaked attention out {s} {simd}");
+        KernelCheck.Close(lse, refLse, 1e-5, $"peaked attention lse {s} {simd}");
+        var (refDq, refDk, refDv) = ReferenceBackward(s, qd, kd, vd, KernelCheck.ToDouble(dout));
+        KernelCheck.Close(dq, refDq, 1e-5, $"peaked attention dq {s} {simd}");
+        KernelCheck.Close(dk, refDk, 1e-4, $"peaked attention dk {s} {simd}");
+        KernelCheck.Close(dv, refDv, 1e-4, $"peaked attention dv {s} {simd}");
     }
 
     [Fact]

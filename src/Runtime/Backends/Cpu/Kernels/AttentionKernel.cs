@@ -1,23 +1,48 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace PeftGen.Backends.Cpu.Kernels;
 
+/// <summary>The vector width an <see cref="AttentionKernel"/> call runs on (tests pick each one explicitly).</summary>
+internal enum AttentionSimd
+{
+    /// <summary>128-bit vectors, 4-query blocks; runs everywhere.</summary>
+    Vector128,
+
+    /// <summary>256-bit vectors (AVX2), 4-query blocks.</summary>
+    Vector256,
+
+    /// <summary>512-bit vectors (AVX-512), 8-query blocks.</summary>
+    Vector512,
+}
+
 /// <summary>
-/// Causal grouped-query attention, memory-efficient: scores are produced a query row at a time and never
+/// Causal grouped-query attention, memory-efficient: scores are produced a block of queries at a time and never
 /// stored as a [tq, tk] matrix; the backward recomputes them from the saved log-sum-exp (flash-attention style).
 /// </summary>
 /// <remarks>
-/// Each worker copies its head's keys and values into transposed [d, ld ≥ tk] scratch (per-thread scratch
-/// is O(d · tk), the size of one head's K and V). A query row's scores q · Kᵀ then become d broadcast-FMAs
-/// over contiguous key lanes (no horizontal sums per key, efficient even for d = 8), and the value and
-/// gradient reductions become dot products and rank-4 updates that also run along the key axis.
+/// Queries go in blocks of 8 (4 with narrower vectors) and every product is a register-blocked tile, as in a GEMM
+/// microkernel: up to 8 rows × 3 vectors of accumulators, so each vector loaded from K or V feeds up to 8 FMAs
+/// instead of 1, and dk / dv take rank-8 updates with the block's dout / q rows held in registers. A block computes
+/// only the keys its last query sees, so the masked upper triangle costs at most one block's worth of keys per row.
+/// Each worker copies its head's keys (and values) transposed into [d, ld] scratch for the products whose keys run
+/// along the vector lanes (scores q · kᵀ, dp = dout · vᵀ); the products along the head dimension (p · v, ds · k,
+/// the dk / dv accumulators in [tk, dp] scratch) read K, V, dout and q rows in place when d is a whole number of
+/// vectors, else from zero-padded copies. Per-thread scratch is O(d · tk); a block's scores live in [block, ld].
+/// exp is a short polynomial (<see cref="ExpOfRemainder{TS, TV}"/>). The inner loops are
+/// [MethodImpl(AggressiveOptimization)]: their tier-0 code calls every vector helper out of line and runs tens of
+/// times slower, which a training run's first steps (and the tests) would otherwise pay.
 /// </remarks>
 internal static unsafe class AttentionKernel
 {
-    // Queries whose dk / dv contributions the backward applies in one pass (AddRank4 takes exactly 4).
-    private const int QueryBlock = 4;
-
     [ThreadStatic] private static float[]? t_scratch;
+
+    /// <summary>The widest vectors this machine runs natively; what the public entry points use.</summary>
+    internal static AttentionSimd BestSimd { get; } =
+        Vector512.IsHardwareAccelerated ? AttentionSimd.Vector512
+        : Vector256.IsHardwareAccelerated ? AttentionSimd.Vector256
+        : AttentionSimd.Vector128;
 
     /// <summary>
     /// output = softmax(scale · q kᵀ + causal mask) v per (batch, query head); lse (when not null)
@@ -25,36 +50,20 @@ internal static unsafe class AttentionKernel
     /// </summary>
     public static void Forward(float* q, float* k, float* v, float* output, float* lse,
         int b, int tq, int tk, int tkCapacity, int hq, int hkv, int d, float scale)
+        => Forward(BestSimd, q, k, v, output, lse, b, tq, tk, tkCapacity, hq, hkv, d, scale);
+
+    /// <summary><see cref="Forward(float*, float*, float*, float*, float*, int, int, int, int, int, int, int, float)"/> on the given vector width.</summary>
+    internal static void Forward(AttentionSimd simd, float* q, float* k, float* v, float* output, float* lse,
+        int b, int tq, int tk, int tkCapacity, int hq, int hkv, int d, float scale)
     {
         // q, output: [b, tq, hq, d]; k, v: [b, tkCapacity, hkv, d] (rows < tk valid); lse: [b, hq, tq] or null
         Validate(tq, tk, tkCapacity, hq, hkv);
-        int group = hq / hkv;
-        int offset = tk - tq; // query i sits at key position i + offset
-        int ld = LeadingDimension(tk);
-        long headSize = (long)d * ld;
-        CpuParallel.For(b * hq, item =>
+        switch (simd)
         {
-            int bi = item / hq, h = item % hq, kvh = h / group;
-            fixed (float* scratch = Scratch(2 * headSize + ld))
-            {
-                float* kt = scratch;          // [d, ld] keys of this kv head, transposed
-                float* vt = kt + headSize;    // [d, ld] values, transposed
-                float* p = vt + headSize;     // [tk] scores of one query, then its probabilities
-                long kvBase = ((long)bi * tkCapacity * hkv + kvh) * d;
-                Transpose(k + kvBase, hkv * d, kt, ld, tk, d);
-                Transpose(v + kvBase, hkv * d, vt, ld, tk, d);
-                for (int i = 0; i < tq; i++)
-                {
-                    int n = i + offset + 1;
-                    long row = (((long)bi * tq + i) * hq + h) * d;
-                    RowTimesTransposed(q + row, kt, ld, d, n, scale, p);
-                    float max = SoftmaxKernel.RowMax(p, n);
-                    float sum = SoftmaxKernel.ExpShift(p, p, n, max, 1f);
-                    MatVec(vt, ld, d, p, n, 1f / sum, output + row);
-                    if (lse != null) lse[((long)bi * hq + h) * tq + i] = max + MathF.Log(sum);
-                }
-            }
-        });
+            case AttentionSimd.Vector512: Forward<Simd512, Vector512<float>>(q, k, v, output, lse, b, tq, tk, tkCapacity, hq, hkv, d, scale); break;
+            case AttentionSimd.Vector256: Forward<Simd256, Vector256<float>>(q, k, v, output, lse, b, tq, tk, tkCapacity, hq, hkv, d, scale); break;
+            default: Forward<Simd128, Vector128<float>>(q, k, v, output, lse, b, tq, tk, tkCapacity, hq, hkv, d, scale); break;
+        }
     }
 
     /// <summary>
@@ -64,76 +73,188 @@ internal static unsafe class AttentionKernel
     /// </summary>
     public static void Backward(float* dout, float* q, float* k, float* v, float* output, float* lse,
         float* dq, float* dk, float* dv, int b, int tq, int tk, int tkCapacity, int hq, int hkv, int d, float scale)
+        => Backward(BestSimd, dout, q, k, v, output, lse, dq, dk, dv, b, tq, tk, tkCapacity, hq, hkv, d, scale);
+
+    /// <summary><see cref="Backward(float*, float*, float*, float*, float*, float*, float*, float*, float*, int, int, int, int, int, int, int, float)"/> on the given vector width.</summary>
+    internal static void Backward(AttentionSimd simd, float* dout, float* q, float* k, float* v, float* output, float* lse,
+        float* dq, float* dk, float* dv, int b, int tq, int tk, int tkCapacity, int hq, int hkv, int d, float scale)
     {
         // dout, q, output, dq: [b, tq, hq, d]; k, v, dk, dv: [b, tkCapacity, hkv, d] (rows < tk used); lse: [b, hq, tq]
         Validate(tq, tk, tkCapacity, hq, hkv);
+        switch (simd)
+        {
+            case AttentionSimd.Vector512:
+                Backward<Simd512, Vector512<float>>(dout, q, k, v, output, lse, dq, dk, dv, b, tq, tk, tkCapacity, hq, hkv, d, scale);
+                break;
+            case AttentionSimd.Vector256:
+                Backward<Simd256, Vector256<float>>(dout, q, k, v, output, lse, dq, dk, dv, b, tq, tk, tkCapacity, hq, hkv, d, scale);
+                break;
+            default:
+                Backward<Simd128, Vector128<float>>(dout, q, k, v, output, lse, dq, dk, dv, b, tq, tk, tkCapacity, hq, hkv, d, scale);
+                break;
+        }
+    }
+
+    private static void Forward<TS, TV>(float* q, float* k, float* v, float* output, float* lse,
+        int b, int tq, int tk, int tkCapacity, int hq, int hkv, int d, float scale)
+        where TS : struct, ISimd<TV> where TV : struct
+    {
+        int group = hq / hkv;
+        int offset = tk - tq; // query i sits at key position i + offset
+        int w = TS.Width, blockRows = TS.BlockRows;
+        int ld = LeadingDimension(tk), dp = RoundUp(d, w);
+        long qStride = (long)hq * d, kvStride = (long)hkv * d;
+        long length = (long)d * ld + (long)tk * dp + blockRows * ((long)ld + dp);
+        // Rows of whole vectors are read where they are; otherwise they are copied zero-padded first (a vector
+        // load past d could run off the end of the tensor).
+        bool inPlace = d % w == 0;
+        CpuParallel.For(b * hq, item =>
+        {
+            int bi = item / hq, h = item % hq, kvh = h / group;
+            var buffer = Scratch(length);
+            fixed (float* pinned = buffer)
+            {
+                float* kt = Align(pinned);               // [d, ld] keys of this kv head, transposed, zero past tk
+                float* vp = kt + (long)d * ld;           // [tk, dp] values, rows zero-padded to whole vectors (unless inPlace)
+                float* s = vp + (long)tk * dp;           // [blockRows, ld] scaled scores of a block of queries, then probabilities
+                float* o = s + (long)blockRows * ld;     // [blockRows, dp] the block's unnormalised output
+                float* inverseSum = stackalloc float[blockRows]; // 1 / Σ p of each query in the block
+                long kvBase = ((long)bi * tkCapacity * hkv + kvh) * d;
+                Transpose(k + kvBase, kvStride, kt, ld, tk, d, RoundUp(tk, w));
+                float* vRows = inPlace ? v + kvBase : vp;
+                long vRowStride = inPlace ? kvStride : dp;
+                if (!inPlace) CopyRows<TS, TV>(v + kvBase, kvStride, vp, dp, tk, d, 1f, pad: true);
+                for (int i0 = 0; i0 < tq; i0 += blockRows)
+                {
+                    int rows = Math.Min(blockRows, tq - i0);
+                    int keys = i0 + rows + offset; // keys the block's last query sees
+                    long row0 = (((long)bi * tq + i0) * hq + h) * d;
+                    if (i0 + blockRows < tq)
+                    {
+                        int nextRows = Math.Min(blockRows, tq - i0 - blockRows);
+                        Prefetch(q + row0 + blockRows * qStride, qStride, nextRows, d);
+                        Prefetch(output + row0 + blockRows * qStride, qStride, nextRows, d);
+                    }
+                    Product<TS, TV>(rows, q + row0, qStride, kt, ld, d, scale, s, ld, RoundUp(keys, w) / w);
+                    for (int r = 0; r < rows; r++)
+                    {
+                        float* sr = s + (long)r * ld;
+                        int n = i0 + r + offset + 1;
+                        float max = MaskedMax<TS, TV>(sr, n);
+                        float sum = ExpSum<TS, TV>(sr, n, keys, max);
+                        inverseSum[r] = 1f / sum;
+                        if (lse != null) lse[((long)bi * hq + h) * tq + i0 + r] = max + MathF.Log(sum);
+                    }
+                    Product<TS, TV>(rows, s, ld, vRows, vRowStride, keys, 1f, o, dp, dp / w);
+                    for (int r = 0; r < rows; r++)
+                        CopyRows<TS, TV>(o + (long)r * dp, 0, output + row0 + r * qStride, 0, 1, d, inverseSum[r], pad: false);
+                }
+            }
+        });
+    }
+
+    private static void Backward<TS, TV>(float* dout, float* q, float* k, float* v, float* output, float* lse,
+        float* dq, float* dk, float* dv, int b, int tq, int tk, int tkCapacity, int hq, int hkv, int d, float scale)
+        where TS : struct, ISimd<TV> where TV : struct
+    {
         int group = hq / hkv;
         int offset = tk - tq;
-        int ld = LeadingDimension(tk);
-        long headSize = (long)d * ld;
+        int w = TS.Width, blockRows = TS.BlockRows;
+        int ld = LeadingDimension(tk), dp = RoundUp(d, w);
+        long qStride = (long)hq * d, kvStride = (long)hkv * d;
+        long headT = (long)d * ld, headP = (long)tk * dp;
+        long length = 2 * headT + 3 * headP + blockRows * (2L * ld + 2L * dp) + tq;
+        bool inPlace = d % w == 0; // rows of whole vectors are read (and dq written) where they are
         // One worker per (batch, kv head): it alone accumulates that head's dk / dv over all the query
         // heads of its group, so there are no races and the summation order is fixed.
         CpuParallel.For(b * hkv, item =>
         {
             int bi = item / hkv, kvh = item % hkv;
-            fixed (float* scratch = Scratch(4 * headSize + 2 * QueryBlock * ld))
+            var buffer = Scratch(length);
+            fixed (float* pinned = buffer)
             {
-                float* kt = scratch;          // [d, ld] keys, transposed
-                float* vt = kt + headSize;    // [d, ld] values, transposed
-                float* dkt = vt + headSize;   // [d, ld] dk being accumulated, transposed
-                float* dvt = dkt + headSize;  // [d, ld] dv being accumulated, transposed
-                float* p = dvt + headSize;    // [QueryBlock, ld] probabilities of a block of queries
-                float* ds = p + QueryBlock * ld; // [QueryBlock, ld] dp = dout · vᵀ, then the score gradients
-                float* qCoef = stackalloc float[QueryBlock];   // scale · q[c] of each query in the block
-                float* doutCoef = stackalloc float[QueryBlock]; // dout[c] of each query in the block
+                float* kt = Align(pinned);               // [d, ld] keys, transposed, zero past tk
+                float* vt = kt + headT;                  // [d, ld] values, transposed, zero past tk
+                float* kp = vt + headT;                  // [tk, dp] keys, rows zero-padded to whole vectors (unless inPlace)
+                float* dkp = kp + headP;                 // [tk, dp] dk being accumulated
+                float* dvp = dkp + headP;                // [tk, dp] dv being accumulated
+                float* p = dvp + headP;                  // [blockRows, ld] scaled scores of a block of queries, then probabilities
+                float* ds = p + (long)blockRows * ld;    // [blockRows, ld] dp = dout · vᵀ, then scale · the score gradients
+                float* x = ds + (long)blockRows * ld;    // [blockRows, dp] dout, then q, of the block, zero-padded (unless inPlace)
+                float* g = x + (long)blockRows * dp;     // [blockRows, dp] the block's dq (unless inPlace)
+                float* rowDots = g + (long)blockRows * dp; // [tq] dout · out of each query of the head
                 long kvBase = ((long)bi * tkCapacity * hkv + kvh) * d;
-                Transpose(k + kvBase, hkv * d, kt, ld, tk, d);
-                Transpose(v + kvBase, hkv * d, vt, ld, tk, d);
-                new Span<float>(dkt, checked((int)(2 * headSize))).Clear(); // dkt and dvt
+                Transpose(k + kvBase, kvStride, kt, ld, tk, d, RoundUp(tk, w));
+                Transpose(v + kvBase, kvStride, vt, ld, tk, d, RoundUp(tk, w));
+                float* kRows = inPlace ? k + kvBase : kp;
+                long kRowStride = inPlace ? kvStride : dp;
+                if (!inPlace) CopyRows<TS, TV>(k + kvBase, kvStride, kp, dp, tk, d, 1f, pad: true);
+                new Span<float>(dkp, checked((int)(2 * headP))).Clear(); // dkp and dvp
                 for (int h = kvh * group; h < (kvh + 1) * group; h++)
                 {
-                    // Queries go in blocks so each read-modify-write of dkt / dvt carries QueryBlock FMAs.
-                    for (int i0 = 0; i0 < tq; i0 += QueryBlock)
+                    // Σ_j p_j dp_j = dout · out, cheaper than a pass over the keys; all of the head's in one sweep,
+                    // which streams the output rows in (block by block they would arrive as demand misses).
+                    long headRow0 = ((long)bi * tq * hq + h) * d;
+                    for (int i = 0; i < tq; i++) rowDots[i] = SoftmaxKernel.Dot(dout + headRow0 + i * qStride, output + headRow0 + i * qStride, d);
+                    for (int i0 = 0; i0 < tq; i0 += blockRows)
                     {
-                        int blockEnd = Math.Min(tq, i0 + QueryBlock);
-                        int nBlock = blockEnd + offset; // keys seen by the block's last query
-                        for (int r = 0; r < QueryBlock; r++)
+                        int rows = Math.Min(blockRows, tq - i0);
+                        int keys = i0 + rows + offset; // keys the block's last query sees
+                        int keyVectors = RoundUp(keys, w) / w;
+                        long row0 = (((long)bi * tq + i0) * hq + h) * d;
+                        if (i0 + blockRows < tq)
                         {
-                            float* pr = p + r * ld, dsr = ds + r * ld;
-                            int i = i0 + r;
-                            // Keys a query cannot see (and whole rows past tq) get p = ds = 0 for the block update.
-                            int n = i < blockEnd ? i + offset + 1 : 0;
-                            new Span<float>(pr + n, nBlock - n).Clear();
-                            new Span<float>(dsr + n, nBlock - n).Clear();
-                            if (i >= blockEnd) continue;
-                            long row = (((long)bi * tq + i) * hq + h) * d;
-                            float* doi = dout + row;
-                            RowTimesTransposed(q + row, kt, ld, d, n, scale, pr);
-                            SoftmaxKernel.ExpShift(pr, pr, n, lse[((long)bi * hq + h) * tq + i], 1f);
-                            RowTimesTransposed(doi, vt, ld, d, n, 1f, dsr);
-                            // Σ_j p_j dp_j = dout · out, cheaper than a pass over the keys.
-                            float rowDot = SoftmaxKernel.Dot(doi, output + row, d);
-                            SoftmaxKernel.BackwardRow(dsr, pr, dsr, n, rowDot, accumulate: false);
-                            MatVec(kt, ld, d, dsr, n, scale, dq + row);
+                            int nextRows = Math.Min(blockRows, tq - i0 - blockRows);
+                            long next = row0 + blockRows * qStride;
+                            Prefetch(q + next, qStride, nextRows, d);
+                            Prefetch(dout + next, qStride, nextRows, d);
+                            Prefetch(dq + next, qStride, nextRows, d);
                         }
-                        for (int c = 0; c < d; c++)
+                        Product<TS, TV>(rows, q + row0, qStride, kt, ld, d, scale, p, ld, keyVectors);
+                        Product<TS, TV>(rows, dout + row0, qStride, vt, ld, d, 1f, ds, ld, keyVectors);
+                        for (int r = 0; r < rows; r++)
                         {
-                            for (int r = 0; r < QueryBlock; r++)
-                            {
-                                long row = (((long)bi * tq + i0 + r) * hq + h) * d;
-                                bool inBlock = i0 + r < blockEnd;
-                                qCoef[r] = inBlock ? scale * q[row + c] : 0f;
-                                doutCoef[r] = inBlock ? dout[row + c] : 0f;
-                            }
-                            AddRank4(dkt + (long)c * ld, qCoef, ds, ld, nBlock);
-                            AddRank4(dvt + (long)c * ld, doutCoef, p, ld, nBlock);
+                            SoftmaxGradient<TS, TV>(p + (long)r * ld, ds + (long)r * ld, i0 + r + offset + 1, keys,
+                                lse[((long)bi * hq + h) * tq + i0 + r], rowDots[i0 + r], scale);
                         }
+                        // dq = (scale · ds) k for the block.
+                        if (inPlace) Product<TS, TV>(rows, ds, ld, kRows, kRowStride, keys, 1f, dq + row0, qStride, dp / w);
+                        else
+                        {
+                            Product<TS, TV>(rows, ds, ld, kRows, kRowStride, keys, 1f, g, dp, dp / w);
+                            CopyRows<TS, TV>(g, dp, dq + row0, qStride, rows, d, 1f, pad: false);
+                        }
+                        // dv += pᵀ dout and dk += (scale · ds)ᵀ q: one pass over each accumulator per block of queries.
+                        float* xRows = inPlace ? dout + row0 : x;
+                        long xStride = inPlace ? qStride : dp;
+                        if (!inPlace) CopyRows<TS, TV>(dout + row0, qStride, x, dp, rows, d, 1f, pad: true);
+                        RankUpdate<TS, TV>(rows, p, ld, xRows, xStride, dvp, dp, keys, dp / w);
+                        if (inPlace) xRows = q + row0;
+                        else CopyRows<TS, TV>(q + row0, qStride, x, dp, rows, d, 1f, pad: true);
+                        RankUpdate<TS, TV>(rows, ds, ld, xRows, xStride, dkp, dp, keys, dp / w);
                     }
                 }
-                TransposeBack(dkt, ld, dk + kvBase, hkv * d, tk, d);
-                TransposeBack(dvt, ld, dv + kvBase, hkv * d, tk, d);
+                CopyRows<TS, TV>(dkp, dp, dk + kvBase, kvStride, tk, d, 1f, pad: false);
+                CopyRows<TS, TV>(dvp, dp, dv + kvBase, kvStride, tk, d, 1f, pad: false);
             }
         });
+    }
+
+    /// <summary>y[i] = e^(x[i]) by the kernel's vector exp on the given width, for n a multiple of 16 (for tests).</summary>
+    internal static void Exp(AttentionSimd simd, float* x, float* y, int n)
+    {
+        if (n % 16 != 0) throw new ArgumentException("n must be a multiple of 16.", nameof(n));
+        switch (simd)
+        {
+            case AttentionSimd.Vector512: ExpRows<Simd512, Vector512<float>>(x, y, n); break;
+            case AttentionSimd.Vector256: ExpRows<Simd256, Vector256<float>>(x, y, n); break;
+            default: ExpRows<Simd128, Vector128<float>>(x, y, n); break;
+        }
+    }
+
+    private static void ExpRows<TS, TV>(float* x, float* y, int n) where TS : struct, ISimd<TV> where TV : struct
+    {
+        for (int i = 0; i < n; i += TS.Width) TS.Store(TS.Exp(TS.Load(x + i)), y + i);
     }
 
     private static void Validate(int tq, int tk, int tkCapacity, int hq, int hkv)
@@ -144,215 +265,737 @@ internal static unsafe class AttentionKernel
             throw new ArgumentException($"Need tq ≤ tk ≤ tkCapacity, got tq = {tq}, tk = {tk}, tkCapacity = {tkCapacity}.", nameof(tk));
     }
 
-    // Per-thread scratch, grown to the largest request and reused across calls.
+    // Asks for the rows p + r · stride (r < rows, d floats each) to be brought into cache, as a hint (x86 only). The
+    // rows of q, dout, output and dq a block uses are strided across the tensors and would otherwise arrive by
+    // demand misses, one block at a time; fetching the next block's during this one hides that latency (reading
+    // output for dout · out alone was over a tenth of the backward).
+    private static void Prefetch(float* p, long stride, int rows, int d)
+    {
+        if (!Sse.IsSupported) return;
+        for (int r = 0; r < rows; r++, p += stride)
+        {
+            for (int c = 0; c < d; c += 16) Sse.Prefetch0(p + c);
+            Sse.Prefetch0(p + d - 1);
+        }
+    }
+
+    // Per-thread scratch, grown to the largest request and reused across calls; 16 floats of slack let
+    // Align start it on a 64-byte boundary (a misaligned 512-bit load straddles two cache lines).
     private static float[] Scratch(long length)
     {
+        length += 16;
         var buffer = t_scratch;
         if (buffer == null || buffer.Length < length) t_scratch = buffer = new float[checked((int)length)];
         return buffer;
     }
 
-    // Row stride of the transposed [d, ·] scratch: tk rounded up to an odd number of 16-float (64-byte)
-    // cache lines. Walking down a column with a power-of-two stride would map every row to the same
-    // few L1 sets and thrash them; an odd line count spreads the rows over all sets.
+    private static float* Align(float* p) => (float*)(((nint)p + 63) & ~(nint)63);
+
+    private static int RoundUp(int n, int multiple) => (n + multiple - 1) / multiple * multiple;
+
+    // Row stride of the transposed [d, ·] scratch and of the score rows: tk rounded up to an odd number of
+    // 16-float (64-byte) cache lines. Walking down a column with a power-of-two stride would map every row to
+    // the same few L1 sets and thrash them; an odd line count spreads the rows over all sets.
     private static int LeadingDimension(int tk)
     {
         int lines = (tk + 15) / 16;
         return (lines | 1) * 16;
     }
 
-    // dst[c · dstStride + j] = src[j · srcStride + c] for j < rows, c < cols.
-    private static void Transpose(float* src, int srcStride, float* dst, int dstStride, int rows, int cols)
+    // dst[c · ld + j] = src[j · srcStride + c] for j < rows, c < cols; dst[c · ld + j] = 0 for rows ≤ j < padded.
+    // With AVX, 8 × 8 blocks go through registers (8 loads, 24 shuffles, 8 stores instead of 64 scalar
+    // loads and 64 scattered stores: the scalar copy cost as much as a tenth of the backward at d = 48).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Transpose(float* src, long srcStride, float* dst, int ld, int rows, int cols, int padded)
     {
+        int j = 0, blockedCols = Avx.IsSupported ? cols - cols % 8 : 0;
+        if (blockedCols > 0)
+        {
+            for (; j <= rows - 8; j += 8)
+            {
+                float* s = src + j * srcStride;
+                // The source rows are strided across the tensor (and mostly not in cache): ask for those two
+                // blocks ahead now.
+                if (j + 24 <= rows) Prefetch(s + 16 * srcStride, srcStride, 8, cols);
+                for (int c = 0; c < blockedCols; c += 8) Transpose8x8(s + c, srcStride, dst + (long)c * ld + j, ld);
+            }
+        }
+        // The rows left below a whole block, then the columns right of the blocks.
+        for (int jj = j; jj < rows; jj++)
+        {
+            float* s = src + jj * srcStride;
+            for (int c = 0; c < cols; c++) dst[(long)c * ld + jj] = s[c];
+        }
+        for (int jj = 0; jj < j; jj++)
+        {
+            float* s = src + jj * srcStride;
+            for (int c = blockedCols; c < cols; c++) dst[(long)c * ld + jj] = s[c];
+        }
+        for (int c = 0; c < cols; c++) new Span<float>(dst + (long)c * ld + rows, padded - rows).Clear();
+    }
+
+    // d[c · ldd + i] = s[i · lds + c] for i, c < 8.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x8(float* s, long lds, float* d, long ldd)
+    {
+        var r0 = Avx.LoadVector256(s);
+        var r1 = Avx.LoadVector256(s + lds);
+        var r2 = Avx.LoadVector256(s + 2 * lds);
+        var r3 = Avx.LoadVector256(s + 3 * lds);
+        var r4 = Avx.LoadVector256(s + 4 * lds);
+        var r5 = Avx.LoadVector256(s + 5 * lds);
+        var r6 = Avx.LoadVector256(s + 6 * lds);
+        var r7 = Avx.LoadVector256(s + 7 * lds);
+        // Interleave pairs of rows: t0 = r0[0] r1[0] r0[1] r1[1] | r0[4] r1[4] r0[5] r1[5], t1 the same for 2, 3 | 6, 7.
+        var t0 = Avx.UnpackLow(r0, r1);
+        var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3);
+        var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5);
+        var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7);
+        var t7 = Avx.UnpackHigh(r6, r7);
+        // Then pairs of pairs: u0 = column 0 of rows 0-3 | column 4 of rows 0-3, u1 columns 1 | 5, and so on.
+        var u0 = Avx.Shuffle(t0, t2, 0x44);
+        var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44);
+        var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx.Shuffle(t4, t6, 0x44);
+        var u5 = Avx.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx.Shuffle(t5, t7, 0x44);
+        var u7 = Avx.Shuffle(t5, t7, 0xEE);
+        // And the 128-bit halves of rows 0-3 and 4-7 joined into whole columns.
+        Avx.Store(d, Avx.Permute2x128(u0, u4, 0x20));
+        Avx.Store(d + ldd, Avx.Permute2x128(u1, u5, 0x20));
+        Avx.Store(d + 2 * ldd, Avx.Permute2x128(u2, u6, 0x20));
+        Avx.Store(d + 3 * ldd, Avx.Permute2x128(u3, u7, 0x20));
+        Avx.Store(d + 4 * ldd, Avx.Permute2x128(u0, u4, 0x31));
+        Avx.Store(d + 5 * ldd, Avx.Permute2x128(u1, u5, 0x31));
+        Avx.Store(d + 6 * ldd, Avx.Permute2x128(u2, u6, 0x31));
+        Avx.Store(d + 7 * ldd, Avx.Permute2x128(u3, u7, 0x31));
+    }
+
+    // dst[j · dstStride + c] = factor · src[j · srcStride + c] for j < rows, c < cols; with pad, also
+    // dst[j · dstStride + c] = 0 up to the cols rounded up to whole vectors (so the rows load as whole vectors).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void CopyRows<TS, TV>(float* src, long srcStride, float* dst, long dstStride, int rows, int cols, float factor, bool pad)
+        where TS : struct, ISimd<TV> where TV : struct
+    {
+        int w = TS.Width;
+        int full = cols - cols % w, padded = RoundUp(cols, w);
+        var f = TS.Broadcast(factor);
         for (int j = 0; j < rows; j++)
         {
-            float* s = src + (long)j * srcStride;
-            for (int c = 0; c < cols; c++) dst[(long)c * dstStride + j] = s[c];
+            float* s = src + j * srcStride, t = dst + j * dstStride;
+            // Rows strided across a tensor (and mostly not in cache): ask for the one 8 ahead now.
+            if (j + 8 < rows)
+            {
+                if (srcStride > padded) Prefetch(s + 8 * srcStride, 0, 1, cols);
+                if (dstStride > padded) Prefetch(t + 8 * dstStride, 0, 1, cols);
+            }
+            int c = 0;
+            for (; c < full; c += w) TS.Store(TS.Multiply(TS.Load(s + c), f), t + c);
+            for (; c < cols; c++) t[c] = factor * s[c];
+            if (pad) for (; c < padded; c++) t[c] = 0f;
         }
     }
 
-    // dst[j · dstStride + c] = src[c · srcStride + j] for j < rows, c < cols.
-    private static void TransposeBack(float* src, int srcStride, float* dst, int dstStride, int rows, int cols)
+    // ---- Register-blocked products -------------------------------------------------------------------------------
+
+    // c[r · ldc + j] = alpha · Σ_{k < depth} a[r · lda + k] · b[k · ldb + j] for r < rows, j < columnVectors · W: each
+    // row of c is a combination of the rows of b with a's entries as broadcast coefficients. The rows go in sub-blocks of
+    // 8, 4, 2, 1 (at most TS.BlockRows), the columns in balanced tiles of up to TS.TileVectors vectors.
+    private static void Product<TS, TV>(int rows, float* a, long lda, float* b, long ldb, int depth, float alpha, float* c, long ldc, int columnVectors)
+        where TS : struct, ISimd<TV> where TV : struct
     {
-        for (int j = 0; j < rows; j++)
+        for (int r = 0; r < rows;)
         {
-            float* o = dst + (long)j * dstStride;
-            for (int c = 0; c < cols; c++) o[c] = src[(long)c * srcStride + j];
+            int take = SubBlock<TS, TV>(rows - r);
+            float* ar = a + r * lda, cr = c + r * ldc;
+            switch (take)
+            {
+                case 8: ProductRows<TS, TV, Eight>(ar, lda, b, ldb, depth, alpha, cr, ldc, columnVectors); break;
+                case 4: ProductRows<TS, TV, Four>(ar, lda, b, ldb, depth, alpha, cr, ldc, columnVectors); break;
+                case 2: ProductRows<TS, TV, Two>(ar, lda, b, ldb, depth, alpha, cr, ldc, columnVectors); break;
+                default: ProductRows<TS, TV, One>(ar, lda, b, ldb, depth, alpha, cr, ldc, columnVectors); break;
+            }
+            r += take;
         }
     }
 
-    // s[j] = scale · Σ_c a[c] · bt[c · ld + j] for j < n: one row of a Bᵀ with B stored transposed.
-    // Keys go in the vector lanes and the d-long reduction runs down the register, so no horizontal
-    // sums; four independent accumulators (64 keys) keep the FMA units busy despite their latency.
-    private static void RowTimesTransposed(float* a, float* bt, int ld, int d, int n, float scale, float* s)
+    private static void ProductRows<TS, TV, TR>(float* a, long lda, float* b, long ldb, int depth, float alpha, float* c, long ldc, int columnVectors)
+        where TS : struct, ISimd<TV> where TV : struct where TR : struct, IConstant
     {
-        int j = 0;
-        if (Vector512.IsHardwareAccelerated)
+        int tiles = (columnVectors + TS.TileVectors - 1) / TS.TileVectors;
+        for (int t = 0, v = 0; t < tiles; t++)
         {
-            var vscale = Vector512.Create(scale);
-            for (; j <= n - 64; j += 64)
+            int n = columnVectors / tiles + (t < columnVectors % tiles ? 1 : 0);
+            int j = v * TS.Width;
+            switch (n)
             {
-                var acc0 = Vector512<float>.Zero;
-                var acc1 = Vector512<float>.Zero;
-                var acc2 = Vector512<float>.Zero;
-                var acc3 = Vector512<float>.Zero;
-                float* col = bt + j;
-                for (int c = 0; c < d; c++, col += ld)
-                {
-                    var ac = Vector512.Create(a[c]);
-                    acc0 = Vector512.FusedMultiplyAdd(ac, Vector512.Load(col), acc0);
-                    acc1 = Vector512.FusedMultiplyAdd(ac, Vector512.Load(col + 16), acc1);
-                    acc2 = Vector512.FusedMultiplyAdd(ac, Vector512.Load(col + 32), acc2);
-                    acc3 = Vector512.FusedMultiplyAdd(ac, Vector512.Load(col + 48), acc3);
-                }
-                (acc0 * vscale).Store(s + j);
-                (acc1 * vscale).Store(s + j + 16);
-                (acc2 * vscale).Store(s + j + 32);
-                (acc3 * vscale).Store(s + j + 48);
+                case 3: ProductTile<TS, TV, TR, Three>(a, lda, b + j, ldb, depth, alpha, c + j, ldc); break;
+                case 2: ProductTile<TS, TV, TR, Two>(a, lda, b + j, ldb, depth, alpha, c + j, ldc); break;
+                default: ProductTile<TS, TV, TR, One>(a, lda, b + j, ldb, depth, alpha, c + j, ldc); break;
             }
-            for (; j <= n - 16; j += 16)
-            {
-                var acc = Vector512<float>.Zero;
-                float* col = bt + j;
-                for (int c = 0; c < d; c++, col += ld) acc = Vector512.FusedMultiplyAdd(Vector512.Create(a[c]), Vector512.Load(col), acc);
-                (acc * vscale).Store(s + j);
-            }
-        }
-        if (Vector256.IsHardwareAccelerated)
-        {
-            var vscale = Vector256.Create(scale);
-            for (; j <= n - 32; j += 32)
-            {
-                var acc0 = Vector256<float>.Zero;
-                var acc1 = Vector256<float>.Zero;
-                var acc2 = Vector256<float>.Zero;
-                var acc3 = Vector256<float>.Zero;
-                float* col = bt + j;
-                for (int c = 0; c < d; c++, col += ld)
-                {
-                    var ac = Vector256.Create(a[c]);
-                    acc0 = Vector256.FusedMultiplyAdd(ac, Vector256.Load(col), acc0);
-                    acc1 = Vector256.FusedMultiplyAdd(ac, Vector256.Load(col + 8), acc1);
-                    acc2 = Vector256.FusedMultiplyAdd(ac, Vector256.Load(col + 16), acc2);
-                    acc3 = Vector256.FusedMultiplyAdd(ac, Vector256.Load(col + 24), acc3);
-                }
-                (acc0 * vscale).Store(s + j);
-                (acc1 * vscale).Store(s + j + 8);
-                (acc2 * vscale).Store(s + j + 16);
-                (acc3 * vscale).Store(s + j + 24);
-            }
-            for (; j <= n - 8; j += 8)
-            {
-                var acc = Vector256<float>.Zero;
-                float* col = bt + j;
-                for (int c = 0; c < d; c++, col += ld) acc = Vector256.FusedMultiplyAdd(Vector256.Create(a[c]), Vector256.Load(col), acc);
-                (acc * vscale).Store(s + j);
-            }
-        }
-        for (; j < n; j++)
-        {
-            float acc = 0f;
-            for (int c = 0; c < d; c++) acc += a[c] * bt[(long)c * ld + j];
-            s[j] = acc * scale;
+            v += n;
         }
     }
 
-    // y[c] = scale · Σ_j m[c · ld + j] · x[j] for c < rows, j < n. Four rows at a time share each load
-    // of x and give four independent FMA chains; the leftover rows fall back to plain dot products.
-    private static void MatVec(float* m, int ld, int rows, float* x, int n, float scale, float* y)
+    // y[k · ldy + j] += Σ_{r < rows} a[r · lda + k] · x[r · ldx + j] for k < depth, j < columnVectors · W: a rank-rows
+    // update of y (x's rows stay in registers while y streams through once per sub-block and column tile).
+    private static void RankUpdate<TS, TV>(int rows, float* a, long lda, float* x, long ldx, float* y, long ldy, int depth, int columnVectors)
+        where TS : struct, ISimd<TV> where TV : struct
     {
-        int c = 0;
-        for (; c <= rows - 4; c += 4)
+        for (int r = 0; r < rows;)
         {
-            float* m0 = m + (long)c * ld, m1 = m0 + ld, m2 = m1 + ld, m3 = m2 + ld;
-            int j = 0;
-            var acc0 = Vector256<float>.Zero;
-            var acc1 = Vector256<float>.Zero;
-            var acc2 = Vector256<float>.Zero;
-            var acc3 = Vector256<float>.Zero;
-            if (Vector512.IsHardwareAccelerated)
+            int take = SubBlock<TS, TV>(rows - r);
+            float* ar = a + r * lda, xr = x + r * ldx;
+            switch (take)
             {
-                var wide0 = Vector512<float>.Zero;
-                var wide1 = Vector512<float>.Zero;
-                var wide2 = Vector512<float>.Zero;
-                var wide3 = Vector512<float>.Zero;
-                for (; j <= n - 16; j += 16)
-                {
-                    var vx = Vector512.Load(x + j);
-                    wide0 = Vector512.FusedMultiplyAdd(Vector512.Load(m0 + j), vx, wide0);
-                    wide1 = Vector512.FusedMultiplyAdd(Vector512.Load(m1 + j), vx, wide1);
-                    wide2 = Vector512.FusedMultiplyAdd(Vector512.Load(m2 + j), vx, wide2);
-                    wide3 = Vector512.FusedMultiplyAdd(Vector512.Load(m3 + j), vx, wide3);
-                }
-                acc0 = wide0.GetLower() + wide0.GetUpper();
-                acc1 = wide1.GetLower() + wide1.GetUpper();
-                acc2 = wide2.GetLower() + wide2.GetUpper();
-                acc3 = wide3.GetLower() + wide3.GetUpper();
+                case 8: RankUpdateRows<TS, TV, Eight>(ar, lda, xr, ldx, y, ldy, depth, columnVectors); break;
+                case 4: RankUpdateRows<TS, TV, Four>(ar, lda, xr, ldx, y, ldy, depth, columnVectors); break;
+                case 2: RankUpdateRows<TS, TV, Two>(ar, lda, xr, ldx, y, ldy, depth, columnVectors); break;
+                default: RankUpdateRows<TS, TV, One>(ar, lda, xr, ldx, y, ldy, depth, columnVectors); break;
             }
-            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-            if (Vector256.IsHardwareAccelerated)
-            {
-                for (; j <= n - 8; j += 8)
-                {
-                    var vx = Vector256.Load(x + j);
-                    acc0 = Vector256.FusedMultiplyAdd(Vector256.Load(m0 + j), vx, acc0);
-                    acc1 = Vector256.FusedMultiplyAdd(Vector256.Load(m1 + j), vx, acc1);
-                    acc2 = Vector256.FusedMultiplyAdd(Vector256.Load(m2 + j), vx, acc2);
-                    acc3 = Vector256.FusedMultiplyAdd(Vector256.Load(m3 + j), vx, acc3);
-                }
-                s0 = Vector256.Sum(acc0);
-                s1 = Vector256.Sum(acc1);
-                s2 = Vector256.Sum(acc2);
-                s3 = Vector256.Sum(acc3);
-            }
-            for (; j < n; j++)
-            {
-                s0 += m0[j] * x[j];
-                s1 += m1[j] * x[j];
-                s2 += m2[j] * x[j];
-                s3 += m3[j] * x[j];
-            }
-            y[c] = s0 * scale;
-            y[c + 1] = s1 * scale;
-            y[c + 2] = s2 * scale;
-            y[c + 3] = s3 * scale;
+            r += take;
         }
-        for (; c < rows; c++) y[c] = scale * SoftmaxKernel.Dot(m + (long)c * ld, x, n);
     }
 
-    // y[j] += Σ_r coef[r] · rows[r · ld + j] for r < 4, j < n: four AXPYs fused into one pass over y.
-    private static void AddRank4(float* y, float* coef, float* rows, int ld, int n)
+    private static void RankUpdateRows<TS, TV, TR>(float* a, long lda, float* x, long ldx, float* y, long ldy, int depth, int columnVectors)
+        where TS : struct, ISimd<TV> where TV : struct where TR : struct, IConstant
     {
-        float* r0 = rows, r1 = r0 + ld, r2 = r1 + ld, r3 = r2 + ld;
-        int j = 0;
-        if (Vector512.IsHardwareAccelerated)
+        int tiles = (columnVectors + TS.TileVectors - 1) / TS.TileVectors;
+        for (int t = 0, v = 0; t < tiles; t++)
         {
-            var c0 = Vector512.Create(coef[0]);
-            var c1 = Vector512.Create(coef[1]);
-            var c2 = Vector512.Create(coef[2]);
-            var c3 = Vector512.Create(coef[3]);
-            for (; j <= n - 16; j += 16)
+            int n = columnVectors / tiles + (t < columnVectors % tiles ? 1 : 0);
+            int j = v * TS.Width;
+            switch (n)
             {
-                var acc = Vector512.FusedMultiplyAdd(c0, Vector512.Load(r0 + j), Vector512.Load(y + j));
-                acc = Vector512.FusedMultiplyAdd(c1, Vector512.Load(r1 + j), acc);
-                acc = Vector512.FusedMultiplyAdd(c2, Vector512.Load(r2 + j), acc);
-                Vector512.FusedMultiplyAdd(c3, Vector512.Load(r3 + j), acc).Store(y + j);
+                case 3: RankUpdateTile<TS, TV, TR, Three>(a, lda, x + j, ldx, y + j, ldy, depth); break;
+                case 2: RankUpdateTile<TS, TV, TR, Two>(a, lda, x + j, ldx, y + j, ldy, depth); break;
+                default: RankUpdateTile<TS, TV, TR, One>(a, lda, x + j, ldx, y + j, ldy, depth); break;
             }
+            v += n;
         }
-        if (Vector256.IsHardwareAccelerated)
-        {
-            var c0 = Vector256.Create(coef[0]);
-            var c1 = Vector256.Create(coef[1]);
-            var c2 = Vector256.Create(coef[2]);
-            var c3 = Vector256.Create(coef[3]);
-            for (; j <= n - 8; j += 8)
-            {
-                var acc = Vector256.FusedMultiplyAdd(c0, Vector256.Load(r0 + j), Vector256.Load(y + j));
-                acc = Vector256.FusedMultiplyAdd(c1, Vector256.Load(r1 + j), acc);
-                acc = Vector256.FusedMultiplyAdd(c2, Vector256.Load(r2 + j), acc);
-                Vector256.FusedMultiplyAdd(c3, Vector256.Load(r3 + j), acc).Store(y + j);
-            }
-        }
-        for (; j < n; j++) y[j] += coef[0] * r0[j] + coef[1] * r1[j] + coef[2] * r2[j] + coef[3] * r3[j];
     }
+
+    // Rows of the next sub-block: 8, 4, 2 or 1, no more than the vector width's block.
+    private static int SubBlock<TS, TV>(int remaining) where TS : struct, ISimd<TV> where TV : struct
+        => remaining >= 8 && TS.BlockRows >= 8 ? 8 : remaining >= 4 ? 4 : remaining >= 2 ? 2 : 1;
+
+    // The microkernel of Product: a TR × TN tile of vector accumulators (TR ≤ 8, TN ≤ 3), each step of the depth
+    // loading TN vectors of b and broadcasting TR entries of a. TR and TN are compile-time constants of the
+    // instantiation, so the guards fold away and the accumulators live in registers.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ProductTile<TS, TV, TR, TN>(float* a, long lda, float* b, long ldb, int depth, float alpha, float* c, long ldc)
+        where TS : struct, ISimd<TV> where TV : struct where TR : struct, IConstant where TN : struct, IConstant
+    {
+        int w = TS.Width, rows = TR.Value, vectors = TN.Value;
+        float* a0 = a, a1 = a0 + lda, a2 = a1 + lda, a3 = a2 + lda, a4 = a3 + lda, a5 = a4 + lda, a6 = a5 + lda, a7 = a6 + lda;
+        TV c00 = TS.Zero, c01 = TS.Zero, c02 = TS.Zero, c10 = TS.Zero, c11 = TS.Zero, c12 = TS.Zero;
+        TV c20 = TS.Zero, c21 = TS.Zero, c22 = TS.Zero, c30 = TS.Zero, c31 = TS.Zero, c32 = TS.Zero;
+        TV c40 = TS.Zero, c41 = TS.Zero, c42 = TS.Zero, c50 = TS.Zero, c51 = TS.Zero, c52 = TS.Zero;
+        TV c60 = TS.Zero, c61 = TS.Zero, c62 = TS.Zero, c70 = TS.Zero, c71 = TS.Zero, c72 = TS.Zero;
+        for (int k = 0; k < depth; k++, b += ldb)
+        {
+            TV b0 = TS.Load(b);
+            TV b1 = vectors > 1 ? TS.Load(b + w) : b0;
+            TV b2 = vectors > 2 ? TS.Load(b + 2 * w) : b0;
+            TV s = TS.Broadcast(a0[k]);
+            c00 = TS.MultiplyAdd(s, b0, c00);
+            if (vectors > 1) c01 = TS.MultiplyAdd(s, b1, c01);
+            if (vectors > 2) c02 = TS.MultiplyAdd(s, b2, c02);
+            if (rows > 1)
+            {
+                s = TS.Broadcast(a1[k]);
+                c10 = TS.MultiplyAdd(s, b0, c10);
+                if (vectors > 1) c11 = TS.MultiplyAdd(s, b1, c11);
+                if (vectors > 2) c12 = TS.MultiplyAdd(s, b2, c12);
+            }
+            if (rows > 2)
+            {
+                s = TS.Broadcast(a2[k]);
+                c20 = TS.MultiplyAdd(s, b0, c20);
+                if (vectors > 1) c21 = TS.MultiplyAdd(s, b1, c21);
+                if (vectors > 2) c22 = TS.MultiplyAdd(s, b2, c22);
+                s = TS.Broadcast(a3[k]);
+                c30 = TS.MultiplyAdd(s, b0, c30);
+                if (vectors > 1) c31 = TS.MultiplyAdd(s, b1, c31);
+                if (vectors > 2) c32 = TS.MultiplyAdd(s, b2, c32);
+            }
+            if (rows > 4)
+            {
+                s = TS.Broadcast(a4[k]);
+                c40 = TS.MultiplyAdd(s, b0, c40);
+                if (vectors > 1) c41 = TS.MultiplyAdd(s, b1, c41);
+                if (vectors > 2) c42 = TS.MultiplyAdd(s, b2, c42);
+                s = TS.Broadcast(a5[k]);
+                c50 = TS.MultiplyAdd(s, b0, c50);
+                if (vectors > 1) c51 = TS.MultiplyAdd(s, b1, c51);
+                if (vectors > 2) c52 = TS.MultiplyAdd(s, b2, c52);
+                s = TS.Broadcast(a6[k]);
+                c60 = TS.MultiplyAdd(s, b0, c60);
+                if (vectors > 1) c61 = TS.MultiplyAdd(s, b1, c61);
+                if (vectors > 2) c62 = TS.MultiplyAdd(s, b2, c62);
+                s = TS.Broadcast(a7[k]);
+                c70 = TS.MultiplyAdd(s, b0, c70);
+                if (vectors > 1) c71 = TS.MultiplyAdd(s, b1, c71);
+                if (vectors > 2) c72 = TS.MultiplyAdd(s, b2, c72);
+            }
+        }
+        var f = TS.Broadcast(alpha);
+        StoreRow<TS, TV>(c, vectors, f, c00, c01, c02);
+        if (rows > 1) StoreRow<TS, TV>(c + ldc, vectors, f, c10, c11, c12);
+        if (rows > 2)
+        {
+            StoreRow<TS, TV>(c + 2 * ldc, vectors, f, c20, c21, c22);
+            StoreRow<TS, TV>(c + 3 * ldc, vectors, f, c30, c31, c32);
+        }
+        if (rows > 4)
+        {
+            StoreRow<TS, TV>(c + 4 * ldc, vectors, f, c40, c41, c42);
+            StoreRow<TS, TV>(c + 5 * ldc, vectors, f, c50, c51, c52);
+            StoreRow<TS, TV>(c + 6 * ldc, vectors, f, c60, c61, c62);
+            StoreRow<TS, TV>(c + 7 * ldc, vectors, f, c70, c71, c72);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRow<TS, TV>(float* c, int vectors, TV v0, TV v1, TV v2) where TS : struct, ISimd<TV> where TV : struct
+    {
+        TS.Store(v0, c);
+        if (vectors > 1) TS.Store(v1, c + TS.Width);
+        if (vectors > 2) TS.Store(v2, c + 2 * TS.Width);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRow<TS, TV>(float* c, int vectors, TV factor, TV v0, TV v1, TV v2) where TS : struct, ISimd<TV> where TV : struct
+    {
+        TS.Store(TS.Multiply(v0, factor), c);
+        if (vectors > 1) TS.Store(TS.Multiply(v1, factor), c + TS.Width);
+        if (vectors > 2) TS.Store(TS.Multiply(v2, factor), c + 2 * TS.Width);
+    }
+
+    // The microkernel of RankUpdate: TR rows × TN vectors of x held in registers; each step of the depth loads
+    // TN vectors of y, adds TR broadcast entries of a times them, and stores y back.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RankUpdateTile<TS, TV, TR, TN>(float* a, long lda, float* x, long ldx, float* y, long ldy, int depth)
+        where TS : struct, ISimd<TV> where TV : struct where TR : struct, IConstant where TN : struct, IConstant
+    {
+        int w = TS.Width, rows = TR.Value, vectors = TN.Value;
+        float* a0 = a, a1 = a0 + lda, a2 = a1 + lda, a3 = a2 + lda, a4 = a3 + lda, a5 = a4 + lda, a6 = a5 + lda, a7 = a6 + lda;
+        TV x00 = TS.Zero, x01 = TS.Zero, x02 = TS.Zero, x10 = TS.Zero, x11 = TS.Zero, x12 = TS.Zero;
+        TV x20 = TS.Zero, x21 = TS.Zero, x22 = TS.Zero, x30 = TS.Zero, x31 = TS.Zero, x32 = TS.Zero;
+        TV x40 = TS.Zero, x41 = TS.Zero, x42 = TS.Zero, x50 = TS.Zero, x51 = TS.Zero, x52 = TS.Zero;
+        TV x60 = TS.Zero, x61 = TS.Zero, x62 = TS.Zero, x70 = TS.Zero, x71 = TS.Zero, x72 = TS.Zero;
+        // Written out rather than through a helper taking refs, which could keep these locals out of registers.
+        x00 = TS.Load(x);
+        if (vectors > 1) x01 = TS.Load(x + w);
+        if (vectors > 2) x02 = TS.Load(x + 2 * w);
+        if (rows > 1)
+        {
+            float* xr = x + ldx;
+            x10 = TS.Load(xr);
+            if (vectors > 1) x11 = TS.Load(xr + w);
+            if (vectors > 2) x12 = TS.Load(xr + 2 * w);
+        }
+        if (rows > 2)
+        {
+            float* xr = x + 2 * ldx;
+            x20 = TS.Load(xr);
+            if (vectors > 1) x21 = TS.Load(xr + w);
+            if (vectors > 2) x22 = TS.Load(xr + 2 * w);
+            xr += ldx;
+            x30 = TS.Load(xr);
+            if (vectors > 1) x31 = TS.Load(xr + w);
+            if (vectors > 2) x32 = TS.Load(xr + 2 * w);
+        }
+        if (rows > 4)
+        {
+            float* xr = x + 4 * ldx;
+            x40 = TS.Load(xr);
+            if (vectors > 1) x41 = TS.Load(xr + w);
+            if (vectors > 2) x42 = TS.Load(xr + 2 * w);
+            xr += ldx;
+            x50 = TS.Load(xr);
+            if (vectors > 1) x51 = TS.Load(xr + w);
+            if (vectors > 2) x52 = TS.Load(xr + 2 * w);
+            xr += ldx;
+            x60 = TS.Load(xr);
+            if (vectors > 1) x61 = TS.Load(xr + w);
+            if (vectors > 2) x62 = TS.Load(xr + 2 * w);
+            xr += ldx;
+            x70 = TS.Load(xr);
+            if (vectors > 1) x71 = TS.Load(xr + w);
+            if (vectors > 2) x72 = TS.Load(xr + 2 * w);
+        }
+        for (int k = 0; k < depth; k++, y += ldy)
+        {
+            TV y0 = TS.Load(y);
+            TV y1 = vectors > 1 ? TS.Load(y + w) : y0;
+            TV y2 = vectors > 2 ? TS.Load(y + 2 * w) : y0;
+            TV s = TS.Broadcast(a0[k]);
+            y0 = TS.MultiplyAdd(s, x00, y0);
+            if (vectors > 1) y1 = TS.MultiplyAdd(s, x01, y1);
+            if (vectors > 2) y2 = TS.MultiplyAdd(s, x02, y2);
+            if (rows > 1)
+            {
+                s = TS.Broadcast(a1[k]);
+                y0 = TS.MultiplyAdd(s, x10, y0);
+                if (vectors > 1) y1 = TS.MultiplyAdd(s, x11, y1);
+                if (vectors > 2) y2 = TS.MultiplyAdd(s, x12, y2);
+            }
+            if (rows > 2)
+            {
+                s = TS.Broadcast(a2[k]);
+                y0 = TS.MultiplyAdd(s, x20, y0);
+                if (vectors > 1) y1 = TS.MultiplyAdd(s, x21, y1);
+                if (vectors > 2) y2 = TS.MultiplyAdd(s, x22, y2);
+                s = TS.Broadcast(a3[k]);
+                y0 = TS.MultiplyAdd(s, x30, y0);
+                if (vectors > 1) y1 = TS.MultiplyAdd(s, x31, y1);
+                if (vectors > 2) y2 = TS.MultiplyAdd(s, x32, y2);
+            }
+            if (rows > 4)
+            {
+                s = TS.Broadcast(a4[k]);
+                y0 = TS.MultiplyAdd(s, x40, y0);
+                if (vectors > 1) y1 = TS.MultiplyAdd(s, x41, y1);
+                if (vectors > 2) y2 = TS.MultiplyAdd(s, x42, y2);
+                s = TS.Broadcast(a5[k]);
+                y0 = TS.MultiplyAdd(s, x50, y0);
+                if (vectors > 1) y1 = TS.MultiplyAdd(s, x51, y1);
+                if (vectors > 2) y2 = TS.MultiplyAdd(s, x52, y2);
+                s = TS.Broadcast(a6[k]);
+                y0 = TS.MultiplyAdd(s, x60, y0);
+                if (vectors > 1) y1 = TS.MultiplyAdd(s, x61, y1);
+                if (vectors > 2) y2 = TS.MultiplyAdd(s, x62, y2);
+                s = TS.Broadcast(a7[k]);
+                y0 = TS.MultiplyAdd(s, x70, y0);
+                if (vectors > 1) y1 = TS.MultiplyAdd(s, x71, y1);
+                if (vectors > 2) y2 = TS.MultiplyAdd(s, x72, y2);
+            }
+            StoreRow<TS, TV>(y, vectors, y0, y1, y2);
+        }
+    }
+
+    // ---- Softmax rows --------------------------------------------------------------------------------------------
+
+    // max_{j < n} s[j]; the rest of the last vector gets −∞ (so its exp is 0).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float MaskedMax<TS, TV>(float* s, int n) where TS : struct, ISimd<TV> where TV : struct
+    {
+        int w = TS.Width, full = n - n % w, j = 0;
+        var max0 = TS.Broadcast(float.NegativeInfinity);
+        var max1 = max0;
+        for (; j <= full - 2 * w; j += 2 * w)
+        {
+            max0 = TS.Max(max0, TS.Load(s + j));
+            max1 = TS.Max(max1, TS.Load(s + j + w));
+        }
+        if (j < full)
+        {
+            max0 = TS.Max(max0, TS.Load(s + j));
+            j += w;
+        }
+        if (j < n)
+        {
+            var t = TS.FirstLanes(TS.Load(s + j), n - j, TS.Broadcast(float.NegativeInfinity));
+            TS.Store(t, s + j);
+            max1 = TS.Max(max1, t);
+        }
+        return TS.MaxAcross(TS.Max(max0, max1));
+    }
+
+    // p[j] = e^(t[j] − max) over the vectors that hold the n visible keys (the masked lanes give 0), p[j] = 0 from
+    // there up to keys (the block's product runs over all of them); returns Σ p.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float ExpSum<TS, TV>(float* s, int n, int keys, float max) where TS : struct, ISimd<TV> where TV : struct
+    {
+        int w = TS.Width, j = 0;
+        var vmax = TS.Broadcast(max);
+        var sum0 = TS.Zero;
+        var sum1 = TS.Zero;
+        for (; j <= n - 2 * w; j += 2 * w)
+        {
+            var e0 = TS.Exp(TS.Subtract(TS.Load(s + j), vmax));
+            var e1 = TS.Exp(TS.Subtract(TS.Load(s + j + w), vmax));
+            TS.Store(e0, s + j);
+            TS.Store(e1, s + j + w);
+            sum0 = TS.Add(sum0, e0);
+            sum1 = TS.Add(sum1, e1);
+        }
+        for (; j < n; j += w)
+        {
+            var e = TS.Exp(TS.Subtract(TS.Load(s + j), vmax));
+            TS.Store(e, s + j);
+            sum0 = TS.Add(sum0, e);
+        }
+        for (; j < keys; j += w) TS.Store(TS.Zero, s + j);
+        return TS.SumAcross(TS.Add(sum0, sum1));
+    }
+
+    // p[j] = e^(s[j] − lse) and ds[j] = scale · p[j] · (dp[j] − dot) (dp arrives in ds) for j < n; both 0 from n up
+    // to keys, so the block's products and rank updates can run over all of its keys. (Both dq and dk take
+    // scale · ds: applied here once per score rather than to either of them.)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void SoftmaxGradient<TS, TV>(float* p, float* ds, int n, int keys, float lse, float dot, float scale)
+        where TS : struct, ISimd<TV> where TV : struct
+    {
+        int w = TS.Width, full = n - n % w, j = 0;
+        var vlse = TS.Broadcast(lse);
+        var vscale = TS.Broadcast(scale);
+        var vdot = TS.Broadcast(dot);
+        for (; j < full; j += w)
+        {
+            var e = TS.Exp(TS.Subtract(TS.Load(p + j), vlse));
+            TS.Store(e, p + j);
+            TS.Store(TS.Multiply(TS.Multiply(e, vscale), TS.Subtract(TS.Load(ds + j), vdot)), ds + j);
+        }
+        if (j < n)
+        {
+            var e = TS.FirstLanes(TS.Exp(TS.Subtract(TS.Load(p + j), vlse)), n - j, TS.Zero);
+            TS.Store(e, p + j);
+            TS.Store(TS.FirstLanes(TS.Multiply(TS.Multiply(e, vscale), TS.Subtract(TS.Load(ds + j), vdot)), n - j, TS.Zero), ds + j);
+            j += w;
+        }
+        for (; j < keys; j += w)
+        {
+            TS.Store(TS.Zero, p + j);
+            TS.Store(TS.Zero, ds + j);
+        }
+    }
+
+    // ---- exp -----------------------------------------------------------------------------------------------------
+
+    // e^x = 2^k · e^r with k = round(x · log2 e) and r = x − k · ln 2 (|r| ≤ ln2 / 2, ln 2 in two parts so k · Ln2Hi
+    // is exact), e^r from a degree-6 polynomial interpolating e^r at the Chebyshev nodes of that interval (relative
+    // error 2e-8 with float coefficients, well under the float rounding of the evaluation: ≲ 1 ulp overall).
+    // Adding RoundingBias = 1.5 · 2²³ makes the float addition itself round x · log2 e to an integer (no round
+    // instruction). 2^k is applied by vscalefps where there is AVX-512 (Simd512.Exp), else by building it from
+    // exponent bits (ExpByExponentBits). Both give 0 for −∞ and for inputs so negative that e^x is below the
+    // smallest normal float or so, and keep NaN.
+    private const float Log2E = 1.44269504088896341f;
+    private const float Ln2Hi = 0.693359375f;
+    private const float Ln2Lo = -2.12194440e-4f;
+    private const float RoundingBias = 12582912f;
+    private const float ExpLow = -87.3365448f; // ln(2⁻¹²⁶): below it the exponent-bits path returns 0
+    private const float ExpHigh = 88f;         // the exponent-bits path saturates at e^88 (no +∞ from bits)
+    private const float P2 = 0.5f;
+    private const float P3 = 0.166664153f;
+    private const float P4 = 0.0416663513f;
+    private const float P5 = 0.00837512594f;
+    private const float P6 = 0.00139411085f;
+
+    // e^r for |r| ≲ ln2 / 2, where xc = kf · ln 2 + r.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static TV ExpOfRemainder<TS, TV>(TV xc, TV kf) where TS : struct, ISimd<TV> where TV : struct
+    {
+        var r = TS.MultiplyAdd(kf, TS.Broadcast(-Ln2Hi), xc);
+        r = TS.MultiplyAdd(kf, TS.Broadcast(-Ln2Lo), r);
+        var poly = TS.MultiplyAdd(TS.Broadcast(P6), r, TS.Broadcast(P5));
+        poly = TS.MultiplyAdd(poly, r, TS.Broadcast(P4));
+        poly = TS.MultiplyAdd(poly, r, TS.Broadcast(P3));
+        poly = TS.MultiplyAdd(poly, r, TS.Broadcast(P2));
+        poly = TS.MultiplyAdd(poly, r, TS.Broadcast(1f));
+        return TS.MultiplyAdd(poly, r, TS.Broadcast(1f));
+    }
+
+    // Inputs clamped to [ExpLow, ExpHigh] so k stays in the normal exponent range; with 127 added to the rounding
+    // bias, k + 127 lands in the low mantissa bits and shifting the bits left by 23 gives 2^k. Below ExpLow
+    // (−∞ included) the result is 0 (the true value is < 1.2e-38); above ExpHigh it saturates at e^88 (attention's
+    // inputs are ≤ 0 up to rounding).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static TV ExpByExponentBits<TS, TV>(TV x) where TS : struct, ISimd<TV> where TV : struct
+    {
+        var xc = TS.Clamp(x, ExpLow, ExpHigh);
+        var t = TS.MultiplyAdd(xc, TS.Broadcast(Log2E), TS.Broadcast(RoundingBias + 127f));
+        var kf = TS.Subtract(t, TS.Broadcast(RoundingBias + 127f));
+        return TS.ZeroBelow(TS.Multiply(ExpOfRemainder<TS, TV>(xc, kf), TS.ExponentFromBits(t)), x, ExpLow);
+    }
+
+    // ---- Vector widths -------------------------------------------------------------------------------------------
+
+    /// <summary>The vector operations the kernel needs, with the block shape that suits the width's register file.</summary>
+    private interface ISimd<TV> where TV : struct
+    {
+        /// <summary>Floats per vector.</summary>
+        static abstract int Width { get; }
+
+        /// <summary>Queries per block: the most rows of a product tile.</summary>
+        static abstract int BlockRows { get; }
+
+        /// <summary>The most vectors across a product tile.</summary>
+        static abstract int TileVectors { get; }
+
+        static abstract TV Zero { get; }
+        static abstract TV Load(float* p);
+        static abstract void Store(TV v, float* p);
+        static abstract TV Broadcast(float x);
+        static abstract TV MultiplyAdd(TV a, TV b, TV c); // a · b + c, fused
+        static abstract TV Exp(TV x);
+        static abstract TV Multiply(TV a, TV b);
+        static abstract TV Add(TV a, TV b);
+        static abstract TV Subtract(TV a, TV b);
+        static abstract TV Max(TV a, TV b);               // NaN-propagating
+        static abstract float MaxAcross(TV v);
+        static abstract float SumAcross(TV v);
+
+        /// <summary>Lanes below count from v, the others from other.</summary>
+        static abstract TV FirstLanes(TV v, int count, TV other);
+
+        /// <summary>x clamped to [low, high]; NaN stays NaN.</summary>
+        static abstract TV Clamp(TV x, float low, float high);
+
+        /// <summary>The float whose bits are t's shifted left by 23 (a biased exponent in t's low bits becomes a power of two).</summary>
+        static abstract TV ExponentFromBits(TV t);
+
+        /// <summary>0 where x &lt; limit, else y.</summary>
+        static abstract TV ZeroBelow(TV y, TV x, float limit);
+    }
+
+    private readonly struct Simd512 : ISimd<Vector512<float>>
+    {
+        public static int Width => 16;
+        // 8 × 3 accumulators (24 of the 32 registers), so each B vector feeds 8 FMAs and each broadcast 3.
+        public static int BlockRows => 8;
+        public static int TileVectors => 3;
+        public static Vector512<float> Zero => Vector512<float>.Zero;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Load(float* p) => Vector512.Load(p);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(Vector512<float> v, float* p) => v.Store(p);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Broadcast(float x) => Vector512.Create(x);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> MultiplyAdd(Vector512<float> a, Vector512<float> b, Vector512<float> c) => Vector512.FusedMultiplyAdd(a, b, c);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Multiply(Vector512<float> a, Vector512<float> b) => a * b;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Add(Vector512<float> a, Vector512<float> b) => a + b;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Subtract(Vector512<float> a, Vector512<float> b) => a - b;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Max(Vector512<float> a, Vector512<float> b) => Vector512.Max(a, b);
+        public static float MaxAcross(Vector512<float> v) => Simd256.MaxAcross(Vector256.Max(v.GetLower(), v.GetUpper()));
+        public static float SumAcross(Vector512<float> v) => Vector512.Sum(v);
+
+        // vscalefps multiplies by 2^kf itself, overflowing to +∞ and flushing to 0 as it should, which saves the
+        // exponent-bits path's shift, compare and select. Only the clamp stays: −∞ − kf · ln 2 would be NaN, and
+        // from −110 down e^x · 2^−159 rounds to exactly 0 (−104 would still round up to the smallest denormal).
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Exp(Vector512<float> x)
+        {
+            if (!Avx512F.IsSupported) return ExpByExponentBits<Simd512, Vector512<float>>(x);
+            var xc = Clamp(x, -110f, 100f);
+            var t = Vector512.FusedMultiplyAdd(xc, Vector512.Create(Log2E), Vector512.Create(RoundingBias));
+            var kf = t - Vector512.Create(RoundingBias);
+            return Avx512F.Scale(ExpOfRemainder<Simd512, Vector512<float>>(xc, kf), kf);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> FirstLanes(Vector512<float> v, int count, Vector512<float> other)
+            => Vector512.ConditionalSelect(Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(count)).AsSingle(), v, other);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Clamp(Vector512<float> x, float low, float high)
+            // maxps / minps return their second operand when either is NaN, so x goes second.
+            => Avx512F.IsSupported ? Avx512F.Min(Vector512.Create(high), Avx512F.Max(Vector512.Create(low), x))
+                : Vector512.Clamp(x, Vector512.Create(low), Vector512.Create(high));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> ExponentFromBits(Vector512<float> t) => Vector512.ShiftLeft(t.AsInt32(), 23).AsSingle();
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> ZeroBelow(Vector512<float> y, Vector512<float> x, float limit)
+            => Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(limit)), Vector512<float>.Zero, y);
+    }
+
+    private readonly struct Simd256 : ISimd<Vector256<float>>
+    {
+        public static int Width => 8;
+        // 16 registers: 4 × 2 accumulators (and 4 × 2 x rows in the rank update) leave room for the operands.
+        public static int BlockRows => 4;
+        public static int TileVectors => 2;
+        public static Vector256<float> Zero => Vector256<float>.Zero;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Load(float* p) => Vector256.Load(p);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(Vector256<float> v, float* p) => v.Store(p);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Broadcast(float x) => Vector256.Create(x);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> MultiplyAdd(Vector256<float> a, Vector256<float> b, Vector256<float> c) => Vector256.FusedMultiplyAdd(a, b, c);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Multiply(Vector256<float> a, Vector256<float> b) => a * b;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Add(Vector256<float> a, Vector256<float> b) => a + b;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Subtract(Vector256<float> a, Vector256<float> b) => a - b;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Max(Vector256<float> a, Vector256<float> b) => Vector256.Max(a, b);
+        public static float MaxAcross(Vector256<float> v) => Simd128.MaxAcross(Vector128.Max(v.GetLower(), v.GetUpper()));
+        public static float SumAcross(Vector256<float> v) => Vector256.Sum(v);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Exp(Vector256<float> x) => ExpByExponentBits<Simd256, Vector256<float>>(x);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> FirstLanes(Vector256<float> v, int count, Vector256<float> other)
+            => Vector256.ConditionalSelect(Vector256.LessThan(Vector256<int>.Indices, Vector256.Create(count)).AsSingle(), v, other);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Clamp(Vector256<float> x, float low, float high)
+            => Avx.IsSupported ? Avx.Min(Vector256.Create(high), Avx.Max(Vector256.Create(low), x))
+                : Vector256.Clamp(x, Vector256.Create(low), Vector256.Create(high));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> ExponentFromBits(Vector256<float> t) => Vector256.ShiftLeft(t.AsInt32(), 23).AsSingle();
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> ZeroBelow(Vector256<float> y, Vector256<float> x, float limit)
+            => Vector256.ConditionalSelect(Vector256.LessThan(x, Vector256.Create(limit)), Vector256<float>.Zero, y);
+    }
+
+    private readonly struct Simd128 : ISimd<Vector128<float>>
+    {
+        public static int Width => 4;
+        public static int BlockRows => 4;
+        public static int TileVectors => 2;
+        public static Vector128<float> Zero => Vector128<float>.Zero;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Load(float* p) => Vector128.Load(p);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(Vector128<float> v, float* p) => v.Store(p);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Broadcast(float x) => Vector128.Create(x);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector128<float> MultiplyAdd(Vector128<float> a, Vector128<float> b, Vector128<float> c) => Vector128.FusedMultiplyAdd(a, b, c);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Multiply(Vector128<float> a, Vector128<float> b) => a * b;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Add(Vector128<float> a, Vector128<float> b) => a + b;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Subtract(Vector128<float> a, Vector128<float> b) => a - b;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Max(Vector128<float> a, Vector128<float> b) => Vector128.Max(a, b);
+
+        public static float MaxAcross(Vector128<float> v)
+        {
+            float max = v.GetElement(0);
+            for (int i = 1; i < Vector128<float>.Count; i++)
+            {
+                max = MathF.Max(max, v.GetElement(i)); // NaN-propagating
+            }
+            return max;
+        }
+
+        public static float SumAcross(Vector128<float> v) => Vector128.Sum(v);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Exp(Vector128<float> x) => ExpByExponentBits<Simd128, Vector128<float>>(x);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector128<float> FirstLanes(Vector128<float> v, int count, Vector128<float> other)
+            => Vector128.ConditionalSelect(Vector128.LessThan(Vector128<int>.Indices, Vector128.Create(count)).AsSingle(), v, other);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector128<float> Clamp(Vector128<float> x, float low, float high)
+            => Sse.IsSupported ? Sse.Min(Vector128.Create(high), Sse.Max(Vector128.Create(low), x))
+                : Vector128.Clamp(x, Vector128.Create(low), Vector128.Create(high));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector128<float> ExponentFromBits(Vector128<float> t) => Vector128.ShiftLeft(t.AsInt32(), 23).AsSingle();
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector128<float> ZeroBelow(Vector128<float> y, Vector128<float> x, float limit)
+            => Vector128.ConditionalSelect(Vector128.LessThan(x, Vector128.Create(limit)), Vector128<float>.Zero, y);
+    }
+
+    /// <summary>A compile-time integer for the tile shapes (the JIT specialises each instantiation and folds it).</summary>
+    private interface IConstant
+    {
+        static abstract int Value { get; }
+    }
+
+    private readonly struct One : IConstant { public static int Value => 1; }
+    private readonly struct Two : IConstant { public static int Value => 2; }
+    private readonly struct Three : IConstant { public static int Value => 3; }
+    private readonly struct Four : IConstant { public static int Value => 4; }
+    private readonly struct Eight : IConstant { public static int Value => 8; }
 }
