@@ -39,6 +39,9 @@ internal static unsafe partial class Sgemm
     /// <summary>Depth block of the small-m path: the [kc, strip] slice of op(B) is reused by every block of rows from cache.</summary>
     private const int SkinnyKc = 256;
 
+    /// <summary>Largest buffer (in floats, 64 MiB) a skinny path may pack or accumulate into.</summary>
+    private const long MaxSkinnyFloats = 1 << 24;
+
     /// <summary>Fewer strips of C columns than this and the small-m path splits the depth, not the columns, across threads.</summary>
     private const int NarrowStrips = 4;
 
@@ -54,7 +57,8 @@ internal static unsafe partial class Sgemm
         // The rank-k kernels pad n to whole strips of OuterCols: take them only where that
         // wastes at most an eighth of the work (below, the blocked path's narrower tiles win).
         int strip = OuterCols<S, V>();
-        if (p.K <= SkinnyDepth && p.N >= 2 * strip && 8L * RoundUp(p.N, strip) <= 9L * p.N)
+        if (p.K <= SkinnyDepth && p.N >= 2 * strip && 8L * RoundUp(p.N, strip) <= 9L * p.N
+            && (long)p.K * RoundUp(p.N, strip) <= MaxSkinnyFloats)
         {
             RunSmallDepth<S, V>(p, maxThreads);
             return true;
@@ -71,12 +75,16 @@ internal static unsafe partial class Sgemm
     /// </summary>
     private static bool TryRunThin<S, V>(in Problem p, int maxThreads) where S : struct, ISimd<V> where V : struct
     {
-        if (p.M <= SkinnyDim && p.N >= 4 * p.M && p.CsB == 1)
+        // Their buffers (packed op(B) of the dot products, the small-m path's private sums) grow
+        // with the long dimension; past MaxSkinnyFloats the blocked path, which blocks everything, takes over.
+        if (p.M <= SkinnyDim && p.N >= 4 * p.M && p.CsB == 1
+            && (long)RoundUp(p.M, OuterRows<S, V>(smallDepth: false)) * (RoundUp(p.N, OuterCols<S, V>()) * 2L + MaxDepthChunks * NarrowStrips * OuterCols<S, V>()) <= MaxSkinnyFloats)
         {
             RunSmallM<S, V>(p, maxThreads);
             return true;
         }
-        if (p.N <= SkinnyDim && p.M >= 4 * p.N && p.CsA == 1 && p.K >= S.Width)
+        if (p.N <= SkinnyDim && p.M >= 4 * p.N && p.CsA == 1 && p.K >= S.Width
+            && (long)RoundUp(p.N, DotCols<S, V>()) * RoundUp(p.K, S.Width) <= MaxSkinnyFloats)
         {
             RunSmallN<S, V>(p, maxThreads);
             return true;
