@@ -22,7 +22,7 @@ internal static unsafe class GemmBenchmark
 {
     private const int Threads = 2;
 
-    private readonly record struct Shape(string Name, int M, int N, int K, bool TransA, bool TransB);
+    private readonly record struct Shape(string Name, int M, int N, int K, bool TransA, bool TransB, float Beta = 0f);
 
     private static readonly Shape[] s_shapes =
     [
@@ -34,10 +34,26 @@ internal static unsafe class GemmBenchmark
         new("linear_weight_grad", 288, 768, 2048, true, false),
         // logits[N, vocab] = x[N, 288] · Wᵀ with a 32000-token vocabulary.
         new("lm_head_forward", 2048, 32000, 288, false, true),
-        // LoRA rank 8 on a 768-wide layer: h = x · Aᵀ, y += h · Bᵀ, dA = dhᵀ · x.
+        // The six GEMMs of one LoRA layer per step, rank 8 on a 768-wide side (rows = 2048 tokens,
+        // x [rows, in], A [r, in], B [out, r], g = dy [rows, out], h and dh [rows, r]):
+        // forward h = x · Aᵀ, y += h · Bᵀ; backward dB = gᵀ · h, dh = g · B, dA = dhᵀ · x, dx += dh · A.
         new("lora_down_forward", 2048, 8, 768, false, true),
         new("lora_up_forward", 2048, 768, 8, false, true),
+        new("lora_b_grad", 768, 8, 2048, true, false),
+        new("lora_dh", 2048, 8, 768, false, false),
         new("lora_a_grad", 8, 768, 2048, true, false),
+        new("lora_dx", 2048, 768, 8, false, false, Beta: 1f),
+        // The same at rank 16.
+        new("lora_r16_down_forward", 2048, 16, 768, false, true),
+        new("lora_r16_up_forward", 2048, 768, 16, false, true, Beta: 1f),
+        new("lora_r16_b_grad", 768, 16, 2048, true, false),
+        new("lora_r16_dh", 2048, 16, 768, false, false),
+        new("lora_r16_a_grad", 16, 768, 2048, true, false),
+        new("lora_r16_dx", 2048, 768, 16, false, false, Beta: 1f),
+        // Rank 8 on the 288-wide attention projections.
+        new("lora_288_down_forward", 2048, 8, 288, false, true),
+        new("lora_288_a_grad", 8, 288, 2048, true, false),
+        new("lora_288_dx", 2048, 288, 8, false, false, Beta: 1f),
     ];
 
     /// <summary>A linear layer y [Rows, Out] = x [Rows, In] · W [Out, In]ᵀ, timed with a 16-bit W against a float32 one.</summary>
@@ -188,8 +204,8 @@ internal static unsafe class GemmBenchmark
         float* peerC = havePeer ? Allocate(cCount, seed: 3) : null;
         try
         {
-            void Ours() => Sgemm.Multiply(kernel, s.TransA, s.TransB, s.M, s.N, s.K, 1f, a, lda, b, ldb, 0f, c, ldc);
-            void Peer() => OpenBlas.Sgemm(s.TransA, s.TransB, s.M, s.N, s.K, 1f, a, lda, b, ldb, 0f, peerC, ldc);
+            void Ours() => Sgemm.Multiply(kernel, s.TransA, s.TransB, s.M, s.N, s.K, 1f, a, lda, b, ldb, s.Beta, c, ldc);
+            void Peer() => OpenBlas.Sgemm(s.TransA, s.TransB, s.M, s.N, s.K, 1f, a, lda, b, ldb, s.Beta, peerC, ldc);
 
             // Warm up: JIT tiers, pack buffers, OpenBLAS thread pool, first-touch page faults.
             Console.Error.WriteLine($"gemm: {s.Name} {s.M}x{s.N}x{s.K} warming up");
@@ -210,6 +226,16 @@ internal static unsafe class GemmBenchmark
                 spent += t;
                 if (havePeer) peerBest = Math.Min(peerBest, Time(Peer));
                 calls++;
+            }
+
+            // An accumulating shape (beta != 0) has summed a different number of calls into each C:
+            // compare one call of each from the same starting C instead.
+            if (havePeer && s.Beta != 0f)
+            {
+                Fill(c, cCount, seed: 3);
+                Fill(peerC, cCount, seed: 3);
+                Ours();
+                Peer();
             }
 
             double flops = 2.0 * s.M * s.N * s.K;
@@ -246,6 +272,7 @@ internal static unsafe class GemmBenchmark
             json.WriteNumber("n", s.N);
             json.WriteNumber("k", s.K);
             json.WriteString("trans", $"{(s.TransA ? 'T' : 'N')}{(s.TransB ? 'T' : 'N')}");
+            json.WriteNumber("beta", s.Beta);
             json.WriteNumber("gflops", Math.Round(gflops, 1));
             json.WriteString("peer", "openblas");
             WriteNullable(json, "peer_gflops", peerGflops is double p ? Math.Round(p, 1) : null);
@@ -272,9 +299,15 @@ internal static unsafe class GemmBenchmark
     private static float* Allocate(long count, int seed)
     {
         var buffer = (float*)NativeMemory.AlignedAlloc((nuint)(count * sizeof(float)), 64);
+        Fill(buffer, count, seed);
+        return buffer;
+    }
+
+    /// <summary>Overwrites a buffer with the values <see cref="Allocate"/> gives for <paramref name="seed"/>.</summary>
+    private static void Fill(float* buffer, long count, int seed)
+    {
         var rng = new Random(seed);
         for (long i = 0; i < count; i++) buffer[i] = (float)(rng.NextDouble() * 2 - 1);
-        return buffer;
     }
 
     private static double MaxAbsDiff(float* x, float* y, long count)

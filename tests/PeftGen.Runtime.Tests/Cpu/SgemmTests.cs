@@ -59,6 +59,106 @@ public unsafe class SgemmTests
         }
     }
 
+    /// <summary>
+    /// Shapes for the skinny paths (Sgemm.Skinny.cs), the tiny dimension d swept over 1..33 so
+    /// each path is seen around its register blocks (3, 4, 6, 8 rows; 4, 8 columns; 16, 32, 48
+    /// column strips) and past its thresholds (32 for m, n and k), with the other sizes odd.
+    /// Across the four transpose combinations every shape reaches its path in both orientations.
+    /// </summary>
+    private static IEnumerable<(int M, int N, int K)> SkinnyShapes()
+    {
+        // Widths the rank-k path takes on every kernel: whole 48- and 16-column strips, or a
+        // partial last strip that pads by less than an eighth (300, 380).
+        int[] depthWidths = [96, 144, 300, 380, 192];
+        for (int d = 1; d <= 33; d++)
+        {
+            yield return (4 * d + 7 + d % 5, d, 37 + 3 * d);   // small n: dot products, k with a partial last vector
+            yield return (d, 4 * d + 11 + d % 7, 41 + 2 * d);  // small m: outer products
+            yield return (53 + d, depthWidths[d % depthWidths.Length], d); // small k: rank-d update
+        }
+        // Near misses that the blocked path keeps: k below one vector for the dot products,
+        // n too narrow (or too ragged) for the rank-k strips, both sides small, and GEMV.
+        yield return (100, 4, 9);
+        yield return (2, 300, 5);
+        yield return (200, 100, 16);
+        yield return (40, 40, 600);
+        yield return (1, 700, 300);
+        yield return (700, 1, 300);
+        // Deep enough for several depth blocks of the small-m path, and narrow enough that it
+        // splits the depth into chunks.
+        yield return (8, 40, 1500);
+        yield return (13, 130, 700);
+    }
+
+    [Theory]
+    [MemberData(nameof(KernelsAndTransposes))]
+    public void SkinnyShapesMatchReference(string kernelName, bool transA, bool transB)
+    {
+        var kernel = Enum.Parse<SgemmKernel>(kernelName);
+        int s = 0;
+        foreach (var (m, n, k) in SkinnyShapes())
+        {
+            // Scales cycle with a stride coprime to the three shape kinds, so each path sees every
+            // (alpha, beta) case: beta == 0 on a NaN-filled C, alpha == 1 with beta 0 and 1 (the
+            // store-only and add-to finishes), and general ones.
+            var (alpha, beta) = s_scales[s * 2 % s_scales.Length];
+            int pad = s % 3 == 0 ? 0 : 1 + s % 7;
+            Check(kernel, transA, transB, m, n, k, alpha, beta, pad, seed: 1000 + s);
+            s++;
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(KernelsAndTransposes))]
+    public void LoraShapesMatchReference(string kernelName, bool transA, bool transB)
+    {
+        var kernel = Enum.Parse<SgemmKernel>(kernelName);
+        // The six GEMMs of a LoRA layer (rows tokens, in -> out, rank r) at sizes that split
+        // across threads, each run in the transpose combination under test.
+        const int rows = 600, inF = 288, outF = 200;
+        foreach (int r in new[] { 8, 16 })
+        {
+            Check(kernel, transA, transB, rows, r, inF, 1f, 0f, pad: 0, seed: r);      // h = x · Aᵀ
+            Check(kernel, transA, transB, rows, outF, r, 1f, 1f, pad: 0, seed: r + 1); // y += h · Bᵀ
+            Check(kernel, transA, transB, outF, r, rows, 1f, 0f, pad: 0, seed: r + 2); // dB = gᵀ · h
+            Check(kernel, transA, transB, rows, r, outF, 1f, 0f, pad: 3, seed: r + 3); // dh = g · B
+            Check(kernel, transA, transB, r, inF, rows, 1f, 0f, pad: 0, seed: r + 4);  // dA = dhᵀ · x
+            Check(kernel, transA, transB, rows, inF, r, 1f, 1f, pad: 5, seed: r + 5);  // dx += dh · A
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Kernels))]
+    public void SkinnyBatchedMatchesPerProblemReference(string kernelName)
+    {
+        var kernel = Enum.Parse<SgemmKernel>(kernelName);
+        // dA = Σ over sequences of dhᵀ · x into one C (strideC == 0, in order), and
+        // h = x · Aᵀ per sequence with a shared A (several small problems, one thread each).
+        const int seqRows = 70, inF = 100, r = 8, batch = 4;
+        var rng = new Random(11);
+        var dh = Random(rng, batch * seqRows * r);
+        var x = Random(rng, batch * seqRows * inF);
+        var dA = Filled(r * inF, float.NaN);
+        var expected = new float[r * inF];
+        for (int i = 0; i < batch; i++)
+            Reference(true, false, r, inF, seqRows, 1f, dh, i * seqRows * r, r, x, i * seqRows * inF, inF, 1f, expected, 0, inF);
+        var a = Random(rng, r * inF);
+        var h = Filled(batch * seqRows * r, float.NaN);
+        var expectedH = new float[h.Length];
+        for (int i = 0; i < batch; i++)
+            Reference(false, true, seqRows, r, inF, 1f, x, i * seqRows * inF, inF, a, 0, inF, 0f, expectedH, i * seqRows * r, r);
+        fixed (float* pdh = dh, px = x, pdA = dA, pa = a, ph = h)
+        {
+            Sgemm.Multiply(kernel, true, false, r, inF, seqRows, 1f, pdh, r, px, inF, 0f, pdA, inF);
+            Sgemm.MultiplyBatched(kernel, true, false, r, inF, seqRows, 1f, pdh + seqRows * r, r, seqRows * r,
+                px + seqRows * inF, inF, seqRows * inF, 1f, pdA, inF, 0, batch - 1);
+            Sgemm.MultiplyBatched(kernel, false, true, seqRows, r, inF, 1f, px, inF, seqRows * inF, pa, inF, 0,
+                0f, ph, r, seqRows * r, batch);
+        }
+        AssertClose(expected, dA, seqRows * batch, $"{kernel} batched dA");
+        AssertClose(expectedH, h, inF, $"{kernel} batched h");
+    }
+
     [Theory]
     [MemberData(nameof(Kernels))]
     public void BetaZeroDoesNotReadNaNInC(string kernelName)
@@ -187,7 +287,7 @@ public unsafe class SgemmTests
     }
 
     /// <summary>C = alpha * op(A) · op(B) + beta * C in double precision; beta == 0 ignores C. Padding columns are untouched.</summary>
-    private static void Reference(bool transA, bool transB, int m, int n, int k, float alpha,
+    internal static void Reference(bool transA, bool transB, int m, int n, int k, float alpha,
         float[] a, int aOffset, int lda, float[] b, int bOffset, int ldb, float beta, float[] c, int cOffset, int ldc)
     {
         for (int i = 0; i < m; i++)
@@ -209,7 +309,7 @@ public unsafe class SgemmTests
     /// Element-wise comparison with a tolerance that grows with the depth of the sums; NaNs in the
     /// expected array (untouched padding) must be NaN in the actual one too.
     /// </summary>
-    private static void AssertClose(float[] expected, float[] actual, int depth, string what)
+    internal static void AssertClose(float[] expected, float[] actual, int depth, string what)
     {
         double tolerance = 2e-6 * (depth + 4);
         double worst = 0;
@@ -232,17 +332,75 @@ public unsafe class SgemmTests
             $"{what}: largest error {worst:E3} at element {worstIndex} (expected {(worstIndex >= 0 ? expected[worstIndex] : 0)}, got {(worstIndex >= 0 ? actual[worstIndex] : 0)}), tolerance {tolerance:E3}");
     }
 
-    private static float[] Random(Random rng, int count)
+    internal static float[] Random(Random rng, int count)
     {
         var values = new float[count];
         for (int i = 0; i < count; i++) values[i] = (float)(rng.NextDouble() * 2 - 1);
         return values;
     }
 
-    private static float[] Filled(int count, float value)
+    internal static float[] Filled(int count, float value)
     {
         var values = new float[count];
         Array.Fill(values, value);
         return values;
+    }
+}
+
+/// <summary>
+/// The skinny paths split work by rows, by columns or by depth chunks fixed by the shape, never by
+/// the thread count, so their results are bit-identical on any number of threads.
+/// </summary>
+[Collection("CpuThreads")]
+public unsafe class SgemmThreadCountTests
+{
+    // One shape per way of splitting, each big enough to fan out: rows of dot products (with a
+    // packed op(B) when it is not already [n, k]), columns of outer products (directly, and as a
+    // transposed problem writing a strided C), depth chunks of a narrow C, rows of a rank-k update.
+    private static readonly (int M, int N, int K, bool TransA, bool TransB, float Beta)[] s_shapes =
+    [
+        (2050, 8, 300, false, true, 0f),
+        (2049, 16, 300, false, false, 0f),
+        (8, 600, 2048, true, false, 0f),
+        (600, 8, 2048, true, false, 1f),
+        (8, 40, 4096, true, false, 0f),
+        (1500, 300, 8, false, false, 1f),
+    ];
+
+    [Fact]
+    public void SkinnyPathsAreIndependentOfThreadCount()
+    {
+        int saved = CpuParallel.MaxThreads;
+        try
+        {
+            foreach (var kernel in Enum.GetValues<SgemmKernel>().Where(Sgemm.IsSupported))
+                foreach (var (m, n, k, transA, transB, beta) in s_shapes)
+                {
+                    var rng = new Random(m + n + k);
+                    int lda = transA ? m : k, ldb = transB ? k : n;
+                    var a = SgemmTests.Random(rng, m * k);
+                    var b = SgemmTests.Random(rng, k * n);
+                    var c0 = SgemmTests.Random(rng, m * n);
+                    var expected = (float[])c0.Clone();
+                    SgemmTests.Reference(transA, transB, m, n, k, 1f, a, 0, lda, b, 0, ldb, beta, expected, 0, n);
+                    float[]? first = null;
+                    foreach (int threads in new[] { 1, 2, 3 })
+                    {
+                        CpuParallel.MaxThreads = threads;
+                        var c = (float[])c0.Clone();
+                        fixed (float* pa = a, pb = b, pc = c)
+                            Sgemm.Multiply(kernel, transA, transB, m, n, k, 1f, pa, lda, pb, ldb, beta, pc, n);
+                        string what = $"{kernel} {(transA ? 'T' : 'N')}{(transB ? 'T' : 'N')} m={m} n={n} k={k} on {threads} threads";
+                        SgemmTests.AssertClose(expected, c, k, what);
+                        first ??= c;
+                        int differing = c.Where((x, i) => BitConverter.SingleToInt32Bits(x) != BitConverter.SingleToInt32Bits(first[i])).Count();
+                        Assert.True(differing == 0, $"{what}: {differing} of {c.Length} values differ from the one-thread result");
+                    }
+                }
+        }
+        finally
+        {
+            CpuParallel.MaxThreads = saved;
+        }
     }
 }

@@ -1,3 +1,5 @@
+using System.Numerics;
+using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
 namespace PeftGen.Backends.Cpu;
@@ -24,9 +26,12 @@ internal enum SgemmKernel
 /// then sweep a register-blocked MR x NR microkernel over the packed panels. The B micro-panel
 /// ([KC, NR]) stays in L1 while A micro-panels stream from the L2-resident packed A block.
 /// Threads each own a rectangle of C and run the whole blocked algorithm on it, so they never
-/// synchronise beyond the final join. Files: this one holds the API, the threading plan and the
-/// blocked loops; Sgemm.Pack.cs the packing; Sgemm.Avx512.cs, Sgemm.Avx2.cs, Sgemm.Portable.cs
-/// the microkernels.
+/// synchronise beyond the final join. Problems with one tiny dimension (m or n at most 32 against
+/// a long other side, or k at most 32: what LoRA's rank gives) skip all that for the skinny paths,
+/// which stream the large operand once without packing it. Files: this one holds the API, the
+/// threading plan and the blocked loops; Sgemm.Pack.cs the packing; Sgemm.Avx512.cs, Sgemm.Avx2.cs,
+/// Sgemm.Portable.cs the microkernels; Sgemm.Skinny.cs the skinny paths and Sgemm.Simd.cs the
+/// vector operations they are written against.
 /// </remarks>
 internal static unsafe partial class Sgemm
 {
@@ -141,9 +146,16 @@ internal static unsafe partial class Sgemm
         }
         switch (kernel)
         {
-            case SgemmKernel.Avx512: Run<Avx512Kernel>(p, maxThreads); break;
-            case SgemmKernel.Avx2: Run<Avx2Kernel>(p, maxThreads); break;
-            default: Run<PortableKernel>(p, maxThreads); break;
+            // A problem with one tiny dimension (LoRA's rank) goes to a skinny path when one fits it.
+            case SgemmKernel.Avx512:
+                if (!TryRunSkinny<Simd512, Vector512<float>>(p, maxThreads)) Run<Avx512Kernel>(p, maxThreads);
+                break;
+            case SgemmKernel.Avx2:
+                if (!TryRunSkinny<Simd256, Vector256<float>>(p, maxThreads)) Run<Avx2Kernel>(p, maxThreads);
+                break;
+            default:
+                if (!TryRunSkinny<SimdPortable, Vector<float>>(p, maxThreads)) Run<PortableKernel>(p, maxThreads);
+                break;
         }
     }
 
