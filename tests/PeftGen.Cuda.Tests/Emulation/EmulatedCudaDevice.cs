@@ -165,6 +165,11 @@ internal sealed class EmulatedBackend : IBackend, IOptimizerKernels, IRandomKern
     public void CrossEntropyBackward(Tensor logits, Tensor lse, ReadOnlySpan<int> targets, int ignoreIndex, float gradScale, Tensor dlogits) =>
         Cpu.CrossEntropyBackward(H(logits), H(lse), targets, ignoreIndex, gradScale, H(dlogits));
 
+    // The CPU's fused kernel (one exp per logit), so the emulated device trains bit for bit as the CPU does; CudaBackend
+    // itself takes IBackend's default (its forward and backward kernels in turn).
+    public void CrossEntropyWithGradient(Tensor logits, ReadOnlySpan<int> targets, int ignoreIndex, Tensor losses, float gradScale) =>
+        Cpu.CrossEntropyWithGradient(H(logits), targets, ignoreIndex, H(losses), gradScale);
+
     public void Linear4BitForward(Tensor x, QuantizedWeight weight, Tensor y) => Cpu.Linear4BitForward(H(x), weight, H(y));
 
     public void Linear4BitBackwardInput(Tensor dy, QuantizedWeight weight, Tensor dx, bool accumulate) =>
