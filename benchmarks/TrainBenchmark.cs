@@ -12,12 +12,14 @@ using PeftGen.Tensors;
 namespace PeftGen.Benchmarks;
 
 /// <summary>
-/// <c>train --config stories15m --mode none|lora|qlora</c>: a training step of a Llama shaped like stories15M,
+/// <c>train --config stories15m --mode none|lora|qlora[,…]</c>: a training step of a Llama shaped like stories15M,
 /// batch 8 × 256, 2 threads, against the same step in PyTorch run in the same invocation. none: forward + backward
 /// with every weight trainable; lora: LoRA r = 8 on all seven projections, forward + backward + AdamW over the
 /// adapters; qlora: the same over an NF4 + double-quant base.
 /// Besides tokens/s it reports the model FLOPs per token (<see cref="TrainingFlops"/>), the utilisation they give
 /// against this run's own SGEMM rate at 2048³, and one profiled step's time by kind of work (<see cref="WorkProfiler"/>).
+/// Several modes (<c>--mode lora,qlora</c>) build one model each and alternate their steps, so a ratio between them is
+/// measured under the same background load; peak memory is then the process's for all of them (measure it one mode per run).
 /// </summary>
 internal static class TrainBenchmark
 {
@@ -30,8 +32,9 @@ internal static class TrainBenchmark
             ["config"] = "stories15m", ["mode"] = "none", ["batch"] = "8", ["seq"] = "256", ["steps"] = "3", ["threads"] = "2", ["peer"] = "torch",
         });
         if (options["config"] != "stories15m") return BenchmarkArgs.Fail($"unknown --config '{options["config"]}' (known: stories15m)");
-        string mode = options["mode"];
-        if (mode is not ("none" or "lora" or "qlora")) return BenchmarkArgs.Fail($"unknown --mode '{mode}' (known: none, lora, qlora)");
+        string[] modes = options["mode"].Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        if (modes.Length == 0 || modes.Any(m => m is not ("none" or "lora" or "qlora")) || modes.Distinct().Count() != modes.Length)
+            return BenchmarkArgs.Fail($"unknown --mode '{options["mode"]}' (known: none, lora, qlora, or several of them comma-separated)");
         int batch = int.Parse(options["batch"]), seq = int.Parse(options["seq"]), steps = int.Parse(options["steps"]);
         int threads = int.Parse(options["threads"]);
         CpuParallel.MaxThreads = threads;
@@ -43,51 +46,59 @@ internal static class TrainBenchmark
         var random = new Random(0);
         var inputs = Enumerable.Range(0, batch * seq).Select(_ => random.Next(config.VocabSize)).ToArray();
         var targets = Enumerable.Range(0, batch * seq).Select(_ => random.Next(config.VocabSize)).ToArray();
-        using var model = new LlamaForCausalLM(config, seed: 0);
-        PeftModel<LlamaForCausalLM>? peft = mode == "none" ? null : PeftModel.Create(model,
-            new LoRAConfig { Rank = Rank, Alpha = 2 * Rank, Targets = TargetModules.AllLinear },
-            mode == "qlora" ? new QuantizationConfig(QuantType.NF4, DoubleQuant: true, BlockSize: 64) : null);
-        using var optimizer = peft == null ? null : new AdamW(peft.TrainableParameters(), 2e-4f, weightDecay: 0f);
-        float loss = 0;
-        double Step()
+        var runs = modes.Select(mode => new ModeRun(mode, config, inputs, targets, batch, seq)).ToList();
+        try
         {
-            long start = Stopwatch.GetTimestamp();
-            using (TensorScope.Begin())
+            for (int step = 0; step <= steps; step++) // step 0 warms up (JIT, pools)
+                foreach (var run in runs)
+                {
+                    run.Times.Add(run.Step());
+                    Console.Error.WriteLine($"{run.Mode} step {step}: {run.Times[^1]:F3} s, loss {run.Loss:F4}");
+                }
+            double? peakRssMb = runs.Count == 1 ? Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024.0) : null;
+            var tokensPerSecond = new Dictionary<string, double>();
+            foreach (var run in runs)
             {
-                var l = model.Loss(inputs, targets, batch, seq);
-                loss = l.Item();
-                l.Backward();
+                double best = run.Times.Skip(1).Min();
+                tokensPerSecond[run.Mode] = batch * seq / best;
+                WriteResult(run, best, batch, seq, threads, steps, config, sgemmGflops, peakRssMb, options["peer"] == "torch");
             }
-            optimizer?.Step();
-            foreach (var parameter in model.TrainableParameters()) parameter.ZeroGrad();
-            return Stopwatch.GetElapsedTime(start).TotalSeconds;
+            if (tokensPerSecond.TryGetValue("lora", out double lora) && tokensPerSecond.TryGetValue("qlora", out double qlora))
+                Console.WriteLine(new JsonObject
+                {
+                    ["name"] = "train_stories15m_qlora_over_lora",
+                    ["ratio"] = Math.Round(qlora / lora, 3),
+                    ["lora_tokens_per_s"] = Math.Round(lora, 1),
+                    ["qlora_tokens_per_s"] = Math.Round(qlora, 1),
+                }.ToJsonString());
         }
-
-        var times = new List<double>();
-        for (int step = 0; step <= steps; step++) // step 0 warms up (JIT, pools)
+        finally
         {
-            times.Add(Step());
-            Console.Error.WriteLine($"step {step}: {times[^1]:F3} s, loss {loss:F4}");
+            foreach (var run in runs) run.Dispose();
         }
-        double best = times.Skip(1).Min();
-        double tokensPerSecond = batch * seq / best;
-        double peakRssMb = Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024.0);
+        return 0;
+    }
 
-        // One more step, profiled: where its time goes.
+    /// <summary>One profiled step of <paramref name="run"/>, its FLOP rate, the peer's run and one JSON line.</summary>
+    private static void WriteResult(ModeRun run, double best, int batch, int seq, int threads, int steps, LlamaConfig config,
+        double sgemmGflops, double? peakRssMb, bool withPeer)
+    {
+        string mode = run.Mode;
+        double tokensPerSecond = batch * seq / best;
         var gcPause = GC.GetTotalPauseDuration();
         WorkProfiler.Start();
-        double profiledStep = Step();
+        double profiledStep = run.Step();
         var profile = WorkProfiler.Stop();
         gcPause = GC.GetTotalPauseDuration() - gcPause;
 
         var flops = TrainingFlops.PerToken(config, seq, baseTrainable: mode == "none", loraRank: mode == "none" ? 0 : Rank);
         double achievedGflops = tokensPerSecond * flops.Total / 1e9;
         double utilisation = achievedGflops / sgemmGflops;
-        Console.Error.WriteLine($"train: {flops.Total / 1e6:F1} MFLOP/token (projections {flops.Projections / 1e6:F1}, head {flops.Head / 1e6:F1}, " +
+        Console.Error.WriteLine($"train {mode}: {flops.Total / 1e6:F1} MFLOP/token (projections {flops.Projections / 1e6:F1}, head {flops.Head / 1e6:F1}, " +
             $"adapters {flops.Adapters / 1e6:F2}, attention {flops.Attention / 1e6:F2}) → {achievedGflops:F1} GFLOP/s = {utilisation:P1} of SGEMM");
         var breakdown = Breakdown(profile, profiledStep, gcPause.TotalSeconds);
 
-        var peer = options["peer"] == "torch"
+        var peer = withPeer
             ? PythonPeer.Run("train_llama_torch.py",
                 $"--dim {config.HiddenSize} --layers {config.NumHiddenLayers} --heads {config.NumAttentionHeads} --kv-heads {config.KeyValueHeads} " +
                 $"--hidden {config.IntermediateSize} --vocab {config.VocabSize} --batch {batch} --seq {seq} --steps {steps} --threads {threads} --mode {mode} --rank {Rank}", threads)
@@ -107,8 +118,8 @@ internal static class TrainBenchmark
             ["sgemm_gflops"] = Math.Round(sgemmGflops, 1),
             ["utilisation"] = Math.Round(utilisation, 3),
             ["breakdown_ms"] = breakdown,
-            ["peak_rss_mb"] = Math.Round(peakRssMb, 1),
-            ["loss"] = loss,
+            ["peak_rss_mb"] = peakRssMb is double rss ? Math.Round(rss, 1) : null,
+            ["loss"] = run.Loss,
             ["peer"] = peer == null ? null : "pytorch",
             ["peer_tokens_per_s"] = peerTps is double p ? Math.Round(p, 1) : null,
             ["peer_peak_rss_mb"] = peer?["peak_rss_mb"]?.GetValue<double>() is double m ? Math.Round(m, 1) : null,
@@ -116,7 +127,52 @@ internal static class TrainBenchmark
             ["ratio"] = peerTps is double q ? Math.Round(tokensPerSecond / q, 3) : null,
         };
         Console.WriteLine(line.ToJsonString());
-        return 0;
+    }
+
+    /// <summary>A model (and its adapter and optimizer) for one mode, and its step times.</summary>
+    private sealed class ModeRun : IDisposable
+    {
+        private readonly LlamaForCausalLM _model;
+        private readonly PeftModel<LlamaForCausalLM>? _peft;
+        private readonly AdamW? _optimizer;
+        private readonly int[] _inputs, _targets;
+        private readonly int _batch, _seq;
+
+        public ModeRun(string mode, LlamaConfig config, int[] inputs, int[] targets, int batch, int seq)
+        {
+            Mode = mode;
+            (_inputs, _targets, _batch, _seq) = (inputs, targets, batch, seq);
+            _model = new LlamaForCausalLM(config, seed: 0);
+            _peft = mode == "none" ? null : PeftModel.Create(_model,
+                new LoRAConfig { Rank = Rank, Alpha = 2 * Rank, Targets = TargetModules.AllLinear },
+                mode == "qlora" ? new QuantizationConfig(QuantType.NF4, DoubleQuant: true, BlockSize: 64) : null);
+            _optimizer = _peft == null ? null : new AdamW(_peft.TrainableParameters(), 2e-4f, weightDecay: 0f);
+        }
+
+        public string Mode { get; }
+        public List<double> Times { get; } = [];
+        public float Loss { get; private set; }
+
+        /// <summary>Forward, backward, optimizer step and zeroed gradients; returns its seconds.</summary>
+        public double Step()
+        {
+            long start = Stopwatch.GetTimestamp();
+            using (TensorScope.Begin())
+            {
+                var loss = _model.Loss(_inputs, _targets, _batch, _seq);
+                Loss = loss.Item();
+                loss.Backward();
+            }
+            _optimizer?.Step();
+            foreach (var parameter in _model.TrainableParameters()) parameter.ZeroGrad();
+            return Stopwatch.GetElapsedTime(start).TotalSeconds;
+        }
+
+        public void Dispose()
+        {
+            _optimizer?.Dispose();
+            _model.Dispose();
+        }
     }
 
     /// <summary>
