@@ -340,9 +340,9 @@ internal static unsafe partial class Sgemm
         if (ManyRegisters<S, V>())
             Outer8x3<S, V>(kc, a, b, ldb, d, ldd, alpha, beta);
         else if (smallDepth)
-            Outer6x2<S, V>(kc, a, b, ldb, d, ldd, alpha, beta);
+            OuterRowsx2<S, V, Six>(kc, a, b, ldb, d, ldd, alpha, beta);
         else
-            Outer4x2<S, V>(kc, a, b, ldb, d, ldd, alpha, beta);
+            OuterRowsx2<S, V, Four>(kc, a, b, ldb, d, ldd, alpha, beta);
     }
 
     /// <summary>8 rows x 3 vectors: 24 accumulators, and per step 3 loads of B and 8 broadcasts for 24 FMAs.</summary>
@@ -403,54 +403,15 @@ internal static unsafe partial class Sgemm
         Merge3<S, V>(d6, c60, c61, c62, va, vb, read); Merge3<S, V>(d7, c70, c71, c72, va, vb, read);
     }
 
-    /// <summary>4 rows x 2 vectors for 16-register ISAs: 8 accumulators, 2 loads and 4 broadcasts per 8 FMAs.</summary>
+    /// <summary>
+    /// 4 or 6 (<typeparamref name="TR"/>) rows x 2 vectors for 16-register ISAs: 8 or 12 accumulators, 2 loads and
+    /// 4 or 6 broadcasts per 8 or 12 FMAs. TR is a JIT-time constant, so the guards on it fold away.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Outer4x2<S, V>(int kc, float* a, float* b, nint ldb, float* d, nint ldd, float alpha, float beta)
-        where S : struct, ISimd<V> where V : struct
+    private static void OuterRowsx2<S, V, TR>(int kc, float* a, float* b, nint ldb, float* d, nint ldd, float alpha, float beta)
+        where S : struct, ISimd<V> where V : struct where TR : struct, IConstant
     {
-        int w = S.Width;
-        // Decided before the loop: no call may follow it while the accumulators are live.
-        int mode = FinishMode(alpha, beta);
-        float* d1 = d + ldd, d2 = d1 + ldd, d3 = d2 + ldd;
-        V c00 = S.Zero, c01 = S.Zero;
-        V c10 = S.Zero, c11 = S.Zero;
-        V c20 = S.Zero, c21 = S.Zero;
-        V c30 = S.Zero, c31 = S.Zero;
-        for (int q = 0; q < kc; q++, a += 4, b += ldb)
-        {
-            V b0 = S.Load(b), b1 = S.Load(b + w);
-            V ar;
-            ar = S.Broadcast(a[0]); c00 = S.MultiplyAdd(ar, b0, c00); c01 = S.MultiplyAdd(ar, b1, c01);
-            ar = S.Broadcast(a[1]); c10 = S.MultiplyAdd(ar, b0, c10); c11 = S.MultiplyAdd(ar, b1, c11);
-            ar = S.Broadcast(a[2]); c20 = S.MultiplyAdd(ar, b0, c20); c21 = S.MultiplyAdd(ar, b1, c21);
-            ar = S.Broadcast(a[3]); c30 = S.MultiplyAdd(ar, b0, c30); c31 = S.MultiplyAdd(ar, b1, c31);
-        }
-        if (mode == StoreOnly)
-        {
-            S.Store(c00, d); S.Store(c01, d + w);
-            S.Store(c10, d1); S.Store(c11, d1 + w);
-            S.Store(c20, d2); S.Store(c21, d2 + w);
-            S.Store(c30, d3); S.Store(c31, d3 + w);
-            return;
-        }
-        if (mode == AddTo)
-        {
-            AddTo2<S, V>(d, c00, c01); AddTo2<S, V>(d1, c10, c11);
-            AddTo2<S, V>(d2, c20, c21); AddTo2<S, V>(d3, c30, c31);
-            return;
-        }
-        V va = S.Broadcast(alpha), vb = S.Broadcast(beta);
-        bool read = mode == Merge;
-        Merge2<S, V>(d, c00, c01, va, vb, read); Merge2<S, V>(d1, c10, c11, va, vb, read);
-        Merge2<S, V>(d2, c20, c21, va, vb, read); Merge2<S, V>(d3, c30, c31, va, vb, read);
-    }
-
-    /// <summary>6 rows x 2 vectors for 16-register ISAs: 12 accumulators, 2 loads and 6 broadcasts per 12 FMAs.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Outer6x2<S, V>(int kc, float* a, float* b, nint ldb, float* d, nint ldd, float alpha, float beta)
-        where S : struct, ISimd<V> where V : struct
-    {
-        int w = S.Width;
+        int w = S.Width, rows = TR.Value;
         // Decided before the loop: no call may follow it while the accumulators are live.
         int mode = FinishMode(alpha, beta);
         float* d1 = d + ldd, d2 = d1 + ldd, d3 = d2 + ldd, d4 = d3 + ldd, d5 = d4 + ldd;
@@ -460,7 +421,7 @@ internal static unsafe partial class Sgemm
         V c30 = S.Zero, c31 = S.Zero;
         V c40 = S.Zero, c41 = S.Zero;
         V c50 = S.Zero, c51 = S.Zero;
-        for (int q = 0; q < kc; q++, a += 6, b += ldb)
+        for (int q = 0; q < kc; q++, a += rows, b += ldb)
         {
             V b0 = S.Load(b), b1 = S.Load(b + w);
             V ar;
@@ -468,8 +429,11 @@ internal static unsafe partial class Sgemm
             ar = S.Broadcast(a[1]); c10 = S.MultiplyAdd(ar, b0, c10); c11 = S.MultiplyAdd(ar, b1, c11);
             ar = S.Broadcast(a[2]); c20 = S.MultiplyAdd(ar, b0, c20); c21 = S.MultiplyAdd(ar, b1, c21);
             ar = S.Broadcast(a[3]); c30 = S.MultiplyAdd(ar, b0, c30); c31 = S.MultiplyAdd(ar, b1, c31);
-            ar = S.Broadcast(a[4]); c40 = S.MultiplyAdd(ar, b0, c40); c41 = S.MultiplyAdd(ar, b1, c41);
-            ar = S.Broadcast(a[5]); c50 = S.MultiplyAdd(ar, b0, c50); c51 = S.MultiplyAdd(ar, b1, c51);
+            if (rows > 4)
+            {
+                ar = S.Broadcast(a[4]); c40 = S.MultiplyAdd(ar, b0, c40); c41 = S.MultiplyAdd(ar, b1, c41);
+                ar = S.Broadcast(a[5]); c50 = S.MultiplyAdd(ar, b0, c50); c51 = S.MultiplyAdd(ar, b1, c51);
+            }
         }
         if (mode == StoreOnly)
         {
@@ -477,22 +441,31 @@ internal static unsafe partial class Sgemm
             S.Store(c10, d1); S.Store(c11, d1 + w);
             S.Store(c20, d2); S.Store(c21, d2 + w);
             S.Store(c30, d3); S.Store(c31, d3 + w);
-            S.Store(c40, d4); S.Store(c41, d4 + w);
-            S.Store(c50, d5); S.Store(c51, d5 + w);
+            if (rows > 4)
+            {
+                S.Store(c40, d4); S.Store(c41, d4 + w);
+                S.Store(c50, d5); S.Store(c51, d5 + w);
+            }
             return;
         }
         if (mode == AddTo)
         {
             AddTo2<S, V>(d, c00, c01); AddTo2<S, V>(d1, c10, c11);
             AddTo2<S, V>(d2, c20, c21); AddTo2<S, V>(d3, c30, c31);
-            AddTo2<S, V>(d4, c40, c41); AddTo2<S, V>(d5, c50, c51);
+            if (rows > 4)
+            {
+                AddTo2<S, V>(d4, c40, c41); AddTo2<S, V>(d5, c50, c51);
+            }
             return;
         }
         V va = S.Broadcast(alpha), vb = S.Broadcast(beta);
         bool read = mode == Merge;
         Merge2<S, V>(d, c00, c01, va, vb, read); Merge2<S, V>(d1, c10, c11, va, vb, read);
         Merge2<S, V>(d2, c20, c21, va, vb, read); Merge2<S, V>(d3, c30, c31, va, vb, read);
-        Merge2<S, V>(d4, c40, c41, va, vb, read); Merge2<S, V>(d5, c50, c51, va, vb, read);
+        if (rows > 4)
+        {
+            Merge2<S, V>(d4, c40, c41, va, vb, read); Merge2<S, V>(d5, c50, c51, va, vb, read);
+        }
     }
 
     // How an outer-product tile's accumulators are finished. A tile does only a few depth

@@ -163,7 +163,8 @@ internal readonly unsafe struct Simd256 : ISimd<Vector256<float>>
 
 /// <summary>
 /// 128-bit vectors: hardware-accelerated on every x64 and Arm64 .NET runs on, so this is the width that is correct
-/// (and vectorised) everywhere.
+/// (and vectorised) everywhere. SGEMM's portable kernel runs with it, and is only picked where there is no AVX2 + FMA,
+/// where <see cref="System.Numerics.Vector{T}"/> (what it used before) is 128 bits too.
 /// </summary>
 internal readonly unsafe struct Simd128 : ISimd<Vector128<float>>
 {
@@ -265,3 +266,19 @@ internal static class SimdExp
         return TS.ZeroBelow(TS.Multiply(OfRemainder<TS, TV>(xc, kf), TS.ExponentFromBits(t)), x, ExpLow);
     }
 }
+
+/// <summary>
+/// A compile-time integer for tile shapes: a kernel generic over it is specialised per value by the JIT, which folds
+/// the guards on it away (so one tile routine serves several register-block shapes).
+/// </summary>
+internal interface IConstant
+{
+    static abstract int Value { get; }
+}
+
+internal readonly struct One : IConstant { public static int Value => 1; }
+internal readonly struct Two : IConstant { public static int Value => 2; }
+internal readonly struct Three : IConstant { public static int Value => 3; }
+internal readonly struct Four : IConstant { public static int Value => 4; }
+internal readonly struct Six : IConstant { public static int Value => 6; }
+internal readonly struct Eight : IConstant { public static int Value => 8; }

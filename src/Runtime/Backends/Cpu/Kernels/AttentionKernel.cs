@@ -403,66 +403,62 @@ internal static unsafe class AttentionKernel
     // ---- Register-blocked products -------------------------------------------------------------------------------
 
     // c[r · ldc + j] = alpha · Σ_{k < depth} a[r · lda + k] · b[k · ldb + j] for r < rows, j < columnVectors · W: each
-    // row of c is a combination of the rows of b with a's entries as broadcast coefficients. The rows go in sub-blocks of
-    // 8, 4, 2, 1 (at most BlockRows), the columns in balanced tiles of up to TileVectors vectors.
+    // row of c is a combination of the rows of b with a's entries as broadcast coefficients (tiled as in Tiled).
     private static void Product<TS, TV>(int rows, float* a, long lda, float* b, long ldb, int depth, float alpha, float* c, long ldc, int columnVectors)
         where TS : struct, ISimd<TV> where TV : struct
-    {
-        for (int r = 0; r < rows;)
-        {
-            int take = SubBlock<TS, TV>(rows - r);
-            float* ar = a + r * lda, cr = c + r * ldc;
-            switch (take)
-            {
-                case 8: ProductRows<TS, TV, Eight>(ar, lda, b, ldb, depth, alpha, cr, ldc, columnVectors); break;
-                case 4: ProductRows<TS, TV, Four>(ar, lda, b, ldb, depth, alpha, cr, ldc, columnVectors); break;
-                case 2: ProductRows<TS, TV, Two>(ar, lda, b, ldb, depth, alpha, cr, ldc, columnVectors); break;
-                default: ProductRows<TS, TV, One>(ar, lda, b, ldb, depth, alpha, cr, ldc, columnVectors); break;
-            }
-            r += take;
-        }
-    }
-
-    private static void ProductRows<TS, TV, TR>(float* a, long lda, float* b, long ldb, int depth, float alpha, float* c, long ldc, int columnVectors)
-        where TS : struct, ISimd<TV> where TV : struct where TR : struct, IConstant
-    {
-        int tiles = (columnVectors + TileVectors<TS, TV>() - 1) / TileVectors<TS, TV>();
-        for (int t = 0, v = 0; t < tiles; t++)
-        {
-            int n = columnVectors / tiles + (t < columnVectors % tiles ? 1 : 0);
-            int j = v * TS.Width;
-            switch (n)
-            {
-                case 3: ProductTile<TS, TV, TR, Three>(a, lda, b + j, ldb, depth, alpha, c + j, ldc); break;
-                case 2: ProductTile<TS, TV, TR, Two>(a, lda, b + j, ldb, depth, alpha, c + j, ldc); break;
-                default: ProductTile<TS, TV, TR, One>(a, lda, b + j, ldb, depth, alpha, c + j, ldc); break;
-            }
-            v += n;
-        }
-    }
+        => Tiled<TS, TV, ProductTiles>(new ProductTiles(a, lda, b, ldb, depth, alpha, c, ldc), rows, columnVectors);
 
     // y[k · ldy + j] += Σ_{r < rows} a[r · lda + k] · x[r · ldx + j] for k < depth, j < columnVectors · W: a rank-rows
     // update of y (x's rows stay in registers while y streams through once per sub-block and column tile).
     private static void RankUpdate<TS, TV>(int rows, float* a, long lda, float* x, long ldx, float* y, long ldy, int depth, int columnVectors)
         where TS : struct, ISimd<TV> where TV : struct
+        => Tiled<TS, TV, RankUpdateTiles>(new RankUpdateTiles(a, lda, x, ldx, y, ldy, depth), rows, columnVectors);
+
+    /// <summary>One register tile of <see cref="Product{TS, TV}"/> or <see cref="RankUpdate{TS, TV}"/>, its operands bound.</summary>
+    private interface ITiles
+    {
+        /// <summary>The TR × TN tile from row r of the block and float column j.</summary>
+        void Run<TS, TV, TR, TN>(int r, int j)
+            where TS : struct, ISimd<TV> where TV : struct where TR : struct, IConstant where TN : struct, IConstant;
+    }
+
+    private readonly struct ProductTiles(float* a, long lda, float* b, long ldb, int depth, float alpha, float* c, long ldc) : ITiles
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Run<TS, TV, TR, TN>(int r, int j)
+            where TS : struct, ISimd<TV> where TV : struct where TR : struct, IConstant where TN : struct, IConstant
+            => ProductTile<TS, TV, TR, TN>(a + r * lda, lda, b + j, ldb, depth, alpha, c + r * ldc + j, ldc);
+    }
+
+    private readonly struct RankUpdateTiles(float* a, long lda, float* x, long ldx, float* y, long ldy, int depth) : ITiles
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Run<TS, TV, TR, TN>(int r, int j)
+            where TS : struct, ISimd<TV> where TV : struct where TR : struct, IConstant where TN : struct, IConstant
+            => RankUpdateTile<TS, TV, TR, TN>(a + r * lda, lda, x + r * ldx + j, ldx, y + j, ldy, depth);
+    }
+
+    // The rows go in sub-blocks of 8, 4, 2, 1 (at most BlockRows), the columns in balanced tiles of up to
+    // TileVectors vectors; each sub-block and tile is one instantiation of the op's microkernel.
+    private static void Tiled<TS, TV, TOp>(in TOp op, int rows, int columnVectors)
+        where TS : struct, ISimd<TV> where TV : struct where TOp : struct, ITiles
     {
         for (int r = 0; r < rows;)
         {
             int take = SubBlock<TS, TV>(rows - r);
-            float* ar = a + r * lda, xr = x + r * ldx;
             switch (take)
             {
-                case 8: RankUpdateRows<TS, TV, Eight>(ar, lda, xr, ldx, y, ldy, depth, columnVectors); break;
-                case 4: RankUpdateRows<TS, TV, Four>(ar, lda, xr, ldx, y, ldy, depth, columnVectors); break;
-                case 2: RankUpdateRows<TS, TV, Two>(ar, lda, xr, ldx, y, ldy, depth, columnVectors); break;
-                default: RankUpdateRows<TS, TV, One>(ar, lda, xr, ldx, y, ldy, depth, columnVectors); break;
+                case 8: TiledRows<TS, TV, Eight, TOp>(op, r, columnVectors); break;
+                case 4: TiledRows<TS, TV, Four, TOp>(op, r, columnVectors); break;
+                case 2: TiledRows<TS, TV, Two, TOp>(op, r, columnVectors); break;
+                default: TiledRows<TS, TV, One, TOp>(op, r, columnVectors); break;
             }
             r += take;
         }
     }
 
-    private static void RankUpdateRows<TS, TV, TR>(float* a, long lda, float* x, long ldx, float* y, long ldy, int depth, int columnVectors)
-        where TS : struct, ISimd<TV> where TV : struct where TR : struct, IConstant
+    private static void TiledRows<TS, TV, TR, TOp>(in TOp op, int r, int columnVectors)
+        where TS : struct, ISimd<TV> where TV : struct where TR : struct, IConstant where TOp : struct, ITiles
     {
         int tiles = (columnVectors + TileVectors<TS, TV>() - 1) / TileVectors<TS, TV>();
         for (int t = 0, v = 0; t < tiles; t++)
@@ -471,9 +467,9 @@ internal static unsafe class AttentionKernel
             int j = v * TS.Width;
             switch (n)
             {
-                case 3: RankUpdateTile<TS, TV, TR, Three>(a, lda, x + j, ldx, y + j, ldy, depth); break;
-                case 2: RankUpdateTile<TS, TV, TR, Two>(a, lda, x + j, ldx, y + j, ldy, depth); break;
-                default: RankUpdateTile<TS, TV, TR, One>(a, lda, x + j, ldx, y + j, ldy, depth); break;
+                case 3: op.Run<TS, TV, TR, Three>(r, j); break;
+                case 2: op.Run<TS, TV, TR, Two>(r, j); break;
+                default: op.Run<TS, TV, TR, One>(r, j); break;
             }
             v += n;
         }
@@ -779,16 +775,4 @@ internal static unsafe class AttentionKernel
     /// <summary>The most vectors across a product tile (see <see cref="BlockRows{TS, TV}"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int TileVectors<TS, TV>() where TS : struct, ISimd<TV> where TV : struct => TS.Width == 16 ? 3 : 2;
-
-    /// <summary>A compile-time integer for the tile shapes (the JIT specialises each instantiation and folds it).</summary>
-    private interface IConstant
-    {
-        static abstract int Value { get; }
-    }
-
-    private readonly struct One : IConstant { public static int Value => 1; }
-    private readonly struct Two : IConstant { public static int Value => 2; }
-    private readonly struct Three : IConstant { public static int Value => 3; }
-    private readonly struct Four : IConstant { public static int Value => 4; }
-    private readonly struct Eight : IConstant { public static int Value => 8; }
 }
