@@ -20,7 +20,7 @@ namespace PeftGen.Backends.Cpu;
 //     vector lanes, reduced horizontally once per output. op(B) is packed k-major (it is tiny).
 //     Rows split across threads.
 // Every split depends only on the shape and the thread count, so results are deterministic.
-// The kernels are written once against ISimd (Sgemm.Simd.cs) and specialised per ISA, like the
+// The kernels are written once against ISimd (Simd.cs) and specialised per ISA, like the
 // microkernels; they are [AggressiveOptimization] because their tier-0 code (every vector
 // operation an interface call) is tens of times slower, and a short run may never leave it.
 internal static unsafe partial class Sgemm
@@ -50,6 +50,20 @@ internal static unsafe partial class Sgemm
 
     /// <summary>At most this many depth chunks (partial copies of C).</summary>
     private const int MaxDepthChunks = 16;
+
+    /// <summary>
+    /// Whether the ISA has 32 vector registers (AVX-512, the only 16-float width): selects the larger register
+    /// blocks. The 16-register blocks are sized so the accumulators and operands never spill.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool ManyRegisters<S, V>() where S : struct, ISimd<V> where V : struct => S.Width == 16;
+
+    /// <summary>
+    /// Whether the packers may use the AVX 8x8 transpose (as <see cref="IMicroKernel.UseAvx"/>): the 256- and
+    /// 512-bit widths run only with <see cref="Avx2Kernel"/> / <see cref="Avx512Kernel"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool UseAvx<S, V>() where S : struct, ISimd<V> where V : struct => S.Width >= 8;
 
     /// <summary>Runs <paramref name="p"/> on a skinny path if one fits it; false leaves it to the blocked path.</summary>
     private static bool TryRunSkinny<S, V>(in Problem p, int maxThreads) where S : struct, ISimd<V> where V : struct
@@ -99,10 +113,10 @@ internal static unsafe partial class Sgemm
     // ---- small n: dot products along k -------------------------------------------------
 
     /// <summary>Rows of C per dot-product block.</summary>
-    private static int DotRows<S, V>() where S : struct, ISimd<V> where V : struct => S.ManyRegisters ? 3 : 2;
+    private static int DotRows<S, V>() where S : struct, ISimd<V> where V : struct => ManyRegisters<S, V>() ? 3 : 2;
 
     /// <summary>Columns of C per dot-product block: the packed op(B) is grouped in blocks of this many columns.</summary>
-    private static int DotCols<S, V>() where S : struct, ISimd<V> where V : struct => S.ManyRegisters ? 8 : 4;
+    private static int DotCols<S, V>() where S : struct, ISimd<V> where V : struct => ManyRegisters<S, V>() ? 8 : 4;
 
     private static void RunSmallN<S, V>(Problem p, int maxThreads) where S : struct, ISimd<V> where V : struct
     {
@@ -188,7 +202,7 @@ internal static unsafe partial class Sgemm
             {
                 float* b = bt + (long)j * kPad;
                 int cols = Math.Min(colBlock, p.N - j);
-                if (S.ManyRegisters)
+                if (ManyRegisters<S, V>())
                     Dot3x8<S, V>(kPad, kLast, a0, a1, a2, b, c + j * p.CsC, p.RsC, p.CsC, rows, cols, p.Alpha, p.Beta);
                 else
                     Dot2x4<S, V>(kPad, kLast, a0, a1, b, c + j * p.CsC, p.RsC, p.CsC, rows, cols, p.Alpha, p.Beta);
@@ -284,10 +298,10 @@ internal static unsafe partial class Sgemm
     /// typically 8 or 16, which 6 would pad by a third).
     /// </remarks>
     private static int OuterRows<S, V>(bool smallDepth) where S : struct, ISimd<V> where V : struct
-        => S.ManyRegisters ? 8 : smallDepth ? 6 : 4;
+        => ManyRegisters<S, V>() ? 8 : smallDepth ? 6 : 4;
 
     /// <summary>Columns of C per outer-product block (a whole number of vectors).</summary>
-    private static int OuterCols<S, V>() where S : struct, ISimd<V> where V : struct => (S.ManyRegisters ? 3 : 2) * S.Width;
+    private static int OuterCols<S, V>() where S : struct, ISimd<V> where V : struct => (ManyRegisters<S, V>() ? 3 : 2) * S.Width;
 
     /// <summary>
     /// Packs op(A)[i..i+rows, kb..kb+kc] for the outer-product kernels as [kc][rowBlock]: the
@@ -323,12 +337,12 @@ internal static unsafe partial class Sgemm
     private static void OuterTile<S, V>(int kc, float* a, float* b, nint ldb, float* d, nint ldd, float alpha, float beta, bool smallDepth)
         where S : struct, ISimd<V> where V : struct
     {
-        if (S.ManyRegisters)
+        if (ManyRegisters<S, V>())
             Outer8x3<S, V>(kc, a, b, ldb, d, ldd, alpha, beta);
         else if (smallDepth)
-            Outer6x2<S, V>(kc, a, b, ldb, d, ldd, alpha, beta);
+            OuterRowsx2<S, V, Six>(kc, a, b, ldb, d, ldd, alpha, beta);
         else
-            Outer4x2<S, V>(kc, a, b, ldb, d, ldd, alpha, beta);
+            OuterRowsx2<S, V, Four>(kc, a, b, ldb, d, ldd, alpha, beta);
     }
 
     /// <summary>8 rows x 3 vectors: 24 accumulators, and per step 3 loads of B and 8 broadcasts for 24 FMAs.</summary>
@@ -363,14 +377,14 @@ internal static unsafe partial class Sgemm
         }
         if (mode == StoreOnly)
         {
-            S.Store(d, c00); S.Store(d + w, c01); S.Store(d + 2 * w, c02);
-            S.Store(d1, c10); S.Store(d1 + w, c11); S.Store(d1 + 2 * w, c12);
-            S.Store(d2, c20); S.Store(d2 + w, c21); S.Store(d2 + 2 * w, c22);
-            S.Store(d3, c30); S.Store(d3 + w, c31); S.Store(d3 + 2 * w, c32);
-            S.Store(d4, c40); S.Store(d4 + w, c41); S.Store(d4 + 2 * w, c42);
-            S.Store(d5, c50); S.Store(d5 + w, c51); S.Store(d5 + 2 * w, c52);
-            S.Store(d6, c60); S.Store(d6 + w, c61); S.Store(d6 + 2 * w, c62);
-            S.Store(d7, c70); S.Store(d7 + w, c71); S.Store(d7 + 2 * w, c72);
+            S.Store(c00, d); S.Store(c01, d + w); S.Store(c02, d + 2 * w);
+            S.Store(c10, d1); S.Store(c11, d1 + w); S.Store(c12, d1 + 2 * w);
+            S.Store(c20, d2); S.Store(c21, d2 + w); S.Store(c22, d2 + 2 * w);
+            S.Store(c30, d3); S.Store(c31, d3 + w); S.Store(c32, d3 + 2 * w);
+            S.Store(c40, d4); S.Store(c41, d4 + w); S.Store(c42, d4 + 2 * w);
+            S.Store(c50, d5); S.Store(c51, d5 + w); S.Store(c52, d5 + 2 * w);
+            S.Store(c60, d6); S.Store(c61, d6 + w); S.Store(c62, d6 + 2 * w);
+            S.Store(c70, d7); S.Store(c71, d7 + w); S.Store(c72, d7 + 2 * w);
             return;
         }
         if (mode == AddTo)
@@ -389,54 +403,15 @@ internal static unsafe partial class Sgemm
         Merge3<S, V>(d6, c60, c61, c62, va, vb, read); Merge3<S, V>(d7, c70, c71, c72, va, vb, read);
     }
 
-    /// <summary>4 rows x 2 vectors for 16-register ISAs: 8 accumulators, 2 loads and 4 broadcasts per 8 FMAs.</summary>
+    /// <summary>
+    /// 4 or 6 (<typeparamref name="TR"/>) rows x 2 vectors for 16-register ISAs: 8 or 12 accumulators, 2 loads and
+    /// 4 or 6 broadcasts per 8 or 12 FMAs. TR is a JIT-time constant, so the guards on it fold away.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Outer4x2<S, V>(int kc, float* a, float* b, nint ldb, float* d, nint ldd, float alpha, float beta)
-        where S : struct, ISimd<V> where V : struct
+    private static void OuterRowsx2<S, V, TR>(int kc, float* a, float* b, nint ldb, float* d, nint ldd, float alpha, float beta)
+        where S : struct, ISimd<V> where V : struct where TR : struct, IConstant
     {
-        int w = S.Width;
-        // Decided before the loop: no call may follow it while the accumulators are live.
-        int mode = FinishMode(alpha, beta);
-        float* d1 = d + ldd, d2 = d1 + ldd, d3 = d2 + ldd;
-        V c00 = S.Zero, c01 = S.Zero;
-        V c10 = S.Zero, c11 = S.Zero;
-        V c20 = S.Zero, c21 = S.Zero;
-        V c30 = S.Zero, c31 = S.Zero;
-        for (int q = 0; q < kc; q++, a += 4, b += ldb)
-        {
-            V b0 = S.Load(b), b1 = S.Load(b + w);
-            V ar;
-            ar = S.Broadcast(a[0]); c00 = S.MultiplyAdd(ar, b0, c00); c01 = S.MultiplyAdd(ar, b1, c01);
-            ar = S.Broadcast(a[1]); c10 = S.MultiplyAdd(ar, b0, c10); c11 = S.MultiplyAdd(ar, b1, c11);
-            ar = S.Broadcast(a[2]); c20 = S.MultiplyAdd(ar, b0, c20); c21 = S.MultiplyAdd(ar, b1, c21);
-            ar = S.Broadcast(a[3]); c30 = S.MultiplyAdd(ar, b0, c30); c31 = S.MultiplyAdd(ar, b1, c31);
-        }
-        if (mode == StoreOnly)
-        {
-            S.Store(d, c00); S.Store(d + w, c01);
-            S.Store(d1, c10); S.Store(d1 + w, c11);
-            S.Store(d2, c20); S.Store(d2 + w, c21);
-            S.Store(d3, c30); S.Store(d3 + w, c31);
-            return;
-        }
-        if (mode == AddTo)
-        {
-            AddTo2<S, V>(d, c00, c01); AddTo2<S, V>(d1, c10, c11);
-            AddTo2<S, V>(d2, c20, c21); AddTo2<S, V>(d3, c30, c31);
-            return;
-        }
-        V va = S.Broadcast(alpha), vb = S.Broadcast(beta);
-        bool read = mode == Merge;
-        Merge2<S, V>(d, c00, c01, va, vb, read); Merge2<S, V>(d1, c10, c11, va, vb, read);
-        Merge2<S, V>(d2, c20, c21, va, vb, read); Merge2<S, V>(d3, c30, c31, va, vb, read);
-    }
-
-    /// <summary>6 rows x 2 vectors for 16-register ISAs: 12 accumulators, 2 loads and 6 broadcasts per 12 FMAs.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Outer6x2<S, V>(int kc, float* a, float* b, nint ldb, float* d, nint ldd, float alpha, float beta)
-        where S : struct, ISimd<V> where V : struct
-    {
-        int w = S.Width;
+        int w = S.Width, rows = TR.Value;
         // Decided before the loop: no call may follow it while the accumulators are live.
         int mode = FinishMode(alpha, beta);
         float* d1 = d + ldd, d2 = d1 + ldd, d3 = d2 + ldd, d4 = d3 + ldd, d5 = d4 + ldd;
@@ -446,7 +421,7 @@ internal static unsafe partial class Sgemm
         V c30 = S.Zero, c31 = S.Zero;
         V c40 = S.Zero, c41 = S.Zero;
         V c50 = S.Zero, c51 = S.Zero;
-        for (int q = 0; q < kc; q++, a += 6, b += ldb)
+        for (int q = 0; q < kc; q++, a += rows, b += ldb)
         {
             V b0 = S.Load(b), b1 = S.Load(b + w);
             V ar;
@@ -454,31 +429,43 @@ internal static unsafe partial class Sgemm
             ar = S.Broadcast(a[1]); c10 = S.MultiplyAdd(ar, b0, c10); c11 = S.MultiplyAdd(ar, b1, c11);
             ar = S.Broadcast(a[2]); c20 = S.MultiplyAdd(ar, b0, c20); c21 = S.MultiplyAdd(ar, b1, c21);
             ar = S.Broadcast(a[3]); c30 = S.MultiplyAdd(ar, b0, c30); c31 = S.MultiplyAdd(ar, b1, c31);
-            ar = S.Broadcast(a[4]); c40 = S.MultiplyAdd(ar, b0, c40); c41 = S.MultiplyAdd(ar, b1, c41);
-            ar = S.Broadcast(a[5]); c50 = S.MultiplyAdd(ar, b0, c50); c51 = S.MultiplyAdd(ar, b1, c51);
+            if (rows > 4)
+            {
+                ar = S.Broadcast(a[4]); c40 = S.MultiplyAdd(ar, b0, c40); c41 = S.MultiplyAdd(ar, b1, c41);
+                ar = S.Broadcast(a[5]); c50 = S.MultiplyAdd(ar, b0, c50); c51 = S.MultiplyAdd(ar, b1, c51);
+            }
         }
         if (mode == StoreOnly)
         {
-            S.Store(d, c00); S.Store(d + w, c01);
-            S.Store(d1, c10); S.Store(d1 + w, c11);
-            S.Store(d2, c20); S.Store(d2 + w, c21);
-            S.Store(d3, c30); S.Store(d3 + w, c31);
-            S.Store(d4, c40); S.Store(d4 + w, c41);
-            S.Store(d5, c50); S.Store(d5 + w, c51);
+            S.Store(c00, d); S.Store(c01, d + w);
+            S.Store(c10, d1); S.Store(c11, d1 + w);
+            S.Store(c20, d2); S.Store(c21, d2 + w);
+            S.Store(c30, d3); S.Store(c31, d3 + w);
+            if (rows > 4)
+            {
+                S.Store(c40, d4); S.Store(c41, d4 + w);
+                S.Store(c50, d5); S.Store(c51, d5 + w);
+            }
             return;
         }
         if (mode == AddTo)
         {
             AddTo2<S, V>(d, c00, c01); AddTo2<S, V>(d1, c10, c11);
             AddTo2<S, V>(d2, c20, c21); AddTo2<S, V>(d3, c30, c31);
-            AddTo2<S, V>(d4, c40, c41); AddTo2<S, V>(d5, c50, c51);
+            if (rows > 4)
+            {
+                AddTo2<S, V>(d4, c40, c41); AddTo2<S, V>(d5, c50, c51);
+            }
             return;
         }
         V va = S.Broadcast(alpha), vb = S.Broadcast(beta);
         bool read = mode == Merge;
         Merge2<S, V>(d, c00, c01, va, vb, read); Merge2<S, V>(d1, c10, c11, va, vb, read);
         Merge2<S, V>(d2, c20, c21, va, vb, read); Merge2<S, V>(d3, c30, c31, va, vb, read);
-        Merge2<S, V>(d4, c40, c41, va, vb, read); Merge2<S, V>(d5, c50, c51, va, vb, read);
+        if (rows > 4)
+        {
+            Merge2<S, V>(d4, c40, c41, va, vb, read); Merge2<S, V>(d5, c50, c51, va, vb, read);
+        }
     }
 
     // How an outer-product tile's accumulators are finished. A tile does only a few depth
@@ -497,16 +484,16 @@ internal static unsafe partial class Sgemm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AddTo3<S, V>(float* d, V v0, V v1, V v2) where S : struct, ISimd<V> where V : struct
     {
-        S.Store(d, S.Add(S.Load(d), v0));
-        S.Store(d + S.Width, S.Add(S.Load(d + S.Width), v1));
-        S.Store(d + 2 * S.Width, S.Add(S.Load(d + 2 * S.Width), v2));
+        S.Store(S.Add(S.Load(d), v0), d);
+        S.Store(S.Add(S.Load(d + S.Width), v1), d + S.Width);
+        S.Store(S.Add(S.Load(d + 2 * S.Width), v2), d + 2 * S.Width);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AddTo2<S, V>(float* d, V v0, V v1) where S : struct, ISimd<V> where V : struct
     {
-        S.Store(d, S.Add(S.Load(d), v0));
-        S.Store(d + S.Width, S.Add(S.Load(d + S.Width), v1));
+        S.Store(S.Add(S.Load(d), v0), d);
+        S.Store(S.Add(S.Load(d + S.Width), v1), d + S.Width);
     }
 
     /// <summary>d = alpha * v + beta * d per vector; d is read only when <paramref name="read"/> (beta != 0).</summary>
@@ -529,7 +516,7 @@ internal static unsafe partial class Sgemm
     {
         V r = S.Multiply(v, alpha);
         if (read) r = S.MultiplyAdd(S.Load(d), beta, r);
-        S.Store(d, r);
+        S.Store(r, d);
     }
 
     // ---- small depth: rank-k update -----------------------------------------------------
@@ -593,7 +580,7 @@ internal static unsafe partial class Sgemm
         for (int i = i0; i < i1; i += rowBlock)
         {
             int rows = Math.Min(rowBlock, i1 - i);
-            PackOuterA(p, i, rows, rowBlock, 0, p.K, ap, S.UseAvx);
+            PackOuterA(p, i, rows, rowBlock, 0, p.K, ap, UseAvx<S, V>());
             for (int j = 0; j < p.N; j += strip)
             {
                 int cols = Math.Min(strip, p.N - j);
@@ -729,7 +716,7 @@ internal static unsafe partial class Sgemm
                 int kc = Math.Min(kcBlock, k1 - kb);
                 float beta = kb == k0 ? 0f : 1f;
                 for (int i = 0; i < mPad; i += rowBlock)
-                    PackOuterA(p, i, Math.Min(rowBlock, p.M - i), rowBlock, kb, kc, ap + i * kc, S.UseAvx);
+                    PackOuterA(p, i, Math.Min(rowBlock, p.M - i), rowBlock, kb, kc, ap + i * kc, UseAvx<S, V>());
                 for (int j = j0; j < j1; j += strip)
                 {
                     int cols = Math.Min(strip, j1 - j);

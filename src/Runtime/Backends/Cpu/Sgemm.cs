@@ -30,8 +30,8 @@ internal enum SgemmKernel
 /// a long other side, or k at most 32: what LoRA's rank gives) skip all that for the skinny paths,
 /// which stream the large operand once without packing it. Files: this one holds the API, the
 /// threading plan and the blocked loops; Sgemm.Pack.cs the packing; Sgemm.Avx512.cs, Sgemm.Avx2.cs,
-/// Sgemm.Portable.cs the microkernels; Sgemm.Skinny.cs the skinny paths and Sgemm.Simd.cs the
-/// vector operations they are written against.
+/// Sgemm.Portable.cs the microkernels; Sgemm.Skinny.cs the skinny paths and Simd.cs (shared with
+/// the attention kernel) the vector operations they are written against.
 /// </remarks>
 internal static unsafe partial class Sgemm
 {
@@ -154,7 +154,7 @@ internal static unsafe partial class Sgemm
                 if (!TryRunSkinny<Simd256, Vector256<float>>(p, maxThreads)) Run<Avx2Kernel>(p, maxThreads);
                 break;
             default:
-                if (!TryRunSkinny<SimdPortable, Vector<float>>(p, maxThreads)) Run<PortableKernel>(p, maxThreads);
+                if (!TryRunSkinny<Simd128, Vector128<float>>(p, maxThreads)) Run<PortableKernel>(p, maxThreads);
                 break;
         }
     }

@@ -30,7 +30,7 @@ internal enum AttentionSimd
 /// along the vector lanes (scores q · kᵀ, dp = dout · vᵀ); the products along the head dimension (p · v, ds · k,
 /// the dk / dv accumulators in [tk, dp] scratch) read K, V, dout and q rows in place when d is a whole number of
 /// vectors, else from zero-padded copies. Per-thread scratch is O(d · tk); a block's scores live in [block, ld].
-/// exp is a short polynomial (<see cref="ExpOfRemainder{TS, TV}"/>). The inner loops are
+/// exp is a short polynomial (<see cref="SimdExp.OfRemainder{TS, TV}"/>). The inner loops are
 /// [MethodImpl(AggressiveOptimization)]: their tier-0 code calls every vector helper out of line and runs tens of
 /// times slower, which a training run's first steps (and the tests) would otherwise pay.
 /// </remarks>
@@ -101,7 +101,7 @@ internal static unsafe class AttentionKernel
     {
         int group = hq / hkv;
         int offset = tk - tq; // query i sits at key position i + offset
-        int w = TS.Width, blockRows = TS.BlockRows;
+        int w = TS.Width, blockRows = BlockRows<TS, TV>();
         int ld = LeadingDimension(tk), dp = RoundUp(d, w);
         long qStride = (long)hq * d, kvStride = (long)hkv * d;
         long length = (long)d * ld + (long)tk * dp + blockRows * ((long)ld + dp);
@@ -159,7 +159,7 @@ internal static unsafe class AttentionKernel
     {
         int group = hq / hkv;
         int offset = tk - tq;
-        int w = TS.Width, blockRows = TS.BlockRows;
+        int w = TS.Width, blockRows = BlockRows<TS, TV>();
         int ld = LeadingDimension(tk), dp = RoundUp(d, w);
         long qStride = (long)hq * d, kvStride = (long)hkv * d;
         long headT = (long)d * ld, headP = (long)tk * dp;
@@ -403,77 +403,73 @@ internal static unsafe class AttentionKernel
     // ---- Register-blocked products -------------------------------------------------------------------------------
 
     // c[r · ldc + j] = alpha · Σ_{k < depth} a[r · lda + k] · b[k · ldb + j] for r < rows, j < columnVectors · W: each
-    // row of c is a combination of the rows of b with a's entries as broadcast coefficients. The rows go in sub-blocks of
-    // 8, 4, 2, 1 (at most TS.BlockRows), the columns in balanced tiles of up to TS.TileVectors vectors.
+    // row of c is a combination of the rows of b with a's entries as broadcast coefficients (tiled as in Tiled).
     private static void Product<TS, TV>(int rows, float* a, long lda, float* b, long ldb, int depth, float alpha, float* c, long ldc, int columnVectors)
         where TS : struct, ISimd<TV> where TV : struct
-    {
-        for (int r = 0; r < rows;)
-        {
-            int take = SubBlock<TS, TV>(rows - r);
-            float* ar = a + r * lda, cr = c + r * ldc;
-            switch (take)
-            {
-                case 8: ProductRows<TS, TV, Eight>(ar, lda, b, ldb, depth, alpha, cr, ldc, columnVectors); break;
-                case 4: ProductRows<TS, TV, Four>(ar, lda, b, ldb, depth, alpha, cr, ldc, columnVectors); break;
-                case 2: ProductRows<TS, TV, Two>(ar, lda, b, ldb, depth, alpha, cr, ldc, columnVectors); break;
-                default: ProductRows<TS, TV, One>(ar, lda, b, ldb, depth, alpha, cr, ldc, columnVectors); break;
-            }
-            r += take;
-        }
-    }
-
-    private static void ProductRows<TS, TV, TR>(float* a, long lda, float* b, long ldb, int depth, float alpha, float* c, long ldc, int columnVectors)
-        where TS : struct, ISimd<TV> where TV : struct where TR : struct, IConstant
-    {
-        int tiles = (columnVectors + TS.TileVectors - 1) / TS.TileVectors;
-        for (int t = 0, v = 0; t < tiles; t++)
-        {
-            int n = columnVectors / tiles + (t < columnVectors % tiles ? 1 : 0);
-            int j = v * TS.Width;
-            switch (n)
-            {
-                case 3: ProductTile<TS, TV, TR, Three>(a, lda, b + j, ldb, depth, alpha, c + j, ldc); break;
-                case 2: ProductTile<TS, TV, TR, Two>(a, lda, b + j, ldb, depth, alpha, c + j, ldc); break;
-                default: ProductTile<TS, TV, TR, One>(a, lda, b + j, ldb, depth, alpha, c + j, ldc); break;
-            }
-            v += n;
-        }
-    }
+        => Tiled<TS, TV, ProductTiles>(new ProductTiles(a, lda, b, ldb, depth, alpha, c, ldc), rows, columnVectors);
 
     // y[k · ldy + j] += Σ_{r < rows} a[r · lda + k] · x[r · ldx + j] for k < depth, j < columnVectors · W: a rank-rows
     // update of y (x's rows stay in registers while y streams through once per sub-block and column tile).
     private static void RankUpdate<TS, TV>(int rows, float* a, long lda, float* x, long ldx, float* y, long ldy, int depth, int columnVectors)
         where TS : struct, ISimd<TV> where TV : struct
+        => Tiled<TS, TV, RankUpdateTiles>(new RankUpdateTiles(a, lda, x, ldx, y, ldy, depth), rows, columnVectors);
+
+    /// <summary>One register tile of <see cref="Product{TS, TV}"/> or <see cref="RankUpdate{TS, TV}"/>, its operands bound.</summary>
+    private interface ITiles
+    {
+        /// <summary>The TR × TN tile from row r of the block and float column j.</summary>
+        void Run<TS, TV, TR, TN>(int r, int j)
+            where TS : struct, ISimd<TV> where TV : struct where TR : struct, IConstant where TN : struct, IConstant;
+    }
+
+    private readonly struct ProductTiles(float* a, long lda, float* b, long ldb, int depth, float alpha, float* c, long ldc) : ITiles
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Run<TS, TV, TR, TN>(int r, int j)
+            where TS : struct, ISimd<TV> where TV : struct where TR : struct, IConstant where TN : struct, IConstant
+            => ProductTile<TS, TV, TR, TN>(a + r * lda, lda, b + j, ldb, depth, alpha, c + r * ldc + j, ldc);
+    }
+
+    private readonly struct RankUpdateTiles(float* a, long lda, float* x, long ldx, float* y, long ldy, int depth) : ITiles
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Run<TS, TV, TR, TN>(int r, int j)
+            where TS : struct, ISimd<TV> where TV : struct where TR : struct, IConstant where TN : struct, IConstant
+            => RankUpdateTile<TS, TV, TR, TN>(a + r * lda, lda, x + r * ldx + j, ldx, y + j, ldy, depth);
+    }
+
+    // The rows go in sub-blocks of 8, 4, 2, 1 (at most BlockRows), the columns in balanced tiles of up to
+    // TileVectors vectors; each sub-block and tile is one instantiation of the op's microkernel.
+    private static void Tiled<TS, TV, TOp>(in TOp op, int rows, int columnVectors)
+        where TS : struct, ISimd<TV> where TV : struct where TOp : struct, ITiles
     {
         for (int r = 0; r < rows;)
         {
             int take = SubBlock<TS, TV>(rows - r);
-            float* ar = a + r * lda, xr = x + r * ldx;
             switch (take)
             {
-                case 8: RankUpdateRows<TS, TV, Eight>(ar, lda, xr, ldx, y, ldy, depth, columnVectors); break;
-                case 4: RankUpdateRows<TS, TV, Four>(ar, lda, xr, ldx, y, ldy, depth, columnVectors); break;
-                case 2: RankUpdateRows<TS, TV, Two>(ar, lda, xr, ldx, y, ldy, depth, columnVectors); break;
-                default: RankUpdateRows<TS, TV, One>(ar, lda, xr, ldx, y, ldy, depth, columnVectors); break;
+                case 8: TiledRows<TS, TV, Eight, TOp>(op, r, columnVectors); break;
+                case 4: TiledRows<TS, TV, Four, TOp>(op, r, columnVectors); break;
+                case 2: TiledRows<TS, TV, Two, TOp>(op, r, columnVectors); break;
+                default: TiledRows<TS, TV, One, TOp>(op, r, columnVectors); break;
             }
             r += take;
         }
     }
 
-    private static void RankUpdateRows<TS, TV, TR>(float* a, long lda, float* x, long ldx, float* y, long ldy, int depth, int columnVectors)
-        where TS : struct, ISimd<TV> where TV : struct where TR : struct, IConstant
+    private static void TiledRows<TS, TV, TR, TOp>(in TOp op, int r, int columnVectors)
+        where TS : struct, ISimd<TV> where TV : struct where TR : struct, IConstant where TOp : struct, ITiles
     {
-        int tiles = (columnVectors + TS.TileVectors - 1) / TS.TileVectors;
+        int tiles = (columnVectors + TileVectors<TS, TV>() - 1) / TileVectors<TS, TV>();
         for (int t = 0, v = 0; t < tiles; t++)
         {
             int n = columnVectors / tiles + (t < columnVectors % tiles ? 1 : 0);
             int j = v * TS.Width;
             switch (n)
             {
-                case 3: RankUpdateTile<TS, TV, TR, Three>(a, lda, x + j, ldx, y + j, ldy, depth); break;
-                case 2: RankUpdateTile<TS, TV, TR, Two>(a, lda, x + j, ldx, y + j, ldy, depth); break;
-                default: RankUpdateTile<TS, TV, TR, One>(a, lda, x + j, ldx, y + j, ldy, depth); break;
+                case 3: op.Run<TS, TV, TR, Three>(r, j); break;
+                case 2: op.Run<TS, TV, TR, Two>(r, j); break;
+                default: op.Run<TS, TV, TR, One>(r, j); break;
             }
             v += n;
         }
@@ -481,7 +477,7 @@ internal static unsafe class AttentionKernel
 
     // Rows of the next sub-block: 8, 4, 2 or 1, no more than the vector width's block.
     private static int SubBlock<TS, TV>(int remaining) where TS : struct, ISimd<TV> where TV : struct
-        => remaining >= 8 && TS.BlockRows >= 8 ? 8 : remaining >= 4 ? 4 : remaining >= 2 ? 2 : 1;
+        => remaining >= 8 && BlockRows<TS, TV>() >= 8 ? 8 : remaining >= 4 ? 4 : remaining >= 2 ? 2 : 1;
 
     // The microkernel of Product: a TR × TN tile of vector accumulators (TR ≤ 8, TN ≤ 3), each step of the depth
     // loading TN vectors of b and broadcasting TR entries of a. TR and TN are compile-time constants of the
@@ -766,236 +762,17 @@ internal static unsafe class AttentionKernel
         }
     }
 
-    // ---- exp -----------------------------------------------------------------------------------------------------
+    // ---- Block shape per vector width ------------------------------------------------------------------------------
 
-    // e^x = 2^k · e^r with k = round(x · log2 e) and r = x − k · ln 2 (|r| ≤ ln2 / 2, ln 2 in two parts so k · Ln2Hi
-    // is exact), e^r from a degree-6 polynomial interpolating e^r at the Chebyshev nodes of that interval (relative
-    // error 2e-8 with float coefficients, well under the float rounding of the evaluation: ≲ 1 ulp overall).
-    // Adding RoundingBias = 1.5 · 2²³ makes the float addition itself round x · log2 e to an integer (no round
-    // instruction). 2^k is applied by vscalefps where there is AVX-512 (Simd512.Exp), else by building it from
-    // exponent bits (ExpByExponentBits). Both give 0 for −∞ and for inputs so negative that e^x is below the
-    // smallest normal float or so, and keep NaN.
-    private const float Log2E = 1.44269504088896341f;
-    private const float Ln2Hi = 0.693359375f;
-    private const float Ln2Lo = -2.12194440e-4f;
-    private const float RoundingBias = 12582912f;
-    private const float ExpLow = -87.3365448f; // ln(2⁻¹²⁶): below it the exponent-bits path returns 0
-    private const float ExpHigh = 88f;         // the exponent-bits path saturates at e^88 (no +∞ from bits)
-    private const float P2 = 0.5f;
-    private const float P3 = 0.166664153f;
-    private const float P4 = 0.0416663513f;
-    private const float P5 = 0.00837512594f;
-    private const float P6 = 0.00139411085f;
-
-    // e^r for |r| ≲ ln2 / 2, where xc = kf · ln 2 + r.
+    /// <summary>
+    /// Queries per block: the most rows of a product tile. AVX-512's 32 registers hold 8 × 3 accumulators (24 of
+    /// them), so each B vector feeds 8 FMAs and each broadcast 3; with 16 registers, 4 × 2 accumulators (and 4 × 2
+    /// x rows in the rank update) leave room for the operands. A JIT-time constant per instantiation.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static TV ExpOfRemainder<TS, TV>(TV xc, TV kf) where TS : struct, ISimd<TV> where TV : struct
-    {
-        var r = TS.MultiplyAdd(kf, TS.Broadcast(-Ln2Hi), xc);
-        r = TS.MultiplyAdd(kf, TS.Broadcast(-Ln2Lo), r);
-        var poly = TS.MultiplyAdd(TS.Broadcast(P6), r, TS.Broadcast(P5));
-        poly = TS.MultiplyAdd(poly, r, TS.Broadcast(P4));
-        poly = TS.MultiplyAdd(poly, r, TS.Broadcast(P3));
-        poly = TS.MultiplyAdd(poly, r, TS.Broadcast(P2));
-        poly = TS.MultiplyAdd(poly, r, TS.Broadcast(1f));
-        return TS.MultiplyAdd(poly, r, TS.Broadcast(1f));
-    }
+    private static int BlockRows<TS, TV>() where TS : struct, ISimd<TV> where TV : struct => TS.Width == 16 ? 8 : 4;
 
-    // Inputs clamped to [ExpLow, ExpHigh] so k stays in the normal exponent range; with 127 added to the rounding
-    // bias, k + 127 lands in the low mantissa bits and shifting the bits left by 23 gives 2^k. Below ExpLow
-    // (−∞ included) the result is 0 (the true value is < 1.2e-38); above ExpHigh it saturates at e^88 (attention's
-    // inputs are ≤ 0 up to rounding).
+    /// <summary>The most vectors across a product tile (see <see cref="BlockRows{TS, TV}"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static TV ExpByExponentBits<TS, TV>(TV x) where TS : struct, ISimd<TV> where TV : struct
-    {
-        var xc = TS.Clamp(x, ExpLow, ExpHigh);
-        var t = TS.MultiplyAdd(xc, TS.Broadcast(Log2E), TS.Broadcast(RoundingBias + 127f));
-        var kf = TS.Subtract(t, TS.Broadcast(RoundingBias + 127f));
-        return TS.ZeroBelow(TS.Multiply(ExpOfRemainder<TS, TV>(xc, kf), TS.ExponentFromBits(t)), x, ExpLow);
-    }
-
-    // ---- Vector widths -------------------------------------------------------------------------------------------
-
-    /// <summary>The vector operations the kernel needs, with the block shape that suits the width's register file.</summary>
-    private interface ISimd<TV> where TV : struct
-    {
-        /// <summary>Floats per vector.</summary>
-        static abstract int Width { get; }
-
-        /// <summary>Queries per block: the most rows of a product tile.</summary>
-        static abstract int BlockRows { get; }
-
-        /// <summary>The most vectors across a product tile.</summary>
-        static abstract int TileVectors { get; }
-
-        static abstract TV Zero { get; }
-        static abstract TV Load(float* p);
-        static abstract void Store(TV v, float* p);
-        static abstract TV Broadcast(float x);
-        static abstract TV MultiplyAdd(TV a, TV b, TV c); // a · b + c, fused
-        static abstract TV Exp(TV x);
-        static abstract TV Multiply(TV a, TV b);
-        static abstract TV Add(TV a, TV b);
-        static abstract TV Subtract(TV a, TV b);
-        static abstract TV Max(TV a, TV b);               // NaN-propagating
-        static abstract float MaxAcross(TV v);
-        static abstract float SumAcross(TV v);
-
-        /// <summary>Lanes below count from v, the others from other.</summary>
-        static abstract TV FirstLanes(TV v, int count, TV other);
-
-        /// <summary>x clamped to [low, high]; NaN stays NaN.</summary>
-        static abstract TV Clamp(TV x, float low, float high);
-
-        /// <summary>The float whose bits are t's shifted left by 23 (a biased exponent in t's low bits becomes a power of two).</summary>
-        static abstract TV ExponentFromBits(TV t);
-
-        /// <summary>0 where x &lt; limit, else y.</summary>
-        static abstract TV ZeroBelow(TV y, TV x, float limit);
-    }
-
-    private readonly struct Simd512 : ISimd<Vector512<float>>
-    {
-        public static int Width => 16;
-        // 8 × 3 accumulators (24 of the 32 registers), so each B vector feeds 8 FMAs and each broadcast 3.
-        public static int BlockRows => 8;
-        public static int TileVectors => 3;
-        public static Vector512<float> Zero => Vector512<float>.Zero;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Load(float* p) => Vector512.Load(p);
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(Vector512<float> v, float* p) => v.Store(p);
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Broadcast(float x) => Vector512.Create(x);
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector512<float> MultiplyAdd(Vector512<float> a, Vector512<float> b, Vector512<float> c) => Vector512.FusedMultiplyAdd(a, b, c);
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Multiply(Vector512<float> a, Vector512<float> b) => a * b;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Add(Vector512<float> a, Vector512<float> b) => a + b;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Subtract(Vector512<float> a, Vector512<float> b) => a - b;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Max(Vector512<float> a, Vector512<float> b) => Vector512.Max(a, b);
-        public static float MaxAcross(Vector512<float> v) => Simd256.MaxAcross(Vector256.Max(v.GetLower(), v.GetUpper()));
-        public static float SumAcross(Vector512<float> v) => Vector512.Sum(v);
-
-        // vscalefps multiplies by 2^kf itself, overflowing to +∞ and flushing to 0 as it should, which saves the
-        // exponent-bits path's shift, compare and select. Only the clamp stays: −∞ − kf · ln 2 would be NaN, and
-        // from −110 down e^x · 2^−159 rounds to exactly 0 (−104 would still round up to the smallest denormal).
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector512<float> Exp(Vector512<float> x)
-        {
-            if (!Avx512F.IsSupported) return ExpByExponentBits<Simd512, Vector512<float>>(x);
-            var xc = Clamp(x, -110f, 100f);
-            var t = Vector512.FusedMultiplyAdd(xc, Vector512.Create(Log2E), Vector512.Create(RoundingBias));
-            var kf = t - Vector512.Create(RoundingBias);
-            return Avx512F.Scale(ExpOfRemainder<Simd512, Vector512<float>>(xc, kf), kf);
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector512<float> FirstLanes(Vector512<float> v, int count, Vector512<float> other)
-            => Vector512.ConditionalSelect(Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(count)).AsSingle(), v, other);
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector512<float> Clamp(Vector512<float> x, float low, float high)
-            // maxps / minps return their second operand when either is NaN, so x goes second.
-            => Avx512F.IsSupported ? Avx512F.Min(Vector512.Create(high), Avx512F.Max(Vector512.Create(low), x))
-                : Vector512.Clamp(x, Vector512.Create(low), Vector512.Create(high));
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector512<float> ExponentFromBits(Vector512<float> t) => Vector512.ShiftLeft(t.AsInt32(), 23).AsSingle();
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector512<float> ZeroBelow(Vector512<float> y, Vector512<float> x, float limit)
-            => Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(limit)), Vector512<float>.Zero, y);
-    }
-
-    private readonly struct Simd256 : ISimd<Vector256<float>>
-    {
-        public static int Width => 8;
-        // 16 registers: 4 × 2 accumulators (and 4 × 2 x rows in the rank update) leave room for the operands.
-        public static int BlockRows => 4;
-        public static int TileVectors => 2;
-        public static Vector256<float> Zero => Vector256<float>.Zero;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Load(float* p) => Vector256.Load(p);
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(Vector256<float> v, float* p) => v.Store(p);
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Broadcast(float x) => Vector256.Create(x);
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<float> MultiplyAdd(Vector256<float> a, Vector256<float> b, Vector256<float> c) => Vector256.FusedMultiplyAdd(a, b, c);
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Multiply(Vector256<float> a, Vector256<float> b) => a * b;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Add(Vector256<float> a, Vector256<float> b) => a + b;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Subtract(Vector256<float> a, Vector256<float> b) => a - b;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Max(Vector256<float> a, Vector256<float> b) => Vector256.Max(a, b);
-        public static float MaxAcross(Vector256<float> v) => Simd128.MaxAcross(Vector128.Max(v.GetLower(), v.GetUpper()));
-        public static float SumAcross(Vector256<float> v) => Vector256.Sum(v);
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Exp(Vector256<float> x) => ExpByExponentBits<Simd256, Vector256<float>>(x);
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<float> FirstLanes(Vector256<float> v, int count, Vector256<float> other)
-            => Vector256.ConditionalSelect(Vector256.LessThan(Vector256<int>.Indices, Vector256.Create(count)).AsSingle(), v, other);
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<float> Clamp(Vector256<float> x, float low, float high)
-            => Avx.IsSupported ? Avx.Min(Vector256.Create(high), Avx.Max(Vector256.Create(low), x))
-                : Vector256.Clamp(x, Vector256.Create(low), Vector256.Create(high));
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<float> ExponentFromBits(Vector256<float> t) => Vector256.ShiftLeft(t.AsInt32(), 23).AsSingle();
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<float> ZeroBelow(Vector256<float> y, Vector256<float> x, float limit)
-            => Vector256.ConditionalSelect(Vector256.LessThan(x, Vector256.Create(limit)), Vector256<float>.Zero, y);
-    }
-
-    private readonly struct Simd128 : ISimd<Vector128<float>>
-    {
-        public static int Width => 4;
-        public static int BlockRows => 4;
-        public static int TileVectors => 2;
-        public static Vector128<float> Zero => Vector128<float>.Zero;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Load(float* p) => Vector128.Load(p);
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(Vector128<float> v, float* p) => v.Store(p);
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Broadcast(float x) => Vector128.Create(x);
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector128<float> MultiplyAdd(Vector128<float> a, Vector128<float> b, Vector128<float> c) => Vector128.FusedMultiplyAdd(a, b, c);
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Multiply(Vector128<float> a, Vector128<float> b) => a * b;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Add(Vector128<float> a, Vector128<float> b) => a + b;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Subtract(Vector128<float> a, Vector128<float> b) => a - b;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Max(Vector128<float> a, Vector128<float> b) => Vector128.Max(a, b);
-
-        public static float MaxAcross(Vector128<float> v)
-        {
-            float max = v.GetElement(0);
-            for (int i = 1; i < Vector128<float>.Count; i++)
-            {
-                max = MathF.Max(max, v.GetElement(i)); // NaN-propagating
-            }
-            return max;
-        }
-
-        public static float SumAcross(Vector128<float> v) => Vector128.Sum(v);
-        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Exp(Vector128<float> x) => ExpByExponentBits<Simd128, Vector128<float>>(x);
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector128<float> FirstLanes(Vector128<float> v, int count, Vector128<float> other)
-            => Vector128.ConditionalSelect(Vector128.LessThan(Vector128<int>.Indices, Vector128.Create(count)).AsSingle(), v, other);
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector128<float> Clamp(Vector128<float> x, float low, float high)
-            => Sse.IsSupported ? Sse.Min(Vector128.Create(high), Sse.Max(Vector128.Create(low), x))
-                : Vector128.Clamp(x, Vector128.Create(low), Vector128.Create(high));
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector128<float> ExponentFromBits(Vector128<float> t) => Vector128.ShiftLeft(t.AsInt32(), 23).AsSingle();
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector128<float> ZeroBelow(Vector128<float> y, Vector128<float> x, float limit)
-            => Vector128.ConditionalSelect(Vector128.LessThan(x, Vector128.Create(limit)), Vector128<float>.Zero, y);
-    }
-
-    /// <summary>A compile-time integer for the tile shapes (the JIT specialises each instantiation and folds it).</summary>
-    private interface IConstant
-    {
-        static abstract int Value { get; }
-    }
-
-    private readonly struct One : IConstant { public static int Value => 1; }
-    private readonly struct Two : IConstant { public static int Value => 2; }
-    private readonly struct Three : IConstant { public static int Value => 3; }
-    private readonly struct Four : IConstant { public static int Value => 4; }
-    private readonly struct Eight : IConstant { public static int Value => 8; }
+    private static int TileVectors<TS, TV>() where TS : struct, ISimd<TV> where TV : struct => TS.Width == 16 ? 3 : 2;
 }
