@@ -186,9 +186,8 @@ internal static class TrainBenchmark
         Console.Error.WriteLine($"  {"kind",-22} {"forward ms",10} {"backward ms",11} {"total ms",9} {"share",6} {"calls",6}");
         foreach (var kind in Enum.GetValues<WorkKind>())
         {
-            double forward = profile.Entries.Where(e => e.Kind == kind && !e.Backward).Sum(e => e.Seconds) * 1e3;
-            double backward = profile.Entries.Where(e => e.Kind == kind && e.Backward).Sum(e => e.Seconds) * 1e3;
-            long calls = profile.Entries.Where(e => e.Kind == kind).Sum(e => e.Calls);
+            double forward = profile.Seconds(kind, backward: false) * 1e3, backward = profile.Seconds(kind, backward: true) * 1e3;
+            long calls = profile.Calls(kind);
             if (calls == 0) continue;
             Console.Error.WriteLine($"  {kind,-22} {forward,10:F1} {backward,11:F1} {forward + backward,9:F1} {(forward + backward) / (stepSeconds * 1e3),6:P0} {calls,6}");
             result[Snake(kind.ToString())] = Math.Round(forward + backward, 1);

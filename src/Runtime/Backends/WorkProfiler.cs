@@ -130,8 +130,11 @@ internal sealed record WorkProfile(IReadOnlyList<WorkProfile.Entry> Entries)
     /// <summary>The time spent in one kind of work during one pass.</summary>
     public readonly record struct Entry(WorkKind Kind, bool Backward, double Seconds, long Calls);
 
-    /// <summary>Seconds spent in <paramref name="kind"/>, both passes.</summary>
-    public double Seconds(WorkKind kind) => Entries.Where(e => e.Kind == kind).Sum(e => e.Seconds);
+    /// <summary>Seconds spent in <paramref name="kind"/> during the forward or the backward pass.</summary>
+    public double Seconds(WorkKind kind, bool backward) => Entries.Where(e => e.Kind == kind && e.Backward == backward).Sum(e => e.Seconds);
+
+    /// <summary>Timed calls of <paramref name="kind"/>, both passes.</summary>
+    public long Calls(WorkKind kind) => Entries.Where(e => e.Kind == kind).Sum(e => e.Calls);
 
     /// <summary>Seconds spent in all timed kinds.</summary>
     public double TotalSeconds => Entries.Sum(e => e.Seconds);

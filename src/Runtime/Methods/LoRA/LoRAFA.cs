@@ -6,7 +6,7 @@ namespace PeftGen.Methods.LoRA;
 
 /// <summary>
 /// LoRA-FA (Zhang et al. 2023): LoRA with A frozen at its random initialisation, so only B [out, r] trains. The update
-/// B·A·x is computed as one op that keeps only u = x·Aᵀ [..., r] for backward (dB = gᵀ·u, dx = (g·B)·A): the
+/// B·A·x is computed by <see cref="LowRankUpdate.AddInto"/>, which with A frozen keeps only u = x·Aᵀ [..., r] for backward (dB = gᵀ·u, dx = (g·B)·A): the
 /// layer input x [..., in] is not needed, which is where the activation memory goes in plain LoRA (dA = (g·B)ᵀ·x).
 /// Enable it with <see cref="LoRAConfig.UseLoRAFA"/>; the adapter saves as an ordinary LoRA adapter.
 /// </summary>
@@ -78,61 +78,5 @@ public static class LoRAFA
         if (a.RequiresGrad)
             throw new InvalidOperationException($"LoRA-FA keeps A frozen, but {a.DescribeForError()} requires gradients; LoRA-FA adapters must not unfreeze A.");
         return settings.LoRAFAGradientCorrection && Tape.ShouldRecord(b) ? CorrectionMatrix(a, settings.Scaling) : null;
-    }
-
-    /// <summary>
-    /// B·A·x for a frozen A [r, in] and a trainable B [out, r]: x [..., in] → [..., out]. Backward keeps u = x·Aᵀ
-    /// [..., r] and never reads x: dB += gᵀ·u (times the correction when enabled), dx += (g·B)·A.
-    /// </summary>
-    internal static Tensor Product(Tensor x, Tensor a, Tensor b, AdapterSettings settings)
-    {
-        if (a.RequiresGrad)
-            throw new InvalidOperationException($"LoRA-FA keeps A frozen, but {a.DescribeForError()} requires gradients; LoRA-FA adapters must not unfreeze A.");
-        x = x.Contiguous();
-        a = a.Contiguous();
-        b = b.Contiguous();
-        int inF = a.Size(1), r = a.Size(0), outF = b.Size(0);
-        if (x.Size(-1) != inF || b.Size(1) != r)
-            throw new ArgumentException($"LoRA-FA: input {x.DescribeForError()}, A {a.DescribeForError()} and B {b.DescribeForError()} do not fit.");
-        int rows = checked((int)(x.Count / inF));
-        var uShape = (int[])x.ShapeArray.Clone();
-        uShape[^1] = r;
-        var yShape = (int[])x.ShapeArray.Clone();
-        yShape[^1] = outF;
-        var be = Backend.Of(x);
-        var u = Tensor.Empty(uShape);                                                         // [..., r] = x·Aᵀ
-        be.Gemm(false, true, rows, r, inF, 1f, x, inF, 0, a, inF, 0, 0f, u, r, 0, 1);
-        var y = Tensor.Empty(yShape);                                                         // [..., out] = u·Bᵀ
-        be.Gemm(false, true, rows, outF, r, 1f, u, r, 0, b, r, 0, 0f, y, outF, 0, 1);
-        if (!Tape.ShouldRecord(x, b)) return y;
-        Tensor? correction = null;
-        if (settings.LoRAFAGradientCorrection && b.RequiresGrad)
-            correction = Tensor.FromArray(CorrectionMatrix(a, settings.Scaling), r, r);       // [r, r], step-scoped
-        // The closure holds u, the parameters and x only as the place to deposit dx; x's values are never read.
-        var input = x;
-        Tape.Record(y, () =>
-        {
-            var g = y.Grad!;                                                                  // [rows, out]
-            if (b.RequiresGrad)
-            {
-                var gb = Grads.Buffer(b, out bool acc);                                       // [out, r]
-                if (correction == null)
-                    be.Gemm(true, false, outF, r, rows, 1f, g, outF, 0, u, r, 0, acc ? 1f : 0f, gb, r, 0, 1);
-                else
-                {
-                    using var raw = Tensor.Empty([outF, r]);                                  // [out, r] = gᵀ·u
-                    be.Gemm(true, false, outF, r, rows, 1f, g, outF, 0, u, r, 0, 0f, raw, r, 0, 1);
-                    be.Gemm(false, false, outF, r, r, 1f, raw, r, 0, correction, r, 0, acc ? 1f : 0f, gb, r, 0, 1);
-                }
-            }
-            if (input.RequiresGrad)
-            {
-                using var gu = Tensor.Empty([rows, r]);                                       // [rows, r] = g·B
-                be.Gemm(false, false, rows, r, outF, 1f, g, outF, 0, b, r, 0, 0f, gu, r, 0, 1);
-                var gx = Grads.Buffer(input, out bool acc);                                   // [rows, in] = (g·B)·A
-                be.Gemm(false, false, rows, inF, r, 1f, gu, r, 0, a, inF, 0, acc ? 1f : 0f, gx, inF, 0, 1);
-            }
-        });
-        return y;
     }
 }

@@ -134,9 +134,10 @@ public sealed class LoRALinear : AdaptedLinear, ILoRAPlusLayer
                 y = LowRankUpdate.AddInto(y, x, _loraA[name].Weight, _loraB[name].Weight, s.Scaling, LoRAFA.CorrectionFor(_loraA[name].Weight, _loraB[name].Weight, s)); // y + s·B·A·x
                 continue;
             }
-            var lora = s.UseLoRAFA
-                ? LoRAFA.Product(x, _loraA[name].Weight, _loraB[name].Weight, s)                  // [..., out], keeps only x·Aᵀ
-                : _loraB[name].Forward(_loraA[name].Forward(x));                                 // [..., out] = B·A·x
+            var lora = s.UseLoRAFA                                                               // [..., out] = B·A·x
+                ? LowRankUpdate.AddInto(Tensor.Create(baseOut.ShapeArray, DType.Float32, zeroed: true, device: x.Device), // keeps only x·Aᵀ
+                    x, _loraA[name].Weight, _loraB[name].Weight, 1f, LoRAFA.CorrectionFor(_loraA[name].Weight, _loraB[name].Weight, s))
+                : _loraB[name].Forward(_loraA[name].Forward(x));
             if (!s.UseDoRA)
             {
                 y = Ops.Add(y, lora, 1f, s.Scaling);                                             // y + s·B·A·x

@@ -31,9 +31,7 @@ public static partial class Ops
         var logits = Tensor.Empty([n, vocab], x.Device);                                     // [n, vocab]
         if (narrow) be.Linear16Forward(x, weight, logits);
         else be.Gemm(false, true, n, vocab, hidden, 1f, x, hidden, 0, weight, hidden, 0, 0f, logits, vocab, 0, 1);
-        int counted = 0;
-        foreach (int t in targets) if (t != ignoreIndex) counted++;
-        float inverseCount = counted == 0 ? 0f : 1f / counted;
+        float inverseCount = InverseCountedTargets(targets, ignoreIndex);
         bool record = Tape.ShouldRecord(x, weight);
         var losses = Tensor.Empty([n], x.Device);                                            // [n]
         if (record)                                                                          // logits := d(mean loss)/d logits
@@ -43,9 +41,7 @@ public static partial class Ops
             using var lse = Tensor.Empty([n], x.Device);                                     // [n]
             be.CrossEntropyForward(logits, targets, ignoreIndex, losses, lse);
         }
-        var y = Tensor.Empty([1], x.Device);
-        be.Fill(y, (float)(be.Sum(losses) * inverseCount));
-        losses.Dispose();
+        var y = MeanOf(be, losses, inverseCount);
         if (!record)
         {
             logits.Dispose();

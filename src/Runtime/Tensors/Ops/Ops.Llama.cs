@@ -202,12 +202,8 @@ public static partial class Ops
         var lse = Tensor.Empty([n], logits.Device);
         var be = Backend.Of(logits);
         be.CrossEntropyForward(logits, targets, ignoreIndex, losses, lse);
-        int counted = 0;
-        foreach (int t in targets) if (t != ignoreIndex) counted++;
-        float inverseCount = counted == 0 ? 0f : 1f / counted;
-        var y = Tensor.Empty([1], logits.Device);
-        be.Fill(y, (float)(be.Sum(losses) * inverseCount));
-        losses.Dispose();
+        float inverseCount = InverseCountedTargets(targets, ignoreIndex);
+        var y = MeanOf(be, losses, inverseCount);
         if (Tape.ShouldRecord(logits))
         {
             var saved = targets.ToArray();
@@ -225,6 +221,23 @@ public static partial class Ops
                 be.CopyStrided(tmp, gl, accumulate: true);
             });
         }
+        return y;
+    }
+
+    /// <summary>1 / the number of targets that are not <paramref name="ignoreIndex"/> (0 when every one is): a mean loss's scale.</summary>
+    private static float InverseCountedTargets(ReadOnlySpan<int> targets, int ignoreIndex)
+    {
+        int counted = 0;
+        foreach (int t in targets) if (t != ignoreIndex) counted++;
+        return counted == 0 ? 0f : 1f / counted;
+    }
+
+    /// <summary>The one-element mean Σ losses · inverseCount, on the losses' device; the per-row losses are disposed.</summary>
+    private static Tensor MeanOf(IBackend be, Tensor losses, float inverseCount)
+    {
+        var y = Tensor.Empty([1], losses.Device);
+        be.Fill(y, (float)(be.Sum(losses) * inverseCount));
+        losses.Dispose();
         return y;
     }
 }
