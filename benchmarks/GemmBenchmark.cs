@@ -34,6 +34,10 @@ internal static unsafe class GemmBenchmark
         new("linear_weight_grad", 288, 768, 2048, true, false),
         // logits[N, vocab] = x[N, 288] · Wᵀ with a 32000-token vocabulary.
         new("lm_head_forward", 2048, 32000, 288, false, true),
+        // dx[N, 288] = dlogits[N, vocab] · W: the head's input gradient.
+        new("lm_head_input_grad", 2048, 288, 32000, false, false),
+        // dx[N, in] = dy[N, out] · W[out, in]: a 768 -> 288 input gradient.
+        new("linear_input_grad", 2048, 288, 768, false, false),
         // The six GEMMs of one LoRA layer per step, rank 8 on a 768-wide side (rows = 2048 tokens,
         // x [rows, in], A [r, in], B [out, r], g = dy [rows, out], h and dh [rows, r]):
         // forward h = x · Aᵀ, y += h · Bᵀ; backward dB = gᵀ · h, dh = g · B, dA = dhᵀ · x, dx += dh · A.
@@ -101,7 +105,81 @@ internal static unsafe class GemmBenchmark
         foreach (var shape in s_linear16Shapes.Where(candidate => candidate.Name.Contains(filter, StringComparison.Ordinal)))
             foreach (var dtype in new[] { DType.BFloat16, DType.Float16 })
                 RunLinear16(shape, dtype, seconds);
+        if ("head_loss".Contains(filter, StringComparison.Ordinal)) RunHeadLoss(seconds);
         return 0;
+    }
+
+    /// <summary>
+    /// The output head and loss of a stories15M-sized step (2048 tokens, hidden 288, vocabulary 32000) with the input
+    /// gradient: <see cref="LinearCrossEntropyKernel"/>, which never stores the logits, against the unfused route (logits
+    /// GEMM, <see cref="CrossEntropyKernel.ForwardWithGradient"/> in place, input-gradient GEMM), calls interleaved.
+    /// </summary>
+    private static void RunHeadLoss(double seconds)
+    {
+        const int n = 2048, hidden = 288, vocab = 32000;
+        float* x = Allocate((long)n * hidden, seed: 1);
+        float* w = Allocate((long)vocab * hidden, seed: 2);
+        float* logits = Allocate((long)n * vocab, seed: 3);
+        float* losses = Allocate(n, seed: 4), fusedLosses = Allocate(n, seed: 4);
+        float* dx = Allocate((long)n * hidden, seed: 5), fusedDx = Allocate((long)n * hidden, seed: 5);
+        var targets = new int[n];
+        var random = new Random(6);
+        for (int i = 0; i < n; i++) targets[i] = random.Next(vocab);
+        try
+        {
+            fixed (int* t = targets)
+            {
+                int* pt = t;
+                const float scale = 1f / n;
+                Console.Error.WriteLine($"gemm: head_loss x [{n}, {hidden}], W [{vocab}, {hidden}] warming up");
+                Action unfused = () =>
+                {
+                    Sgemm.Multiply(false, true, n, vocab, hidden, 1f, x, hidden, w, hidden, 0f, logits, vocab);
+                    CrossEntropyKernel.ForwardWithGradient(logits, pt, losses, n, vocab, -100, scale);
+                    Sgemm.Multiply(false, false, n, hidden, vocab, 1f, logits, vocab, w, hidden, 0f, dx, hidden);
+                };
+                Action fused = () => LinearCrossEntropyKernel.Run(x, new HeadWeight(w, vocab, hidden), pt, n, -100, fusedLosses, fusedDx, scale);
+                for (int i = 0; i < 2; i++)
+                {
+                    unfused();
+                    fused();
+                }
+                double unfusedBest = double.MaxValue, fusedBest = double.MaxValue, spent = 0;
+                int calls = 0;
+                while (spent < seconds || calls < 3)
+                {
+                    double u = Time(unfused), f = Time(fused);
+                    unfusedBest = Math.Min(unfusedBest, u);
+                    fusedBest = Math.Min(fusedBest, f);
+                    spent += u + f;
+                    calls++;
+                }
+                double dxDiff = MaxRelativeDiff(fusedDx, dx, (long)n * hidden)(), lossDiff = MaxRelativeDiff(fusedLosses, losses, n)();
+                Console.Error.WriteLine($"gemm: head_loss {calls} calls, unfused {unfusedBest * 1e3:F1} ms, fused {fusedBest * 1e3:F1} ms");
+                using var buffer = new MemoryStream();
+                using (var json = new Utf8JsonWriter(buffer))
+                {
+                    json.WriteStartObject();
+                    json.WriteString("name", "head_loss");
+                    json.WriteNumber("rows", n);
+                    json.WriteNumber("hidden", hidden);
+                    json.WriteNumber("vocab", vocab);
+                    json.WriteNumber("fused_ms", Math.Round(fusedBest * 1e3, 1));
+                    json.WriteNumber("unfused_ms", Math.Round(unfusedBest * 1e3, 1));
+                    json.WriteNumber("fused_gflops", Math.Round(4.0 * n * hidden * vocab / fusedBest / 1e9, 1));
+                    json.WriteNumber("ratio", Math.Round(unfusedBest / fusedBest, 3));
+                    json.WriteNumber("max_rel_diff_dx", dxDiff);
+                    json.WriteNumber("max_rel_diff_loss", lossDiff);
+                    json.WriteNumber("threads", Threads);
+                    json.WriteEndObject();
+                }
+                Console.Out.WriteLine(System.Text.Encoding.UTF8.GetString(buffer.ToArray()));
+            }
+        }
+        finally
+        {
+            foreach (var buffer in new[] { x, w, logits, losses, fusedLosses, dx, fusedDx }) NativeMemory.AlignedFree(buffer);
+        }
     }
 
     /// <summary>

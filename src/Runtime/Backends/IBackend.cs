@@ -90,6 +90,36 @@ internal interface IBackend
         CrossEntropyBackward(logits, lse, targets, ignoreIndex, gradScale, logits);
     }
 
+    /// <summary>
+    /// The output head and loss of <see cref="Ops.LinearCrossEntropy"/> for a frozen head weight W [vocab, hidden] (float32,
+    /// or bf16 / fp16): losses [n] of the logits x [n, hidden] · Wᵀ against the targets (0 for ignored ones) and, when
+    /// <paramref name="inputGradient"/> [n, hidden] is given, gradScale · (softmax − onehot) · W written into it. By default
+    /// the [n, vocab] logits are materialised and the kernels above run in turn; a backend may fuse them so the logits are
+    /// never stored (the CPU backend does).
+    /// </summary>
+    void LinearCrossEntropy(Tensor x, Tensor weight, ReadOnlySpan<int> targets, int ignoreIndex, Tensor losses, Tensor? inputGradient, float gradScale)
+        => MaterialisedLinearCrossEntropy(this, x, weight, targets, ignoreIndex, losses, inputGradient, gradScale);
+
+    /// <summary><see cref="LinearCrossEntropy"/>'s default on <paramref name="backend"/>'s kernels, through the [n, vocab] logits.</summary>
+    internal static void MaterialisedLinearCrossEntropy(IBackend backend, Tensor x, Tensor weight, ReadOnlySpan<int> targets, int ignoreIndex,
+        Tensor losses, Tensor? inputGradient, float gradScale)
+    {
+        int n = x.Size(0), hidden = x.Size(1), vocab = weight.Size(0);
+        bool narrow = weight.DType != DType.Float32;
+        using var logits = Tensor.Create([n, vocab], DType.Float32, zeroed: false, scoped: false, device: x.Device); // [n, vocab]
+        if (narrow) backend.Linear16Forward(x, weight, logits);
+        else backend.Gemm(false, true, n, vocab, hidden, 1f, x, hidden, 0, weight, hidden, 0, 0f, logits, vocab, 0, 1);
+        if (inputGradient == null)
+        {
+            using var lse = Tensor.Create([n], DType.Float32, zeroed: false, scoped: false, device: x.Device); // [n]
+            backend.CrossEntropyForward(logits, targets, ignoreIndex, losses, lse);
+            return;
+        }
+        backend.CrossEntropyWithGradient(logits, targets, ignoreIndex, losses, gradScale);                 // logits := their gradient
+        if (narrow) backend.Linear16BackwardInput(logits, weight, inputGradient, accumulate: false);
+        else backend.Gemm(false, false, n, hidden, vocab, 1f, logits, vocab, 0, weight, hidden, 0, 0f, inputGradient, hidden, 0, 1);
+    }
+
     /// <summary>y [rows, out] = x [rows, in] · dequant(W)ᵀ for a frozen 4-bit weight W [out, in], never materialising W in float.</summary>
     void Linear4BitForward(Tensor x, Quantization.QuantizedWeight weight, Tensor y);
 

@@ -99,7 +99,7 @@ public static class MemoryModel
         long adapter = adapterParameters * sizeof(float) + (long)(trainable * (sizeof(float) + stateBytes));
 
         long tokens = (long)batchSize * sequenceLength;
-        double floatsPerToken = ActivationFloatsPerToken(c, f, kv, v, layers, gradientCheckpointing, lora.Dropout > 0);
+        double floatsPerToken = ActivationFloatsPerToken(c, f, kv, layers, gradientCheckpointing, lora.Dropout > 0);
         long activations = (long)(tokens * floatsPerToken * sizeof(float));
         long workspace = WorkspacePerThread * (threads ?? CpuParallel.MaxThreads);
         return new MemoryEstimate(fourBit, frozen, adapter, activations, workspace, RuntimeBytes);
@@ -107,25 +107,26 @@ public static class MemoryModel
 
     /// <summary>
     /// Float32 values per token alive at a training step's peak (activations and their gradients), for LoRA on every
-    /// linear layer. The peak falls at one of two moments: at the loss, while the [tokens, vocab] logits (turned into their
-    /// own gradient by <see cref="Ops.LinearCrossEntropy"/>) are alive, or later in the backward pass, once they are freed
-    /// and the layers' gradients are being built; large vocabularies peak at the loss. Each moment is fitted to measured step
-    /// peaks (HostMemoryStats) of models whose hidden size, intermediate size, key/value width, vocabulary (256 to 32,768)
-    /// and depth were varied one at a time (exact on all 60 measured points); every term is linear in the shapes. Without checkpointing every layer keeps its
-    /// activations; with it, each layer keeps its input and one layer is recomputed at a time. Dropout keeps a mask and the
-    /// dropped input per adapted layer (12c + 2f).
+    /// linear layer. The peak falls at one of two moments: at the loss, or later in the backward pass, once the layers'
+    /// gradients are being built. Each moment was fitted to measured step peaks (HostMemoryStats) of models whose hidden
+    /// size, intermediate size, key/value width, vocabulary (256 to 32,768) and depth were varied one at a time (exact on
+    /// all 60 measured points); every term is linear in the shapes. The head and loss keep no [tokens, vocab] logits
+    /// (<see cref="Ops.LinearCrossEntropy"/> with a frozen head), so the loss-time moment holds the c-wide input gradient
+    /// where it once held the vocab-wide logits, and no term depends on the vocabulary; for Llama shapes (f ≥ 2c) the
+    /// backward moment is the larger. Without checkpointing every layer keeps its activations; with it, each layer keeps
+    /// its input and one layer is recomputed at a time. Dropout keeps a mask and the dropped input per adapted layer (12c + 2f).
     /// </summary>
-    internal static double ActivationFloatsPerToken(long c, long f, long kv, long vocab, long layers, bool checkpointing, bool dropout)
+    internal static double ActivationFloatsPerToken(long c, long f, long kv, long layers, bool checkpointing, bool dropout)
     {
         double masks = dropout ? 12 * c + 2 * f : 0;                                       // per adapted layer: mask + dropped input
         if (checkpointing)
         {
-            double atLossCheckpointed = layers * 0.264 * c + 4.08 * c + vocab;              // layer inputs; gradients not built yet
+            double atLossCheckpointed = layers * 0.264 * c + 5.08 * c;                      // layer inputs and the head's input gradient
             double inBackwardCheckpointed = layers * c + 12.7 * c + 5.92 * f + 2.92 * kv    // one layer recomputed at a time
                 + (dropout ? masks + 1.5 * c - 293 : 59);
             return Math.Max(atLossCheckpointed, inBackwardCheckpointed);
         }
-        double atLoss = layers * (8.96 * c + 2.875 * f + 2.92 * kv + masks) + 2.09 * c + vocab + 175;
+        double atLoss = layers * (8.96 * c + 2.875 * f + 2.92 * kv + masks) + 3.09 * c + 175;
         double inBackward = layers * (6.75 * c + 3.97 * f + 2.97 * kv + masks) + (dropout ? 11.04 * c - 118 : 9.51 * c + 175);
         return Math.Max(atLoss, inBackward);
     }

@@ -170,6 +170,10 @@ internal sealed class EmulatedBackend : IBackend, IOptimizerKernels, IRandomKern
     public void CrossEntropyWithGradient(Tensor logits, ReadOnlySpan<int> targets, int ignoreIndex, Tensor losses, float gradScale) =>
         Cpu.CrossEntropyWithGradient(H(logits), targets, ignoreIndex, H(losses), gradScale);
 
+    // Likewise the CPU's head and loss that never stores the logits; CudaBackend takes IBackend's materialising default.
+    public void LinearCrossEntropy(Tensor x, Tensor weight, ReadOnlySpan<int> targets, int ignoreIndex, Tensor losses, Tensor? inputGradient,
+        float gradScale) => Cpu.LinearCrossEntropy(H(x), H(weight), targets, ignoreIndex, H(losses), EmulatedCudaDevice.HostOrNull(inputGradient), gradScale);
+
     public void Linear4BitForward(Tensor x, QuantizedWeight weight, Tensor y) => Cpu.Linear4BitForward(H(x), weight, H(y));
 
     public void Linear4BitBackwardInput(Tensor dy, QuantizedWeight weight, Tensor dx, bool accumulate) =>

@@ -323,6 +323,17 @@ internal sealed unsafe class CpuBackend : IBackend
             CrossEntropyKernel.ForwardWithGradient(logits.Data, t, losses.Data, logits.Size(0), logits.Size(1), ignoreIndex, gradScale);
     }
 
+    public void LinearCrossEntropy(Tensor x, Tensor weight, ReadOnlySpan<int> targets, int ignoreIndex, Tensor losses, Tensor? inputGradient, float gradScale)
+    {
+        // One kernel for the head GEMMs and the loss: it is timed as the head's GEMM work, which it mostly is.
+        using var timer = WorkProfiler.Time(WorkProfiler.GemmKind);
+        var head = weight.DType == DType.Float32
+            ? new HeadWeight(weight.Data, weight.Size(0), weight.Size(1))
+            : new HeadWeight(Float16TileSource.Of(weight));
+        fixed (int* t = targets)
+            LinearCrossEntropyKernel.Run(x.Data, head, t, x.Size(0), ignoreIndex, losses.Data, inputGradient is null ? null : inputGradient.Data, gradScale);
+    }
+
     public void Linear4BitForward(Tensor x, Quantization.QuantizedWeight weight, Tensor y)
     {
         using var timer = WorkProfiler.Time(WorkProfiler.GemmKind);

@@ -10,7 +10,7 @@ internal static unsafe partial class Sgemm
     /// 6 x 16 AVX2 + FMA3 microkernel: 12 ymm accumulators, two ymm of B per depth step and one
     /// broadcast of A, which is 15 of the 16 registers.
     /// </summary>
-    private readonly struct Avx2Kernel : IMicroKernel
+    internal readonly struct Avx2Kernel : IMicroKernel
     {
         public static int MR => 6;
         public static int NR => 16;

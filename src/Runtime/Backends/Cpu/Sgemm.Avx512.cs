@@ -11,7 +11,7 @@ internal static unsafe partial class Sgemm
     /// broadcast of A, which is 31 of the 32 registers. Each depth step issues 28 FMAs against
     /// 2 vector loads + 14 broadcasts, so it is FMA-bound, not load-bound.
     /// </summary>
-    private readonly struct Avx512Kernel : IMicroKernel
+    internal readonly struct Avx512Kernel : IMicroKernel
     {
         public static int MR => 14;
         public static int NR => 32;

@@ -12,7 +12,7 @@ internal static unsafe partial class Sgemm
     /// A register-blocked microkernel. Implemented by structs so the blocked loops and packers,
     /// written once as generics, are specialised per kernel with MR and NR as JIT-time constants.
     /// </summary>
-    private interface IMicroKernel
+    internal interface IMicroKernel
     {
         /// <summary>Rows of C per microkernel call.</summary>
         static abstract int MR { get; }
@@ -94,6 +94,20 @@ internal static unsafe partial class Sgemm
                     new Span<float>(dst + k * nr + cols, nr - cols).Clear();
         }
     }
+
+    /// <summary>
+    /// <see cref="PackA{TKernel}"/> for a plain row-major A [*, lda] (op(A) = A): rows [i0, i0+rows), depth [pc, pc+kc).
+    /// For kernels that run the microkernel themselves between other work (<see cref="Kernels.LinearCrossEntropyKernel"/>).
+    /// </summary>
+    internal static void PackRowMajorA<TKernel>(float* a, int lda, int i0, int rows, int pc, int kc, float* dst) where TKernel : struct, IMicroKernel
+        => PackA<TKernel>(new Problem { A = a, RsA = lda, CsA = 1 }, i0, rows, pc, kc, dst);
+
+    /// <summary>
+    /// <see cref="PackB{TKernel}"/> for a row-major B: op(B) = B [k, n] or, when <paramref name="transB"/>, Bᵀ with B stored [n, k];
+    /// depth [pc, pc+kc), columns [jc, jc+nc).
+    /// </summary>
+    internal static void PackRowMajorB<TKernel>(float* b, int ldb, bool transB, int pc, int kc, int jc, int nc, float* dst) where TKernel : struct, IMicroKernel
+        => PackB<TKernel>(new Problem { B = b, RsB = transB ? 1 : ldb, CsB = transB ? ldb : 1 }, pc, kc, jc, nc, dst);
 
     /// <summary>dst[j * dstStride + i] = src[i * srcStride + j] for i &lt; rows, j &lt; cols.</summary>
     private static void Transpose(float* src, nint srcStride, int rows, int cols, float* dst, nint dstStride, bool useAvx)

@@ -10,7 +10,7 @@ internal static unsafe partial class Sgemm
     /// fits the 16 registers of SSE/AVX2 and the 32 of NEON. MultiplyAddEstimate fuses where the
     /// hardware can and falls back to multiply + add where it cannot.
     /// </summary>
-    private readonly struct PortableKernel : IMicroKernel
+    internal readonly struct PortableKernel : IMicroKernel
     {
         public static int MR => 4;
         public static int NR => 2 * Vector<float>.Count;

@@ -39,7 +39,7 @@ internal static unsafe partial class Sgemm
     /// Largest depth of one packed block. Packed A micro-panels are stored as [MR, KC] with this
     /// fixed row stride so the microkernel can address all MR rows with constant displacements.
     /// </summary>
-    private const int KC = 384;
+    internal const int KC = 384;
 
     /// <summary>
     /// Depth per block once k has to be split. Every extra block is one more read-modify-write

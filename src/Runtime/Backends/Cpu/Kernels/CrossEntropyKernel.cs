@@ -86,7 +86,7 @@ internal static unsafe class CrossEntropyKernel
         });
     }
 
-    private static void ValidateTargets(int* targets, int n, int v, int ignoreIndex)
+    internal static void ValidateTargets(int* targets, int n, int v, int ignoreIndex)
     {
         for (int r = 0; r < n; r++)
         {
