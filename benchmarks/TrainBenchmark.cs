@@ -20,6 +20,9 @@ namespace PeftGen.Benchmarks;
 /// against this run's own SGEMM rate at 2048³, and one profiled step's time by kind of work (<see cref="WorkProfiler"/>).
 /// Several modes (<c>--mode lora,qlora</c>) build one model each and alternate their steps, so a ratio between them is
 /// measured under the same background load; peak memory is then the process's for all of them (measure it one mode per run).
+/// <c>--rounds R</c> alternates R times between this runtime's steps and the PyTorch peer's run, and reports the median of
+/// the R ratios (each round's best step against that round's peer), so a slow spell on a shared machine moves one round,
+/// not the figure.
 /// </summary>
 internal static class TrainBenchmark
 {
@@ -29,14 +32,16 @@ internal static class TrainBenchmark
     {
         var options = BenchmarkArgs.Parse(args, new()
         {
-            ["config"] = "stories15m", ["mode"] = "none", ["batch"] = "8", ["seq"] = "256", ["steps"] = "3", ["threads"] = "2", ["peer"] = "torch",
+            ["config"] = "stories15m", ["mode"] = "none", ["batch"] = "8", ["seq"] = "256", ["steps"] = "3", ["threads"] = "2", ["peer"] = "torch", ["rounds"] = "1",
         });
         if (options["config"] != "stories15m") return BenchmarkArgs.Fail($"unknown --config '{options["config"]}' (known: stories15m)");
         string[] modes = options["mode"].Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
         if (modes.Length == 0 || modes.Any(m => m is not ("none" or "lora" or "qlora")) || modes.Distinct().Count() != modes.Length)
             return BenchmarkArgs.Fail($"unknown --mode '{options["mode"]}' (known: none, lora, qlora, or several of them comma-separated)");
         int batch = int.Parse(options["batch"]), seq = int.Parse(options["seq"]), steps = int.Parse(options["steps"]);
-        int threads = int.Parse(options["threads"]);
+        int threads = int.Parse(options["threads"]), rounds = int.Parse(options["rounds"]);
+        if (rounds < 1 || (rounds > 1 && modes.Length > 1))
+            return BenchmarkArgs.Fail("--rounds must be at least 1, and more than 1 only with a single --mode");
         CpuParallel.MaxThreads = threads;
         var config = LlamaConfig.Stories15M with { MaxPositionEmbeddings = seq };
 
@@ -61,7 +66,7 @@ internal static class TrainBenchmark
             {
                 double best = run.Times.Skip(1).Min();
                 tokensPerSecond[run.Mode] = batch * seq / best;
-                WriteResult(run, best, batch, seq, threads, steps, config, sgemmGflops, peakRssMb, options["peer"] == "torch");
+                WriteResult(run, best, batch, seq, threads, steps, rounds, config, sgemmGflops, peakRssMb, options["peer"] == "torch");
             }
             if (tokensPerSecond.TryGetValue("lora", out double lora) && tokensPerSecond.TryGetValue("qlora", out double qlora))
                 Console.WriteLine(new JsonObject
@@ -79,8 +84,8 @@ internal static class TrainBenchmark
         return 0;
     }
 
-    /// <summary>One profiled step of <paramref name="run"/>, its FLOP rate, the peer's run and one JSON line.</summary>
-    private static void WriteResult(ModeRun run, double best, int batch, int seq, int threads, int steps, LlamaConfig config,
+    /// <summary>One profiled step of <paramref name="run"/>, its FLOP rate, the peer's runs (alternated with ours over the rounds) and one JSON line.</summary>
+    private static void WriteResult(ModeRun run, double best, int batch, int seq, int threads, int steps, int rounds, LlamaConfig config,
         double sgemmGflops, double? peakRssMb, bool withPeer)
     {
         string mode = run.Mode;
@@ -98,12 +103,26 @@ internal static class TrainBenchmark
             $"adapters {flops.Adapters / 1e6:F2}, attention {flops.Attention / 1e6:F2}) → {achievedGflops:F1} GFLOP/s = {utilisation:P1} of SGEMM");
         var breakdown = Breakdown(profile, profiledStep, gcPause.TotalSeconds);
 
-        var peer = withPeer
-            ? PythonPeer.Run("train_llama_torch.py",
+        JsonObject? peer = null;
+        var ratios = new List<double>();
+        var peerRates = new List<double>();
+        for (int round = 0; withPeer && round < rounds; round++)
+        {
+            double roundBest = best;
+            if (round > 0)
+            {
+                roundBest = Enumerable.Range(0, steps).Min(_ => run.Step());
+                Console.Error.WriteLine($"{mode} round {round + 1}: best step {roundBest:F3} s");
+            }
+            peer = PythonPeer.Run("train_llama_torch.py",
                 $"--dim {config.HiddenSize} --layers {config.NumHiddenLayers} --heads {config.NumAttentionHeads} --kv-heads {config.KeyValueHeads} " +
-                $"--hidden {config.IntermediateSize} --vocab {config.VocabSize} --batch {batch} --seq {seq} --steps {steps} --threads {threads} --mode {mode} --rank {Rank}", threads)
-            : null;
-        double? peerTps = peer?["tokens_per_s"]?.GetValue<double>();
+                $"--hidden {config.IntermediateSize} --vocab {config.VocabSize} --batch {batch} --seq {seq} --steps {steps} --threads {threads} --mode {mode} --rank {Rank}", threads);
+            if (peer?["tokens_per_s"]?.GetValue<double>() is not double rate) break;
+            peerRates.Add(rate);
+            ratios.Add(batch * seq / roundBest / rate);
+            Console.Error.WriteLine($"{mode} round {round + 1}: {batch * seq / roundBest:F0} tokens/s against PyTorch's {rate:F0}, ratio {ratios[^1]:F3}");
+        }
+        double? peerTps = peerRates.Count > 0 ? Median(peerRates) : null;
         var line = new JsonObject
         {
             ["name"] = $"train_stories15m_{mode}",
@@ -124,7 +143,10 @@ internal static class TrainBenchmark
             ["peer_tokens_per_s"] = peerTps is double p ? Math.Round(p, 1) : null,
             ["peer_peak_rss_mb"] = peer?["peak_rss_mb"]?.GetValue<double>() is double m ? Math.Round(m, 1) : null,
             ["peer_openblas_core"] = peer?["openblas_core"]?.GetValue<string>(),
-            ["ratio"] = peerTps is double q ? Math.Round(tokensPerSecond / q, 3) : null,
+            ["ratio"] = ratios.Count > 0 ? Math.Round(Median(ratios), 3) : null,
+            ["rounds"] = ratios.Count,
+            ["ratio_min"] = ratios.Count > 1 ? Math.Round(ratios.Min(), 3) : null,
+            ["ratio_max"] = ratios.Count > 1 ? Math.Round(ratios.Max(), 3) : null,
         };
         Console.WriteLine(line.ToJsonString());
     }
@@ -197,6 +219,13 @@ internal static class TrainBenchmark
         result["bookkeeping"] = Math.Round(bookkeeping, 1);
         result["gc_pause"] = Math.Round(gcSeconds * 1e3, 1);
         return result;
+    }
+
+    private static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToList();
+        int middle = sorted.Count / 2;
+        return sorted.Count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
     }
 
     private static string Snake(string name) =>
