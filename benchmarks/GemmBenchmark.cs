@@ -139,21 +139,7 @@ internal static unsafe class GemmBenchmark
                     Sgemm.Multiply(false, false, n, hidden, vocab, 1f, logits, vocab, w, hidden, 0f, dx, hidden);
                 };
                 Action fused = () => LinearCrossEntropyKernel.Run(x, new HeadWeight(w, vocab, hidden), pt, n, -100, fusedLosses, fusedDx, scale);
-                for (int i = 0; i < 2; i++)
-                {
-                    unfused();
-                    fused();
-                }
-                double unfusedBest = double.MaxValue, fusedBest = double.MaxValue, spent = 0;
-                int calls = 0;
-                while (spent < seconds || calls < 3)
-                {
-                    double u = Time(unfused), f = Time(fused);
-                    unfusedBest = Math.Min(unfusedBest, u);
-                    fusedBest = Math.Min(fusedBest, f);
-                    spent += u + f;
-                    calls++;
-                }
+                var (unfusedBest, fusedBest, calls) = Interleaved(unfused, fused, seconds);
                 double dxDiff = MaxRelativeDiff(fusedDx, dx, (long)n * hidden)(), lossDiff = MaxRelativeDiff(fusedLosses, losses, n)();
                 Console.Error.WriteLine($"gemm: head_loss {calls} calls, unfused {unfusedBest * 1e3:F1} ms, fused {fusedBest * 1e3:F1} ms");
                 using var buffer = new MemoryStream();
@@ -221,22 +207,7 @@ internal static unsafe class GemmBenchmark
     /// <summary>Times <paramref name="float32"/> and <paramref name="half"/> call by call and writes one JSON line.</summary>
     private static void MeasureLinear16(LinearShape s, DType dtype, string pass, double seconds, Action float32, Action half, Func<double> difference)
     {
-        for (int i = 0; i < 2; i++)
-        {
-            float32();
-            half();
-        }
-        double best = double.MaxValue, halfBest = double.MaxValue, spent = 0;
-        int calls = 0;
-        while (spent < seconds || calls < 3)
-        {
-            double t = Time(float32);
-            best = Math.Min(best, t);
-            double h = Time(half);
-            halfBest = Math.Min(halfBest, h);
-            spent += t + h;
-            calls++;
-        }
+        var (best, halfBest, calls) = Interleaved(float32, half, seconds);
         double flops = 2.0 * s.Rows * s.In * s.Out;
         double gflops = flops / best / 1e9, halfGflops = flops / halfBest / 1e9;
         Console.Error.WriteLine($"gemm: {s.Name} {dtype} {pass} {calls} calls, float32 {gflops:F1} GFLOP/s, {dtype} {halfGflops:F1} GFLOP/s, ratio {halfGflops / gflops:F3}");
@@ -258,6 +229,30 @@ internal static unsafe class GemmBenchmark
             json.WriteEndObject();
         }
         Console.Out.WriteLine(System.Text.Encoding.UTF8.GetString(buffer.ToArray()));
+    }
+
+    /// <summary>
+    /// Two warm-up calls of each, then <paramref name="first"/> and <paramref name="second"/> timed call by call in turn
+    /// for at least <paramref name="seconds"/> and three rounds: the best seconds of each, under the same background load.
+    /// </summary>
+    private static (double First, double Second, int Rounds) Interleaved(Action first, Action second, double seconds)
+    {
+        for (int i = 0; i < 2; i++)
+        {
+            first();
+            second();
+        }
+        double firstBest = double.MaxValue, secondBest = double.MaxValue, spent = 0;
+        int rounds = 0;
+        while (spent < seconds || rounds < 3)
+        {
+            double a = Time(first), b = Time(second);
+            firstBest = Math.Min(firstBest, a);
+            secondBest = Math.Min(secondBest, b);
+            spent += a + b;
+            rounds++;
+        }
+        return (firstBest, secondBest, rounds);
     }
 
     /// <summary>max |x − y| / max |y|.</summary>
