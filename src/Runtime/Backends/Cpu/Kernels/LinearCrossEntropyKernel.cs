@@ -105,7 +105,7 @@ internal static unsafe class LinearCrossEntropyKernel
             new Span<float>(runningSum, rows * 2).Clear();
             if (gradient)
             {
-                new Span<float>(exps, mr * kcMax).Clear(); // rows past a short last panel stay zero
+                new Span<float>(exps, mr * kcMax).Clear(); // finite from the start: rows past a short panel feed only discarded tile rows
                 new Span<float>(p.Dx + (long)r0 * hidden, rows * hidden).Clear();
             }
 
