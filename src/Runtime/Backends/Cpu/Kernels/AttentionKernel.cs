@@ -215,23 +215,6 @@ internal static unsafe class AttentionKernel
                             Prefetch(dout + next, qStride, nextRows, d);
                             Prefetch(dq + next, qStride, nextRows, d);
                         }
-                        // The rows read or written after this head or item (k and v transposed for the next item, dout
-                        // and output for the next head's row dots, dk and dv copied out at the end), a slice per
-                        // block: strided across the tensors, all at once they would arrive as demand misses (those
-                        // passes were about a tenth of the backward at stories15M's shape).
-                        int block = i0 / blockRows, itemBlock = (h - kvh * group) * headBlocks + block;
-                        if (nextKvBase >= 0)
-                        {
-                            PrefetchSlice(k + nextKvBase, kvStride, tk, d, itemBlock, itemBlocks);
-                            PrefetchSlice(v + nextKvBase, kvStride, tk, d, itemBlock, itemBlocks);
-                        }
-                        if (nextHeadRow0 >= 0)
-                        {
-                            PrefetchSlice(dout + nextHeadRow0, qStride, tq, d, block, headBlocks);
-                            PrefetchSlice(output + nextHeadRow0, qStride, tq, d, block, headBlocks);
-                        }
-                        PrefetchSlice(dk + kvBase, kvStride, tk, d, itemBlock, itemBlocks);
-                        PrefetchSlice(dv + kvBase, kvStride, tk, d, itemBlock, itemBlocks);
                         Product<TS, TV>(rows, q + row0, qStride, kt, ld, d, scale, p, ld, keyVectors);
                         Product<TS, TV>(rows, dout + row0, qStride, vt, ld, d, 1f, ds, ld, keyVectors);
                         for (int r = 0; r < rows; r++)
@@ -246,6 +229,24 @@ internal static unsafe class AttentionKernel
                             Product<TS, TV>(rows, ds, ld, kRows, kRowStride, keys, 1f, g, dp, dp / w);
                             CopyRows<TS, TV>(g, dp, dq + row0, qStride, rows, d, 1f, pad: false);
                         }
+                        // The rows read or written after this head or item (k and v transposed for the next item, dout
+                        // and output for the next head's row dots, dk and dv copied out at the end), a slice per
+                        // block: strided across the tensors, all at once they would arrive as demand misses (those
+                        // passes were about a tenth of the backward at stories15M's shape). Issued mid-block, apart
+                        // from the next block's rows above, so the two sets of misses do not queue together.
+                        int block = i0 / blockRows, itemBlock = (h - kvh * group) * headBlocks + block;
+                        if (nextKvBase >= 0)
+                        {
+                            PrefetchSlice(k + nextKvBase, kvStride, tk, d, itemBlock, itemBlocks);
+                            PrefetchSlice(v + nextKvBase, kvStride, tk, d, itemBlock, itemBlocks);
+                        }
+                        if (nextHeadRow0 >= 0)
+                        {
+                            PrefetchSlice(dout + nextHeadRow0, qStride, tq, d, block, headBlocks);
+                            PrefetchSlice(output + nextHeadRow0, qStride, tq, d, block, headBlocks);
+                        }
+                        PrefetchSlice(dk + kvBase, kvStride, tk, d, itemBlock, itemBlocks);
+                        PrefetchSlice(dv + kvBase, kvStride, tk, d, itemBlock, itemBlocks);
                         // dv += pᵀ dout and dk += (scale · ds)ᵀ q: one pass over each accumulator per block of queries.
                         float* xRows = inPlace ? dout + row0 : x;
                         long xStride = inPlace ? qStride : dp;
