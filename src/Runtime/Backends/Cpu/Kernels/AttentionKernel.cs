@@ -165,6 +165,7 @@ internal static unsafe class AttentionKernel
         long headT = (long)d * ld, headP = (long)tk * dp;
         long length = 2 * headT + 3 * headP + blockRows * (2L * ld + 2L * dp) + tq;
         bool inPlace = d % w == 0; // rows of whole vectors are read (and dq written) where they are
+        int headBlocks = (tq + blockRows - 1) / blockRows, itemBlocks = group * headBlocks;
         // One worker per (batch, kv head): it alone accumulates that head's dk / dv over all the query
         // heads of its group, so there are no races and the summation order is fixed.
         CpuParallel.For(b * hkv, item =>
@@ -183,7 +184,9 @@ internal static unsafe class AttentionKernel
                 float* x = ds + (long)blockRows * ld;    // [blockRows, dp] dout, then q, of the block, zero-padded (unless inPlace)
                 float* g = x + (long)blockRows * dp;     // [blockRows, dp] the block's dq (unless inPlace)
                 float* rowDots = g + (long)blockRows * dp; // [tq] dout · out of each query of the head
-                long kvBase = ((long)bi * tkCapacity * hkv + kvh) * d;
+                long kvBase = KvBase(item);
+                // The next item (most likely this worker's next: Parallel.For hands each worker a run of indices).
+                long nextKvBase = item + 1 < b * hkv ? KvBase(item + 1) : -1;
                 Transpose(k + kvBase, kvStride, kt, ld, tk, d, RoundUp(tk, w));
                 Transpose(v + kvBase, kvStride, vt, ld, tk, d, RoundUp(tk, w));
                 float* kRows = inPlace ? k + kvBase : kp;
@@ -194,8 +197,10 @@ internal static unsafe class AttentionKernel
                 {
                     // Σ_j p_j dp_j = dout · out, cheaper than a pass over the keys; all of the head's in one sweep,
                     // which streams the output rows in (block by block they would arrive as demand misses).
-                    long headRow0 = ((long)bi * tq * hq + h) * d;
-                    for (int i = 0; i < tq; i++) rowDots[i] = SoftmaxKernel.Dot(dout + headRow0 + i * qStride, output + headRow0 + i * qStride, d);
+                    long headRow0 = HeadRow0(bi, h);
+                    long nextHeadRow0 = h + 1 < (kvh + 1) * group ? HeadRow0(bi, h + 1)
+                        : nextKvBase >= 0 ? HeadRow0((item + 1) / hkv, (item + 1) % hkv * group) : -1;
+                    RowDots<TS, TV>(dout + headRow0, output + headRow0, qStride, tq, d, rowDots);
                     for (int i0 = 0; i0 < tq; i0 += blockRows)
                     {
                         int rows = Math.Min(blockRows, tq - i0);
@@ -224,6 +229,24 @@ internal static unsafe class AttentionKernel
                             Product<TS, TV>(rows, ds, ld, kRows, kRowStride, keys, 1f, g, dp, dp / w);
                             CopyRows<TS, TV>(g, dp, dq + row0, qStride, rows, d, 1f, pad: false);
                         }
+                        // The rows read or written after this head or item (k and v transposed for the next item, dout
+                        // and output for the next head's row dots, dk and dv copied out at the end), a slice per
+                        // block: strided across the tensors, all at once they would arrive as demand misses (those
+                        // passes were about a tenth of the backward at stories15M's shape). Issued mid-block, apart
+                        // from the next block's rows above, so the two sets of misses do not queue together.
+                        int block = i0 / blockRows, itemBlock = (h - kvh * group) * headBlocks + block;
+                        if (nextKvBase >= 0)
+                        {
+                            PrefetchSlice(k + nextKvBase, kvStride, tk, d, itemBlock, itemBlocks);
+                            PrefetchSlice(v + nextKvBase, kvStride, tk, d, itemBlock, itemBlocks);
+                        }
+                        if (nextHeadRow0 >= 0)
+                        {
+                            PrefetchSlice(dout + nextHeadRow0, qStride, tq, d, block, headBlocks);
+                            PrefetchSlice(output + nextHeadRow0, qStride, tq, d, block, headBlocks);
+                        }
+                        PrefetchSlice(dk + kvBase, kvStride, tk, d, itemBlock, itemBlocks);
+                        PrefetchSlice(dv + kvBase, kvStride, tk, d, itemBlock, itemBlocks);
                         // dv += pᵀ dout and dk += (scale · ds)ᵀ q: one pass over each accumulator per block of queries.
                         float* xRows = inPlace ? dout + row0 : x;
                         long xStride = inPlace ? qStride : dp;
@@ -238,6 +261,9 @@ internal static unsafe class AttentionKernel
                 CopyRows<TS, TV>(dvp, dp, dv + kvBase, kvStride, tk, d, 1f, pad: false);
             }
         });
+
+        long KvBase(int item) => ((long)(item / hkv) * tkCapacity * hkv + item % hkv) * d;
+        long HeadRow0(int bi, int h) => ((long)bi * tq * hq + h) * d;
     }
 
     /// <summary>y[i] = e^(x[i]) by the kernel's vector exp on the given width, for n a multiple of 16 (for tests).</summary>
@@ -269,14 +295,29 @@ internal static unsafe class AttentionKernel
     // rows of q, dout, output and dq a block uses are strided across the tensors and would otherwise arrive by
     // demand misses, one block at a time; fetching the next block's during this one hides that latency (reading
     // output for dout · out alone was over a tenth of the backward).
-    private static void Prefetch(float* p, long stride, int rows, int d)
+    // With intoL2, the lines go to L2 only: data wanted a while from now, which would only crowd L1.
+    private static void Prefetch(float* p, long stride, int rows, int d, bool intoL2 = false)
     {
         if (!Sse.IsSupported) return;
         for (int r = 0; r < rows; r++, p += stride)
         {
-            for (int c = 0; c < d; c += 16) Sse.Prefetch0(p + c);
-            Sse.Prefetch0(p + d - 1);
+            for (int c = 0; c < d; c += 16) Line(p + c);
+            Line(p + d - 1);
         }
+
+        void Line(float* a)
+        {
+            if (intoL2) Sse.Prefetch1(a);
+            else Sse.Prefetch0(a);
+        }
+    }
+
+    // Prefetch into L2 of rows [part · rows / parts, (part + 1) · rows / parts) of p (stride apart, d floats each):
+    // one of parts slices of a matrix wanted after the current work.
+    private static void PrefetchSlice(float* p, long stride, int rows, int d, int part, int parts)
+    {
+        int r0 = (int)((long)rows * part / parts), r1 = (int)((long)rows * (part + 1) / parts);
+        Prefetch(p + r0 * stride, stride, r1 - r0, d, intoL2: true);
     }
 
     // Per-thread scratch, grown to the largest request and reused across calls; 16 floats of slack let
@@ -673,6 +714,30 @@ internal static unsafe class AttentionKernel
             }
             StoreRow<TS, TV>(y, vectors, y0, y1, y2);
         }
+    }
+
+    // dots[i] = a_i · b_i for the rows i < rows (stride apart, n floats each), four at a time so one Sum4 finishes
+    // four of them (a full reduction per row cost more than its few FMAs).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RowDots<TS, TV>(float* a, float* b, long stride, int rows, int n, float* dots)
+        where TS : struct, ISimd<TV> where TV : struct
+    {
+        int w = TS.Width, full = n - n % w, i = 0;
+        for (; i <= rows - 4; i += 4, a += 4 * stride, b += 4 * stride)
+        {
+            TV s0 = TS.Zero, s1 = TS.Zero, s2 = TS.Zero, s3 = TS.Zero;
+            for (int c = 0; c < full; c += w)
+            {
+                s0 = TS.MultiplyAdd(TS.Load(a + c), TS.Load(b + c), s0);
+                s1 = TS.MultiplyAdd(TS.Load(a + stride + c), TS.Load(b + stride + c), s1);
+                s2 = TS.MultiplyAdd(TS.Load(a + 2 * stride + c), TS.Load(b + 2 * stride + c), s2);
+                s3 = TS.MultiplyAdd(TS.Load(a + 3 * stride + c), TS.Load(b + 3 * stride + c), s3);
+            }
+            TS.Sum4(s0, s1, s2, s3).Store(dots + i);
+            for (int r = 0; r < 4; r++)
+                for (int c = full; c < n; c++) dots[i + r] += a[r * stride + c] * b[r * stride + c];
+        }
+        for (; i < rows; i++, a += stride, b += stride) dots[i] = SoftmaxKernel.Dot(a, b, n);
     }
 
     // ---- Softmax rows --------------------------------------------------------------------------------------------
