@@ -105,20 +105,35 @@ internal static unsafe class GemmBenchmark
         foreach (var shape in s_linear16Shapes.Where(candidate => candidate.Name.Contains(filter, StringComparison.Ordinal)))
             foreach (var dtype in new[] { DType.BFloat16, DType.Float16 })
                 RunLinear16(shape, dtype, seconds);
-        if ("head_loss".Contains(filter, StringComparison.Ordinal)) RunHeadLoss(seconds);
+        foreach (var shape in s_headShapes.Where(candidate => candidate.Name.Contains(filter, StringComparison.Ordinal)))
+            RunHeadLoss(shape, seconds);
         return 0;
     }
 
+    /// <summary>An output head and loss: x [Rows, Hidden], W [Vocab, Hidden] stored as <see cref="WeightType"/>.</summary>
+    private readonly record struct HeadShape(string Name, int Rows, int Hidden, int Vocab, DType WeightType);
+
+    private static readonly HeadShape[] s_headShapes =
+    [
+        // stories15M at 8 × 256 tokens, its float32 tied embedding as the head.
+        new("head_loss", 2048, 288, 32000, DType.Float32),
+        // A 1B-class model (TinyLlama: hidden 2048, a bf16 head) on one 256-token sequence: few rows per thread.
+        new("head_loss_1b_256", 256, 2048, 32000, DType.BFloat16),
+        new("head_loss_1b_2048", 2048, 2048, 32000, DType.BFloat16),
+    ];
+
     /// <summary>
-    /// The output head and loss of a stories15M-sized step (2048 tokens, hidden 288, vocabulary 32000) with the input
-    /// gradient: <see cref="LinearCrossEntropyKernel"/>, which never stores the logits, against the unfused route (logits
-    /// GEMM, <see cref="CrossEntropyKernel.ForwardWithGradient"/> in place, input-gradient GEMM), calls interleaved.
+    /// An output head and loss with the input gradient: <see cref="LinearCrossEntropyKernel"/>, which never stores the
+    /// logits, against the unfused route (logits GEMM, <see cref="CrossEntropyKernel.ForwardWithGradient"/> in place,
+    /// input-gradient GEMM; the tiled 16-bit kernels for a bf16 head), calls interleaved.
     /// </summary>
-    private static void RunHeadLoss(double seconds)
+    private static void RunHeadLoss(HeadShape s, double seconds)
     {
-        const int n = 2048, hidden = 288, vocab = 32000;
+        int n = s.Rows, hidden = s.Hidden, vocab = s.Vocab;
+        bool narrow = s.WeightType != DType.Float32;
         float* x = Allocate((long)n * hidden, seed: 1);
         float* w = Allocate((long)vocab * hidden, seed: 2);
+        var w16 = narrow ? (ushort*)NativeMemory.AlignedAlloc((nuint)((long)vocab * hidden * sizeof(ushort)), 64) : null;
         float* logits = Allocate((long)n * vocab, seed: 3);
         float* losses = Allocate(n, seed: 4), fusedLosses = Allocate(n, seed: 4);
         float* dx = Allocate((long)n * hidden, seed: 5), fusedDx = Allocate((long)n * hidden, seed: 5);
@@ -127,29 +142,35 @@ internal static unsafe class GemmBenchmark
         for (int i = 0; i < n; i++) targets[i] = random.Next(vocab);
         try
         {
+            if (narrow) Float16Conversions.Narrow(new ReadOnlySpan<float>(w, vocab * hidden), new Span<ushort>(w16, vocab * hidden), s.WeightType);
+            var source = narrow ? new Float16TileSource(w16, vocab, hidden, s.WeightType) : default;
+            var head = narrow ? new HeadWeight(source) : new HeadWeight(w, vocab, hidden);
             fixed (int* t = targets)
             {
                 int* pt = t;
-                const float scale = 1f / n;
-                Console.Error.WriteLine($"gemm: head_loss x [{n}, {hidden}], W [{vocab}, {hidden}] warming up");
+                float scale = 1f / n;
+                Console.Error.WriteLine($"gemm: {s.Name} x [{n}, {hidden}], W [{vocab}, {hidden}] {s.WeightType} warming up");
                 Action unfused = () =>
                 {
-                    Sgemm.Multiply(false, true, n, vocab, hidden, 1f, x, hidden, w, hidden, 0f, logits, vocab);
+                    if (narrow) TiledWeightMatMulKernel.Forward(x, source, logits, n);
+                    else Sgemm.Multiply(false, true, n, vocab, hidden, 1f, x, hidden, w, hidden, 0f, logits, vocab);
                     CrossEntropyKernel.ForwardWithGradient(logits, pt, losses, n, vocab, -100, scale);
-                    Sgemm.Multiply(false, false, n, hidden, vocab, 1f, logits, vocab, w, hidden, 0f, dx, hidden);
+                    if (narrow) TiledWeightMatMulKernel.BackwardInput(logits, source, dx, n, accumulate: false);
+                    else Sgemm.Multiply(false, false, n, hidden, vocab, 1f, logits, vocab, w, hidden, 0f, dx, hidden);
                 };
-                Action fused = () => LinearCrossEntropyKernel.Run(x, new HeadWeight(w, vocab, hidden), pt, n, -100, fusedLosses, fusedDx, scale);
+                Action fused = () => LinearCrossEntropyKernel.Run(x, head, pt, n, -100, fusedLosses, fusedDx, scale);
                 var (unfusedBest, fusedBest, calls) = Interleaved(unfused, fused, seconds);
                 double dxDiff = MaxRelativeDiff(fusedDx, dx, (long)n * hidden)(), lossDiff = MaxRelativeDiff(fusedLosses, losses, n)();
-                Console.Error.WriteLine($"gemm: head_loss {calls} calls, unfused {unfusedBest * 1e3:F1} ms, fused {fusedBest * 1e3:F1} ms");
+                Console.Error.WriteLine($"gemm: {s.Name} {calls} calls, unfused {unfusedBest * 1e3:F1} ms, fused {fusedBest * 1e3:F1} ms");
                 using var buffer = new MemoryStream();
                 using (var json = new Utf8JsonWriter(buffer))
                 {
                     json.WriteStartObject();
-                    json.WriteString("name", "head_loss");
+                    json.WriteString("name", s.Name);
                     json.WriteNumber("rows", n);
                     json.WriteNumber("hidden", hidden);
                     json.WriteNumber("vocab", vocab);
+                    json.WriteString("weight", narrow ? "bf16" : "float32");
                     json.WriteNumber("fused_ms", Math.Round(fusedBest * 1e3, 1));
                     json.WriteNumber("unfused_ms", Math.Round(unfusedBest * 1e3, 1));
                     json.WriteNumber("fused_gflops", Math.Round(4.0 * n * hidden * vocab / fusedBest / 1e9, 1));
@@ -165,6 +186,7 @@ internal static unsafe class GemmBenchmark
         finally
         {
             foreach (var buffer in new[] { x, w, logits, losses, fusedLosses, dx, fusedDx }) NativeMemory.AlignedFree(buffer);
+            if (w16 != null) NativeMemory.AlignedFree(w16);
         }
     }
 

@@ -85,6 +85,39 @@ public unsafe class LinearCrossEntropyKernelTests
             if (targets[r] == Ignore) Assert.All(dx.Skip(r * hidden).Take(hidden), value => Assert.Equal(0f, value));
     }
 
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(3, 1)]
+    [InlineData(1, 3)]
+    [InlineData(2, 4)]
+    public void Every_worker_grid_gives_the_same_result(int rowParts, int vocabParts)
+    {
+        // Rows split into panels, the vocabulary into parts whose running states are merged at the end.
+        int n = 50, hidden = 72, vocab = 1100;
+        var rng = new Random(3);
+        var x = KernelCheck.Random(rng, n * hidden, 1f);
+        var w = KernelCheck.Random(rng, vocab * hidden, 0.5f);
+        var targets = Enumerable.Range(0, n).Select(r => r % 7 == 2 ? Ignore : rng.Next(vocab)).ToArray();
+        var (refLosses, refDx) = Reference(x, w, targets, n, hidden, vocab, 0.25f);
+        var losses = new float[n];
+        var dx = new float[n * hidden];
+        fixed (float* px = x, pw = w, pl = losses, pdx = dx)
+        fixed (int* pt = targets)
+            LinearCrossEntropyKernel.Run(Sgemm.BestKernel, px, new HeadWeight(pw, vocab, hidden), pt, n, Ignore, pl, pdx, 0.25f, (rowParts, vocabParts));
+        KernelCheck.Close(losses, refLosses, 2e-5, $"{rowParts} x {vocabParts} losses");
+        KernelCheck.Close(dx, refDx, 2e-5, $"{rowParts} x {vocabParts} dx");
+    }
+
+    [Fact]
+    public void Many_rows_split_by_rows_and_few_rows_split_the_vocabulary()
+    {
+        // stories15M at 8 × 256 tokens on 2 threads: each thread packs the whole head, which is cheap next to its products.
+        Assert.Equal((2, 1), LinearCrossEntropyKernel.PlanThreads(2048, 288, 32000, 14, dense: true, gradient: true, threads: 2));
+        // A 1B-class bf16 head on one 256-token sequence over 16 threads: packing the whole head per thread would dominate.
+        var (rowParts, vocabParts) = LinearCrossEntropyKernel.PlanThreads(256, 2048, 32000, 14, dense: false, gradient: true, threads: 16);
+        Assert.True(vocabParts >= 4 && rowParts * vocabParts <= 16, $"{rowParts} x {vocabParts}");
+    }
+
     [Fact]
     public void A_16_bit_head_is_widened_block_by_block()
     {

@@ -1,5 +1,6 @@
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace PeftGen.Backends.Cpu.Kernels;
 
@@ -18,14 +19,24 @@ namespace PeftGen.Backends.Cpu.Kernels;
 /// needs the whole softmax, so a trainable head takes the unfused route (<see cref="Tensors.Ops.LinearCrossEntropy"/>).
 /// </summary>
 /// <remarks>
-/// Threads split the rows (in whole microkernel panels) and each sweeps the whole vocabulary, so every row's running
-/// state belongs to one thread and dx needs no reduction; each thread packs W's blocks for itself, which costs little
-/// next to the products (one element moved per 4·rows/threads flops).
+/// Threads work on a grid of token-row ranges (whole microkernel panels) × vocabulary ranges. Each worker packs the
+/// blocks of its vocabulary range for itself, so splitting only the rows would make every thread pack the whole head:
+/// with few rows per thread (a 1B model on one sequence, many cores) that packing outweighs the products. Splitting the
+/// vocabulary instead gives each vocabulary part its own running state and Σ exp·W per row, merged at the end like
+/// FlashAttention's split-K (max of the maxes, sums and accumulators rescaled to it). <see cref="PlanThreads"/> picks the
+/// grid that minimises one worker's products plus packing, within a memory cap on the extra accumulators.
 /// </remarks>
 internal static unsafe class LinearCrossEntropyKernel
 {
-    /// <summary>Both packed copies of a vocabulary block (for the logits and for the gradient) are sized to share L2.</summary>
-    private const int PackedBlockBytes = 1024 * 1024;
+    /// <summary>
+    /// Most bytes of the two packed copies of a vocabulary block (for the logits and for the gradient). The block is the
+    /// depth of the gradient product, and a deep one matters more than fitting L2: at hidden 2048, blocks of 256 rows
+    /// (4 MiB) ran 13% faster than blocks of 64 (1 MiB), which lose time to the accumulator's per-block traffic.
+    /// </summary>
+    private const int PackedBlockBytes = 8 * 1024 * 1024;
+
+    /// <summary>Most bytes of the accumulators that vocabulary parts beyond the first add (each is [rows, hidden]).</summary>
+    private const long MaxPartialBytes = 64L * 1024 * 1024;
 
     /// <summary>Most vocabulary rows per block. The block is the depth of the gradient product, at most <see cref="Sgemm.KC"/>.</summary>
     private const int MaxBlockRows = 256;
@@ -39,43 +50,103 @@ internal static unsafe class LinearCrossEntropyKernel
         => Run(Sgemm.BestKernel, x, weight, targets, n, ignoreIndex, losses, dx, gradScale);
 
     /// <summary><see cref="Run(float*, HeadWeight, int*, int, int, float*, float*, float)"/> on an explicitly chosen microkernel (for tests).</summary>
-    internal static void Run(SgemmKernel kernel, float* x, HeadWeight weight, int* targets, int n, int ignoreIndex, float* losses, float* dx, float gradScale)
+    internal static void Run(SgemmKernel kernel, float* x, HeadWeight weight, int* targets, int n, int ignoreIndex, float* losses, float* dx, float gradScale,
+        (int RowParts, int VocabParts)? grid = null)
     {
         CrossEntropyKernel.ValidateTargets(targets, n, weight.Vocab, ignoreIndex);
         if (!Sgemm.IsSupported(kernel)) throw new PlatformNotSupportedException($"SGEMM kernel {kernel} is not supported on this CPU.");
         var problem = new Problem(x, weight, targets, n, ignoreIndex, losses, dx, gradScale);
         switch (kernel)
         {
-            case SgemmKernel.Avx512: Run<Sgemm.Avx512Kernel>(problem); break;
-            case SgemmKernel.Avx2: Run<Sgemm.Avx2Kernel>(problem); break;
-            default: Run<Sgemm.PortableKernel>(problem); break;
+            case SgemmKernel.Avx512: Run<Sgemm.Avx512Kernel>(problem, grid); break;
+            case SgemmKernel.Avx2: Run<Sgemm.Avx2Kernel>(problem, grid); break;
+            default: Run<Sgemm.PortableKernel>(problem, grid); break;
         }
     }
 
-    private static void Run<TKernel>(Problem p) where TKernel : struct, Sgemm.IMicroKernel
+    /// <summary>Plans the worker grid (or takes <paramref name="grid"/>, for tests), runs the sweeps, then merges and finishes every row.</summary>
+    private static void Run<TKernel>(Problem p, (int RowParts, int VocabParts)? grid) where TKernel : struct, Sgemm.IMicroKernel
     {
         if (p.N == 0) return;
-        int mr = TKernel.MR;
-        int panels = (p.N + mr - 1) / mr;
-        int threads = Math.Clamp(panels, 1, CpuParallel.MaxThreads);
-        CpuParallel.For(threads, t =>
+        int mr = TKernel.MR, n = p.N, hidden = p.Weight.Hidden, vocab = p.Weight.Vocab;
+        int panels = (n + mr - 1) / mr;
+        var (rowParts, vocabParts) = grid ?? PlanThreads(n, hidden, vocab, mr, p.Weight.IsDense, p.Dx != null, CpuParallel.MaxThreads);
+        rowParts = Math.Clamp(rowParts, 1, panels);
+        vocabParts = Math.Clamp(vocabParts, 1, vocab); // every part holds at least one vocabulary row, so every state is written
+        bool gradient = p.Dx != null;
+        // Per vocabulary part: running max and Σ exp per row, and (beyond the first part, which accumulates in dx) Σ exp·W.
+        long partialFloats = gradient ? (long)(vocabParts - 1) * n * hidden : 0;
+        var shared = GC.AllocateUninitializedArray<float>(checked((int)(2L * vocabParts * n + n + partialFloats)), pinned: true);
+        fixed (float* start = shared)
         {
-            int first = (int)((long)panels * t / threads) * mr, end = Math.Min(p.N, (int)((long)panels * (t + 1) / threads) * mr);
-            if (first < end) SweepRows<TKernel>(p, first, end);
-        });
+            var state = new SweepState(start, start + (long)vocabParts * n, start + 2L * vocabParts * n, start + 2L * vocabParts * n + n, n);
+            CpuParallel.For(rowParts * vocabParts, item =>
+            {
+                int rowPart = item / vocabParts, vocabPart = item % vocabParts;
+                int r0 = (int)((long)panels * rowPart / rowParts) * mr, r1 = Math.Min(n, (int)((long)panels * (rowPart + 1) / rowParts) * mr);
+                int v0 = (int)((long)vocab * vocabPart / vocabParts), v1 = (int)((long)vocab * (vocabPart + 1) / vocabParts);
+                if (r0 < r1 && v0 < v1) Sweep<TKernel>(p, state, vocabPart, r0, r1, v0, v1);
+            });
+            CpuParallel.ForRange(n, Math.Max(1, 4096 / hidden), (first, end) =>
+            {
+                float* wide = gradient && !p.Weight.IsDense ? (float*)NativeMemory.Alloc((nuint)hidden, sizeof(float)) : null;
+                try
+                {
+                    for (int row = first; row < end; row++)
+                        MergeAndFinish(p, state, vocabParts, row, wide);
+                }
+                finally
+                {
+                    NativeMemory.Free(wide);
+                }
+            });
+        }
     }
 
-    /// <summary>The whole computation for rows [r0, r1) on the calling thread.</summary>
-    private static void SweepRows<TKernel>(in Problem p, int r0, int r1) where TKernel : struct, Sgemm.IMicroKernel
+    /// <summary>
+    /// The worker grid (row parts × vocabulary parts, at most <paramref name="threads"/> workers) that minimises one
+    /// worker's time, in rough cycles: its products (~32 flops a cycle), packing its vocabulary range (about an element a
+    /// cycle per copy: two packs, and the widening of a 16-bit head) and its share of the merge.
+    /// </summary>
+    internal static (int RowParts, int VocabParts) PlanThreads(int n, int hidden, int vocab, int mr, bool dense, bool gradient, int threads)
+    {
+        int panels = (n + mr - 1) / mr;
+        (int, int) best = (1, 1);
+        double bestCost = double.MaxValue;
+        for (int vocabParts = 1; vocabParts <= Math.Min(threads, vocab); vocabParts++)
+        {
+            if (gradient && (vocabParts - 1) * (long)n * hidden * sizeof(float) > MaxPartialBytes) break;
+            int rowParts = Math.Min(threads / vocabParts, panels);
+            double rows = (double)((panels + rowParts - 1) / rowParts) * mr;
+            double vocabRows = Math.Ceiling((double)vocab / vocabParts);
+            double products = (gradient ? 4.0 : 2.0) * rows * vocabRows * hidden / 32;
+            double packing = ((gradient ? 2 : 1) + (dense ? 0 : 1)) * vocabRows * hidden;
+            double merge = vocabParts > 1 ? (double)vocabParts * n * hidden / (rowParts * vocabParts) : 0;
+            double cost = products + packing + merge;
+            if (cost < bestCost * 0.98) // a clear gain, not noise in the model, for another vocabulary part
+            {
+                bestCost = cost;
+                best = (rowParts, vocabParts);
+            }
+        }
+        return best;
+    }
+
+    /// <summary>One worker's share: rows [r0, r1) against the vocabulary [v0, v1), into its part's running state.</summary>
+    private static void Sweep<TKernel>(in Problem p, in SweepState state, int part, int r0, int r1, int vocabStart, int vocabEnd)
+        where TKernel : struct, Sgemm.IMicroKernel
     {
         int mr = TKernel.MR, nr = TKernel.NR, kcMax = Sgemm.KC;
-        int hidden = p.Weight.Hidden, vocab = p.Weight.Vocab, rows = r1 - r0;
+        int hidden = p.Weight.Hidden, rows = r1 - r0;
         bool gradient = p.Dx != null;
         int panels = (rows + mr - 1) / mr;
         int depthBlocks = (hidden + kcMax - 1) / kcMax;
         int kcBlock = (hidden + depthBlocks - 1) / depthBlocks;
         int blockRows = Math.Clamp(PackedBlockBytes / (2 * sizeof(float) * hidden) / nr * nr, nr, MaxBlockRows);
         int blockPad = RoundUp(blockRows, nr);
+        float* runningMax = state.Max + (long)part * state.N + r0, runningSum = state.Sum + (long)part * state.N + r0; // [rows] each
+        float* targetLogit = state.TargetLogit + r0;                                                                  // [rows]
+        float* accumulated = part == 0 ? p.Dx : state.Partials + (long)(part - 1) * state.N * hidden;                  // [n, hidden]
 
         var arena = new Arena(
             (long)depthBlocks * panels * mr * kcMax,            // packed x
@@ -84,7 +155,6 @@ internal static unsafe class LinearCrossEntropyKernel
             (long)mr * blockPad,                                 // logits tile
             gradient ? (long)mr * kcMax : 0,                     // exponentials tile, packed as an A panel
             p.Weight.IsDense ? 0 : (long)blockRows * hidden,    // widened 16-bit W block
-            3L * rows,                                           // running max, Σ exp, target logit
             (long)mr * nr);                                      // edge tile
         fixed (float* arenaStart = arena.Store)
         {
@@ -95,23 +165,21 @@ internal static unsafe class LinearCrossEntropyKernel
             float* logits = arena.Next(ref cursor, 3);     // [mr, blockPad] one panel's logits for the block
             float* exps = arena.Next(ref cursor, 4);       // [mr, KC] exp(logit − max) of the panel, as an A micro-panel
             float* wide = arena.Next(ref cursor, 5);       // [blockRows, hidden] a 16-bit block widened
-            float* state = arena.Next(ref cursor, 6);
-            float* tile = arena.Next(ref cursor, 7);       // [mr, nr]
-            float* runningMax = state, runningSum = state + rows, targetLogit = state + 2 * rows; // [rows] each
+            float* tile = arena.Next(ref cursor, 6);       // [mr, nr]
 
             for (int pc = 0, d = 0; pc < hidden; pc += kcBlock, d++)
                 Sgemm.PackRowMajorA<TKernel>(p.X, hidden, r0, rows, pc, Math.Min(kcBlock, hidden - pc), xPacked + (long)d * panels * mr * kcMax);
             new Span<float>(runningMax, rows).Fill(float.NegativeInfinity);
-            new Span<float>(runningSum, rows * 2).Clear();
+            new Span<float>(runningSum, rows).Clear();
             if (gradient)
             {
                 new Span<float>(exps, mr * kcMax).Clear(); // finite from the start: rows past a short panel feed only discarded tile rows
-                new Span<float>(p.Dx + (long)r0 * hidden, rows * hidden).Clear();
+                new Span<float>(accumulated + (long)r0 * hidden, rows * hidden).Clear();
             }
 
-            for (int v0 = 0; v0 < vocab; v0 += blockRows)
+            for (int v0 = vocabStart; v0 < vocabEnd; v0 += blockRows)
             {
-                int nb = Math.Min(blockRows, vocab - v0), nbPad = RoundUp(nb, nr);
+                int nb = Math.Min(blockRows, vocabEnd - v0), nbPad = RoundUp(nb, nr);
                 float* w = p.Weight.Rows(v0, nb, wide);                              // [nb, hidden]
                 for (int pc = 0; pc < hidden; pc += kcBlock)
                     Sgemm.PackRowMajorB<TKernel>(w, hidden, transB: true, pc, Math.Min(kcBlock, hidden - pc), 0, nb, logitB + (long)pc * nbPad);
@@ -130,12 +198,12 @@ internal static unsafe class LinearCrossEntropyKernel
                             TKernel.Tile(kc, a, b + (long)jr * kc, logits + jr, blockPad, 1f, pc == 0 ? 0f : 1f);
                     }
                     for (int r = 0; r < valid; r++)
-                        FoldIntoRunningSoftmax(p, r0 + i0 + r, i0 + r, logits + r * blockPad, v0, nb,
-                            runningMax, runningSum, targetLogit, gradient ? exps + r * kcMax : null, hidden);
+                        FoldIntoRunningSoftmax(p, r0 + i0 + r, i0 + r, logits + r * blockPad, v0, nb, runningMax, runningSum, targetLogit,
+                            gradient ? exps + r * kcMax : null, gradient ? accumulated + (long)(r0 + i0 + r) * hidden : null, hidden);
                     if (!gradient) continue;
 
-                    // dx_panel [valid, hidden] += exps [mr, nb] · W_block [nb, hidden]
-                    float* dxPanel = p.Dx + (long)(r0 + i0) * hidden;
+                    // Σ exp·W of the panel [valid, hidden] += exps [mr, nb] · W_block [nb, hidden]
+                    float* dxPanel = accumulated + (long)(r0 + i0) * hidden;
                     for (int jr = 0; jr < hidden; jr += nr)
                     {
                         int cols = Math.Min(nr, hidden - jr);
@@ -151,9 +219,6 @@ internal static unsafe class LinearCrossEntropyKernel
                     }
                 }
             }
-
-            for (int r = 0; r < rows; r++)
-                Finish(p, r0 + r, runningMax[r], runningSum[r], targetLogit[r], wide);
         }
     }
 
@@ -162,7 +227,7 @@ internal static unsafe class LinearCrossEntropyKernel
     /// exp(logit − max) into <paramref name="exps"/> and rescales the row's running Σ exp·W when the max rose.
     /// </summary>
     private static void FoldIntoRunningSoftmax(in Problem p, int row, int local, float* logits, int v0, int nb,
-        float* runningMax, float* runningSum, float* targetLogit, float* exps, int hidden)
+        float* runningMax, float* runningSum, float* targetLogit, float* exps, float* accumulatedRow, int hidden)
     {
         int target = p.Targets[row];
         if ((uint)(target - v0) < (uint)nb) targetLogit[local] = logits[target - v0];
@@ -174,19 +239,33 @@ internal static unsafe class LinearCrossEntropyKernel
         runningMax[local] = max;
         if (exps != null && correction != 1f && oldMax != float.NegativeInfinity)
         {
-            var accumulated = new Span<float>(p.Dx + (long)row * hidden, hidden);     // Σ exp(l − oldMax)·W so far
+            var accumulated = new Span<float>(accumulatedRow, hidden);                // Σ exp(l − oldMax)·W so far
             TensorPrimitives.Multiply(accumulated, correction, accumulated);
         }
     }
 
-    /// <summary>The row's loss and, with the gradient, dx = gradScale · (Σ exp·W / Σ − W_target).</summary>
-    private static void Finish(in Problem p, int row, float max, float sum, float targetLogit, float* wide)
+    /// <summary>
+    /// Merges the row's vocabulary parts (max of the maxes; sums and Σ exp·W rescaled to it, into dx), then writes its
+    /// loss and, with the gradient, dx = gradScale · (Σ exp·W / Σ − W_target).
+    /// </summary>
+    private static void MergeAndFinish(in Problem p, in SweepState state, int parts, int row, float* wide)
     {
         int target = p.Targets[row], hidden = p.Weight.Hidden;
+        float max = float.NegativeInfinity;
+        for (int part = 0; part < parts; part++) max = Math.Max(max, state.Max[(long)part * state.N + row]);
+        var dx = p.Dx == null ? default : new Span<float>(p.Dx + (long)row * hidden, hidden);
+        float sum = 0f;
+        for (int part = 0; part < parts; part++)
+        {
+            float factor = MathF.Exp(state.Max[(long)part * state.N + row] - max);
+            sum += state.Sum[(long)part * state.N + row] * factor;
+            if (p.Dx == null || parts == 1) continue;
+            if (part == 0) TensorPrimitives.Multiply(dx, factor, dx);
+            else TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(state.Partials + ((long)(part - 1) * state.N + row) * hidden, hidden), factor, dx, dx);
+        }
         bool ignored = target == p.IgnoreIndex;
-        p.Losses[row] = ignored ? 0f : max + MathF.Log(sum) - targetLogit;
+        p.Losses[row] = ignored ? 0f : max + MathF.Log(sum) - state.TargetLogit[row];
         if (p.Dx == null) return;
-        var dx = new Span<float>(p.Dx + (long)row * hidden, hidden);
         if (ignored)
         {
             dx.Clear();
@@ -209,6 +288,16 @@ internal static unsafe class LinearCrossEntropyKernel
         public float* Losses { get; } = losses;       // [n]
         public float* Dx { get; } = dx;               // [n, hidden], or null
         public float GradScale { get; } = gradScale;
+    }
+
+    /// <summary>The running state the workers share: per vocabulary part and row, max and Σ exp; the target logits; Σ exp·W of parts beyond the first.</summary>
+    private readonly struct SweepState(float* max, float* sum, float* targetLogit, float* partials, int n)
+    {
+        public float* Max { get; } = max;                 // [parts, n]
+        public float* Sum { get; } = sum;                 // [parts, n]
+        public float* TargetLogit { get; } = targetLogit; // [n], written by the part that holds the target
+        public float* Partials { get; } = partials;       // [parts − 1, n, hidden]
+        public int N { get; } = n;
     }
 
     /// <summary>One thread's scratch: a single pinned array carved into 64-byte-aligned regions of the given float counts.</summary>
