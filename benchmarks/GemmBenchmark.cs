@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using PeftGen.Backends.Cpu;
 using PeftGen.Backends.Cpu.Kernels;
 using PeftGen.Tensors;
@@ -162,25 +163,17 @@ internal static unsafe class GemmBenchmark
                 var (unfusedBest, fusedBest, calls) = Interleaved(unfused, fused, seconds);
                 double dxDiff = MaxRelativeDiff(fusedDx, dx, (long)n * hidden)(), lossDiff = MaxRelativeDiff(fusedLosses, losses, n)();
                 Console.Error.WriteLine($"gemm: {s.Name} {calls} calls, unfused {unfusedBest * 1e3:F1} ms, fused {fusedBest * 1e3:F1} ms");
-                using var buffer = new MemoryStream();
-                using (var json = new Utf8JsonWriter(buffer))
+                Console.Out.WriteLine(new JsonObject
                 {
-                    json.WriteStartObject();
-                    json.WriteString("name", s.Name);
-                    json.WriteNumber("rows", n);
-                    json.WriteNumber("hidden", hidden);
-                    json.WriteNumber("vocab", vocab);
-                    json.WriteString("weight", narrow ? "bf16" : "float32");
-                    json.WriteNumber("fused_ms", Math.Round(fusedBest * 1e3, 1));
-                    json.WriteNumber("unfused_ms", Math.Round(unfusedBest * 1e3, 1));
-                    json.WriteNumber("fused_gflops", Math.Round(4.0 * n * hidden * vocab / fusedBest / 1e9, 1));
-                    json.WriteNumber("ratio", Math.Round(unfusedBest / fusedBest, 3));
-                    json.WriteNumber("max_rel_diff_dx", dxDiff);
-                    json.WriteNumber("max_rel_diff_loss", lossDiff);
-                    json.WriteNumber("threads", Threads);
-                    json.WriteEndObject();
-                }
-                Console.Out.WriteLine(System.Text.Encoding.UTF8.GetString(buffer.ToArray()));
+                    ["name"] = s.Name, ["rows"] = n, ["hidden"] = hidden, ["vocab"] = vocab, ["weight"] = narrow ? "bf16" : "float32",
+                    ["fused_ms"] = Math.Round(fusedBest * 1e3, 1),
+                    ["unfused_ms"] = Math.Round(unfusedBest * 1e3, 1),
+                    ["fused_gflops"] = Math.Round(4.0 * n * hidden * vocab / fusedBest / 1e9, 1),
+                    ["ratio"] = Math.Round(unfusedBest / fusedBest, 3),
+                    ["max_rel_diff_dx"] = dxDiff,
+                    ["max_rel_diff_loss"] = lossDiff,
+                    ["threads"] = Threads,
+                }.ToJsonString());
             }
         }
         finally
