@@ -101,7 +101,10 @@ public static class MemoryModel
         long tokens = (long)batchSize * sequenceLength;
         double floatsPerToken = ActivationFloatsPerToken(c, f, kv, layers, gradientCheckpointing, lora.Dropout > 0);
         long activations = (long)(tokens * floatsPerToken * sizeof(float));
-        long workspace = WorkspacePerThread * (threads ?? CpuParallel.MaxThreads);
+        int kernelThreads = threads ?? CpuParallel.MaxThreads;
+        // The head and loss kernel's scratch grows SGEMM's pooled buffers past their usual size, and adds the running state.
+        long workspace = WorkspacePerThread * kernelThreads
+            + Backends.Cpu.Kernels.LinearCrossEntropyKernel.WorkspaceBytes(checked((int)tokens), (int)c, (int)v, frozenWeightType == DType.Float32, kernelThreads);
         return new MemoryEstimate(fourBit, frozen, adapter, activations, workspace, RuntimeBytes);
     }
 

@@ -119,6 +119,16 @@ public unsafe class LinearCrossEntropyKernelTests
     }
 
     [Fact]
+    public void The_memory_model_counts_every_workers_packed_blocks()
+    {
+        // A 1B-class bf16 head at 256 tokens on 2 threads: two workers, each with two packed 256-row blocks of a
+        // 2,048-wide head and the block widened from bf16 (6 MiB), plus its packed tokens.
+        long bytes = LinearCrossEntropyKernel.WorkspaceBytes(256, 2048, 32000, dense: false, threads: 2);
+        Assert.InRange(bytes, 2 * 3 * 256 * 2048 * 4L, 32L << 20);
+        Assert.True(LinearCrossEntropyKernel.WorkspaceBytes(256, 2048, 32000, dense: true, threads: 2) < bytes, "a float32 head needs no widened block");
+    }
+
+    [Fact]
     public void A_16_bit_head_is_widened_block_by_block()
     {
         int n = 20, hidden = 48, vocab = 1000;

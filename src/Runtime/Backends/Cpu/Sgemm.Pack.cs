@@ -174,7 +174,7 @@ internal static unsafe partial class Sgemm
     /// memory scales with how many threads run SGEMM at once, not with how many pool threads
     /// ever touched it. Backed by pinned managed arrays: the GC frees a dropped one, no finalizer.
     /// </summary>
-    private sealed class Workspace
+    internal sealed class Workspace
     {
         private const int Alignment = 64;
         private const int MaxPooled = 16;

@@ -76,8 +76,9 @@ internal static unsafe class LinearCrossEntropyKernel
         bool gradient = p.Dx != null;
         // Per vocabulary part: running max and Σ exp per row, and (beyond the first part, which accumulates in dx) Σ exp·W.
         long partialFloats = gradient ? (long)(vocabParts - 1) * n * hidden : 0;
-        var shared = GC.AllocateUninitializedArray<float>(checked((int)(2L * vocabParts * n + n + partialFloats)), pinned: true);
-        fixed (float* start = shared)
+        // Native memory, freed on return: a step's partial accumulators must not wait for the GC.
+        float* start = (float*)NativeMemory.AlignedAlloc((nuint)((2L * vocabParts * n + n + partialFloats) * sizeof(float)), 64);
+        try
         {
             var state = new SweepState(start, start + (long)vocabParts * n, start + 2L * vocabParts * n, start + 2L * vocabParts * n + n, n);
             CpuParallel.For(rowParts * vocabParts, item =>
@@ -100,6 +101,10 @@ internal static unsafe class LinearCrossEntropyKernel
                     NativeMemory.Free(wide);
                 }
             });
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(start);
         }
     }
 
@@ -140,32 +145,25 @@ internal static unsafe class LinearCrossEntropyKernel
         int hidden = p.Weight.Hidden, rows = r1 - r0;
         bool gradient = p.Dx != null;
         int panels = (rows + mr - 1) / mr;
-        int depthBlocks = (hidden + kcMax - 1) / kcMax;
-        int kcBlock = (hidden + depthBlocks - 1) / depthBlocks;
-        int blockRows = Math.Clamp(PackedBlockBytes / (2 * sizeof(float) * hidden) / nr * nr, nr, MaxBlockRows);
-        int blockPad = RoundUp(blockRows, nr);
+        var (depthBlocks, kcBlock, blockRows, blockPad) = Blocking<TKernel>(hidden);
         float* runningMax = state.Max + (long)part * state.N + r0, runningSum = state.Sum + (long)part * state.N + r0; // [rows] each
         float* targetLogit = state.TargetLogit + r0;                                                                  // [rows]
         float* accumulated = part == 0 ? p.Dx : state.Partials + (long)(part - 1) * state.N * hidden;                  // [n, hidden]
-
-        var arena = new Arena(
-            (long)depthBlocks * panels * mr * kcMax,            // packed x
-            (long)blockPad * hidden,                             // packed W block for the logits
-            gradient ? (long)RoundUp(hidden, nr) * blockRows : 0, // packed W block for the gradient
-            (long)mr * blockPad,                                 // logits tile
-            gradient ? (long)mr * kcMax : 0,                     // exponentials tile, packed as an A panel
-            p.Weight.IsDense ? 0 : (long)blockRows * hidden,    // widened 16-bit W block
-            (long)mr * nr);                                      // edge tile
-        fixed (float* arenaStart = arena.Store)
+        var (xPackedFloats, regions) = Scratch<TKernel>(rows, hidden, p.Weight.IsDense, gradient);
+        // SGEMM's pooled pack buffers (x packed in A, the rest carved from B): the same memory SGEMM keeps anyway, no new
+        // arrays per call for the GC to collect later.
+        var workspace = Sgemm.Workspace.Rent();
+        try
         {
-            float* cursor = arenaStart;
-            float* xPacked = arena.Next(ref cursor, 0);    // depthBlocks × panels micro-panels [mr, KC]: x rows, packed once
-            float* logitB = arena.Next(ref cursor, 1);     // depth blocks of ⌈nb/nr⌉ micro-panels [kc, nr]: W_blockᵀ
-            float* gradB = arena.Next(ref cursor, 2);      // ⌈hidden/nr⌉ micro-panels [nb, nr]: W_block
-            float* logits = arena.Next(ref cursor, 3);     // [mr, blockPad] one panel's logits for the block
-            float* exps = arena.Next(ref cursor, 4);       // [mr, KC] exp(logit − max) of the panel, as an A micro-panel
-            float* wide = arena.Next(ref cursor, 5);       // [blockRows, hidden] a 16-bit block widened
-            float* tile = arena.Next(ref cursor, 6);       // [mr, nr]
+            workspace.Reserve(checked((int)xPackedFloats), checked((int)regions.Sum(size => size + AlignFloats)));
+            float* xPacked = workspace.A;                  // depthBlocks × panels micro-panels [mr, KC]: x rows, packed once
+            float* cursor = workspace.B;
+            float* logitB = Carve(ref cursor, regions[0]); // depth blocks of ⌈nb/nr⌉ micro-panels [kc, nr]: W_blockᵀ
+            float* gradB = Carve(ref cursor, regions[1]);  // ⌈hidden/nr⌉ micro-panels [nb, nr]: W_block
+            float* logits = Carve(ref cursor, regions[2]); // [mr, blockPad] one panel's logits for the block
+            float* exps = Carve(ref cursor, regions[3]);   // [mr, KC] exp(logit − max) of the panel, as an A micro-panel
+            float* wide = Carve(ref cursor, regions[4]);   // [blockRows, hidden] a 16-bit block widened
+            float* tile = Carve(ref cursor, regions[5]);   // [mr, nr]
 
             for (int pc = 0, d = 0; pc < hidden; pc += kcBlock, d++)
                 Sgemm.PackRowMajorA<TKernel>(p.X, hidden, r0, rows, pc, Math.Min(kcBlock, hidden - pc), xPacked + (long)d * panels * mr * kcMax);
@@ -220,6 +218,59 @@ internal static unsafe class LinearCrossEntropyKernel
                 }
             }
         }
+        finally
+        {
+            Sgemm.Workspace.Return(workspace);
+        }
+    }
+
+    /// <summary>Depth blocks of the hidden size (at most KC each) and the vocabulary block's rows (and padded to NR).</summary>
+    private static (int DepthBlocks, int KcBlock, int BlockRows, int BlockPad) Blocking<TKernel>(int hidden) where TKernel : struct, Sgemm.IMicroKernel
+    {
+        int nr = TKernel.NR;
+        int depthBlocks = (hidden + Sgemm.KC - 1) / Sgemm.KC;
+        int blockRows = Math.Clamp(PackedBlockBytes / (2 * sizeof(float) * hidden) / nr * nr, nr, MaxBlockRows);
+        return (depthBlocks, (hidden + depthBlocks - 1) / depthBlocks, blockRows, RoundUp(blockRows, nr));
+    }
+
+    /// <summary>One worker's scratch, in floats: x's rows packed (SGEMM's A buffer) and the regions carved from its B buffer.</summary>
+    private static (long XPacked, long[] Regions) Scratch<TKernel>(int rows, int hidden, bool dense, bool gradient) where TKernel : struct, Sgemm.IMicroKernel
+    {
+        int mr = TKernel.MR, nr = TKernel.NR;
+        var (depthBlocks, _, blockRows, blockPad) = Blocking<TKernel>(hidden);
+        long xPacked = (long)depthBlocks * ((rows + mr - 1) / mr) * mr * Sgemm.KC;
+        long[] regions =
+        [
+            (long)blockPad * hidden,                             // packed W block for the logits
+            gradient ? (long)RoundUp(hidden, nr) * blockRows : 0, // packed W block for the gradient
+            (long)mr * blockPad,                                 // logits tile
+            gradient ? (long)mr * Sgemm.KC : 0,                  // exponentials tile, packed as an A panel
+            dense ? 0 : (long)blockRows * hidden,                // widened 16-bit W block
+            (long)mr * nr,                                       // edge tile
+        ];
+        return (xPacked, regions);
+    }
+
+    /// <summary>
+    /// Bytes a training step's head and loss over <paramref name="n"/> tokens holds beyond its inputs and outputs, on the
+    /// fastest microkernel: every worker's pooled scratch (which SGEMM's pack buffers grow to) and the shared running
+    /// state with the extra vocabulary parts' accumulators. For the memory model.
+    /// </summary>
+    internal static long WorkspaceBytes(int n, int hidden, int vocab, bool dense, int threads) => Sgemm.BestKernel switch
+    {
+        SgemmKernel.Avx512 => WorkspaceBytes<Sgemm.Avx512Kernel>(n, hidden, vocab, dense, threads),
+        SgemmKernel.Avx2 => WorkspaceBytes<Sgemm.Avx2Kernel>(n, hidden, vocab, dense, threads),
+        _ => WorkspaceBytes<Sgemm.PortableKernel>(n, hidden, vocab, dense, threads),
+    };
+
+    private static long WorkspaceBytes<TKernel>(int n, int hidden, int vocab, bool dense, int threads) where TKernel : struct, Sgemm.IMicroKernel
+    {
+        int mr = TKernel.MR, panels = (n + mr - 1) / mr;
+        var (rowParts, vocabParts) = PlanThreads(n, hidden, vocab, mr, dense, gradient: true, threads);
+        var (xPacked, regions) = Scratch<TKernel>((panels + rowParts - 1) / rowParts * mr, hidden, dense, gradient: true);
+        long perWorker = xPacked + regions.Sum(size => size + AlignFloats);
+        long shared = 2L * vocabParts * n + n + (vocabParts - 1L) * n * hidden;
+        return (rowParts * vocabParts * perWorker + shared) * sizeof(float);
     }
 
     /// <summary>
@@ -300,28 +351,14 @@ internal static unsafe class LinearCrossEntropyKernel
         public int N { get; } = n;
     }
 
-    /// <summary>One thread's scratch: a single pinned array carved into 64-byte-aligned regions of the given float counts.</summary>
-    private sealed class Arena
+    private const int AlignFloats = 16;
+
+    /// <summary>A 64-byte-aligned region of <paramref name="floats"/> taken from <paramref name="cursor"/> onwards.</summary>
+    private static float* Carve(ref float* cursor, long floats)
     {
-        private const int AlignFloats = 16;
-        private readonly long[] _sizes;
-
-        public Arena(params long[] sizes)
-        {
-            _sizes = sizes;
-            long total = sizes.Sum(s => s + AlignFloats) + AlignFloats;
-            Store = GC.AllocateUninitializedArray<float>(checked((int)total), pinned: true);
-        }
-
-        public float[] Store { get; }
-
-        /// <summary>Region <paramref name="index"/>, aligned, taken from <paramref name="cursor"/> onwards (regions in order).</summary>
-        public float* Next(ref float* cursor, int index)
-        {
-            float* start = (float*)(((nint)cursor + 63) & ~(nint)63);
-            cursor = start + _sizes[index];
-            return start;
-        }
+        float* start = (float*)(((nint)cursor + 63) & ~(nint)63);
+        cursor = start + floats;
+        return start;
     }
 }
 
