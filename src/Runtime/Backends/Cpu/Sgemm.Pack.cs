@@ -135,7 +135,7 @@ internal static unsafe partial class Sgemm
     }
 
     /// <summary>Transposes one 8x8 block with the classic unpack / shuffle / lane-permute network.</summary>
-    private static void Transpose8x8(float* src, nint srcStride, float* dst, nint dstStride)
+    internal static void Transpose8x8(float* src, nint srcStride, float* dst, nint dstStride)
     {
         Vector256<float> r0 = Avx.LoadVector256(src);
         Vector256<float> r1 = Avx.LoadVector256(src + srcStride);

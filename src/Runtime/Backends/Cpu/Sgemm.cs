@@ -282,7 +282,7 @@ internal static unsafe partial class Sgemm
     }
 
     /// <summary>C[rows, cols] (general strides) = alpha * tile + beta * C; beta == 0 does not read C.</summary>
-    private static void MergeTile(float* tile, int ldt, int rows, int cols, float* c, nint rsC, nint csC, float alpha, float beta)
+    internal static void MergeTile(float* tile, int ldt, int rows, int cols, float* c, nint rsC, nint csC, float alpha, float beta)
     {
         for (int i = 0; i < rows; i++)
         {
@@ -320,7 +320,7 @@ internal static unsafe partial class Sgemm
     /// Block size for covering <paramref name="size"/> in ceil(size / max) equal blocks, rounded up to
     /// <paramref name="granule"/>: k = 288 with KC = 256 gives two blocks of 144, not 256 + 32.
     /// </summary>
-    private static int BalancedBlock(int size, int max, int granule)
+    internal static int BalancedBlock(int size, int max, int granule)
     {
         int blocks = Math.Max(1, CeilDiv(size, max));
         return Math.Max(granule, RoundUp(CeilDiv(size, blocks), granule));
@@ -328,7 +328,7 @@ internal static unsafe partial class Sgemm
 
     private static int CeilDiv(int x, int y) => (x + y - 1) / y;
 
-    private static int RoundUp(int x, int multiple) => CeilDiv(x, multiple) * multiple;
+    internal static int RoundUp(int x, int multiple) => CeilDiv(x, multiple) * multiple;
 
     /// <summary>
     /// One GEMM in stride form: op(A)[i, p] = A[i*RsA + p*CsA], op(B)[p, j] = B[p*RsB + j*CsB],

@@ -358,7 +358,7 @@ internal static unsafe class AttentionKernel
                 // The source rows are strided across the tensor (and mostly not in cache): ask for those two
                 // blocks ahead now.
                 if (j + 24 <= rows) Prefetch(s + 16 * srcStride, srcStride, 8, cols);
-                for (int c = 0; c < blockedCols; c += 8) Transpose8x8(s + c, srcStride, dst + (long)c * ld + j, ld);
+                for (int c = 0; c < blockedCols; c += 8) Sgemm.Transpose8x8(s + c, (nint)srcStride, dst + (long)c * ld + j, ld);
             }
         }
         // The rows left below a whole block, then the columns right of the blocks.
@@ -373,47 +373,6 @@ internal static unsafe class AttentionKernel
             for (int c = blockedCols; c < cols; c++) dst[(long)c * ld + jj] = s[c];
         }
         for (int c = 0; c < cols; c++) new Span<float>(dst + (long)c * ld + rows, padded - rows).Clear();
-    }
-
-    // d[c · ldd + i] = s[i · lds + c] for i, c < 8.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose8x8(float* s, long lds, float* d, long ldd)
-    {
-        var r0 = Avx.LoadVector256(s);
-        var r1 = Avx.LoadVector256(s + lds);
-        var r2 = Avx.LoadVector256(s + 2 * lds);
-        var r3 = Avx.LoadVector256(s + 3 * lds);
-        var r4 = Avx.LoadVector256(s + 4 * lds);
-        var r5 = Avx.LoadVector256(s + 5 * lds);
-        var r6 = Avx.LoadVector256(s + 6 * lds);
-        var r7 = Avx.LoadVector256(s + 7 * lds);
-        // Interleave pairs of rows: t0 = r0[0] r1[0] r0[1] r1[1] | r0[4] r1[4] r0[5] r1[5], t1 the same for 2, 3 | 6, 7.
-        var t0 = Avx.UnpackLow(r0, r1);
-        var t1 = Avx.UnpackHigh(r0, r1);
-        var t2 = Avx.UnpackLow(r2, r3);
-        var t3 = Avx.UnpackHigh(r2, r3);
-        var t4 = Avx.UnpackLow(r4, r5);
-        var t5 = Avx.UnpackHigh(r4, r5);
-        var t6 = Avx.UnpackLow(r6, r7);
-        var t7 = Avx.UnpackHigh(r6, r7);
-        // Then pairs of pairs: u0 = column 0 of rows 0-3 | column 4 of rows 0-3, u1 columns 1 | 5, and so on.
-        var u0 = Avx.Shuffle(t0, t2, 0x44);
-        var u1 = Avx.Shuffle(t0, t2, 0xEE);
-        var u2 = Avx.Shuffle(t1, t3, 0x44);
-        var u3 = Avx.Shuffle(t1, t3, 0xEE);
-        var u4 = Avx.Shuffle(t4, t6, 0x44);
-        var u5 = Avx.Shuffle(t4, t6, 0xEE);
-        var u6 = Avx.Shuffle(t5, t7, 0x44);
-        var u7 = Avx.Shuffle(t5, t7, 0xEE);
-        // And the 128-bit halves of rows 0-3 and 4-7 joined into whole columns.
-        Avx.Store(d, Avx.Permute2x128(u0, u4, 0x20));
-        Avx.Store(d + ldd, Avx.Permute2x128(u1, u5, 0x20));
-        Avx.Store(d + 2 * ldd, Avx.Permute2x128(u2, u6, 0x20));
-        Avx.Store(d + 3 * ldd, Avx.Permute2x128(u3, u7, 0x20));
-        Avx.Store(d + 4 * ldd, Avx.Permute2x128(u0, u4, 0x31));
-        Avx.Store(d + 5 * ldd, Avx.Permute2x128(u1, u5, 0x31));
-        Avx.Store(d + 6 * ldd, Avx.Permute2x128(u2, u6, 0x31));
-        Avx.Store(d + 7 * ldd, Avx.Permute2x128(u3, u7, 0x31));
     }
 
     // dst[j · dstStride + c] = factor · src[j · srcStride + c] for j < rows, c < cols; with pad, also

@@ -145,7 +145,7 @@ internal static unsafe class LinearCrossEntropyKernel
         int hidden = p.Weight.Hidden, rows = r1 - r0;
         bool gradient = p.Dx != null;
         int panels = (rows + mr - 1) / mr;
-        var (depthBlocks, kcBlock, blockRows, blockPad) = Blocking<TKernel>(hidden);
+        var (_, kcBlock, blockRows, blockPad) = Blocking<TKernel>(hidden);
         float* runningMax = state.Max + (long)part * state.N + r0, runningSum = state.Sum + (long)part * state.N + r0; // [rows] each
         float* targetLogit = state.TargetLogit + r0;                                                                  // [rows]
         float* accumulated = part == 0 ? p.Dx : state.Partials + (long)(part - 1) * state.N * hidden;                  // [n, hidden]
@@ -177,7 +177,7 @@ internal static unsafe class LinearCrossEntropyKernel
 
             for (int v0 = vocabStart; v0 < vocabEnd; v0 += blockRows)
             {
-                int nb = Math.Min(blockRows, vocabEnd - v0), nbPad = RoundUp(nb, nr);
+                int nb = Math.Min(blockRows, vocabEnd - v0), nbPad = Sgemm.RoundUp(nb, nr);
                 float* w = p.Weight.Rows(v0, nb, wide);                              // [nb, hidden]
                 for (int pc = 0; pc < hidden; pc += kcBlock)
                     Sgemm.PackRowMajorB<TKernel>(w, hidden, transB: true, pc, Math.Min(kcBlock, hidden - pc), 0, nb, logitB + (long)pc * nbPad);
@@ -210,9 +210,7 @@ internal static unsafe class LinearCrossEntropyKernel
                         else
                         {
                             TKernel.Tile(nb, exps, b, tile, nr, 1f, 0f);
-                            for (int r = 0; r < valid; r++)
-                                TensorPrimitives.Add(new ReadOnlySpan<float>(tile + r * nr, cols), new ReadOnlySpan<float>(dxPanel + (long)r * hidden + jr, cols),
-                                    new Span<float>(dxPanel + (long)r * hidden + jr, cols));
+                            Sgemm.MergeTile(tile, nr, valid, cols, dxPanel + jr, hidden, 1, 1f, 1f);
                         }
                     }
                 }
@@ -228,9 +226,9 @@ internal static unsafe class LinearCrossEntropyKernel
     private static (int DepthBlocks, int KcBlock, int BlockRows, int BlockPad) Blocking<TKernel>(int hidden) where TKernel : struct, Sgemm.IMicroKernel
     {
         int nr = TKernel.NR;
-        int depthBlocks = (hidden + Sgemm.KC - 1) / Sgemm.KC;
+        int kcBlock = Sgemm.BalancedBlock(hidden, Sgemm.KC, 1);
         int blockRows = Math.Clamp(PackedBlockBytes / (2 * sizeof(float) * hidden) / nr * nr, nr, MaxBlockRows);
-        return (depthBlocks, (hidden + depthBlocks - 1) / depthBlocks, blockRows, RoundUp(blockRows, nr));
+        return ((hidden + kcBlock - 1) / kcBlock, kcBlock, blockRows, Sgemm.RoundUp(blockRows, nr));
     }
 
     /// <summary>One worker's scratch, in floats: x's rows packed (SGEMM's A buffer) and the regions carved from its B buffer.</summary>
@@ -242,7 +240,7 @@ internal static unsafe class LinearCrossEntropyKernel
         long[] regions =
         [
             (long)blockPad * hidden,                             // packed W block for the logits
-            gradient ? (long)RoundUp(hidden, nr) * blockRows : 0, // packed W block for the gradient
+            gradient ? (long)Sgemm.RoundUp(hidden, nr) * blockRows : 0, // packed W block for the gradient
             (long)mr * blockPad,                                 // logits tile
             gradient ? (long)mr * Sgemm.KC : 0,                  // exponentials tile, packed as an A panel
             dense ? 0 : (long)blockRows * hidden,                // widened 16-bit W block
@@ -326,8 +324,6 @@ internal static unsafe class LinearCrossEntropyKernel
         var targetRow = new ReadOnlySpan<float>(p.Weight.Rows(target, 1, wide), hidden);
         TensorPrimitives.MultiplyAdd(targetRow, -p.GradScale, dx, dx);
     }
-
-    private static int RoundUp(int x, int multiple) => (x + multiple - 1) / multiple * multiple;
 
     private readonly struct Problem(float* x, HeadWeight weight, int* targets, int n, int ignoreIndex, float* losses, float* dx, float gradScale)
     {
