@@ -128,22 +128,31 @@ internal static unsafe partial class Sgemm
             ws.Reserve(0, checked(RoundUp(p.N, colBlock) * kPad));
             float* bt = ws.B;
             PackDotB(p, S.Width, colBlock, kPad, bt);
-            int parts = SkinnyThreads(p, maxThreads, CeilDiv(p.M, rowBlock));
-            if (parts == 1)
-            {
-                DotRange<S, V>(p, bt, 0, p.M);
-                return;
-            }
-            CpuParallel.For(parts, t =>
-            {
-                var (i0, i1) = Split(p.M, parts, t, rowBlock);
-                DotRange<S, V>(p, bt, i0, i1);
-            });
+            ForRowRanges(p, maxThreads, rowBlock, (i0, i1) => DotRange<S, V>(p, bt, i0, i1));
         }
         finally
         {
             Workspace.Return(ws);
         }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="range"/>(i0, i1) over row ranges of C cut on whole <paramref name="rowBlock"/> blocks: one range
+    /// on the calling thread, or one per thread when the problem earns several (<see cref="SkinnyThreads"/>).
+    /// </summary>
+    private static void ForRowRanges(in Problem p, int maxThreads, int rowBlock, Action<int, int> range)
+    {
+        int m = p.M, parts = SkinnyThreads(p, maxThreads, CeilDiv(m, rowBlock));
+        if (parts == 1)
+        {
+            range(0, m);
+            return;
+        }
+        CpuParallel.For(parts, t =>
+        {
+            var (i0, i1) = Split(m, parts, t, rowBlock);
+            range(i0, i1);
+        });
     }
 
     /// <summary>
@@ -532,17 +541,7 @@ internal static unsafe partial class Sgemm
             ws.Reserve(0, checked(p.K * nPad));
             float* bp = ws.B;
             PackDepthB(p, strip, bp);
-            int parts = SkinnyThreads(p, maxThreads, CeilDiv(p.M, rowBlock));
-            if (parts == 1)
-            {
-                SmallDepthRange<S, V>(p, bp, 0, p.M);
-                return;
-            }
-            CpuParallel.For(parts, t =>
-            {
-                var (i0, i1) = Split(p.M, parts, t, rowBlock);
-                SmallDepthRange<S, V>(p, bp, i0, i1);
-            });
+            ForRowRanges(p, maxThreads, rowBlock, (i0, i1) => SmallDepthRange<S, V>(p, bp, i0, i1));
         }
         finally
         {
